@@ -1,0 +1,73 @@
+// Scalar-only wrappers over the C ABI for the JavaCPP binding: handles travel as jlong and
+// results come back as "value >= 0, or -status", so hot calls need no out-parameters.
+#ifndef MOE_JNI_H_
+#define MOE_JNI_H_
+
+#include <stdint.h>
+#include "moe_router.h"
+
+static inline int64_t moe_jni_router_create(int backend, int device, int experts, int top_k, int score_fn,
+                                            int pre_softmax, int groups, int group_topk, float scale,
+                                            const float* bias) {
+  moe_router_config c;
+  c.num_experts = experts;
+  c.top_k = top_k;
+  c.score_fn = score_fn;
+  c.pre_softmax = pre_softmax;
+  c.num_groups = groups;
+  c.group_topk = group_topk;
+  c.scale = scale;
+  c.expert_bias = bias;
+  moe_router* r = 0;
+  int st = moe_router_create(&c, backend, device, &r);
+  return st == MOE_OK ? (int64_t)(intptr_t)r : -(int64_t)st;
+}
+
+static inline int moe_jni_router_destroy(int64_t h) { return moe_router_destroy((moe_router*)(intptr_t)h); }
+
+static inline int moe_jni_router_set_bias(int64_t h, const float* bias) {
+  return moe_router_set_bias((moe_router*)(intptr_t)h, bias);
+}
+
+static inline int moe_jni_router_set_threads(int64_t h, int threads) {
+  return moe_router_set_threads((moe_router*)(intptr_t)h, threads);
+}
+
+// Host memory on any backend (CUDA stages through device buffers). Returns non-finite rows or -status.
+static inline int64_t moe_jni_route_host(int64_t h, const void* logits, int dtype, int64_t tokens,
+                                         const int32_t* replay_idx, const uint8_t* replay_mask, int32_t* out_idx,
+                                         float* out_w) {
+  int64_t nonfinite = 0;
+  int st = moe_route_host((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
+                          &nonfinite);
+  return st == MOE_OK ? nonfinite : -(int64_t)st;
+}
+
+// Device memory (CUDA router): asynchronous on `stream`; d_nonfinite is an optional device int64.
+static inline int moe_jni_route_device(int64_t h, const void* logits, int dtype, int64_t tokens,
+                                       const int32_t* replay_idx, const uint8_t* replay_mask, int32_t* out_idx,
+                                       float* out_w, int64_t* d_nonfinite, void* stream) {
+  return moe_route((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
+                   d_nonfinite, stream);
+}
+
+static inline int moe_jni_backward_host(int64_t h, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                                        const float* grad_w, float* grad_logits) {
+  return moe_route_backward_host((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, grad_logits);
+}
+
+static inline int moe_jni_backward_device(int64_t h, const void* logits, int dtype, int64_t tokens,
+                                          const int32_t* idx, const float* grad_w, float* grad_logits, void* stream) {
+  return moe_route_backward((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, grad_logits, stream);
+}
+
+// Returns -1 when no replay was rejected, else bad_row * 4 + reason (reason < 4), or < -1 as -status - 1.
+static inline int64_t moe_jni_check_replay(int64_t h) {
+  int64_t row = -1;
+  int reason = 0;
+  int st = moe_router_check_replay((moe_router*)(intptr_t)h, &row, &reason);
+  if (st == MOE_OK) return -1;
+  if (st == MOE_ERR_INVALID_REPLAY) return row * 4 + reason;
+  return -(int64_t)st - 1;
+}
+#endif  // MOE_JNI_H_

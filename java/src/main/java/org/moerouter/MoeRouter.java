@@ -1,0 +1,305 @@
+package org.moerouter;
+
+import java.nio.Buffer;
+import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.util.Objects;
+
+/**
+ * Routes tokens to experts (ROUTING_SPEC.md sections 1-5) on one backend, with replay.
+ *
+ * <p>Logits are row-major [tokens, experts]: fp32 as {@code float[]}, bf16/fp16 as raw 16-bit values
+ * in {@code short[]}. Outputs go into caller-provided [tokens, k] buffers (no allocation per call on
+ * the native backends). Every call returns the number of rows in which a logit it read was NaN or
+ * infinite. Replay calls take indices [tokens, k] (and an optional mask [tokens]; rows with mask 0 are
+ * routed live); an invalid row (expert out of range, or repeated) is rejected with an error naming it,
+ * before any output is written.
+ *
+ * <pre>{@code
+ * try (MoeRouter router = MoeRouter.create(config)) {          // CUDA, else native CPU, else Java
+ *   long bad = router.route(logits, tokens, idx, weights);      // live; record idx
+ *   router.replay(logits, tokens, idx, null, idx2, weights2);   // forced experts, live weights
+ *   router.backward(logits, tokens, idx, gradWeights, gradLogits);
+ * }
+ * }</pre>
+ *
+ * <p>Routers are safe to call from several threads; {@link #close()} must not race with calls.
+ */
+public abstract class MoeRouter implements AutoCloseable {
+  final RouterConfig config;
+  final Backend backend;
+
+  MoeRouter(RouterConfig config, Backend backend) {
+    this.config = Objects.requireNonNull(config, "config");
+    this.backend = backend;
+  }
+
+  /** A router on the fastest available backend (CUDA, then native CPU, then Java). */
+  public static MoeRouter create(RouterConfig config) {
+    return create(config, Backend.AUTO);
+  }
+
+  public static MoeRouter create(RouterConfig config, Backend backend) {
+    Objects.requireNonNull(config, "config");
+    switch (Objects.requireNonNull(backend, "backend")) {
+      case JAVA:
+        return new JavaRouter(config);
+      case CPU:
+      case CUDA: {
+        String why = unavailableReason(backend);
+        if (why != null) throw new MoeRouterException(Status.UNSUPPORTED, backend + " backend unavailable: " + why);
+        return new NativeRouter(config, backend);
+      }
+      default:
+        for (Backend b : new Backend[] {Backend.CUDA, Backend.CPU})
+          if (unavailableReason(b) == null) return new NativeRouter(config, b);
+        return new JavaRouter(config);
+    }
+  }
+
+  /** The backend {@link Backend#AUTO} resolves to on this machine. */
+  public static Backend defaultBackend() {
+    if (unavailableReason(Backend.CUDA) == null) return Backend.CUDA;
+    if (unavailableReason(Backend.CPU) == null) return Backend.CPU;
+    return Backend.JAVA;
+  }
+
+  public static boolean isAvailable(Backend backend) {
+    return unavailableReason(backend) == null;
+  }
+
+  /** Null when the backend can be used here, else why not. */
+  public static String unavailableReason(Backend backend) {
+    if (backend == Backend.JAVA || backend == Backend.AUTO) return null;
+    if (!RouterNative.available()) return "native library failed to load: " + RouterNative.loadFailure();
+    if (backend == Backend.CPU) return null;
+    if (RouterNative.moe_cuda_compiled() == 0) return "the native library was built without CUDA (no nvcc)";
+    if (RouterNative.moe_cuda_device_count() <= 0) return "no CUDA device is visible";
+    return null;
+  }
+
+  public final RouterConfig config() {
+    return config;
+  }
+
+  public final Backend backend() {
+    return backend;
+  }
+
+  // ------------------------------------------------------------------ live routing, arrays
+
+  /** Live routing of fp32 logits; returns the number of rows with non-finite logits. */
+  public final long route(float[] logits, int tokens, int[] outIdx, float[] outWeights) {
+    checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
+    return routeArrays(logits, null, LogitsType.FP32, tokens, null, null, outIdx, outWeights);
+  }
+
+  /** Live routing of bf16/fp16 logits given as raw 16-bit values. */
+  public final long route(short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights) {
+    checkHalf(type);
+    checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
+    return routeArrays(null, logits, type, tokens, null, null, outIdx, outWeights);
+  }
+
+  /** Live routing into new arrays. */
+  public final RoutingResult route(float[] logits, int tokens) {
+    int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
+    float[] w = new float[idx.length];
+    long nonfinite = route(logits, tokens, idx, w);
+    return new RoutingResult(tokens, config.topK(), idx, w, nonfinite);
+  }
+
+  // ------------------------------------------------------------------ replay, arrays
+
+  /**
+   * Replay: the experts of {@code replayIdx} [tokens, k] in the given order, weights from the live
+   * logits. {@code replayMask} [tokens] may be null; rows with mask 0 are routed live.
+   */
+  public final long replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
+      float[] outWeights) {
+    checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
+        replayMask, outIdx, outWeights);
+    return routeArrays(logits, null, LogitsType.FP32, tokens, replayIdx, replayMask, outIdx, outWeights);
+  }
+
+  public final long replay(short[] logits, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
+      int[] outIdx, float[] outWeights) {
+    checkHalf(type);
+    checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
+        replayMask, outIdx, outWeights);
+    return routeArrays(null, logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+  }
+
+  /** Replay into new arrays. */
+  public final RoutingResult replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask) {
+    int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
+    float[] w = new float[idx.length];
+    long nonfinite = replay(logits, tokens, replayIdx, replayMask, idx, w);
+    return new RoutingResult(tokens, config.topK(), idx, w, nonfinite);
+  }
+
+  // ------------------------------------------------------------------ direct buffers and raw addresses
+
+  /**
+   * Routing over direct buffers (from their positions): logits is a FloatBuffer (FP32), a ShortBuffer
+   * (BF16/FP16) or a ByteBuffer holding {@code type}. replayIdx and replayMask may be null.
+   */
+  public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights) {
+    Objects.requireNonNull(type, "type");
+    checkTokens(tokens);
+    long n = (long) tokens * config.experts();
+    long logitElems = logits instanceof ByteBuffer ? logits.remaining() / type.bytes() : logits == null ? -1 : logits.remaining();
+    int logitBytes = logits instanceof ByteBuffer ? 1 : type.bytes();
+    if (logits != null && !(logits instanceof ByteBuffer) && (logits instanceof FloatBuffer) != (type == LogitsType.FP32))
+      throw invalid("logits buffer type " + logits.getClass().getSimpleName() + " does not hold " + type);
+    checkCapacity("logits", logitElems, n);
+    checkCapacity("outIdx", outIdx == null ? -1 : outIdx.remaining(), (long) tokens * config.topK());
+    checkCapacity("outWeights", outWeights == null ? -1 : outWeights.remaining(), (long) tokens * config.topK());
+    if (replayIdx != null) checkCapacity("replayIdx", replayIdx.remaining(), (long) tokens * config.topK());
+    if (replayMask != null) {
+      if (replayIdx == null) throw invalid("replayMask given without replayIdx");
+      checkCapacity("replayMask", replayMask.remaining(), tokens);
+    }
+    return routeHost(HostMemory.address(logits, logitBytes, "logits"), type, tokens,
+        HostMemory.address(replayIdx, 4, "replayIdx"), HostMemory.address(replayMask, 1, "replayMask"),
+        HostMemory.address(outIdx, 4, "outIdx"), HostMemory.address(outWeights, 4, "outWeights"));
+  }
+
+  /**
+   * Routing over raw host addresses (for example {@code MemorySegment.address()}); sizes are the
+   * caller's responsibility. replayIdx/replayMask may be 0. Returns the non-finite row count.
+   */
+  public final long routeAddress(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
+      long outIdx, long outWeights) {
+    Objects.requireNonNull(type, "type");
+    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+    if (tokens > 0 && (logits == 0 || outIdx == 0 || outWeights == 0)) throw invalid("logits and outputs must not be 0");
+    if (replayMask != 0 && replayIdx == 0) throw invalid("replayMask given without replayIdx");
+    return routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+  }
+
+  /**
+   * CUDA only: routing over device pointers, enqueued on {@code stream} (a cudaStream_t; 0 for the
+   * default stream) without synchronising. Replay rows are validated on the device: a rejected call
+   * writes no output and is reported by the next {@link #checkReplay()}. {@code nonfiniteRows} is an
+   * optional device int64 receiving the count.
+   */
+  public void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
+      long outWeights, long nonfiniteRows, long stream) {
+    throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  }
+
+  /** CUDA only: synchronises and throws if a device replay/backward call since the last check was rejected. */
+  public void checkReplay() {}
+
+  // ------------------------------------------------------------------ backward
+
+  /**
+   * Backward of the weights (spec section 5): gradLogits [tokens, E] from gradWeights [tokens, k] for
+   * the experts {@code idx} [tokens, k] the forward used (live or replayed). Every element is written.
+   */
+  public final void backward(float[] logits, int tokens, int[] idx, float[] gradWeights, float[] gradLogits) {
+    checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
+    backwardArrays(logits, null, LogitsType.FP32, tokens, idx, gradWeights, gradLogits);
+  }
+
+  public final void backward(short[] logits, LogitsType type, int tokens, int[] idx, float[] gradWeights,
+      float[] gradLogits) {
+    checkHalf(type);
+    checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
+    backwardArrays(null, logits, type, tokens, idx, gradWeights, gradLogits);
+  }
+
+  /** Backward over raw host addresses. */
+  public final void backwardAddress(long logits, LogitsType type, long tokens, long idx, long gradWeights,
+      long gradLogits) {
+    Objects.requireNonNull(type, "type");
+    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+    if (tokens > 0 && (logits == 0 || idx == 0 || gradWeights == 0 || gradLogits == 0))
+      throw invalid("logits, indices and gradients must not be 0");
+    backwardHost(logits, type, tokens, idx, gradWeights, gradLogits);
+  }
+
+  /** CUDA only: backward over device pointers on {@code stream}. */
+  public void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
+      long stream) {
+    throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  }
+
+  // ------------------------------------------------------------------ state
+
+  /** Replaces the expert bias (sigmoid routers), e.g. after an aux-loss-free balancing step. */
+  public abstract void setExpertBias(float[] bias);
+
+  /** Releases native resources; idempotent. */
+  @Override
+  public abstract void close();
+
+  // ------------------------------------------------------------------ backend hooks
+
+  abstract long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx,
+      byte[] replayMask, int[] outIdx, float[] outWeights);
+
+  abstract long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
+      long outWeights);
+
+  abstract void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
+      float[] gradLogits);
+
+  abstract void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits);
+
+  // ------------------------------------------------------------------ argument checks
+
+  void checkBias(float[] bias) {
+    if (config.scoreFunction() != ScoreFunction.SIGMOID)
+      throw invalid("expert bias applies to the sigmoid score function only");
+    if (bias == null || bias.length != config.experts())
+      throw invalid("expert bias must have " + config.experts() + " entries");
+    for (int i = 0; i < bias.length; i++) if (!Float.isFinite(bias[i])) throw invalid("expert bias[" + i + "] is not finite");
+  }
+
+  private void checkArrays(int logitsLength, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
+      float[] outWeights) {
+    checkTokens(tokens);
+    long tk = (long) tokens * config.topK();
+    checkCapacity("logits", logitsLength, (long) tokens * config.experts());
+    checkCapacity("outIdx", outIdx == null ? -1 : outIdx.length, tk);
+    checkCapacity("outWeights", outWeights == null ? -1 : outWeights.length, tk);
+    if (replayIdx != null) checkCapacity("replayIdx", replayIdx.length, tk);
+    if (replayMask != null) checkCapacity("replayMask", replayMask.length, tokens);
+  }
+
+  private void checkBackward(int logitsLength, int tokens, int[] idx, float[] gradWeights, float[] gradLogits) {
+    checkTokens(tokens);
+    long tk = (long) tokens * config.topK();
+    checkCapacity("logits", logitsLength, (long) tokens * config.experts());
+    checkCapacity("idx", idx == null ? -1 : idx.length, tk);
+    checkCapacity("gradWeights", gradWeights == null ? -1 : gradWeights.length, tk);
+    checkCapacity("gradLogits", gradLogits == null ? -1 : gradLogits.length, (long) tokens * config.experts());
+  }
+
+  private static void checkTokens(int tokens) {
+    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+  }
+
+  private static void checkHalf(LogitsType type) {
+    if (type != LogitsType.BF16 && type != LogitsType.FP16)
+      throw invalid("short[] logits must be BF16 or FP16, got " + type);
+  }
+
+  private static void checkCapacity(String name, long have, long need) {
+    if (have < 0) throw invalid(name + " must not be null");
+    if (have < need) throw invalid(name + " holds " + have + " elements, needs " + need);
+  }
+
+  static MoeRouterException invalid(String message) {
+    return new MoeRouterException(Status.INVALID_ARGUMENT, message);
+  }
+
+  @Override
+  public String toString() {
+    return getClass().getSimpleName() + "{" + backend + ", " + config + "}";
+  }
+}

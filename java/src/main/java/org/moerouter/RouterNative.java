@@ -1,0 +1,110 @@
+package org.moerouter;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.CriticalRegion;
+import org.bytedeco.javacpp.annotation.NoException;
+import org.bytedeco.javacpp.annotation.Platform;
+
+/**
+ * JavaCPP binding over the C ABI (native/include/moe_router.h) and its scalar shim
+ * (java/src/main/cpp/moe_jni.h). Package-private: {@link MoeRouter} is the API.
+ *
+ * <p>Hot entry points are {@code @NoException} (no C++ exception wrapper) and take Java arrays
+ * through {@code @CriticalRegion} (pinned, not copied); the caller checks array lengths first.
+ */
+@Platform(
+    include = {"moe_router.h", "moe_jni.h"},
+    // JavaCPP emits -l flags in reverse order: dependencies first.
+    link = {"pthread", "rt", "dl", "moe_router_all"},
+    library = "jnimoerouter")
+final class RouterNative {
+  private RouterNative() {}
+
+  private static final Throwable LOAD_FAILURE;
+
+  static {
+    Throwable failure = null;
+    try {
+      Loader.load();
+    } catch (Throwable t) {
+      failure = t;
+    }
+    LOAD_FAILURE = failure;
+  }
+
+  /** Null when the native library loaded, else why it did not. */
+  static Throwable loadFailure() {
+    return LOAD_FAILURE;
+  }
+
+  static boolean available() {
+    return LOAD_FAILURE == null;
+  }
+
+  @NoException static native @Cast("const char*") BytePointer moe_status_string(int status);
+  @NoException static native @Cast("const char*") BytePointer moe_last_error_message();
+  @NoException static native int moe_cuda_device_count();
+  @NoException static native int moe_cuda_compiled();
+
+  @NoException static native long moe_jni_router_create(int backend, int device, int experts, int topK,
+      int scoreFn, int preSoftmax, int groups, int groupTopK, float scale, @Cast("const float*") float[] bias);
+  @NoException static native int moe_jni_router_destroy(long handle);
+  @NoException static native int moe_jni_router_set_bias(long handle, @Cast("const float*") float[] bias);
+  @NoException static native int moe_jni_router_set_threads(long handle, int threads);
+
+  // ---- routing, host memory: arrays (pinned) ----
+  @NoException @CriticalRegion static native long moe_jni_route_host(long handle,
+      @Cast("const void*") float[] logits, int dtype, long tokens,
+      @Cast("const int32_t*") int[] replayIdx, @Cast("const uint8_t*") byte[] replayMask,
+      @Cast("int32_t*") int[] outIdx, float[] outWeights);
+
+  @NoException @CriticalRegion static native long moe_jni_route_host(long handle,
+      @Cast("const void*") short[] logits, int dtype, long tokens,
+      @Cast("const int32_t*") int[] replayIdx, @Cast("const uint8_t*") byte[] replayMask,
+      @Cast("int32_t*") int[] outIdx, float[] outWeights);
+
+  // ---- routing, host memory: raw addresses (direct buffers, MemorySegment.address()) ----
+  @NoException static native long moe_jni_route_host(long handle,
+      @Cast("const void*") long logits, int dtype, long tokens,
+      @Cast("const int32_t*") long replayIdx, @Cast("const uint8_t*") long replayMask,
+      @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights);
+
+  // ---- routing, device memory (CUDA router) ----
+  @NoException static native int moe_jni_route_device(long handle,
+      @Cast("const void*") long logits, int dtype, long tokens,
+      @Cast("const int32_t*") long replayIdx, @Cast("const uint8_t*") long replayMask,
+      @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights,
+      @Cast("int64_t*") long nonfiniteRows, @Cast("void*") long stream);
+
+  // ---- backward ----
+  @NoException @CriticalRegion static native int moe_jni_backward_host(long handle,
+      @Cast("const void*") float[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] idx,
+      @Cast("const float*") float[] gradWeights, float[] gradLogits);
+
+  @NoException @CriticalRegion static native int moe_jni_backward_host(long handle,
+      @Cast("const void*") short[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] idx,
+      @Cast("const float*") float[] gradWeights, float[] gradLogits);
+
+  @NoException static native int moe_jni_backward_host(long handle,
+      @Cast("const void*") long logits, int dtype, long tokens, @Cast("const int32_t*") long idx,
+      @Cast("const float*") long gradWeights, @Cast("float*") long gradLogits);
+
+  @NoException static native int moe_jni_backward_device(long handle,
+      @Cast("const void*") long logits, int dtype, long tokens, @Cast("const int32_t*") long idx,
+      @Cast("const float*") long gradWeights, @Cast("float*") long gradLogits, @Cast("void*") long stream);
+
+  @NoException static native long moe_jni_check_replay(long handle);
+
+  @NoException @CriticalRegion static native int moe_tokens_per_expert(@Cast("const int32_t*") int[] idx,
+      long tokens, int k, int experts, @Cast("int32_t*") int[] counts);
+
+  /** Builds the exception for a failed call from the calling thread's native error detail. */
+  static MoeRouterException error(int status, String operation) {
+    String detail = moe_last_error_message().getString();
+    Status s = Status.fromCode(status);
+    return new MoeRouterException(s, operation + " failed: " + s.description()
+        + (detail.isEmpty() ? "" : ": " + detail));
+  }
+}

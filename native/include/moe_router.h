@@ -1,0 +1,120 @@
+/*
+ * moe-router C ABI: MoE token-to-expert routing with replay, for CPU and CUDA.
+ *
+ * Semantics: ROUTING_SPEC.md (scores, group-limited top-k, weights, replay, backward).
+ * Every function returns a moe_status (0 = MOE_OK); moe_status_string() names a code and
+ * moe_last_error_message() gives the detail of the calling thread's last failure.
+ *
+ * Memory spaces: a router created for MOE_BACKEND_CPU takes host pointers everywhere.
+ * A router created for MOE_BACKEND_CUDA takes device pointers in moe_route/moe_route_backward
+ * (launched on `stream`, a cudaStream_t, never synchronised) and host pointers in the *_host
+ * variants, which stage through router-owned device buffers and synchronise.
+ */
+#ifndef MOE_ROUTER_H_
+#define MOE_ROUTER_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum moe_status {
+  MOE_OK = 0,
+  MOE_ERR_INVALID_ARGUMENT = 1, /* bad config, shape, dtype or null pointer */
+  MOE_ERR_INVALID_REPLAY = 2,   /* replay/backward indices out of range or duplicated in a row */
+  MOE_ERR_UNSUPPORTED = 3,      /* backend or feature not compiled in (e.g. no CUDA) */
+  MOE_ERR_NO_DEVICE = 4,        /* CUDA compiled in, but no usable device */
+  MOE_ERR_CUDA = 5,             /* a CUDA runtime call failed */
+  MOE_ERR_OUT_OF_MEMORY = 6,
+  MOE_ERR_INTERNAL = 7
+} moe_status;
+
+typedef enum moe_backend { MOE_BACKEND_CPU = 1, MOE_BACKEND_CUDA = 2 } moe_backend;
+typedef enum moe_dtype { MOE_DTYPE_F32 = 0, MOE_DTYPE_BF16 = 1, MOE_DTYPE_F16 = 2 } moe_dtype;
+typedef enum moe_score_fn { MOE_SCORE_SOFTMAX = 0, MOE_SCORE_SIGMOID = 1 } moe_score_fn;
+
+/* Limits shared by every backend (the Java reference enforces the same ones). */
+#define MOE_MAX_EXPERTS 4096
+#define MOE_MAX_TOPK 64
+#define MOE_MAX_GROUPS 64
+
+/* Replay-row rejection reasons (moe_replay_error). */
+#define MOE_REPLAY_OK 0
+#define MOE_REPLAY_OUT_OF_RANGE 1
+#define MOE_REPLAY_DUPLICATE 2
+
+typedef struct moe_router moe_router; /* opaque */
+
+/* Router configuration. num_groups = 0 (or 1 with group_topk 1) means no group limit. */
+typedef struct moe_router_config {
+  int32_t num_experts;
+  int32_t top_k;
+  int32_t score_fn;    /* moe_score_fn */
+  int32_t pre_softmax; /* softmax only: rank and weight by softmax over all experts */
+  int32_t num_groups;
+  int32_t group_topk;
+  float scale;              /* multiplies the weights; 1 for none */
+  const float* expert_bias; /* host [num_experts] or NULL; sigmoid only; copied at creation */
+} moe_router_config;
+
+const char* moe_status_string(int status);
+/* Detail of the calling thread's most recent failure ("" when none). */
+const char* moe_last_error_message(void);
+
+/* Checks a configuration without creating anything. */
+int moe_config_validate(const moe_router_config* config);
+
+/* Number of CUDA devices visible; 0 when CUDA is not compiled in or none is present. */
+int moe_cuda_device_count(void);
+/* 1 when this library was compiled with CUDA kernels. */
+int moe_cuda_compiled(void);
+
+int moe_router_create(const moe_router_config* config, int backend, int device, moe_router** out);
+/* NULL is accepted and ignored, so callers can close idempotently. */
+int moe_router_destroy(moe_router* router);
+/* Replaces the expert bias (host [num_experts]); for the aux-loss-free balancing update. */
+int moe_router_set_bias(moe_router* router, const float* host_bias);
+/* CPU backend: worker threads used for large calls (1 = caller thread only; 0 = hardware). */
+int moe_router_set_threads(moe_router* router, int threads);
+
+/*
+ * Routes `tokens` rows of logits [tokens, E] (dtype moe_dtype, row-major) to out_idx [tokens, k]
+ * and out_weights [tokens, k].
+ * replay_idx [tokens, k] (optional): use these experts instead of selecting (spec section 4);
+ * replay_mask [tokens] (optional, with replay_idx): rows with mask 0 are routed live.
+ * Invalid replay rows are rejected before any output is written.
+ * out_nonfinite_rows (optional): number of rows in which a logit read was NaN or +-inf.
+ */
+int moe_route(moe_router* router, const void* logits, int dtype, int64_t tokens,
+              const int32_t* replay_idx, const uint8_t* replay_mask,
+              int32_t* out_idx, float* out_weights, int64_t* out_nonfinite_rows, void* stream);
+int moe_route_host(moe_router* router, const void* logits, int dtype, int64_t tokens,
+                   const int32_t* replay_idx, const uint8_t* replay_mask,
+                   int32_t* out_idx, float* out_weights, int64_t* out_nonfinite_rows);
+
+/*
+ * Backward of the weights (spec section 5): grad_logits [tokens, E] from grad_weights [tokens, k]
+ * for the experts idx [tokens, k] that the forward used (live or replayed). Every element of
+ * grad_logits is written.
+ */
+int moe_route_backward(moe_router* router, const void* logits, int dtype, int64_t tokens,
+                       const int32_t* idx, const float* grad_weights, float* grad_logits, void* stream);
+int moe_route_backward_host(moe_router* router, const void* logits, int dtype, int64_t tokens,
+                            const int32_t* idx, const float* grad_weights, float* grad_logits);
+
+/*
+ * CUDA: replay validation happens on the device; a rejected call leaves its outputs untouched
+ * and records the first bad row here. This call synchronises the router's last stream.
+ * Returns MOE_ERR_INVALID_REPLAY (with bad_row and reason set) if a call since the last check
+ * was rejected, else MOE_OK. CPU routers report synchronously and always return MOE_OK here.
+ */
+int moe_router_check_replay(moe_router* router, int64_t* bad_row, int* reason);
+
+/* Counts per expert of idx [tokens, k] (the selection actually used); counts [E] overwritten. */
+int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts, int32_t* counts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOE_ROUTER_H_ */

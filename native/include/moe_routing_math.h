@@ -1,0 +1,322 @@
+// Per-token routing math shared by the CPU backend and the CUDA kernels (host and device).
+// The pure-Java backend (org.moerouter.JavaRouting) mirrors this file operation for operation:
+// every float op here has a fixed order and no contraction (-ffp-contract=off, nvcc -fmad=false),
+// so all three backends compute bit-identical routing scores and therefore identical indices.
+#ifndef MOE_ROUTING_MATH_H_
+#define MOE_ROUTING_MATH_H_
+
+#include <stdint.h>
+#include "moe_router.h"
+
+#if defined(__CUDACC__)
+#define MOE_HD __host__ __device__ __forceinline__
+#else
+#define MOE_HD inline
+#include <string.h>
+#include <math.h>
+#endif
+
+namespace moe {
+
+// Lanes of the canonical row sum (softmax denominator): lane j adds experts j, j+32, ... in
+// increasing order, then lanes are folded as a butterfly (16, 8, 4, 2, 1). A CUDA warp computes
+// exactly this with __shfl_xor_sync; the CPU with 32 accumulators.
+constexpr int kSumLanes = 32;
+constexpr float kSigmoidNormEps = 1e-20f;
+
+MOE_HD uint32_t float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+MOE_HD float bits_to_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+MOE_HD float bf16_to_float(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
+
+// IEEE binary16 -> binary32, exact (subnormals, infinities and NaN payloads kept).
+MOE_HD float f16_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (man << 13));
+  if (exp != 0) return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
+  if (man == 0) return bits_to_float(sign);
+  // subnormal half: value = man * 2^-24, exactly representable as a normal float
+  int e = -1;
+  do { man <<= 1; ++e; } while ((man & 0x400u) == 0);
+  return bits_to_float(sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13));
+}
+
+MOE_HD float load_logit(const void* base, int dtype, int64_t i) {
+  if (dtype == MOE_DTYPE_BF16) return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+  if (dtype == MOE_DTYPE_F16) return f16_to_float(static_cast<const uint16_t*>(base)[i]);
+  return static_cast<const float*>(base)[i];
+}
+
+MOE_HD bool is_finite(float x) { return (float_to_bits(x) & 0x7f800000u) != 0x7f800000u; }
+
+MOE_HD float floor_f(float x) {
+#if defined(__CUDA_ARCH__)
+  return floorf(x);
+#else
+  return floorf(x);
+#endif
+}
+
+// exp(x) from +, -, * and one exact power-of-two scaling (Cephes-style, about 1 ulp), so that
+// CPU, CUDA and Java round identically. Library expf differs between them in the last bit.
+MOE_HD float exp_det(float x) {
+  if (x != x) return x;
+  if (x > 88.72283935546875f) return bits_to_float(0x7f800000u);
+  if (x < -103.97208404541015625f) return 0.0f;
+  float n = floor_f(x * 1.44269502162933349609375f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * z + r + 1.0f;
+  int ni = (int)n;  // in [-150, 128]: split so that both factors are normal floats
+  int n1 = ni / 2;
+  int n2 = ni - n1;
+  y = y * bits_to_float((uint32_t)(n1 + 127) << 23);
+  return y * bits_to_float((uint32_t)(n2 + 127) << 23);
+}
+
+MOE_HD float sigmoid_det(float x) { return 1.0f / (1.0f + exp_det(-x)); }
+
+// Total order on routing scores as an unsigned key: larger key = better. NaN is below every
+// number (including -inf); -0 and +0 are equal.
+MOE_HD uint32_t score_key(float r) {
+  if (r != r) return 0u;
+  uint32_t b = float_to_bits(r + 0.0f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Score key plus index: equal scores rank the lower index first. Keys are distinct per index.
+MOE_HD uint64_t rank_key(float r, int index) {
+  return ((uint64_t)score_key(r) << 32) | (uint64_t)(0xffffffffu - (uint32_t)index);
+}
+
+MOE_HD int rank_key_index(uint64_t key) { return (int)(0xffffffffu - (uint32_t)key); }
+
+// Keeps keys[0..count) sorted descending with at most `cap` entries.
+MOE_HD void topk_insert(uint64_t* keys, int& count, int cap, uint64_t key) {
+  if (count == cap) {
+    if (key <= keys[cap - 1]) return;
+    --count;
+  }
+  int pos = count;
+  while (pos > 0 && keys[pos - 1] < key) {
+    keys[pos] = keys[pos - 1];
+    --pos;
+  }
+  keys[pos] = key;
+  ++count;
+}
+
+// Router parameters in the form the kernels use.
+struct Params {
+  int experts;
+  int k;
+  int score_fn;
+  bool pre_softmax;
+  int groups;      // 1 when not group-limited
+  int group_topk;  // groups kept (== groups when not group-limited)
+  float scale;
+  const float* bias;  // [experts] or nullptr (sigmoid only)
+
+  MOE_HD bool grouped() const { return groups > 1 && group_topk < groups; }
+  MOE_HD int group_size() const { return experts / groups; }
+  MOE_HD int per_group() const { return k / group_topk; }
+  // Whether routing/weights need the whole row (softmax denominator) rather than k logits.
+  MOE_HD bool needs_full_row() const { return score_fn == MOE_SCORE_SOFTMAX && pre_softmax; }
+};
+
+// Checks one replay row: k distinct experts in [0, E). Returns MOE_REPLAY_* code.
+MOE_HD int check_replay_row(const int32_t* idx, int k, int experts) {
+  for (int j = 0; j < k; ++j) {
+    int e = idx[j];
+    if (e < 0 || e >= experts) return MOE_REPLAY_OUT_OF_RANGE;
+    for (int m = 0; m < j; ++m)
+      if (idx[m] == e) return MOE_REPLAY_DUPLICATE;
+  }
+  return MOE_REPLAY_OK;
+}
+
+// Canonical softmax statistics of a row: max and denominator in the fixed lane order.
+struct RowSoftmax {
+  float max;
+  float sum;
+};
+
+MOE_HD float fold_lanes(float* lanes) {
+  for (int off = kSumLanes / 2; off > 0; off >>= 1)
+    for (int j = 0; j < off; ++j) lanes[j] = lanes[j] + lanes[j + off];
+  return lanes[0];
+}
+
+template <typename Load>
+MOE_HD RowSoftmax row_softmax(const Load& load, int experts) {
+  float m = bits_to_float(0xff800000u);  // -inf; NaN never wins `>`
+  for (int i = 0; i < experts; ++i) {
+    float v = load(i);
+    if (v > m) m = v;
+  }
+  float lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
+  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += exp_det(load(i) - m);
+  RowSoftmax s;
+  s.max = m;
+  s.sum = fold_lanes(lanes);
+  return s;
+}
+
+// Routing score R of one expert (spec section 1).
+MOE_HD float routing_score(const Params& p, float logit, int expert, const RowSoftmax& sm) {
+  if (p.score_fn == MOE_SCORE_SIGMOID) {
+    float s = sigmoid_det(logit);
+    return p.bias ? s + p.bias[expert] : s;
+  }
+  if (p.pre_softmax) return exp_det(logit - sm.max) / sm.sum;
+  return logit;
+}
+
+// Group score: the top per_group routing scores of the group summed in descending key order.
+MOE_HD float group_score_from_sorted(const uint64_t* top_keys, int n, const float* scores) {
+  float s = 0.0f;
+  for (int j = 0; j < n; ++j) s = s + scores[rank_key_index(top_keys[j])];
+  return s;
+}
+
+// Weights of k chosen experts (spec section 3), unscaled (scale applied by the caller).
+// Also reports whether a logit that was read is non-finite.
+template <typename Load>
+MOE_HD void unscaled_weights(const Params& p, const Load& load, const int32_t* idx, const RowSoftmax* sm,
+                             float* w, bool& nonfinite) {
+  const int k = p.k;
+  if (p.score_fn == MOE_SCORE_SIGMOID) {
+    float denom = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      float l = load(idx[j]);
+      if (!is_finite(l)) nonfinite = true;
+      w[j] = sigmoid_det(l);
+      denom = denom + w[j];
+    }
+    if (k > 1) {
+      denom = denom + kSigmoidNormEps;
+      for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
+    }
+    return;
+  }
+  if (p.pre_softmax) {
+    for (int j = 0; j < k; ++j) w[j] = exp_det(load(idx[j]) - sm->max) / sm->sum;
+    return;
+  }
+  float m = bits_to_float(0xff800000u);
+  for (int j = 0; j < k; ++j) {
+    float l = load(idx[j]);
+    if (!is_finite(l)) nonfinite = true;
+    if (l > m) m = l;
+  }
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    w[j] = exp_det(load(idx[j]) - m);
+    sum = sum + w[j];
+  }
+  for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
+}
+
+// Live selection for one row (spec section 2) into idx[k]. `scores` is scratch of E floats,
+// `keys` scratch of max(k, group_topk) + per_group entries. Returns whether a logit is non-finite.
+template <typename Load>
+MOE_HD bool select_row(const Params& p, const Load& load, const RowSoftmax& sm, float* scores,
+                       uint64_t* keys, int32_t* idx) {
+  bool nonfinite = false;
+  for (int i = 0; i < p.experts; ++i) {
+    float l = load(i);
+    if (!is_finite(l)) nonfinite = true;
+    scores[i] = routing_score(p, l, i, sm);
+  }
+  int count = 0;
+  if (!p.grouped()) {
+    for (int i = 0; i < p.experts; ++i) topk_insert(keys, count, p.k, rank_key(scores[i], i));
+  } else {
+    const int gs = p.group_size(), per = p.per_group();
+    uint64_t* group_keys = keys + per;  // [group_topk] best groups
+    int gcount = 0;
+    for (int g = 0; g < p.groups; ++g) {
+      int c = 0;
+      for (int i = g * gs; i < (g + 1) * gs; ++i) topk_insert(keys, c, per, rank_key(scores[i], i));
+      topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(keys, per, scores), g));
+    }
+    // Kept groups are visited in ascending group order; keys are index-aware so order is irrelevant.
+    uint64_t* expert_keys = keys;  // reuse: per-group scratch no longer needed
+    uint64_t kept[MOE_MAX_GROUPS];
+    for (int j = 0; j < gcount; ++j) kept[j] = group_keys[j];
+    for (int j = 0; j < gcount; ++j) {
+      int g = rank_key_index(kept[j]);
+      for (int i = g * gs; i < (g + 1) * gs; ++i) topk_insert(expert_keys, count, p.k, rank_key(scores[i], i));
+    }
+  }
+  for (int j = 0; j < p.k; ++j) idx[j] = rank_key_index(keys[j]);
+  return nonfinite;
+}
+
+// Backward of one row (spec section 5): grad [E] from dw [k] at experts idx[k].
+// w_unscaled are the unscaled weights of idx (from unscaled_weights) and sm the row softmax
+// (pre-softmax only). Writes every element of grad.
+template <typename Load>
+MOE_HD void backward_row(const Params& p, const Load& load, const int32_t* idx, const float* w_unscaled,
+                         const RowSoftmax& sm, const float* dw, float* grad) {
+  const int k = p.k;
+  if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
+    float dot = 0.0f;
+    for (int j = 0; j < k; ++j) dot = dot + w_unscaled[j] * (p.scale * dw[j]);
+    for (int i = 0; i < p.experts; ++i) grad[i] = -(exp_det(load(i) - sm.max) / sm.sum) * dot;
+    for (int j = 0; j < k; ++j) grad[idx[j]] = w_unscaled[j] * (p.scale * dw[j] - dot);
+    return;
+  }
+  for (int i = 0; i < p.experts; ++i) grad[i] = 0.0f;
+  if (p.score_fn == MOE_SCORE_SOFTMAX) {
+    float dot = 0.0f;
+    for (int j = 0; j < k; ++j) dot = dot + w_unscaled[j] * (p.scale * dw[j]);
+    for (int j = 0; j < k; ++j) grad[idx[j]] = w_unscaled[j] * (p.scale * dw[j] - dot);
+    return;
+  }
+  // sigmoid: w_j = S_j / Z (k > 1) with Z = sum S + eps; dS_m = (g_m - sum_j g_j w_j) / Z.
+  if (k == 1) {
+    float s = sigmoid_det(load(idx[0]));
+    grad[idx[0]] = p.scale * dw[0] * (s * (1.0f - s));
+    return;
+  }
+  float z = 0.0f, dot = 0.0f;
+  for (int j = 0; j < k; ++j) z = z + sigmoid_det(load(idx[j]));
+  z = z + kSigmoidNormEps;
+  for (int j = 0; j < k; ++j) dot = dot + (p.scale * dw[j]) * w_unscaled[j];
+  for (int j = 0; j < k; ++j) {
+    float s = sigmoid_det(load(idx[j]));
+    grad[idx[j]] = ((p.scale * dw[j] - dot) / z) * (s * (1.0f - s));
+  }
+}
+
+}  // namespace moe
+
+#endif  // MOE_ROUTING_MATH_H_

@@ -1,0 +1,254 @@
+// C ABI entry points: validation, error reporting and dispatch to the CPU or CUDA backend.
+#include <stdarg.h>
+#include <stdio.h>
+#include <new>
+
+#include "moe_internal.h"
+
+namespace moe {
+
+static thread_local char g_error[512] = "";
+
+int fail(int status, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(g_error, sizeof g_error, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+void clear_error() { g_error[0] = '\0'; }
+
+Params params_from_config(const moe_router_config& c, const float* bias) {
+  Params p;
+  p.experts = c.num_experts;
+  p.k = c.top_k;
+  p.score_fn = c.score_fn;
+  p.pre_softmax = c.score_fn == MOE_SCORE_SOFTMAX && c.pre_softmax != 0;
+  bool grouped = c.num_groups > 1 && c.group_topk > 0 && c.group_topk < c.num_groups;
+  p.groups = grouped ? c.num_groups : 1;
+  p.group_topk = grouped ? c.group_topk : 1;
+  p.scale = c.scale;
+  p.bias = bias;
+  return p;
+}
+
+bool valid_dtype(int dtype) {
+  return dtype == MOE_DTYPE_F32 || dtype == MOE_DTYPE_BF16 || dtype == MOE_DTYPE_F16;
+}
+
+int64_t first_bad_row(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts, int* reason) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (mask && mask[t] == 0) continue;
+    int why = check_replay_row(idx + t * k, k, experts);
+    if (why != MOE_REPLAY_OK) {
+      *reason = why;
+      return t;
+    }
+  }
+  return -1;
+}
+
+int replay_error(int64_t row, int reason, const int32_t* idx, int k, int experts) {
+  const int32_t* r = idx + row * k;
+  for (int j = 0; j < k; ++j) {
+    if (reason == MOE_REPLAY_OUT_OF_RANGE && (r[j] < 0 || r[j] >= experts))
+      return fail(MOE_ERR_INVALID_REPLAY, "row %lld: expert %d at position %d is out of range [0, %d)",
+                  (long long)row, r[j], j, experts);
+    if (reason == MOE_REPLAY_DUPLICATE)
+      for (int m = 0; m < j; ++m)
+        if (r[m] == r[j])
+          return fail(MOE_ERR_INVALID_REPLAY, "row %lld: expert %d appears twice (positions %d and %d)",
+                      (long long)row, r[j], m, j);
+  }
+  return fail(MOE_ERR_INVALID_REPLAY, "row %lld: invalid expert indices", (long long)row);
+}
+
+}  // namespace moe
+
+using namespace moe;
+
+extern "C" {
+
+const char* moe_status_string(int status) {
+  switch (status) {
+    case MOE_OK: return "ok";
+    case MOE_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case MOE_ERR_INVALID_REPLAY: return "invalid replay indices";
+    case MOE_ERR_UNSUPPORTED: return "unsupported";
+    case MOE_ERR_NO_DEVICE: return "no CUDA device";
+    case MOE_ERR_CUDA: return "CUDA error";
+    case MOE_ERR_OUT_OF_MEMORY: return "out of memory";
+    case MOE_ERR_INTERNAL: return "internal error";
+    default: return "unknown status";
+  }
+}
+
+const char* moe_last_error_message(void) { return g_error; }
+
+int moe_config_validate(const moe_router_config* c) {
+  if (!c) return fail(MOE_ERR_INVALID_ARGUMENT, "config is null");
+  const int E = c->num_experts, k = c->top_k;
+  if (E < 1 || E > MOE_MAX_EXPERTS)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "experts must be in [1, %d], got %d", MOE_MAX_EXPERTS, E);
+  if (k < 1 || k > MOE_MAX_TOPK)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "topK must be in [1, %d], got %d", MOE_MAX_TOPK, k);
+  if (k > E) return fail(MOE_ERR_INVALID_ARGUMENT, "topK (%d) exceeds the number of experts (%d)", k, E);
+  if (c->score_fn != MOE_SCORE_SOFTMAX && c->score_fn != MOE_SCORE_SIGMOID)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "unknown score function %d", c->score_fn);
+  if (c->pre_softmax && c->score_fn != MOE_SCORE_SOFTMAX)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "pre-softmax applies to the softmax score function only");
+  if (c->expert_bias && c->score_fn != MOE_SCORE_SIGMOID)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias applies to the sigmoid score function only");
+  if (!(c->scale > 0.0f) || !is_finite(c->scale))
+    return fail(MOE_ERR_INVALID_ARGUMENT, "scale must be finite and > 0, got %g", (double)c->scale);
+  const int G = c->num_groups, Gk = c->group_topk;
+  if (G < 0 || Gk < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "groups (%d) and group topK (%d) must be >= 0", G, Gk);
+  if (G > 1 || Gk > 0) {
+    if (G < 1 || G > MOE_MAX_GROUPS)
+      return fail(MOE_ERR_INVALID_ARGUMENT, "groups must be in [1, %d], got %d", MOE_MAX_GROUPS, G);
+    if (E % G != 0) return fail(MOE_ERR_INVALID_ARGUMENT, "experts (%d) not divisible by groups (%d)", E, G);
+    if (Gk < 1 || Gk > G)
+      return fail(MOE_ERR_INVALID_ARGUMENT, "group topK must be in [1, groups=%d], got %d", G, Gk);
+    if (k % Gk != 0) return fail(MOE_ERR_INVALID_ARGUMENT, "topK (%d) not divisible by group topK (%d)", k, Gk);
+    if (k / Gk > E / G)
+      return fail(MOE_ERR_INVALID_ARGUMENT, "topK/groupTopK (%d) exceeds the group size (%d)", k / Gk, E / G);
+  }
+  if (c->expert_bias)
+    for (int i = 0; i < E; ++i)
+      if (!is_finite(c->expert_bias[i]))
+        return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias[%d] is not finite", i);
+  return MOE_OK;
+}
+
+int moe_cuda_device_count(void) { return cuda_device_count(); }
+int moe_cuda_compiled(void) { return cuda_compiled(); }
+
+int moe_router_create(const moe_router_config* config, int backend, int device, moe_router** out) {
+  if (!out) return fail(MOE_ERR_INVALID_ARGUMENT, "out is null");
+  *out = nullptr;
+  int st = moe_config_validate(config);
+  if (st != MOE_OK) return st;
+  if (backend != MOE_BACKEND_CPU && backend != MOE_BACKEND_CUDA)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "unknown backend %d", backend);
+  moe_router* r = new (std::nothrow) moe_router();
+  if (!r) return fail(MOE_ERR_OUT_OF_MEMORY, "router allocation failed");
+  r->config = *config;
+  r->backend = backend;
+  if (config->expert_bias) r->bias_host.assign(config->expert_bias, config->expert_bias + config->num_experts);
+  r->config.expert_bias = r->bias_host.empty() ? nullptr : r->bias_host.data();
+  r->params = params_from_config(r->config, r->config.expert_bias);
+  st = backend == MOE_BACKEND_CPU ? cpu_router_init(r) : cuda_router_init(r, device);
+  if (st != MOE_OK) {
+    moe_router_destroy(r);
+    return st;
+  }
+  *out = r;
+  return MOE_OK;
+}
+
+int moe_router_destroy(moe_router* r) {
+  if (!r) return MOE_OK;
+  cpu_router_release(r);
+  cuda_router_release(r);
+  delete r;
+  return MOE_OK;
+}
+
+int moe_router_set_bias(moe_router* r, const float* host_bias) {
+  if (!r || !host_bias) return fail(MOE_ERR_INVALID_ARGUMENT, "router and bias must not be null");
+  if (r->config.score_fn != MOE_SCORE_SIGMOID)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias applies to the sigmoid score function only");
+  for (int i = 0; i < r->config.num_experts; ++i)
+    if (!is_finite(host_bias[i])) return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias[%d] is not finite", i);
+  r->bias_host.assign(host_bias, host_bias + r->config.num_experts);
+  r->config.expert_bias = r->bias_host.data();
+  r->params.bias = r->bias_host.data();
+  return r->backend == MOE_BACKEND_CUDA ? cuda_set_bias(r) : MOE_OK;
+}
+
+int moe_router_set_threads(moe_router* r, int threads) {
+  if (!r) return fail(MOE_ERR_INVALID_ARGUMENT, "router is null");
+  if (threads < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "threads must be >= 0, got %d", threads);
+  return r->backend == MOE_BACKEND_CPU ? cpu_set_threads(r, threads) : MOE_OK;
+}
+
+static int check_route_args(const moe_router* r, const void* logits, int dtype, int64_t tokens,
+                            const int32_t* replay_idx, const uint8_t* replay_mask, const void* out_idx,
+                            const void* out_w) {
+  if (!r) return fail(MOE_ERR_INVALID_ARGUMENT, "router is null (closed?)");
+  if (!valid_dtype(dtype)) return fail(MOE_ERR_INVALID_ARGUMENT, "unknown dtype %d", dtype);
+  if (tokens < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "tokens must be >= 0, got %lld", (long long)tokens);
+  if (tokens > 0 && (!logits || !out_idx || !out_w))
+    return fail(MOE_ERR_INVALID_ARGUMENT, "logits and outputs must not be null");
+  if (replay_mask && !replay_idx) return fail(MOE_ERR_INVALID_ARGUMENT, "replay mask given without replay indices");
+  return MOE_OK;
+}
+
+int moe_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
+              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite, void* stream) {
+  int st = check_route_args(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w);
+  if (st != MOE_OK) return st;
+  if (r->backend == MOE_BACKEND_CUDA)
+    return cuda_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite, stream);
+  return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
+}
+
+int moe_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
+                   const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite) {
+  int st = check_route_args(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w);
+  if (st != MOE_OK) return st;
+  if (r->backend == MOE_BACKEND_CUDA)
+    return cuda_route_host(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
+  return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
+}
+
+static int check_backward_args(const moe_router* r, const void* logits, int dtype, int64_t tokens,
+                               const int32_t* idx, const float* grad_w, const float* grad_logits) {
+  if (!r) return fail(MOE_ERR_INVALID_ARGUMENT, "router is null (closed?)");
+  if (!valid_dtype(dtype)) return fail(MOE_ERR_INVALID_ARGUMENT, "unknown dtype %d", dtype);
+  if (tokens < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "tokens must be >= 0, got %lld", (long long)tokens);
+  if (tokens > 0 && (!logits || !idx || !grad_w || !grad_logits))
+    return fail(MOE_ERR_INVALID_ARGUMENT, "logits, indices and gradients must not be null");
+  return MOE_OK;
+}
+
+int moe_route_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                       const float* grad_w, float* grad_logits, void* stream) {
+  int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+  if (st != MOE_OK) return st;
+  if (r->backend == MOE_BACKEND_CUDA)
+    return cuda_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits, stream);
+  return cpu_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+}
+
+int moe_route_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                            const float* grad_w, float* grad_logits) {
+  int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+  if (st != MOE_OK) return st;
+  if (r->backend == MOE_BACKEND_CUDA)
+    return cuda_backward_host(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+  return cpu_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+}
+
+int moe_router_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
+  if (!r) return fail(MOE_ERR_INVALID_ARGUMENT, "router is null (closed?)");
+  if (bad_row) *bad_row = -1;
+  if (reason) *reason = MOE_REPLAY_OK;
+  return r->backend == MOE_BACKEND_CUDA ? cuda_check_replay(r, bad_row, reason) : MOE_OK;
+}
+
+int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts, int32_t* counts) {
+  if (tokens < 0 || k < 1 || experts < 1 || !counts || (tokens > 0 && !idx))
+    return fail(MOE_ERR_INVALID_ARGUMENT, "tokens_per_expert: bad arguments (tokens=%lld, k=%d, experts=%d)",
+                (long long)tokens, k, experts);
+  for (int64_t i = 0; i < tokens * k; ++i)
+    if (idx[i] < 0 || idx[i] >= experts)
+      return fail(MOE_ERR_INVALID_REPLAY, "row %lld: expert %d out of range [0, %d)", (long long)(i / k), idx[i],
+                  experts);
+  for (int e = 0; e < experts; ++e) counts[e] = 0;
+  for (int64_t i = 0; i < tokens * k; ++i) ++counts[idx[i]];
+  return MOE_OK;
+}
+
+}  // extern "C"

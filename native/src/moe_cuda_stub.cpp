@@ -1,0 +1,31 @@
+// CUDA entry points for a build without nvcc: every CUDA call reports MOE_ERR_UNSUPPORTED.
+#include "moe_internal.h"
+
+namespace moe {
+
+static int no_cuda() {
+  return fail(MOE_ERR_UNSUPPORTED, "moe-router was built without CUDA (nvcc not found at build time)");
+}
+
+int cuda_device_count() { return 0; }
+int cuda_compiled() { return 0; }
+int cuda_router_init(moe_router*, int) { return no_cuda(); }
+void cuda_router_release(moe_router*) {}
+int cuda_set_bias(moe_router*) { return no_cuda(); }
+int cuda_route(moe_router*, const void*, int, int64_t, const int32_t*, const uint8_t*, int32_t*, float*, int64_t*,
+               void*) {
+  return no_cuda();
+}
+int cuda_route_host(moe_router*, const void*, int, int64_t, const int32_t*, const uint8_t*, int32_t*, float*,
+                    int64_t*) {
+  return no_cuda();
+}
+int cuda_backward(moe_router*, const void*, int, int64_t, const int32_t*, const float*, float*, void*) {
+  return no_cuda();
+}
+int cuda_backward_host(moe_router*, const void*, int, int64_t, const int32_t*, const float*, float*) {
+  return no_cuda();
+}
+int cuda_check_replay(moe_router*, int64_t*, int*) { return no_cuda(); }
+
+}  // namespace moe

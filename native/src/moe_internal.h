@@ -1,0 +1,69 @@
+// Internal declarations shared by the backend sources (not part of the C ABI).
+#ifndef MOE_INTERNAL_H_
+#define MOE_INTERNAL_H_
+
+#include <stdint.h>
+#include <vector>
+#include "moe_router.h"
+#include "moe_routing_math.h"
+
+namespace moe {
+class CpuPool;
+struct CudaState;
+}  // namespace moe
+
+struct moe_router {
+  moe_router_config config;  // expert_bias points into bias_host
+  std::vector<float> bias_host;
+  moe::Params params;  // host view (bias -> bias_host)
+  int backend;
+  moe::CpuPool* pool = nullptr;
+  moe::CudaState* cuda = nullptr;
+};
+
+namespace moe {
+
+// Records the calling thread's error detail and returns `status`.
+int fail(int status, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void clear_error();
+
+Params params_from_config(const moe_router_config& c, const float* bias);
+bool valid_dtype(int dtype);
+// First bad row of replay/backward indices ([tokens, k], rows with mask 0 skipped), or -1.
+int64_t first_bad_row(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
+                      int* reason);
+int replay_error(int64_t row, int reason, const int32_t* idx, int k, int experts);
+
+// CPU backend (moe_cpu.cpp)
+int cpu_router_init(moe_router* r);
+void cpu_router_release(moe_router* r);
+int cpu_set_threads(moe_router* r, int threads);
+int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
+              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite);
+int cpu_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                 const float* grad_w, float* grad_logits);
+
+// CUDA backend (cuda/*.cu, or moe_cuda_stub.cpp when built without CUDA)
+int cuda_device_count();
+int cuda_compiled();
+int cuda_router_init(moe_router* r, int device);
+void cuda_router_release(moe_router* r);
+int cuda_set_bias(moe_router* r);
+int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
+               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite,
+               void* stream);
+int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
+                    const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite);
+int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                  const float* grad_w, float* grad_logits, void* stream);
+int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                       const float* grad_w, float* grad_logits);
+int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason);
+
+}  // namespace moe
+
+#endif  // MOE_INTERNAL_H_
