@@ -114,6 +114,20 @@ int moe_router_check_replay(moe_router* router, int64_t* bad_row, int* reason);
 /* Counts per expert of idx [tokens, k] (the selection actually used); counts [E] overwritten. */
 int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts, int32_t* counts);
 
+/*
+ * Routing agreement of two selections a, b over `rows` rows of k experts (row r starts at
+ * a + r * row_stride; order inside a row is ignored, rows are compared as expert sets).
+ * out_rows_differ: rows whose sets differ. out_overlap_total: sum over rows of |A & B|.
+ * row_differs [rows] (optional): 1 where the row's sets differ, else 0.
+ * Host pointers; indices must lie in [0, experts) and be distinct within a row.
+ */
+int moe_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts,
+                          int64_t* out_rows_differ, int64_t* out_overlap_total, uint8_t* row_differs);
+/* The same on device pointers (CUDA build): d_out2 = device int64[2] {rows_differ, overlap_total},
+ * d_row_differs optional; asynchronous on `stream`. MOE_ERR_UNSUPPORTED without CUDA. */
+int moe_routing_agreement_device(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride,
+                                 int experts, int64_t* d_out2, uint8_t* d_row_differs, void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -251,4 +251,57 @@ int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts
   return MOE_OK;
 }
 
+static int agreement_args(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts) {
+  if (rows < 0 || k < 1 || k > MOE_MAX_TOPK || experts < 1 || row_stride < k || (rows > 0 && (!a || !b)))
+    return fail(MOE_ERR_INVALID_ARGUMENT,
+                "routing_agreement: bad arguments (rows=%lld, k=%d, row_stride=%lld, experts=%d)", (long long)rows, k,
+                (long long)row_stride, experts);
+  return MOE_OK;
+}
+
+int moe_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts,
+                          int64_t* out_rows_differ, int64_t* out_overlap_total, uint8_t* row_differs) {
+  int st = agreement_args(a, b, rows, k, row_stride, experts);
+  if (st != MOE_OK) return st;
+  if (!out_rows_differ || !out_overlap_total)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "routing_agreement: null output pointer");
+  // Validate everything first so a bad row leaves the outputs untouched.
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* rows_ab[2] = {a + r * row_stride, b + r * row_stride};
+    for (int s = 0; s < 2; ++s)
+      for (int j = 0; j < k; ++j) {
+        int32_t e = rows_ab[s][j];
+        if (e < 0 || e >= experts)
+          return fail(MOE_ERR_INVALID_REPLAY, "routing_agreement: selection %c row %lld: expert %d out of range [0, %d)",
+                      s ? 'b' : 'a', (long long)r, e, experts);
+        for (int i = 0; i < j; ++i)
+          if (rows_ab[s][i] == e)
+            return fail(MOE_ERR_INVALID_REPLAY, "routing_agreement: selection %c row %lld: expert %d appears twice",
+                        s ? 'b' : 'a', (long long)r, e);
+      }
+  }
+  int64_t differ = 0, overlap = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* ra = a + r * row_stride;
+    const int32_t* rb = b + r * row_stride;
+    int common = 0;
+    for (int i = 0; i < k; ++i)
+      for (int j = 0; j < k; ++j) common += ra[i] == rb[j];
+    overlap += common;
+    differ += common != k;
+    if (row_differs) row_differs[r] = (uint8_t)(common != k);
+  }
+  *out_rows_differ = differ;
+  *out_overlap_total = overlap;
+  return MOE_OK;
+}
+
+int moe_routing_agreement_device(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride,
+                                 int experts, int64_t* d_out2, uint8_t* d_row_differs, void* stream) {
+  int st = agreement_args(a, b, rows, k, row_stride, experts);
+  if (st != MOE_OK) return st;
+  if (!d_out2) return fail(MOE_ERR_INVALID_ARGUMENT, "routing_agreement_device: null output pointer");
+  return cuda_routing_agreement(a, b, rows, k, row_stride, experts, d_out2, d_row_differs, stream);
+}
+
 }  // extern "C"
