@@ -70,4 +70,11 @@ static inline int64_t moe_jni_check_replay(int64_t h) {
   if (st == MOE_ERR_INVALID_REPLAY) return row * 4 + reason;
   return -(int64_t)st - 1;
 }
+// Does nothing: measures the bare cost of a JNI call into this library.
+static inline int moe_jni_noop(void) { return 0; }
+
+static inline int moe_jni_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t stride,
+                                            int experts, int64_t* out2, uint8_t* row_differs) {
+  return moe_routing_agreement(a, b, rows, k, stride, experts, &out2[0], &out2[1], row_differs);
+}
 #endif  // MOE_JNI_H_

@@ -100,6 +100,12 @@ final class RouterNative {
   @NoException @CriticalRegion static native int moe_tokens_per_expert(@Cast("const int32_t*") int[] idx,
       long tokens, int k, int experts, @Cast("int32_t*") int[] counts);
 
+  @NoException static native int moe_jni_noop();
+
+  @NoException @CriticalRegion static native int moe_jni_routing_agreement(@Cast("const int32_t*") int[] a,
+      @Cast("const int32_t*") int[] b, long rows, int k, long rowStride, int experts,
+      @Cast("int64_t*") long[] out2, @Cast("uint8_t*") byte[] rowDiffers);
+
   /** Builds the exception for a failed call from the calling thread's native error detail. */
   static MoeRouterException error(int status, String operation) {
     String detail = moe_last_error_message().getString();
