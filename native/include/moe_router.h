@@ -115,6 +115,32 @@ int moe_router_check_replay(moe_router* router, int64_t* bad_row, int* reason);
 int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts, int32_t* counts);
 
 /*
+ * Training extras (spec section 6). Host memory; any router (a CUDA router runs them on the CPU).
+ *
+ * Dense views of a selection idx [tokens, k] (rows must hold distinct experts in range), each
+ * output optional: map [tokens, E] bytes (1 where selected), map_bits [tokens, ceil(E / 64)]
+ * words (bit e % 64 of word e / 64), probs [tokens, E] (weights scattered, zeros elsewhere; needs w).
+ */
+int moe_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, int experts, uint8_t* map,
+                    uint64_t* map_bits, float* probs);
+
+/*
+ * Aux-loss path: full-row aux scores (softmax(L), or sigmoid(L) / (sum + 1e-20) for sigmoid routers),
+ * a plain top-k over them (no groups, no bias), and the switch load-balancing loss
+ * coeff * E * sum_i f_i * P_i with f_i = count_i / (tokens * k), P_i the mean aux score of expert i.
+ * Outputs optional except out_loss: scores [tokens, E], topk_map [tokens, E] bytes, counts [E].
+ * grad_logits [tokens, E] (optional): d(loss)/d(logits) is ADDED to it (f is a constant, as in
+ * Megatron), so it can accumulate onto the routing backward.
+ */
+int moe_aux_loss_host(moe_router* router, const void* logits, int dtype, int64_t tokens, float coeff,
+                      float* out_scores, uint8_t* out_topk_map, int32_t* out_counts, float* out_loss,
+                      float* grad_logits);
+
+/* z-loss coeff * mean_t(logsumexp(L_t)^2); grad_logits (optional) gets its gradient ADDED. */
+int moe_z_loss_host(moe_router* router, const void* logits, int dtype, int64_t tokens, float coeff, float* out_loss,
+                    float* grad_logits);
+
+/*
  * Routing agreement of two selections a, b over `rows` rows of k experts (row r starts at
  * a + r * row_stride; order inside a row is ignored, rows are compared as expert sets).
  * out_rows_differ: rows whose sets differ. out_overlap_total: sum over rows of |A & B|.

@@ -317,6 +317,47 @@ MOE_HD void backward_row(const Params& p, const Load& load, const int32_t* idx, 
   }
 }
 
+// Aux-loss scores of one row (spec section 6): softmax over the row, or sigmoid normalised by
+// the canonical lane sum. Also reports the row's logsumexp (softmax statistics) for the z-loss.
+template <typename Load>
+MOE_HD void aux_scores_row(int score_fn, const Load& load, int experts, float* out) {
+  if (score_fn == MOE_SCORE_SOFTMAX) {
+    RowSoftmax sm = row_softmax(load, experts);
+    for (int i = 0; i < experts; ++i) out[i] = exp_det(load(i) - sm.max) / sm.sum;
+    return;
+  }
+  float lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
+  for (int i = 0; i < experts; ++i) {
+    out[i] = sigmoid_det(load(i));
+    lanes[i % kSumLanes] += out[i];
+  }
+  float z = fold_lanes(lanes) + kSigmoidNormEps;
+  for (int i = 0; i < experts; ++i) out[i] = out[i] / z;
+}
+
+// Gradient of sum_i f_i * S_i (S = aux scores of the row) w.r.t. the row's logits, times c,
+// added into grad. Softmax: c * S_e * (f_e - dot); sigmoid/sum: c * s'_e / Z * (f_e - dot),
+// with dot = sum_i f_i S_i.
+template <typename Load>
+MOE_HD void aux_grad_row(int score_fn, const Load& load, int experts, const float* scores, const float* f, float c,
+                         float* grad) {
+  float dot = 0.0f;
+  for (int i = 0; i < experts; ++i) dot = dot + f[i] * scores[i];
+  if (score_fn == MOE_SCORE_SOFTMAX) {
+    for (int i = 0; i < experts; ++i) grad[i] = grad[i] + c * (scores[i] * (f[i] - dot));
+    return;
+  }
+  float lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
+  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += sigmoid_det(load(i));
+  float z = fold_lanes(lanes) + kSigmoidNormEps;
+  for (int i = 0; i < experts; ++i) {
+    float s = sigmoid_det(load(i));
+    grad[i] = grad[i] + c * ((s * (1.0f - s)) / z * (f[i] - dot));
+  }
+}
+
 }  // namespace moe
 
 #endif  // MOE_ROUTING_MATH_H_

@@ -251,6 +251,44 @@ int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts
   return MOE_OK;
 }
 
+int moe_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, int experts, uint8_t* map,
+                    uint64_t* map_bits, float* probs) {
+  if (tokens < 0 || k < 1 || k > MOE_MAX_TOPK || experts < k || experts > MOE_MAX_EXPERTS)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "dense_views: bad shape (tokens=%lld, k=%d, experts=%d)", (long long)tokens,
+                k, experts);
+  if (tokens > 0 && (!idx || (probs && !w)))
+    return fail(MOE_ERR_INVALID_ARGUMENT, "dense_views: indices (and weights, for probs) must not be null");
+  int reason = 0;
+  int64_t bad = first_bad_row(idx, nullptr, tokens, k, experts, &reason);
+  if (bad >= 0) return replay_error(bad, reason, idx, k, experts);
+  return cpu_dense_views(idx, w, tokens, k, experts, map, map_bits, probs);
+}
+
+static int check_loss_args(const moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff,
+                           const float* out_loss) {
+  if (!r) return fail(MOE_ERR_INVALID_ARGUMENT, "router is null (closed?)");
+  if (!valid_dtype(dtype)) return fail(MOE_ERR_INVALID_ARGUMENT, "unknown dtype %d", dtype);
+  if (tokens < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "tokens must be >= 0, got %lld", (long long)tokens);
+  if (tokens > 0 && !logits) return fail(MOE_ERR_INVALID_ARGUMENT, "logits must not be null");
+  if (!out_loss) return fail(MOE_ERR_INVALID_ARGUMENT, "out_loss must not be null");
+  if (!is_finite(coeff)) return fail(MOE_ERR_INVALID_ARGUMENT, "loss coefficient is not finite");
+  return MOE_OK;
+}
+
+int moe_aux_loss_host(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_scores,
+                      uint8_t* out_topk_map, int32_t* out_counts, float* out_loss, float* grad_logits) {
+  int st = check_loss_args(r, logits, dtype, tokens, coeff, out_loss);
+  if (st != MOE_OK) return st;
+  return cpu_aux_loss(r, logits, dtype, tokens, coeff, out_scores, out_topk_map, out_counts, out_loss, grad_logits);
+}
+
+int moe_z_loss_host(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_loss,
+                    float* grad_logits) {
+  int st = check_loss_args(r, logits, dtype, tokens, coeff, out_loss);
+  if (st != MOE_OK) return st;
+  return cpu_z_loss(r, logits, dtype, tokens, coeff, out_loss, grad_logits);
+}
+
 static int agreement_args(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts) {
   if (rows < 0 || k < 1 || k > MOE_MAX_TOPK || experts < 1 || row_stride < k || (rows > 0 && (!a || !b)))
     return fail(MOE_ERR_INVALID_ARGUMENT,

@@ -47,6 +47,14 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
 int cpu_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                  const float* grad_w, float* grad_logits);
 
+// Training extras on the CPU (moe_cpu_training.cpp); arguments already validated.
+int cpu_aux_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_scores,
+                 uint8_t* out_map, int32_t* out_counts, float* out_loss, float* grad);
+int cpu_z_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_loss,
+               float* grad);
+int cpu_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, int experts, uint8_t* map,
+                    uint64_t* bits, float* probs);
+
 // CUDA backend (cuda/*.cu, or moe_cuda_stub.cpp when built without CUDA)
 int cuda_device_count();
 int cuda_compiled();

@@ -77,4 +77,14 @@ static inline int moe_jni_routing_agreement(const int32_t* a, const int32_t* b, 
                                             int experts, int64_t* out2, uint8_t* row_differs) {
   return moe_routing_agreement(a, b, rows, k, stride, experts, &out2[0], &out2[1], row_differs);
 }
+static inline int moe_jni_aux_loss(int64_t h, const void* logits, int dtype, int64_t tokens, float coeff, float* scores,
+                                   uint8_t* topk_map, int32_t* counts, float* loss, float* grad) {
+  return moe_aux_loss_host((moe_router*)(intptr_t)h, logits, dtype, tokens, coeff, scores, topk_map, counts, loss,
+                           grad);
+}
+
+static inline int moe_jni_z_loss(int64_t h, const void* logits, int dtype, int64_t tokens, float coeff, float* loss,
+                                 float* grad) {
+  return moe_z_loss_host((moe_router*)(intptr_t)h, logits, dtype, tokens, coeff, loss, grad);
+}
 #endif  // MOE_JNI_H_

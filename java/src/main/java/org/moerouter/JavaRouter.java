@@ -126,9 +126,83 @@ final class JavaRouter extends MoeRouter {
   }
 
   @Override
-  public synchronized void setExpertBias(float[] bias) {
-    checkBias(bias);
+  synchronized void applyExpertBias(float[] bias) {
     kernel.bias = bias.clone();
+  }
+
+  /** Rows per partial sum: the native backend's chunking, so both sum in the same order. */
+  private static final int CHUNK_ROWS = 256;
+
+  @Override
+  synchronized float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff,
+      float[] outScores, byte[] outMap, int[] outCounts, float[] grad) {
+    ensureOpen();
+    final int e = config.experts(), k = config.topK();
+    float[] scores = new float[e];
+    long[] keys = new long[k];
+    double[] total = new double[e];
+    double[] chunk = new double[e];
+    long[] counts = new long[e];
+    for (int c0 = 0; c0 < tokens; c0 += CHUNK_ROWS) {
+      java.util.Arrays.fill(chunk, 0.0);
+      for (int t = c0; t < Math.min(tokens, c0 + CHUNK_ROWS); t++) {
+        loadRow(f32, half, type, t);
+        kernel.auxScoresRow(row, scores);
+        int count = 0;
+        for (int i = 0; i < e; i++) {
+          chunk[i] += scores[i];
+          count = JavaRouting.topkInsert(keys, 0, count, k, JavaRouting.rankKey(scores[i], i));
+        }
+        for (int j = 0; j < k; j++) counts[JavaRouting.rankKeyIndex(keys[j])]++;
+        if (outScores != null) System.arraycopy(scores, 0, outScores, t * e, e);
+        if (outMap != null) {
+          java.util.Arrays.fill(outMap, t * e, (t + 1) * e, (byte) 0);
+          for (int j = 0; j < k; j++) outMap[t * e + JavaRouting.rankKeyIndex(keys[j])] = 1;
+        }
+      }
+      for (int i = 0; i < e; i++) total[i] += chunk[i];
+    }
+    float[] f = new float[e];
+    double loss = 0;
+    for (int i = 0; i < e; i++) {
+      if (outCounts != null) outCounts[i] = (int) counts[i];
+      double fi = tokens > 0 ? (double) counts[i] / ((double) tokens * k) : 0.0;
+      f[i] = (float) fi;
+      if (tokens > 0) loss += fi * (total[i] / tokens);
+    }
+    if (grad != null && tokens > 0) {
+      float c = (float) ((double) coeff * e / tokens);
+      for (int t = 0; t < tokens; t++) {
+        loadRow(f32, half, type, t);
+        kernel.auxScoresRow(row, scores);
+        kernel.auxGradRow(row, scores, f, c, grad, t * e);
+      }
+    }
+    return (float) ((double) coeff * e * loss);
+  }
+
+  @Override
+  synchronized float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad) {
+    ensureOpen();
+    final int e = config.experts();
+    float c = tokens > 0 ? (float) (2.0 * coeff / tokens) : 0f;
+    double total = 0;
+    for (int c0 = 0; c0 < tokens; c0 += CHUNK_ROWS) {
+      double chunk = 0;
+      for (int t = c0; t < Math.min(tokens, c0 + CHUNK_ROWS); t++) {
+        loadRow(f32, half, type, t);
+        kernel.rowSoftmax(row);
+        double lse = (double) kernel.rowMax + Math.log(kernel.rowSum);
+        chunk += lse * lse;
+        if (grad != null) {
+          float g = c * (float) lse;
+          for (int i = 0; i < e; i++)
+            grad[t * e + i] = grad[t * e + i] + g * (JavaRouting.expDet(row[i] - kernel.rowMax) / kernel.rowSum);
+        }
+      }
+      total += chunk;
+    }
+    return tokens > 0 ? (float) ((double) coeff * total / tokens) : 0f;
   }
 
   private void ensureOpen() {

@@ -282,5 +282,44 @@ final class JavaRouting {
         grad[idx[off + j]] = ((scale * dw[dwOff + j] - dot) / z) * (s * (1.0f - s));
       }
     }
+
+    /** aux_scores_row: softmax over the row, or sigmoid normalised by the canonical lane sum. */
+    void auxScoresRow(float[] row, float[] out) {
+      if (!sigmoid) {
+        rowSoftmax(row);
+        for (int i = 0; i < experts; ++i) out[i] = expDet(row[i] - rowMax) / rowSum;
+        return;
+      }
+      for (int j = 0; j < SUM_LANES; ++j) lanes[j] = 0.0f;
+      for (int i = 0; i < experts; ++i) {
+        out[i] = sigmoidDet(row[i]);
+        lanes[i % SUM_LANES] += out[i];
+      }
+      float z = foldLanes() + SIGMOID_NORM_EPS;
+      for (int i = 0; i < experts; ++i) out[i] = out[i] / z;
+    }
+
+    /** aux_grad_row: c * d(sum_i f_i S_i)/dL added into grad[gradOff..gradOff+E). */
+    void auxGradRow(float[] row, float[] auxScores, float[] f, float c, float[] grad, int gradOff) {
+      float dot = 0.0f;
+      for (int i = 0; i < experts; ++i) dot = dot + f[i] * auxScores[i];
+      if (!sigmoid) {
+        for (int i = 0; i < experts; ++i) grad[gradOff + i] = grad[gradOff + i] + c * (auxScores[i] * (f[i] - dot));
+        return;
+      }
+      for (int j = 0; j < SUM_LANES; ++j) lanes[j] = 0.0f;
+      for (int i = 0; i < experts; ++i) lanes[i % SUM_LANES] += sigmoidDet(row[i]);
+      float z = foldLanes() + SIGMOID_NORM_EPS;
+      for (int i = 0; i < experts; ++i) {
+        float s = sigmoidDet(row[i]);
+        grad[gradOff + i] = grad[gradOff + i] + c * ((s * (1.0f - s)) / z * (f[i] - dot));
+      }
+    }
+
+    private float foldLanes() {
+      for (int off = SUM_LANES / 2; off > 0; off >>= 1)
+        for (int j = 0; j < off; ++j) lanes[j] = lanes[j] + lanes[j + off];
+      return lanes[0];
+    }
   }
 }

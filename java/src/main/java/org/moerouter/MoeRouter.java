@@ -33,6 +33,7 @@ public abstract class MoeRouter implements AutoCloseable {
   MoeRouter(RouterConfig config, Backend backend) {
     this.config = Objects.requireNonNull(config, "config");
     this.backend = backend;
+    this.expertBias = config.expertBias();
   }
 
   /** A router on the fastest available backend (CUDA, then native CPU, then Java). */
@@ -228,10 +229,154 @@ public abstract class MoeRouter implements AutoCloseable {
     throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
   }
 
+  // ------------------------------------------------------------------ training extras (spec section 6)
+
+  /**
+   * Tokens per expert [E] of a selection idx [tokens, k] (the one actually used: the replayed one
+   * under replay), written to {@code outCounts}, which is returned.
+   */
+  public final int[] tokensPerExpert(int[] idx, int tokens, int[] outCounts) {
+    checkTokens(tokens);
+    int k = config.topK(), e = config.experts();
+    checkCapacity("idx", idx == null ? -1 : idx.length, (long) tokens * k);
+    checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, e);
+    if (nativeHelpers()) {
+      int st = RouterNative.moe_tokens_per_expert(idx, tokens, k, e, outCounts);
+      if (st != 0) throw RouterNative.error(st, "tokensPerExpert");
+      return outCounts;
+    }
+    for (int t = 0; t < tokens; t++)
+      if (JavaRouting.checkReplayRow(idx, t * k, k, e) == JavaRouting.REPLAY_OUT_OF_RANGE)
+        throw new MoeRouterException(Status.INVALID_REPLAY, "tokensPerExpert failed: "
+            + JavaRouting.replayRowMessage(t, idx, t * k, k, e));
+    java.util.Arrays.fill(outCounts, 0, e, 0);
+    for (int i = 0; i < tokens * k; i++) outCounts[idx[i]]++;
+    return outCounts;
+  }
+
+  /**
+   * Dense views of a selection: {@code outMap} [tokens, E] bytes (1 where selected) and
+   * {@code outProbs} [tokens, E] (weights scattered, zeros elsewhere); either may be null.
+   */
+  public final void denseViews(int[] idx, float[] weights, int tokens, byte[] outMap, float[] outProbs) {
+    dense(idx, weights, tokens, outMap, null, outProbs);
+  }
+
+  /** Routing map as bits: {@code outBits} [tokens, ceil(E / 64)] words, bit e % 64 of word e / 64. */
+  public final void denseMapBits(int[] idx, int tokens, long[] outBits) {
+    dense(idx, null, tokens, null, Objects.requireNonNull(outBits, "outBits"), null);
+  }
+
+  private void dense(int[] idx, float[] weights, int tokens, byte[] map, long[] bits, float[] probs) {
+    checkTokens(tokens);
+    final int k = config.topK(), e = config.experts(), words = (e + 63) / 64;
+    long tk = (long) tokens * k, te = (long) tokens * e;
+    checkCapacity("idx", idx == null ? -1 : idx.length, tk);
+    if (probs != null) checkCapacity("weights", weights == null ? -1 : weights.length, tk);
+    if (map != null) checkCapacity("outMap", map.length, te);
+    if (probs != null) checkCapacity("outProbs", probs.length, te);
+    if (bits != null) checkCapacity("outBits", bits.length, (long) tokens * words);
+    if (nativeHelpers()) {
+      int st = RouterNative.moe_dense_views(idx, weights, tokens, k, e, map, bits, probs);
+      if (st != 0) throw RouterNative.error(st, "denseViews");
+      return;
+    }
+    for (int t = 0; t < tokens; t++)
+      if (JavaRouting.checkReplayRow(idx, t * k, k, e) != JavaRouting.REPLAY_OK)
+        throw new MoeRouterException(Status.INVALID_REPLAY, "denseViews failed: "
+            + JavaRouting.replayRowMessage(t, idx, t * k, k, e));
+    if (map != null) java.util.Arrays.fill(map, 0, (int) te, (byte) 0);
+    if (probs != null) java.util.Arrays.fill(probs, 0, (int) te, 0f);
+    if (bits != null) java.util.Arrays.fill(bits, 0, tokens * words, 0L);
+    for (int t = 0; t < tokens; t++)
+      for (int j = 0; j < k; j++) {
+        int x = idx[t * k + j];
+        if (map != null) map[t * e + x] = 1;
+        if (probs != null) probs[t * e + x] = weights[t * k + j];
+        if (bits != null) bits[t * words + x / 64] |= 1L << (x % 64);
+      }
+  }
+
+  /**
+   * Switch load-balancing loss {@code coeff * E * sum_i f_i * P_i} over the aux scores (full-row
+   * softmax, or sigmoid normalised per row) and their plain top-k (no groups, no bias), with
+   * {@code f_i = count_i / (tokens * k)} and {@code P_i} the mean aux score of expert i.
+   * Optional outputs (null to skip): aux scores [tokens, E], top-k map [tokens, E], counts [E].
+   * {@code gradLogits} [tokens, E] (optional): the loss gradient is ADDED to it, so it can
+   * accumulate onto {@link #backward}'s result. Returns the loss.
+   */
+  public final float auxLoss(float[] logits, int tokens, float coeff, float[] outScores, byte[] outTopkMap,
+      int[] outCounts, float[] gradLogits) {
+    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+    return auxLossArrays(logits, null, LogitsType.FP32, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+  }
+
+  public final float auxLoss(short[] logits, LogitsType type, int tokens, float coeff, float[] outScores,
+      byte[] outTopkMap, int[] outCounts, float[] gradLogits) {
+    checkHalf(type);
+    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+    return auxLossArrays(null, logits, type, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+  }
+
+  /** Router z-loss {@code coeff * mean(logsumexp(L)^2)}; its gradient is ADDED to gradLogits if given. */
+  public final float zLoss(float[] logits, int tokens, float coeff, float[] gradLogits) {
+    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
+    return zLossArrays(logits, null, LogitsType.FP32, tokens, coeff, gradLogits);
+  }
+
+  public final float zLoss(short[] logits, LogitsType type, int tokens, float coeff, float[] gradLogits) {
+    checkHalf(type);
+    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
+    return zLossArrays(null, logits, type, tokens, coeff, gradLogits);
+  }
+
+  /**
+   * Aux-loss-free balancing step (DeepSeek-V3): {@code b_i += rate * sign(mean(tokens) - tokens_i)},
+   * applied to this router (sigmoid routers; a router built without bias starts from zeros).
+   * Returns the new bias.
+   */
+  public final synchronized float[] updateExpertBias(int[] tokensPerExpert, float rate) {
+    if (config.scoreFunction() != ScoreFunction.SIGMOID)
+      throw invalid("expert bias applies to the sigmoid score function only");
+    int e = config.experts();
+    checkCapacity("tokensPerExpert", tokensPerExpert == null ? -1 : tokensPerExpert.length, e);
+    if (!Float.isFinite(rate)) throw invalid("bias update rate is not finite: " + rate);
+    double mean = 0;
+    for (int i = 0; i < e; i++) {
+      if (tokensPerExpert[i] < 0) throw invalid("tokensPerExpert[" + i + "] is negative");
+      mean += tokensPerExpert[i];
+    }
+    mean /= e;
+    float[] next = expertBias();
+    for (int i = 0; i < e; i++) next[i] += rate * (float) Math.signum(mean - tokensPerExpert[i]);
+    setExpertBias(next);
+    return next.clone();
+  }
+
   // ------------------------------------------------------------------ state
 
+  private float[] expertBias;  // a copy; null when none
+
+  /** The expert bias currently used for selection (a copy; zeros for a sigmoid router built without one). */
+  public final synchronized float[] expertBias() {
+    if (expertBias != null) return expertBias.clone();
+    if (config.scoreFunction() != ScoreFunction.SIGMOID) throw invalid("softmax routers have no expert bias");
+    return new float[config.experts()];
+  }
+
   /** Replaces the expert bias (sigmoid routers), e.g. after an aux-loss-free balancing step. */
-  public abstract void setExpertBias(float[] bias);
+  public final synchronized void setExpertBias(float[] bias) {
+    checkBias(bias);
+    applyExpertBias(bias);
+    expertBias = bias.clone();
+  }
+
+  abstract void applyExpertBias(float[] bias);
+
+  /** Whether the trivial host helpers (counts, dense views) go through the native library. */
+  boolean nativeHelpers() {
+    return false;
+  }
 
   /** Releases native resources; idempotent. */
   @Override
@@ -249,6 +394,11 @@ public abstract class MoeRouter implements AutoCloseable {
       float[] gradLogits);
 
   abstract void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits);
+
+  abstract float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
+      byte[] topkMap, int[] counts, float[] grad);
+
+  abstract float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad);
 
   // ------------------------------------------------------------------ argument checks
 
@@ -278,6 +428,18 @@ public abstract class MoeRouter implements AutoCloseable {
     checkCapacity("idx", idx == null ? -1 : idx.length, tk);
     checkCapacity("gradWeights", gradWeights == null ? -1 : gradWeights.length, tk);
     checkCapacity("gradLogits", gradLogits == null ? -1 : gradLogits.length, (long) tokens * config.experts());
+  }
+
+  private void checkLoss(int logitsLength, int tokens, float coeff, float[] scores, byte[] map, int[] counts,
+      float[] grad) {
+    checkTokens(tokens);
+    long te = (long) tokens * config.experts();
+    checkCapacity("logits", logitsLength, te);
+    if (!Float.isFinite(coeff)) throw invalid("loss coefficient is not finite: " + coeff);
+    if (scores != null) checkCapacity("outScores", scores.length, te);
+    if (map != null) checkCapacity("outTopkMap", map.length, te);
+    if (counts != null) checkCapacity("outCounts", counts.length, config.experts());
+    if (grad != null) checkCapacity("gradLogits", grad.length, te);
   }
 
   private static void checkTokens(int tokens) {

@@ -95,8 +95,35 @@ final class NativeRouter extends MoeRouter {
   }
 
   @Override
-  public void setExpertBias(float[] bias) {
-    checkBias(bias);
+  boolean nativeHelpers() {
+    return true;
+  }
+
+  @Override
+  float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
+      byte[] topkMap, int[] counts, float[] grad) {
+    float[] loss = new float[1];
+    long h = handle();
+    int st = f32 != null
+        ? RouterNative.moe_jni_aux_loss(h, f32, type.code, tokens, coeff, scores, topkMap, counts, loss, grad)
+        : RouterNative.moe_jni_aux_loss(h, half, type.code, tokens, coeff, scores, topkMap, counts, loss, grad);
+    if (st != 0) throw RouterNative.error(st, "auxLoss");
+    return loss[0];
+  }
+
+  @Override
+  float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad) {
+    float[] loss = new float[1];
+    long h = handle();
+    int st = f32 != null
+        ? RouterNative.moe_jni_z_loss(h, f32, type.code, tokens, coeff, loss, grad)
+        : RouterNative.moe_jni_z_loss(h, half, type.code, tokens, coeff, loss, grad);
+    if (st != 0) throw RouterNative.error(st, "zLoss");
+    return loss[0];
+  }
+
+  @Override
+  void applyExpertBias(float[] bias) {
     int st = RouterNative.moe_jni_router_set_bias(handle(), bias);
     if (st != 0) throw RouterNative.error(st, "setExpertBias");
   }

@@ -100,6 +100,25 @@ final class RouterNative {
   @NoException @CriticalRegion static native int moe_tokens_per_expert(@Cast("const int32_t*") int[] idx,
       long tokens, int k, int experts, @Cast("int32_t*") int[] counts);
 
+  // ---- training extras (host memory) ----
+  @NoException @CriticalRegion static native int moe_dense_views(@Cast("const int32_t*") int[] idx,
+      @Cast("const float*") float[] w, long tokens, int k, int experts, @Cast("uint8_t*") byte[] map,
+      @Cast("uint64_t*") long[] mapBits, float[] probs);
+
+  @NoException @CriticalRegion static native int moe_jni_aux_loss(long handle, @Cast("const void*") float[] logits,
+      int dtype, long tokens, float coeff, float[] scores, @Cast("uint8_t*") byte[] topkMap,
+      @Cast("int32_t*") int[] counts, float[] loss, float[] grad);
+
+  @NoException @CriticalRegion static native int moe_jni_aux_loss(long handle, @Cast("const void*") short[] logits,
+      int dtype, long tokens, float coeff, float[] scores, @Cast("uint8_t*") byte[] topkMap,
+      @Cast("int32_t*") int[] counts, float[] loss, float[] grad);
+
+  @NoException @CriticalRegion static native int moe_jni_z_loss(long handle, @Cast("const void*") float[] logits,
+      int dtype, long tokens, float coeff, float[] loss, float[] grad);
+
+  @NoException @CriticalRegion static native int moe_jni_z_loss(long handle, @Cast("const void*") short[] logits,
+      int dtype, long tokens, float coeff, float[] loss, float[] grad);
+
   @NoException static native int moe_jni_noop();
 
   @NoException @CriticalRegion static native int moe_jni_routing_agreement(@Cast("const int32_t*") int[] a,
