@@ -1,0 +1,440 @@
+package org.moerouter.trace;
+
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.Objects;
+import org.moerouter.MoeRouterException;
+import org.moerouter.Status;
+
+/**
+ * Recorded routing of a batch of samples: for each sample, expert indices [tokens, layers, k], plus
+ * the configuration they came from (model, E, k, MoE layer ids, score function).
+ *
+ * <p>Immutable. Indices are stored in the narrowest type (uint8 when E &lt;= 256, else uint16) either
+ * on the heap ({@link Builder}) or memory-mapped from a file ({@link TraceFiles#open(Path)}), in which
+ * case accessors read only the pages they touch: a pipeline stage or data-parallel rank copies just
+ * its samples and layers. Layers are addressed by their position {@code 0 .. layers()-1} in
+ * {@link #layerIds()}; {@link #layerIndex(int)} maps a model layer id to its position.
+ *
+ * <p>Tokens are numbered per sample ({@code token} in {@link #expert}) or globally across the
+ * concatenation of all samples ({@link #copyTokens}); sample {@code s} holds global tokens
+ * {@code [sampleOffset(s), sampleOffset(s + 1))}.
+ *
+ * <pre>{@code
+ * RoutingTrace t = TraceFiles.open(path);                     // mmap, header checked
+ * int[] idx = new int[t.sampleTokens(7) * 2 * t.topK()];
+ * t.copySample(7, 4, 6, idx, 0);                              // sample 7, layers 4..5: [tokens, 2, k]
+ * }</pre>
+ */
+public final class RoutingTrace {
+  /** Largest E a trace can store (uint16 indices). */
+  public static final int MAX_EXPERTS = 65536;
+
+  private final String model;
+  private final int experts;
+  private final int topK;
+  private final int[] layerIds;
+  private final String scoreFunction;
+  private final long[] offsets; // [samples + 1], offsets[0] == 0
+  final IndexStore store;
+  private final long rowBase; // first store row of this trace (views)
+  final TraceFiles.Source source; // null unless read from a file (whole file, not a view)
+
+  RoutingTrace(String model, int experts, int topK, int[] layerIds, String scoreFunction, long[] offsets,
+      IndexStore store, long rowBase, TraceFiles.Source source) {
+    this.model = model;
+    this.experts = experts;
+    this.topK = topK;
+    this.layerIds = layerIds;
+    this.scoreFunction = scoreFunction;
+    this.offsets = offsets;
+    this.store = store;
+    this.rowBase = rowBase;
+    this.source = source;
+  }
+
+  /** A builder of an in-memory trace; {@code layerIds} are the model's MoE layer ids, in storage order. */
+  public static Builder builder(String model, int experts, int topK, int[] layerIds, String scoreFunction) {
+    return new Builder(model, experts, topK, layerIds, scoreFunction);
+  }
+
+  // ------------------------------------------------------------------ metadata
+
+  public String model() {
+    return model;
+  }
+
+  public int experts() {
+    return experts;
+  }
+
+  public int topK() {
+    return topK;
+  }
+
+  /** Number of MoE layers stored per token. */
+  public int layers() {
+    return layerIds.length;
+  }
+
+  /** The model layer ids of the stored layers, in storage order (a copy). */
+  public int[] layerIds() {
+    return layerIds.clone();
+  }
+
+  public int layerId(int layer) {
+    checkLayerRange(layer, layer + 1);
+    return layerIds[layer];
+  }
+
+  /** Position of a model layer id in this trace, or -1 when the layer is not stored. */
+  public int layerIndex(int layerId) {
+    for (int i = 0; i < layerIds.length; i++) if (layerIds[i] == layerId) return i;
+    return -1;
+  }
+
+  /** The router's score function as recorded (for example "softmax", "sigmoid"). */
+  public String scoreFunction() {
+    return scoreFunction;
+  }
+
+  /** Storage type of the indices: "U8" when E &lt;= 256, else "U16" (safetensors dtype names). */
+  public String indexDtype() {
+    return store.elementBytes == 1 ? "U8" : "U16";
+  }
+
+  public int samples() {
+    return offsets.length - 1;
+  }
+
+  /** Tokens of all samples together. */
+  public long totalTokens() {
+    return offsets[offsets.length - 1];
+  }
+
+  /** First global token of sample {@code s}; {@code sampleOffset(samples())} is {@link #totalTokens()}. */
+  public long sampleOffset(int s) {
+    if (s < 0 || s > samples()) throw invalid("sample offset " + s + " outside [0, " + samples() + "]");
+    return offsets[s];
+  }
+
+  /** The per-sample token offsets [samples + 1] (a copy). */
+  public long[] sampleOffsets() {
+    return offsets.clone();
+  }
+
+  public int sampleTokens(int sample) {
+    checkSample(sample);
+    return Math.toIntExact(offsets[sample + 1] - offsets[sample]);
+  }
+
+  /** The file this trace was opened from, or null for an in-memory trace or a slice. */
+  public Path path() {
+    return source == null ? null : source.path;
+  }
+
+  /** True when the indices are memory-mapped from a file. */
+  public boolean isMapped() {
+    return store.mapped;
+  }
+
+  // ------------------------------------------------------------------ indices
+
+  /**
+   * Expert of one (sample, token, layer, slot); {@code layer} is a position in {@link #layerIds()}.
+   *
+   * @throws TraceFormatException when a file-backed trace holds an index &gt;= E there
+   */
+  public int expert(int sample, int token, int layer, int slot) {
+    checkSample(sample);
+    long tokens = offsets[sample + 1] - offsets[sample];
+    if (token < 0 || token >= tokens) throw invalid("token " + token + " outside sample " + sample + " ([0, " + tokens + "))");
+    checkLayerRange(layer, layer + 1);
+    if (slot < 0 || slot >= topK) throw invalid("slot " + slot + " outside [0, " + topK + ")");
+    int v = store.get(rowBase + offsets[sample] + token, layer * topK + slot);
+    if (v >= experts) throw outOfRange(offsets[sample] + token, layer, v);
+    return v;
+  }
+
+  /** All indices of one sample, [tokens, layers, k]. */
+  public int[] sample(int sample) {
+    int[] out = new int[Math.multiplyExact(sampleTokens(sample), layerIds.length * topK)];
+    copySample(sample, 0, layerIds.length, out, 0);
+    return out;
+  }
+
+  /**
+   * Copies sample {@code sample}, layers {@code [layerFrom, layerTo)} (positions), into
+   * {@code dst[dstPos ..]} as [tokens, layerTo - layerFrom, k]; returns the number of ints written.
+   */
+  public int copySample(int sample, int layerFrom, int layerTo, int[] dst, int dstPos) {
+    checkSample(sample);
+    return copyTokens(offsets[sample], offsets[sample + 1], layerFrom, layerTo, dst, dstPos);
+  }
+
+  /**
+   * Copies global tokens {@code [tokenFrom, tokenTo)}, layers {@code [layerFrom, layerTo)}, into
+   * {@code dst[dstPos ..]} as [tokens, layerTo - layerFrom, k]; returns the number of ints written.
+   * Every copied index is checked against E (a file may hold any byte).
+   */
+  public int copyTokens(long tokenFrom, long tokenTo, int layerFrom, int layerTo, int[] dst, int dstPos) {
+    if (tokenFrom < 0 || tokenTo < tokenFrom || tokenTo > totalTokens())
+      throw invalid("token range [" + tokenFrom + ", " + tokenTo + ") outside [0, " + totalTokens() + ")");
+    checkLayerRange(layerFrom, layerTo);
+    Objects.requireNonNull(dst, "dst");
+    long n = (tokenTo - tokenFrom) * (layerTo - layerFrom) * topK;
+    if (dstPos < 0 || n > dst.length - (long) dstPos)
+      throw invalid("dst holds " + dst.length + " ints from " + dstPos + ", needs " + n);
+    store.copy(rowBase + tokenFrom, rowBase + tokenTo, layerFrom * topK, layerTo * topK, dst, dstPos);
+    if (store.mayExceed(experts)) {
+      int w = (layerTo - layerFrom) * topK;
+      for (int i = 0; i < (int) n; i++) {
+        int v = dst[dstPos + i];
+        if (v >= experts) throw outOfRange(tokenFrom + i / w, layerFrom + (i % w) / topK, v);
+      }
+    }
+    return (int) n;
+  }
+
+  /**
+   * Checks every index: in {@code [0, E)} and distinct within each (token, layer) row; for a trace read
+   * from a file, also the checksum. {@link TraceFiles#read(Path)} calls this.
+   *
+   * @throws TraceFormatException naming the first bad sample, token and layer, or the checksum
+   */
+  public void verify() {
+    if (source != null) source.verifyChecksum();
+    int w = layerIds.length * topK;
+    int[] row = new int[w];
+    int[] seen = new int[experts];
+    int stamp = 0;
+    int s = 0;
+    for (long t = 0; t < totalTokens(); t++) {
+      while (offsets[s + 1] <= t) s++;
+      store.copy(rowBase + t, rowBase + t + 1, 0, w, row, 0);
+      for (int l = 0; l < layerIds.length; l++) {
+        if (++stamp == Integer.MAX_VALUE) {
+          Arrays.fill(seen, 0);
+          stamp = 1;
+        }
+        for (int j = 0; j < topK; j++) {
+          int v = row[l * topK + j];
+          if (v >= experts) throw outOfRange(t, l, v);
+          if (seen[v] == stamp)
+            throw format("sample " + s + " token " + (t - offsets[s]) + " layer " + layerIds[l] + ": expert " + v
+                + " appears twice in the top-" + topK + " set");
+          seen[v] = stamp;
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ derived traces
+
+  /** Samples {@code [from, to)} as a view sharing the storage (no copy). */
+  public RoutingTrace slice(int from, int to) {
+    if (from < 0 || to < from || to > samples()) throw invalid("sample range [" + from + ", " + to + ") outside [0, " + samples() + "]");
+    long[] o = new long[to - from + 1];
+    for (int i = 0; i <= to - from; i++) o[i] = offsets[from + i] - offsets[from];
+    return new RoutingTrace(model, experts, topK, layerIds, scoreFunction, o, store, rowBase + offsets[from], null);
+  }
+
+  /** The given samples, in the given order, with layers {@code [layerFrom, layerTo)}, as an in-memory copy. */
+  public RoutingTrace select(int[] samples, int layerFrom, int layerTo) {
+    Objects.requireNonNull(samples, "samples");
+    checkLayerRange(layerFrom, layerTo);
+    if (layerFrom == layerTo) throw invalid("a trace needs at least one layer");
+    Builder b = new Builder(model, experts, topK, Arrays.copyOfRange(layerIds, layerFrom, layerTo), scoreFunction);
+    for (int s : samples) {
+      int[] idx = new int[Math.multiplyExact(sampleTokens(s), (layerTo - layerFrom) * topK)];
+      copySample(s, layerFrom, layerTo, idx, 0);
+      b.addSample(idx);
+    }
+    return b.build();
+  }
+
+  /** True when both traces hold the same metadata, sample offsets and indices. */
+  public boolean contentEquals(RoutingTrace o) {
+    if (o == this) return true;
+    if (o == null || experts != o.experts || topK != o.topK || !model.equals(o.model) || !scoreFunction.equals(o.scoreFunction)
+        || !Arrays.equals(layerIds, o.layerIds) || !Arrays.equals(offsets, o.offsets)) return false;
+    int w = layerIds.length * topK;
+    int chunk = Math.max(1, (1 << 16) / Math.max(1, w));
+    int[] a = new int[chunk * w], b = new int[chunk * w];
+    for (long t = 0; t < totalTokens(); t += chunk) {
+      long end = Math.min(totalTokens(), t + chunk);
+      store.copy(rowBase + t, rowBase + end, 0, w, a, 0);
+      o.store.copy(o.rowBase + t, o.rowBase + end, 0, w, b, 0);
+      if (!Arrays.equals(a, 0, (int) (end - t) * w, b, 0, (int) (end - t) * w)) return false;
+    }
+    return true;
+  }
+
+  @Override
+  public String toString() {
+    return "RoutingTrace{model=" + model + ", experts=" + experts + ", topK=" + topK + ", layers=" + layerIds.length
+        + ", samples=" + samples() + ", tokens=" + totalTokens() + ", " + indexDtype() + (isMapped() ? ", mapped" : "")
+        + "}";
+  }
+
+  long rowBase() {
+    return rowBase;
+  }
+
+  long[] offsetsUnsafe() {
+    return offsets;
+  }
+
+  int[] layerIdsUnsafe() {
+    return layerIds;
+  }
+
+  // ------------------------------------------------------------------ checks
+
+  private void checkSample(int s) {
+    if (s < 0 || s >= samples()) throw invalid("sample " + s + " outside [0, " + samples() + ")");
+  }
+
+  private void checkLayerRange(int from, int to) {
+    if (from < 0 || to < from || to > layerIds.length)
+      throw invalid("layer range [" + from + ", " + to + ") outside [0, " + layerIds.length + ")");
+  }
+
+  private TraceFormatException outOfRange(long globalToken, int layer, int v) {
+    int s = sampleOf(globalToken);
+    return format("sample " + s + " token " + (globalToken - offsets[s]) + " layer " + layerIds[layer] + ": expert " + v
+        + " out of range [0, " + experts + ")");
+  }
+
+  private int sampleOf(long globalToken) {
+    int s = Arrays.binarySearch(offsets, globalToken);
+    if (s < 0) return -s - 2;
+    while (s + 1 < offsets.length - 1 && offsets[s + 1] == globalToken) s++;
+    return s;
+  }
+
+  private TraceFormatException format(String what) {
+    return new TraceFormatException((source != null ? source.path + ": " : "") + what);
+  }
+
+  static MoeRouterException invalid(String message) {
+    return new MoeRouterException(Status.INVALID_ARGUMENT, message);
+  }
+
+  static int elementBytesFor(int experts) {
+    return experts <= 256 ? 1 : 2;
+  }
+
+  // ------------------------------------------------------------------ builder
+
+  /**
+   * Collects samples into an in-memory trace. Each sample is [tokens, layers, k] ints; every row must
+   * hold k distinct experts in {@code [0, E)} (checked, with an error naming sample, token and layer).
+   * Not thread-safe.
+   */
+  public static final class Builder {
+    private final String model;
+    private final int experts;
+    private final int topK;
+    private final int[] layerIds;
+    private final String scoreFunction;
+    private final int eb;
+    private final int rowElements;
+    private byte[] bytes = new byte[1024];
+    private int used;
+    private long[] offsets = new long[16];
+    private int samples;
+    private final int[] seen;
+    private int stamp;
+
+    Builder(String model, int experts, int topK, int[] layerIds, String scoreFunction) {
+      this.model = Objects.requireNonNull(model, "model");
+      this.scoreFunction = Objects.requireNonNull(scoreFunction, "scoreFunction");
+      Objects.requireNonNull(layerIds, "layerIds");
+      if (experts < 1 || experts > MAX_EXPERTS) throw invalid("experts must be in [1, " + MAX_EXPERTS + "], got " + experts);
+      if (topK < 1 || topK > experts) throw invalid("topK must be in [1, experts=" + experts + "], got " + topK);
+      if (layerIds.length == 0) throw invalid("a trace needs at least one layer");
+      for (int i = 0; i < layerIds.length; i++)
+        for (int j = 0; j < i; j++) if (layerIds[i] == layerIds[j]) throw invalid("layer id " + layerIds[i] + " repeated");
+      this.experts = experts;
+      this.topK = topK;
+      this.layerIds = layerIds.clone();
+      this.eb = elementBytesFor(experts);
+      this.rowElements = Math.multiplyExact(layerIds.length, topK);
+      this.seen = new int[experts];
+    }
+
+    /** Adds a sample given as [tokens, layers, k] (the whole array). */
+    public Builder addSample(int[] indices) {
+      Objects.requireNonNull(indices, "indices");
+      if (indices.length % rowElements != 0)
+        throw invalid("sample " + samples + ": " + indices.length + " indices is not a multiple of layers*k = " + rowElements);
+      return addSample(indices, 0, indices.length / rowElements);
+    }
+
+    /** Adds a sample of {@code tokens} tokens from {@code indices[offset ..]}, [tokens, layers, k]. */
+    public Builder addSample(int[] indices, int offset, int tokens) {
+      Objects.requireNonNull(indices, "indices");
+      long n = (long) tokens * rowElements;
+      if (tokens < 0 || offset < 0 || n > indices.length - (long) offset)
+        throw invalid("sample " + samples + ": " + tokens + " tokens from offset " + offset + " need " + n
+            + " indices, the array has " + indices.length);
+      for (int t = 0; t < tokens; t++) {
+        for (int l = 0; l < layerIds.length; l++) {
+          if (++stamp == Integer.MAX_VALUE) {
+            Arrays.fill(seen, 0);
+            stamp = 1;
+          }
+          int base = offset + t * rowElements + l * topK;
+          for (int j = 0; j < topK; j++) {
+            int v = indices[base + j];
+            if (v < 0 || v >= experts)
+              throw invalid("sample " + samples + " token " + t + " layer " + layerIds[l]
+                  + ": expert " + v + " out of range [0, " + experts + ")");
+            if (seen[v] == stamp)
+              throw invalid("sample " + samples + " token " + t + " layer "
+                  + layerIds[l] + ": expert " + v + " appears twice in the top-" + topK + " set");
+            seen[v] = stamp;
+          }
+        }
+      }
+      long newUsed = used + n * eb;
+      if (newUsed > Integer.MAX_VALUE - 8)
+        throw invalid("an in-memory trace is limited to 2 GiB of indices; write larger traces in parts");
+      if (newUsed > bytes.length) bytes = Arrays.copyOf(bytes, (int) Math.min(Integer.MAX_VALUE - 8, Math.max(newUsed, 2L * bytes.length)));
+      if (eb == 1) {
+        for (int i = 0; i < n; i++) bytes[used + i] = (byte) indices[offset + i];
+      } else {
+        for (int i = 0; i < n; i++) {
+          int v = indices[offset + i];
+          bytes[used + 2 * i] = (byte) v;
+          bytes[used + 2 * i + 1] = (byte) (v >>> 8);
+        }
+      }
+      used = (int) newUsed;
+      if (samples + 2 > offsets.length) offsets = Arrays.copyOf(offsets, offsets.length * 2);
+      offsets[samples + 1] = offsets[samples] + tokens;
+      samples++;
+      return this;
+    }
+
+    /** Adds every sample of another trace with the same E, k and layer ids. */
+    public Builder addSamples(RoutingTrace other) {
+      if (other.experts != experts || other.topK != topK || !Arrays.equals(other.layerIds, layerIds))
+        throw invalid("cannot merge " + other + ": E, k or layer ids differ");
+      for (int s = 0; s < other.samples(); s++) addSample(other.sample(s));
+      return this;
+    }
+
+    public int samples() {
+      return samples;
+    }
+
+    public RoutingTrace build() {
+      long[] o = Arrays.copyOf(offsets, samples + 1);
+      long rows = o[samples];
+      IndexStore store = IndexStore.heap(eb, rowElements, rows, Arrays.copyOf(bytes, used));
+      return new RoutingTrace(model, experts, topK, layerIds.clone(), scoreFunction, o, store, 0, null);
+    }
+  }
+}
