@@ -1,0 +1,207 @@
+package org.moerouter.trace;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import org.moerouter.MoeRouterException;
+import org.moerouter.RoutingAgreement;
+
+/**
+ * {@code moe-router trace} commands:
+ * <pre>
+ * trace inspect FILE                      metadata, shape, samples; verifies checksum and indices
+ * trace convert IN OUT [options]          .npy &lt;-&gt; .safetensors, by extension
+ *     --experts E      (from .npy) number of experts; default: max index + 1, with a note
+ *     --model NAME --score FN --layer-ids 1,3,5 --sample-offsets 0,100,250
+ * trace diff A B                          routing agreement per layer and overall
+ * </pre>
+ * Exit codes: 0 success, 1 bad or unreadable file, 2 usage error. Errors are one line on {@code err}.
+ */
+public final class TraceCli {
+  private TraceCli() {}
+
+  public static void main(String[] args) {
+    System.exit(run(args, System.out, System.err));
+  }
+
+  public static int run(String[] args, PrintStream out, PrintStream err) {
+    if (args.length == 0 || args[0].equals("-h") || args[0].equals("--help") || args[0].equals("help")) {
+      usage(args.length == 0 ? err : out);
+      return args.length == 0 ? 2 : 0;
+    }
+    try {
+      switch (args[0]) {
+        case "inspect":
+          if (args.length != 2) return usageError(err, "inspect takes one FILE");
+          return inspect(Path.of(args[1]), out);
+        case "convert":
+          return convert(args, out, err);
+        case "diff":
+          if (args.length != 3) return usageError(err, "diff takes two files A B");
+          return diff(Path.of(args[1]), Path.of(args[2]), out);
+        default:
+          return usageError(err, "unknown command '" + args[0] + "'");
+      }
+    } catch (UsageException e) {
+      return usageError(err, e.getMessage());
+    } catch (NoSuchFileException e) {
+      err.println("error: " + e.getFile() + ": no such file");
+      return 1;
+    } catch (IOException e) {
+      err.println("error: " + e.getMessage());
+      return 1;
+    } catch (MoeRouterException e) {
+      err.println("error: " + e.getMessage());
+      return 1;
+    } catch (RuntimeException e) {
+      err.println("error: " + e);
+      return 1;
+    }
+  }
+
+  private static final class UsageException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    UsageException(String m) {
+      super(m);
+    }
+  }
+
+  private static void usage(PrintStream p) {
+    p.println("usage: moe-router trace inspect FILE");
+    p.println("       moe-router trace convert IN OUT [--experts E] [--model NAME] [--score FN] [--layer-ids 1,3,5] [--sample-offsets 0,n1,...]");
+    p.println("       moe-router trace diff A B");
+    p.println("files: .safetensors routing traces, or .npy [tokens, layers, k] integer arrays (convert, diff)");
+  }
+
+  private static int usageError(PrintStream err, String message) {
+    err.println("error: " + message + " (moe-router trace --help)");
+    return 2;
+  }
+
+  private static boolean isNpy(Path p) {
+    return p.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".npy");
+  }
+
+  private static boolean isTrace(Path p) {
+    return p.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
+  }
+
+  private static int inspect(Path file, PrintStream out) throws IOException {
+    if (isNpy(file)) {
+      Npy.Array a = Npy.read(file);
+      out.println("file:   " + file + " (.npy)");
+      out.println("dtype:  " + a.dtype().descr());
+      out.println("shape:  " + java.util.Arrays.toString(a.shape()));
+      return 0;
+    }
+    RoutingTrace t = TraceFiles.read(file);
+    out.println("file:           " + file);
+    Map<String, String> meta = t.source.all;
+    out.println("format:         " + meta.get("format") + " v" + meta.get("format_version"));
+    out.println("model:          " + t.model());
+    out.println("experts:        " + t.experts());
+    out.println("top_k:          " + t.topK());
+    out.println("score_function: " + t.scoreFunction());
+    out.println("layers:         " + t.layers() + " " + java.util.Arrays.toString(t.layerIdsUnsafe()));
+    out.println("indices:        " + t.indexDtype() + " [" + t.totalTokens() + ", " + t.layers() + ", " + t.topK() + "]");
+    out.println("samples:        " + t.samples());
+    if (t.samples() > 0) {
+      long min = Long.MAX_VALUE, max = 0;
+      for (int s = 0; s < t.samples(); s++) {
+        min = Math.min(min, t.sampleTokens(s));
+        max = Math.max(max, t.sampleTokens(s));
+      }
+      out.println("tokens:         " + t.totalTokens() + " (per sample: min " + min + ", max " + max + ", mean "
+          + String.format(Locale.ROOT, "%.1f", (double) t.totalTokens() / t.samples()) + ")");
+    }
+    for (Map.Entry<String, String> e : t.source.extra.entrySet()) out.println("meta " + e.getKey() + ": " + e.getValue());
+    out.println("checksum:       " + meta.get("checksum") + " (verified)");
+    return 0;
+  }
+
+  private static int convert(String[] args, PrintStream out, PrintStream err) throws IOException {
+    List<String> pos = new ArrayList<>();
+    int experts = 0;
+    String model = null, score = null;
+    int[] layerIds = null;
+    long[] sampleOffsets = null;
+    for (int i = 1; i < args.length; i++) {
+      String a = args[i];
+      if (a.startsWith("--")) {
+        if (i + 1 >= args.length) throw new UsageException(a + " needs a value");
+        String v = args[++i];
+        switch (a) {
+          case "--experts": experts = (int) parseLong(a, v); if (experts < 1) throw new UsageException("--experts must be >= 1"); break;
+          case "--model": model = v; break;
+          case "--score": score = v; break;
+          case "--layer-ids": { long[] l = parseList(a, v); layerIds = new int[l.length]; for (int j = 0; j < l.length; j++) layerIds[j] = Math.toIntExact(l[j]); break; }
+          case "--sample-offsets": sampleOffsets = parseList(a, v); break;
+          default: throw new UsageException("unknown option " + a);
+        }
+      } else {
+        pos.add(a);
+      }
+    }
+    if (pos.size() != 2) throw new UsageException("convert takes IN OUT");
+    Path in = Path.of(pos.get(0)), outPath = Path.of(pos.get(1));
+    if (isNpy(in) && isTrace(outPath)) {
+      Npy.Array a = Npy.read(in);
+      RoutingTrace t = TraceFiles.fromNpy(a, model, experts, layerIds, score, sampleOffsets);
+      if (experts == 0) err.println("note: --experts not given; inferred E = " + t.experts() + " (max index + 1)");
+      TraceFiles.write(t, outPath);
+      out.println("wrote " + outPath + ": " + t);
+      return 0;
+    }
+    if (isTrace(in) && isNpy(outPath)) {
+      if (experts != 0 || model != null || score != null || layerIds != null || sampleOffsets != null)
+        throw new UsageException("options apply to .npy -> .safetensors only");
+      RoutingTrace t = TraceFiles.read(in);
+      TraceFiles.exportNpy(t, outPath);
+      if (t.samples() > 1)
+        err.println("note: " + t.samples() + " samples concatenated; sample offsets are not stored in .npy: "
+            + (t.samples() <= 16 ? java.util.Arrays.toString(t.sampleOffsets()) : "(" + (t.samples() + 1) + " offsets)"));
+      out.println("wrote " + outPath + ": int32 [" + t.totalTokens() + ", " + t.layers() + ", " + t.topK() + "]");
+      return 0;
+    }
+    throw new UsageException("convert needs one .npy and one .safetensors file (got " + in + " -> " + outPath + ")");
+  }
+
+  private static RoutingTrace load(Path p) throws IOException {
+    if (isNpy(p)) return TraceFiles.fromNpy(Npy.read(p), "", 0, null, "", null);
+    return TraceFiles.read(p);
+  }
+
+  private static int diff(Path pa, Path pb, PrintStream out) throws IOException {
+    RoutingTrace a = load(pa), b = load(pb);
+    RoutingAgreement.Result r = TraceMetrics.agreement(a, b);
+    out.println("A: " + pa + "  " + a);
+    out.println("B: " + pb + "  " + b);
+    out.printf(Locale.ROOT, "%8s %12s %14s %14s%n", "layer", "tokens", "rows_differ", "mean_overlap");
+    for (int l = 0; l < r.layers(); l++)
+      out.printf(Locale.ROOT, "%8d %12d %14.6f %14.6f%n", a.layerId(l), r.tokens(), r.differingRowFraction(l), r.meanOverlap(l));
+    out.printf(Locale.ROOT, "%8s %12d %14.6f %14.6f%n", "all", r.tokens(), r.differingRowFraction(), r.meanOverlap());
+    out.printf(Locale.ROOT, "tokens with any difference: %d of %d (%.6f)%n", r.differingTokens(), r.tokens(), r.differingTokenFraction());
+    return 0;
+  }
+
+  private static long parseLong(String opt, String v) {
+    try {
+      return Long.parseLong(v.trim());
+    } catch (NumberFormatException e) {
+      throw new UsageException(opt + ": '" + v + "' is not an integer");
+    }
+  }
+
+  private static long[] parseList(String opt, String v) {
+    String[] parts = v.split(",");
+    long[] out = new long[parts.length];
+    for (int i = 0; i < parts.length; i++) out[i] = parseLong(opt, parts[i]);
+    return out;
+  }
+}

@@ -1,0 +1,43 @@
+package org.moerouter.trace;
+
+import java.util.Arrays;
+import java.util.Objects;
+import org.moerouter.RoutingAgreement;
+
+/** Routing agreement between two traces of the same tokens ({@link RoutingAgreement}), streamed in chunks. */
+public final class TraceMetrics {
+  private TraceMetrics() {}
+
+  private static final int CHUNK_INTS = 1 << 20;
+
+  public static RoutingAgreement.Result agreement(RoutingTrace a, RoutingTrace b) {
+    return agreement(a, b, RoutingAgreement.Engine.AUTO);
+  }
+
+  /**
+   * Agreement of two traces with the same k, layer ids and sample offsets (E may differ, for example a
+   * converted .npy with inferred E; the larger bounds the indices).
+   */
+  public static RoutingAgreement.Result agreement(RoutingTrace a, RoutingTrace b, RoutingAgreement.Engine engine) {
+    Objects.requireNonNull(a, "a");
+    Objects.requireNonNull(b, "b");
+    if (a.topK() != b.topK()) throw RoutingTrace.invalid("traces differ in k: " + a.topK() + " vs " + b.topK());
+    if (!Arrays.equals(a.layerIdsUnsafe(), b.layerIdsUnsafe()))
+      throw RoutingTrace.invalid("traces differ in layer ids: " + Arrays.toString(a.layerIdsUnsafe()) + " vs " + Arrays.toString(b.layerIdsUnsafe()));
+    if (!Arrays.equals(a.offsetsUnsafe(), b.offsetsUnsafe()))
+      throw RoutingTrace.invalid("traces differ in samples or tokens: " + a.samples() + " samples / " + a.totalTokens()
+          + " tokens vs " + b.samples() + " / " + b.totalTokens());
+    int w = a.layers() * a.topK();
+    int experts = Math.max(a.experts(), b.experts());
+    RoutingAgreement.Accumulator acc = RoutingAgreement.accumulator(a.layers(), a.topK(), experts, engine);
+    int chunk = Math.max(1, CHUNK_INTS / w);
+    int[] x = new int[chunk * w], y = new int[chunk * w];
+    for (long t = 0; t < a.totalTokens(); t += chunk) {
+      long end = Math.min(a.totalTokens(), t + chunk);
+      a.copyTokens(t, end, 0, a.layers(), x, 0);
+      b.copyTokens(t, end, 0, b.layers(), y, 0);
+      acc.add(x, y, (int) (end - t));
+    }
+    return acc.result();
+  }
+}

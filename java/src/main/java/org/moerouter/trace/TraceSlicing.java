@@ -1,0 +1,160 @@
+package org.moerouter.trace;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * Aligns recorded routing with how a trainer batches tokens: packed sequences (cu_seqlens), padding
+ * rows, micro-batch splits.
+ *
+ * <p>Padding rows get the valid, distinct set {@code 0 .. k-1} (never duplicate indices, which replay
+ * rejects) and mask 0 so that {@code MoeRouter.replay} routes them live.
+ */
+public final class TraceSlicing {
+  private TraceSlicing() {}
+
+  /** Replay input for one packed micro-batch: indices [tokens, layers, k] and mask [tokens] (1 = replay). */
+  public static final class Packed {
+    private final int tokens;
+    private final int k;
+    private final int[] layerIds;
+    private final int[] indices;
+    private final byte[] mask;
+
+    Packed(int tokens, int k, int[] layerIds, int[] indices, byte[] mask) {
+      this.tokens = tokens;
+      this.k = k;
+      this.layerIds = layerIds;
+      this.indices = indices;
+      this.mask = mask;
+    }
+
+    public int tokens() {
+      return tokens;
+    }
+
+    public int topK() {
+      return k;
+    }
+
+    public int layers() {
+      return layerIds.length;
+    }
+
+    /** Model layer ids of the packed layers (a copy). */
+    public int[] layerIds() {
+      return layerIds.clone();
+    }
+
+    /** [tokens, layers, k] (the packed array itself). */
+    public int[] indices() {
+      return indices;
+    }
+
+    /** [tokens]: 1 for recorded rows, 0 for padding (route live). */
+    public byte[] mask() {
+      return mask;
+    }
+
+    /** One layer (position) as a new [tokens, k] array, for {@code RouterReplay.setTarget}. */
+    public int[] layer(int position) {
+      if (position < 0 || position >= layerIds.length) throw RoutingTrace.invalid("layer position " + position + " outside [0, " + layerIds.length + ")");
+      int[] out = new int[tokens * k];
+      int w = layerIds.length * k;
+      for (int t = 0; t < tokens; t++) System.arraycopy(indices, t * w + position * k, out, t * k, k);
+      return out;
+    }
+  }
+
+  /**
+   * Packs samples into one sequence laid out by {@code cuSeqlens} (length samples.length + 1, from 0,
+   * non-decreasing): sample {@code samples[i]} fills rows {@code cuSeqlens[i] ..} and the rest of its
+   * segment up to {@code cuSeqlens[i+1]} is padding. Layers {@code [layerFrom, layerTo)} (positions).
+   *
+   * @throws org.moerouter.MoeRouterException when a sample is longer than its segment
+   */
+  public static Packed pack(RoutingTrace trace, int[] samples, int[] cuSeqlens, int layerFrom, int layerTo) {
+    Objects.requireNonNull(trace, "trace");
+    Objects.requireNonNull(samples, "samples");
+    Objects.requireNonNull(cuSeqlens, "cuSeqlens");
+    if (cuSeqlens.length != samples.length + 1)
+      throw RoutingTrace.invalid("cu_seqlens has " + cuSeqlens.length + " entries for " + samples.length + " samples (needs samples + 1)");
+    if (cuSeqlens[0] != 0) throw RoutingTrace.invalid("cu_seqlens[0] must be 0, got " + cuSeqlens[0]);
+    if (layerFrom < 0 || layerTo <= layerFrom || layerTo > trace.layers())
+      throw RoutingTrace.invalid("layer range [" + layerFrom + ", " + layerTo + ") outside [0, " + trace.layers() + ")");
+    int k = trace.topK();
+    int nl = layerTo - layerFrom;
+    int w = nl * k;
+    int total = cuSeqlens[samples.length];
+    for (int i = 0; i < samples.length; i++) {
+      int seg = cuSeqlens[i + 1] - cuSeqlens[i];
+      if (seg < 0) throw RoutingTrace.invalid("cu_seqlens decreases at " + (i + 1));
+      int len = trace.sampleTokens(samples[i]);
+      if (len > seg)
+        throw RoutingTrace.invalid("sample " + samples[i] + " has " + len + " tokens, its packed segment " + i + " ["
+            + cuSeqlens[i] + ", " + cuSeqlens[i + 1] + ") holds " + seg);
+    }
+    int[] idx = new int[Math.multiplyExact(total, w)];
+    byte[] mask = new byte[total];
+    for (int i = 0; i < samples.length; i++) {
+      int start = cuSeqlens[i];
+      int len = trace.sampleTokens(samples[i]);
+      trace.copySample(samples[i], layerFrom, layerTo, idx, start * w);
+      Arrays.fill(mask, start, start + len, (byte) 1);
+      padRows(idx, (start + len) * nl, cuSeqlens[i + 1] * nl, k);
+    }
+    return new Packed(total, k, Arrays.copyOfRange(trace.layerIdsUnsafe(), layerFrom, layerTo), idx, mask);
+  }
+
+  /** Fills rows {@code [rowFrom, rowTo)} of k indices with {@code 0 .. k-1}. */
+  public static void padRows(int[] indices, int rowFrom, int rowTo, int k) {
+    for (int r = rowFrom; r < rowTo; r++)
+      for (int j = 0; j < k; j++) indices[r * k + j] = j;
+  }
+
+  /** Splits the samples into consecutive micro-batches of {@code samplesPerMicroBatch} (the last may be shorter). */
+  public static int[][] microBatches(RoutingTrace trace, int samplesPerMicroBatch) {
+    if (samplesPerMicroBatch < 1) throw RoutingTrace.invalid("samples per micro-batch must be >= 1, got " + samplesPerMicroBatch);
+    int n = trace.samples();
+    int[][] out = new int[(n + samplesPerMicroBatch - 1) / samplesPerMicroBatch][];
+    for (int m = 0; m < out.length; m++) {
+      int from = m * samplesPerMicroBatch, to = Math.min(n, from + samplesPerMicroBatch);
+      out[m] = new int[to - from];
+      for (int i = from; i < to; i++) out[m][i - from] = i;
+    }
+    return out;
+  }
+
+  /**
+   * Splits the samples, in order, into micro-batches of at most {@code maxTokens} tokens each (dynamic
+   * batching); a sample longer than {@code maxTokens} is rejected.
+   */
+  public static int[][] microBatchesByTokens(RoutingTrace trace, long maxTokens) {
+    if (maxTokens < 1) throw RoutingTrace.invalid("max tokens per micro-batch must be >= 1, got " + maxTokens);
+    List<int[]> out = new ArrayList<>();
+    List<Integer> cur = new ArrayList<>();
+    long used = 0;
+    for (int s = 0; s < trace.samples(); s++) {
+      int len = trace.sampleTokens(s);
+      if (len > maxTokens) throw RoutingTrace.invalid("sample " + s + " has " + len + " tokens, more than " + maxTokens + " per micro-batch");
+      if (used + len > maxTokens && !cur.isEmpty()) {
+        out.add(cur.stream().mapToInt(Integer::intValue).toArray());
+        cur.clear();
+        used = 0;
+      }
+      cur.add(s);
+      used += len;
+    }
+    if (!cur.isEmpty()) out.add(cur.stream().mapToInt(Integer::intValue).toArray());
+    return out.toArray(new int[0][]);
+  }
+
+  /** cu_seqlens of the given samples packed back to back without padding. */
+  public static int[] cuSeqlens(RoutingTrace trace, int[] samples) {
+    int[] cu = new int[samples.length + 1];
+    for (int i = 0; i < samples.length; i++) cu[i + 1] = Math.addExact(cu[i], trace.sampleTokens(samples[i]));
+    return cu;
+  }
+}
