@@ -1,0 +1,146 @@
+package org.moerouter.cli;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.Set;
+import org.moerouter.Backend;
+import org.moerouter.MoeRouter;
+import org.moerouter.RouterConfig;
+import org.moerouter.ScoreFunction;
+import org.moerouter.trace.Npy;
+import org.moerouter.trace.TraceFormatException;
+
+/** {@code moe-router route}: routes (or replays) a logits .npy file and writes idx/weights(/grad) .npy files. */
+final class RouteCommand {
+  private RouteCommand() {}
+
+  static final String USAGE = "route --logits L.npy [--bias B.npy] --score softmax|sigmoid [--pre-softmax] --topk K"
+      + " [--groups G --group-topk GK] [--scale S] [--replay IDX.npy [--replay-mask M.npy]]"
+      + " [--grad-weights DW.npy] [--backend java|cpu|cuda|auto] --out DIR";
+
+  static int run(String[] argv, PrintStream out) throws IOException {
+    Args a = Args.parse(argv, 1,
+        Set.of("logits", "bias", "score", "topk", "groups", "group-topk", "scale", "replay", "replay-mask",
+            "grad-weights", "backend", "out"),
+        Set.of("pre-softmax"));
+    if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
+    Path logitsPath = Paths.get(a.require("logits"));
+    Path outDir = Paths.get(a.require("out"));
+    Backend backend = Main.backend(a.get("backend"));
+
+    Npy.Array logitsArr = Npy.read(logitsPath);
+    if (logitsArr.ndim() != 2)
+      throw new TraceFormatException(logitsPath + ": logits must be 2-D [tokens, experts], got shape "
+          + Arrays.toString(logitsArr.shape()));
+    float[] logits = floats(logitsArr, logitsPath, "logits");
+    int tokens = (int) logitsArr.dim(0);
+    int experts = (int) logitsArr.dim(1);
+
+    String score = a.require("score").toLowerCase(Locale.ROOT);
+    if (!score.equals("softmax") && !score.equals("sigmoid"))
+      throw new Args.UsageException("--score must be softmax or sigmoid, got '" + score + "'");
+    RouterConfig.Builder b = RouterConfig.builder(experts, a.intValue("topk", -1))
+        .scoreFunction(score.equals("sigmoid") ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX)
+        .preSoftmax(a.flag("pre-softmax"))
+        .scale(a.floatValue("scale", 1f));
+    if (a.get("topk") == null) throw new Args.UsageException("missing required option --topk");
+    if (a.get("groups") != null || a.get("group-topk") != null)
+      b.groups(a.intValue("groups", 0), a.intValue("group-topk", 0));
+    if (a.get("bias") != null) {
+      Path p = Paths.get(a.get("bias"));
+      Npy.Array bias = Npy.read(p);
+      if (bias.ndim() != 1 || bias.dim(0) != experts)
+        throw new TraceFormatException(p + ": bias must have shape [" + experts + "], got " + Arrays.toString(bias.shape()));
+      b.expertBias(floats(bias, p, "bias"));
+    }
+    RouterConfig config = b.build();
+    int k = config.topK();
+
+    int[] replay = null;
+    byte[] mask = null;
+    if (a.get("replay") != null) {
+      Path p = Paths.get(a.get("replay"));
+      replay = indices(Npy.read(p), p, tokens, k);
+      if (a.get("replay-mask") != null) {
+        Path m = Paths.get(a.get("replay-mask"));
+        mask = mask(Npy.read(m), m, tokens);
+      }
+    } else if (a.get("replay-mask") != null) {
+      throw new Args.UsageException("--replay-mask needs --replay");
+    }
+    float[] gradWeights = null;
+    if (a.get("grad-weights") != null) {
+      Path p = Paths.get(a.get("grad-weights"));
+      Npy.Array g = Npy.read(p);
+      if (g.ndim() != 2 || g.dim(0) != tokens || g.dim(1) != k)
+        throw new TraceFormatException(p + ": grad weights must have shape [" + tokens + ", " + k + "], got "
+            + Arrays.toString(g.shape()));
+      gradWeights = floats(g, p, "grad weights");
+    }
+
+    int[] idx = new int[tokens * k];
+    float[] weights = new float[tokens * k];
+    float[] gradLogits = gradWeights != null ? new float[tokens * experts] : null;
+    long nonfinite;
+    long t0 = System.nanoTime();
+    try (MoeRouter router = MoeRouter.create(config, backend)) {
+      nonfinite = replay != null ? router.replay(logits, tokens, replay, mask, idx, weights)
+          : router.route(logits, tokens, idx, weights);
+      if (gradLogits != null) router.backward(logits, tokens, idx, gradWeights, gradLogits);
+      backend = router.backend();
+    }
+    double ms = (System.nanoTime() - t0) / 1e6;
+
+    Files.createDirectories(outDir);
+    Npy.write(outDir.resolve("idx.npy"), idx, tokens, k);
+    Npy.write(outDir.resolve("weights.npy"), weights, tokens, k);
+    if (gradLogits != null) Npy.write(outDir.resolve("grad_logits.npy"), gradLogits, tokens, experts);
+    out.printf(Locale.ROOT, "%s %d tokens x %d experts, top-%d on %s in %.2f ms; rows with non-finite logits: %d; wrote %s%n",
+        replay != null ? (mask != null ? "replayed (masked)" : "replayed") : "routed", tokens, experts, k, backend, ms,
+        nonfinite, outDir.resolve(gradLogits != null ? "{idx,weights,grad_logits}.npy" : "{idx,weights}.npy"));
+    return 0;
+  }
+
+  /** float32 as is; float64 converted. */
+  static float[] floats(Npy.Array arr, Path p, String what) {
+    switch (arr.dtype()) {
+      case F4:
+      case F8:
+        return arr.toFloatArray();
+      default:
+        throw new TraceFormatException(p + ": " + what + " must be float32 or float64, got " + arr.dtype().descr());
+    }
+  }
+
+  static int[] indices(Npy.Array arr, Path p, int tokens, int k) {
+    if (arr.ndim() != 2 || arr.dim(0) != tokens || arr.dim(1) != k)
+      throw new TraceFormatException(p + ": replay indices must have shape [" + tokens + ", " + k + "], got "
+          + Arrays.toString(arr.shape()));
+    switch (arr.dtype()) {
+      case F4:
+      case F8:
+        throw new TraceFormatException(p + ": replay indices must be integers, got " + arr.dtype().descr());
+      default:
+        int[] out = new int[arr.size()];
+        for (int i = 0; i < out.length; i++) {
+          long v = arr.getLong(i);
+          out[i] = v < Integer.MIN_VALUE || v > Integer.MAX_VALUE ? -1 : (int) v;
+        }
+        return out;
+    }
+  }
+
+  static byte[] mask(Npy.Array arr, Path p, int tokens) {
+    if (arr.ndim() != 1 || arr.dim(0) != tokens)
+      throw new TraceFormatException(p + ": replay mask must have shape [" + tokens + "], got "
+          + Arrays.toString(arr.shape()));
+    byte[] out = new byte[tokens];
+    for (int i = 0; i < tokens; i++) out[i] = (byte) (arr.getDouble(i) != 0 ? 1 : 0);
+    return out;
+  }
+}
