@@ -31,6 +31,62 @@ bool row_has_nonfinite(const Load& load, int experts) {
   return false;
 }
 
+// score_key without branches, so the key loops vectorise; equal to score_key for every input.
+MOE_HD uint32_t score_key_flat(float r) {
+  const uint32_t b = float_to_bits(r + 0.0f);
+  const uint32_t key = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
+  const uint32_t not_nan = 0u - (uint32_t)((b & 0x7fffffffu) <= 0x7f800000u);
+  return key & not_nan;
+}
+
+MOE_HD uint32_t nonfinite_bit(float l) { return (uint32_t)((float_to_bits(l) & 0x7f800000u) == 0x7f800000u); }
+
+// Plain (ungrouped) live selection, same result as select_row: score keys first (a loop the
+// compiler can vectorise), then a scan that skips blocks whose best key cannot enter the top k.
+// Scanning in ascending index order, a later expert with an equal score never displaces an
+// earlier one, so comparing the 32-bit score key against the k-th is exact.
+template <typename Load>
+bool select_plain_row(const Params& p, const Load& load, const RowSoftmax& sm, uint32_t* skeys, uint64_t* keys,
+                      int32_t* idx) {
+  const int E = p.experts, k = p.k;
+  uint32_t bad = 0;
+  if (p.score_fn == MOE_SCORE_SOFTMAX && !p.pre_softmax) {  // R = L: keys straight from the logits
+    for (int i = 0; i < E; ++i) {
+      const float l = load(i);
+      bad |= nonfinite_bit(l);
+      skeys[i] = score_key_flat(l);
+    }
+  } else {
+    for (int i = 0; i < E; ++i) {
+      const float l = load(i);
+      bad |= nonfinite_bit(l);
+      skeys[i] = score_key_flat(routing_score(p, l, i, sm));
+    }
+  }
+  int count = 0;
+  for (int i = 0; i < k; ++i) topk_insert(keys, count, k, ((uint64_t)skeys[i] << 32) | (0xffffffffu - (uint32_t)i));
+  uint32_t thr = (uint32_t)(keys[k - 1] >> 32);
+  int i = k;
+  constexpr int kBlock = 16;
+  for (; i + kBlock <= E; i += kBlock) {
+    uint32_t m = 0;
+    for (int j = 0; j < kBlock; ++j) m = skeys[i + j] > m ? skeys[i + j] : m;
+    if (m <= thr) continue;
+    for (int j = i; j < i + kBlock; ++j)
+      if (skeys[j] > thr) {
+        topk_insert(keys, count, k, ((uint64_t)skeys[j] << 32) | (0xffffffffu - (uint32_t)j));
+        thr = (uint32_t)(keys[k - 1] >> 32);
+      }
+  }
+  for (; i < E; ++i)
+    if (skeys[i] > thr) {
+      topk_insert(keys, count, k, ((uint64_t)skeys[i] << 32) | (0xffffffffu - (uint32_t)i));
+      thr = (uint32_t)(keys[k - 1] >> 32);
+    }
+  for (int j = 0; j < k; ++j) idx[j] = rank_key_index(keys[j]);
+  return bad != 0;
+}
+
 struct RouteCtx {
   const Params* p;
   const char* logits;
@@ -48,6 +104,7 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
   const Params& p = *c.p;
   const int k = p.k;
   float scores[MOE_MAX_EXPERTS];
+  uint32_t skeys[MOE_MAX_EXPERTS];
   uint64_t keys[MOE_MAX_TOPK + MOE_MAX_GROUPS];
   float w[MOE_MAX_TOPK];
   int64_t nonfinite = 0;
@@ -63,7 +120,8 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
       if (src != idx) std::copy(src, src + k, idx);
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
     } else {
-      nf = select_row(p, load, sm, scores, keys, idx);
+      nf = p.grouped() ? select_row(p, load, sm, scores, keys, idx)
+                       : select_plain_row(p, load, sm, skeys, keys, idx);
     }
     unscaled_weights(p, load, idx, &sm, w, nf);
     float* out = c.out_w + t * k;
