@@ -172,13 +172,25 @@ public final class TraceCli {
     throw new UsageException("convert needs one .npy and one .safetensors file (got " + in + " -> " + outPath + ")");
   }
 
-  private static RoutingTrace load(Path p) throws IOException {
-    if (isNpy(p)) return TraceFiles.fromNpy(Npy.read(p), "", 0, null, "", null);
-    return TraceFiles.read(p);
+  /** A .npy compared with a trace takes the trace's E, layer ids and sample offsets when its shape fits. */
+  private static RoutingTrace load(Path p, RoutingTrace like) throws IOException {
+    if (!isNpy(p)) return TraceFiles.read(p);
+    Npy.Array a = Npy.read(p);
+    long[] s = a.shape();
+    if (like != null && s.length == 3 && s[0] == like.totalTokens() && s[1] == like.layers() && s[2] == like.topK())
+      return TraceFiles.fromNpy(a, like.model(), like.experts(), like.layerIds(), like.scoreFunction(), like.sampleOffsets());
+    return TraceFiles.fromNpy(a, "", 0, null, "", null);
   }
 
   private static int diff(Path pa, Path pb, PrintStream out) throws IOException {
-    RoutingTrace a = load(pa), b = load(pb);
+    RoutingTrace a, b;
+    if (isNpy(pa) && !isNpy(pb)) {
+      b = load(pb, null);
+      a = load(pa, b);
+    } else {
+      a = load(pa, null);
+      b = load(pb, a);
+    }
     RoutingAgreement.Result r = TraceMetrics.agreement(a, b);
     out.println("A: " + pa + "  " + a);
     out.println("B: " + pb + "  " + b);

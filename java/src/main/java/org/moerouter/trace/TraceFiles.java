@@ -343,8 +343,9 @@ public final class TraceFiles {
     }
     if (shape.size() != shapeOut.length)
       throw fail(path, "tensor '" + name + "' has shape " + shape + ", expected " + shapeOut.length + " dimensions");
-    for (int i = 0; i < shapeOut.length; i++) shapeOut[i] = nonNegativeLong(shape.get(i), name + " shape", path);
-    return new long[] {nonNegativeLong(offs.get(0), name + " data_offsets", path), nonNegativeLong(offs.get(1), name + " data_offsets", path)};
+    for (int i = 0; i < shapeOut.length; i++) shapeOut[i] = nonNegativeLong(shape.get(i), "tensor '" + name + "' shape", path);
+    return new long[] {nonNegativeLong(offs.get(0), "tensor '" + name + "' data_offsets", path),
+        nonNegativeLong(offs.get(1), "tensor '" + name + "' data_offsets", path)};
   }
 
   private static void checkRange(Path path, String name, long[] range, long elements, int itemSize) {

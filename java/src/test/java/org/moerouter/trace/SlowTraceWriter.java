@@ -1,0 +1,48 @@
+package org.moerouter.trace;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.WritableByteChannel;
+import java.nio.file.Path;
+
+/** Child-process main for the crash-safety test: writes a trace slowly so it can be killed mid-write. */
+public final class SlowTraceWriter {
+  public static void main(String[] args) throws Exception {
+    RoutingTrace t = TraceTestSupport.random(777, 64, 8, new int[] {0, 1, 2, 3}, new int[] {4000, 4000});
+    TraceFiles.write(t, Path.of(args[0]), SlowChannel::new);
+    System.out.println("done");
+  }
+
+  /** Writes at most 4 KiB per call and pauses between calls. */
+  static final class SlowChannel implements WritableByteChannel {
+    private final WritableByteChannel in;
+
+    SlowChannel(WritableByteChannel in) {
+      this.in = in;
+    }
+
+    @Override
+    public int write(ByteBuffer src) throws IOException {
+      ByteBuffer part = src.duplicate();
+      part.limit(part.position() + Math.min(4096, part.remaining()));
+      int n = in.write(part);
+      src.position(src.position() + n);
+      try {
+        Thread.sleep(20);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+      return n;
+    }
+
+    @Override
+    public boolean isOpen() {
+      return in.isOpen();
+    }
+
+    @Override
+    public void close() throws IOException {
+      in.close();
+    }
+  }
+}

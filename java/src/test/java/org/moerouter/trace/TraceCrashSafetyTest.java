@@ -1,0 +1,123 @@
+package org.moerouter.trace;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.File;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.WritableByteChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** A write that fails or is killed midway leaves the previous file byte-identical. */
+class TraceCrashSafetyTest {
+  @TempDir Path dir;
+
+  /** Fails after {@code budget} bytes. */
+  static final class FailingChannel implements WritableByteChannel {
+    private final WritableByteChannel in;
+    private long budget;
+
+    FailingChannel(WritableByteChannel in, long budget) {
+      this.in = in;
+      this.budget = budget;
+    }
+
+    @Override
+    public int write(ByteBuffer src) throws IOException {
+      if (budget <= 0) throw new IOException("injected failure: disk full");
+      ByteBuffer part = src.duplicate();
+      part.limit(part.position() + (int) Math.min(budget, part.remaining()));
+      int n = in.write(part);
+      src.position(src.position() + n);
+      budget -= n;
+      return n;
+    }
+
+    @Override
+    public boolean isOpen() {
+      return in.isOpen();
+    }
+
+    @Override
+    public void close() throws IOException {
+      in.close();
+    }
+  }
+
+  private List<Path> others(Path keep) throws IOException {
+    try (Stream<Path> s = Files.list(dir)) {
+      return s.filter(p -> !p.equals(keep)).collect(Collectors.toList());
+    }
+  }
+
+  @Test
+  void failedWriteKeepsOldFileAndRemovesTemp() throws Exception {
+    Path p = dir.resolve("t.safetensors");
+    RoutingTrace old = TraceTestSupport.random(1, 64, 4, new int[] {0, 1}, new int[] {100, 50});
+    TraceFiles.write(old, p);
+    byte[] before = Files.readAllBytes(p);
+    RoutingTrace next = TraceTestSupport.random(2, 64, 4, new int[] {0, 1}, new int[] {300});
+    for (long budget : new long[] {0, 5, 8, 300, 2000}) {
+      IOException e = assertThrows(IOException.class, () -> TraceFiles.write(next, p, ch -> new FailingChannel(ch, budget)));
+      assertEquals("injected failure: disk full", e.getMessage());
+      assertArrayEquals(before, Files.readAllBytes(p), "budget " + budget);
+      assertEquals(List.of(), others(p), "temporary file removed");
+      assertTrue(TraceFiles.read(p).contentEquals(old));
+    }
+    // A failure that is not an I/O error is no different.
+    assertThrows(IllegalStateException.class, () -> TraceFiles.write(next, p, ch -> {
+      throw new IllegalStateException("boom");
+    }));
+    assertArrayEquals(before, Files.readAllBytes(p));
+    assertEquals(List.of(), others(p));
+    // And a successful write replaces it.
+    TraceFiles.write(next, p);
+    assertTrue(TraceFiles.read(p).contentEquals(next));
+  }
+
+  @Test
+  void writeIntoMissingDirectoryFailsCleanly() {
+    RoutingTrace t = TraceTestSupport.random(1, 8, 2, new int[] {0}, new int[] {1});
+    assertThrows(IOException.class, () -> TraceFiles.write(t, dir.resolve("no/such/dir/t.safetensors")));
+  }
+
+  @Test
+  void killedWriterLeavesOldFileIntact() throws Exception {
+    Path p = dir.resolve("t.safetensors");
+    RoutingTrace old = TraceTestSupport.random(1, 64, 4, new int[] {0, 1}, new int[] {100, 50});
+    TraceFiles.write(old, p);
+    byte[] before = Files.readAllBytes(p);
+    String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+    Process child = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), SlowTraceWriter.class.getName(), p.toString())
+        .redirectErrorStream(true).redirectOutput(dir.resolve("child.log").toFile()).start();
+    try {
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+      Path tmp = null;
+      while (System.nanoTime() < deadline && child.isAlive()) {
+        List<Path> t = others(p).stream().filter(x -> x.getFileName().toString().startsWith(".t.safetensors.tmp-")).collect(Collectors.toList());
+        if (!t.isEmpty() && Files.size(t.get(0)) > 20_000) {
+          tmp = t.get(0);
+          break;
+        }
+        Thread.sleep(10);
+      }
+      assertNotNull(tmp, "child never got midway: " + Files.readString(dir.resolve("child.log")));
+      child.destroyForcibly();
+      assertTrue(child.waitFor(30, TimeUnit.SECONDS));
+      assertArrayEquals(before, Files.readAllBytes(p), "old file intact after kill -9 mid-write");
+      assertTrue(TraceFiles.read(p).contentEquals(old));
+      assertTrue(Files.exists(tmp), "the killed writer's partial temp file stays (never the target)");
+      assertTrue(Files.size(tmp) < 8 + 1000 + 3 * 8 + 8000L * 4 * 8, "killed before completion");
+    } finally {
+      child.destroyForcibly();
+    }
+    assertFalse(new File(dir.toFile(), "t.safetensors").length() == 0);
+  }
+}
