@@ -74,10 +74,13 @@ public final class BenchMain {
     List<String> backwardDtypes = full || opt.containsKey("dtypes") ? dtypes : List.of("fp32");
 
     List<ChainedOptionsBuilder> passes = new ArrayList<>();
-    passes.add(timing(opt).include(PKG + "RoutingBenchmark\\.(live|replay)$")
+    // An empty param list would make JMH fall back to the annotation defaults (CUDA included): skip instead.
+    boolean grid = !backends.isEmpty() && !configs.isEmpty() && !tokens.isEmpty() && !dtypes.isEmpty();
+    if (!grid) System.out.println("[bench] empty routing grid: routing benchmarks skipped");
+    if (grid) passes.add(timing(opt).include(PKG + "RoutingBenchmark\\.(live|replay)$")
         .param("backend", arr(backends)).param("config", arr(configs)).param("tokens", arr(tokens))
         .param("dtype", arr(dtypes)));
-    if (!opt.containsKey("no-backward"))
+    if (grid && !opt.containsKey("no-backward"))
       passes.add(timing(opt).include(PKG + "RoutingBenchmark\\.backward$")
           .param("backend", arr(backends)).param("config", arr(configs)).param("tokens", arr(backwardTokens))
           .param("dtype", arr(backwardDtypes)));
@@ -89,6 +92,7 @@ public final class BenchMain {
             : " backward: tokens=" + backwardTokens + " dtypes=" + backwardDtypes));
 
     if (out.getParent() != null) Files.createDirectories(out.getParent());
+    String loadBefore = loadAverage();
     List<ReportTable.Entry> entries = new ArrayList<>();
     List<Path> parts = new ArrayList<>();
     for (int p = 0; p < passes.size(); p++) {
@@ -103,7 +107,8 @@ public final class BenchMain {
     String report = ReportTable.render(entries);
     String header = "Date: " + java.time.LocalDate.now() + "\nMachine: " + cpuModel() + ", "
         + Runtime.getRuntime().availableProcessors() + " hardware threads\nJDK: " + System.getProperty("java.vm.name")
-        + " " + System.getProperty("java.runtime.version") + "\nCommand: BenchMain " + String.join(" ", args)
+        + " " + System.getProperty("java.runtime.version") + "\nLoad average (1/5/15 min) before / after: " + loadBefore + " / " + loadAverage()
+        + "\nCommand: BenchMain " + String.join(" ", args)
         + "\nScores: JMH avgt, ns per call divided by T (ns/token); ± = JMH 99.9% error / T.\n\n";
     if (table.getParent() != null) Files.createDirectories(table.getParent());
     Files.writeString(table, header + report, StandardCharsets.UTF_8);
@@ -142,6 +147,15 @@ public final class BenchMain {
       Files.delete(p);
     }
     Files.writeString(out, "[\n" + String.join(",\n", bodies) + "\n]\n", StandardCharsets.UTF_8);
+  }
+
+  private static String loadAverage() {
+    try {
+      String[] f = Files.readString(Paths.get("/proc/loadavg")).trim().split("\\s+");
+      return f[0] + " " + f[1] + " " + f[2];
+    } catch (IOException | RuntimeException e) {
+      return "?";
+    }
   }
 
   private static String cpuModel() {

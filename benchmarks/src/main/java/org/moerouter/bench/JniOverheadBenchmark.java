@@ -1,7 +1,12 @@
 package org.moerouter.bench;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
 import java.util.concurrent.TimeUnit;
 import org.moerouter.Backend;
+import org.moerouter.LogitsType;
 import org.moerouter.MoeRouter;
 import org.moerouter.NativeLibrary;
 import org.moerouter.RouterConfig;
@@ -26,6 +31,9 @@ import org.openjdk.jmh.annotations.Warmup;
  *   <li>{@code cpuRouteT0} / {@code javaRouteT0}: a route call with zero tokens (argument checks, array pinning,
  *       dispatch; no routing work);
  *   <li>{@code cpuRouteT1} / {@code javaRouteT1}: one token, native CPU vs pure Java.
+ *   <li>{@code cpuBufferRouteT0} / {@code cpuBufferRouteT1}: the same native calls over direct buffers (raw
+ *       addresses, no {@code GetPrimitiveArrayCritical} pinning), to separate the JNI transition from the
+ *       per-array pinning cost of the {@code float[]} overload.
  * </ul>
  */
 @State(Scope.Benchmark)
@@ -43,6 +51,9 @@ public class JniOverheadBenchmark {
   private float[] logits;
   private int[] outIdx;
   private float[] outWeights;
+  private FloatBuffer logitsBuf;
+  private IntBuffer outIdxBuf;
+  private FloatBuffer outWeightsBuf;
 
   @Setup(Level.Trial)
   public void setup() {
@@ -53,6 +64,14 @@ public class JniOverheadBenchmark {
     logits = BenchInputs.logitsF32(rc.experts(), 42);
     outIdx = new int[rc.topK()];
     outWeights = new float[rc.topK()];
+    logitsBuf = direct(4 * rc.experts()).asFloatBuffer().put(logits);
+    logitsBuf.flip();
+    outIdxBuf = direct(4 * rc.topK()).asIntBuffer();
+    outWeightsBuf = direct(4 * rc.topK()).asFloatBuffer();
+  }
+
+  private static ByteBuffer direct(int bytes) {
+    return ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
   }
 
   @TearDown(Level.Trial)
@@ -84,5 +103,15 @@ public class JniOverheadBenchmark {
   @Benchmark
   public long javaRouteT1() {
     return java.route(logits, 1, outIdx, outWeights);
+  }
+
+  @Benchmark
+  public long cpuBufferRouteT0() {
+    return cpu.route(logitsBuf, LogitsType.FP32, 0, null, null, outIdxBuf, outWeightsBuf);
+  }
+
+  @Benchmark
+  public long cpuBufferRouteT1() {
+    return cpu.route(logitsBuf, LogitsType.FP32, 1, null, null, outIdxBuf, outWeightsBuf);
   }
 }

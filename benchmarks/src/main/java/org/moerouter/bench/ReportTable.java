@@ -264,6 +264,8 @@ public final class ReportTable {
       jniPart(parts, report.jni, "javaRouteT0", "route T=0 Java");
       jniPart(parts, report.jni, "cpuRouteT1", "route T=1 CPU");
       jniPart(parts, report.jni, "javaRouteT1", "route T=1 Java");
+      jniPart(parts, report.jni, "cpuBufferRouteT0", "direct-buffer route T=0 CPU");
+      jniPart(parts, report.jni, "cpuBufferRouteT1", "direct-buffer route T=1 CPU");
       s.append(String.join("; ", parts));
       Entry empty = report.jni.get("emptyCall");
       if (empty != null && empty.ns() > JNI_OVERHEAD_MAX_NS) s.append(" **empty call > 1 us**");
