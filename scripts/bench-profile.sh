@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Short JMH profile of moe-router (issue #6): live routing, replay and backward per backend, config,
+# batch size and dtype, plus the JNI overhead benchmark; prints the ns/token table with the
+# replay/live and native/Java ratios and flags rows that miss a target (it never fails on them).
+#
+#   scripts/bench-profile.sh                 # reduced grid, a few minutes on a 2-core machine
+#   scripts/bench-profile.sh --full          # full grid (T up to 65536, backward everywhere); much longer
+#   scripts/bench-profile.sh --rebuild ...   # rebuild benchmarks.jar first
+#   scripts/bench-profile.sh --backends CPU --configs e256k8g --tokens 4096 --dtypes bf16   # one slice
+#
+# Other options go to org.moerouter.bench.BenchMain (--help): --out FILE.json (default
+# benchmarks/target/bench-profile.json), --table FILE.md (default: --out with .md), --no-backward,
+# --no-jni, and JMH timing --forks/--wi/--w/--i/--r (defaults 1 fork, 2 x 200 ms warm-up, 3 x 300 ms).
+# CUDA is in the grid only when a GPU is visible (NativeLibrary.cudaDeviceCount() > 0).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+JAR="$ROOT/benchmarks/target/benchmarks.jar"
+
+rebuild=0
+have_out=0
+args=()
+for a in "$@"; do
+  case "$a" in
+    --rebuild) rebuild=1 ;;
+    --out) have_out=1; args+=("$a") ;;
+    *) args+=("$a") ;;
+  esac
+done
+[[ $have_out == 1 ]] || args=(--out "$ROOT/benchmarks/target/bench-profile.json" ${args[@]+"${args[@]}"})
+
+if [[ $rebuild == 1 || ! -f "$JAR" ]]; then
+  echo "[bench-profile] building $JAR (mvn -B -q -DskipTests package)"
+  (cd "$ROOT" && mvn -B -q -DskipTests package)
+fi
+
+JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+# The JVM options below are inherited by the JMH forks; the JavaCPP cache stays inside the build tree.
+exec "$JAVA" -Dorg.bytedeco.javacpp.cachedir="$ROOT/benchmarks/target/javacpp-cache" \
+  -cp "$JAR" org.moerouter.bench.BenchMain "${args[@]}"
