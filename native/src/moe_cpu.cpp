@@ -31,60 +31,158 @@ bool row_has_nonfinite(const Load& load, int experts) {
   return false;
 }
 
-// score_key without branches, so the key loops vectorise; equal to score_key for every input.
-MOE_HD uint32_t score_key_flat(float r) {
+// ---- Branch-free forms of the shared math, so that the per-expert loops vectorise. Each one
+// returns exactly what its moe_routing_math.h counterpart returns, for every input.
+
+// score_key without branches.
+inline uint32_t score_key_flat(float r) {
   const uint32_t b = float_to_bits(r + 0.0f);
   const uint32_t key = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
   const uint32_t not_nan = 0u - (uint32_t)((b & 0x7fffffffu) <= 0x7f800000u);
   return key & not_nan;
 }
 
-MOE_HD uint32_t nonfinite_bit(float l) { return (uint32_t)((float_to_bits(l) & 0x7f800000u) == 0x7f800000u); }
+inline uint32_t nonfinite_bit(float l) { return (uint32_t)((float_to_bits(l) & 0x7f800000u) == 0x7f800000u); }
 
-// Plain (ungrouped) live selection, same result as select_row: score keys first (a loop the
-// compiler can vectorise), then a scan that skips blocks whose best key cannot enter the top k.
-// Scanning in ascending index order, a later expert with an equal score never displaces an
-// earlier one, so comparing the 32-bit score key against the k-th is exact.
+// exp_det without branches: the same operations on a clamped argument, then the special cases
+// selected. floor(t) for |t| < 2^31 is truncation corrected by one, which is exact.
+inline float exp_det_flat(float x) {
+  const float hi = 88.72283935546875f, lo = -103.97208404541015625f;
+  const uint32_t xb = float_to_bits(x);
+  const bool nan = (xb & 0x7fffffffu) > 0x7f800000u;
+  float xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  xc = nan ? 0.0f : xc;
+  const float t = xc * 1.44269502162933349609375f + 0.5f;
+  const float tr = (float)(int32_t)t;
+  const float n = tr - (tr > t ? 1.0f : 0.0f);  // selects a constant: no speculative arithmetic
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const float z = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * z + r + 1.0f;
+  const int32_t ni = (int32_t)n;
+  const int32_t n1 = ni / 2;
+  const int32_t n2 = ni - n1;
+  y = y * bits_to_float((uint32_t)(n1 + 127) << 23);
+  y = y * bits_to_float((uint32_t)(n2 + 127) << 23);
+  y = x > hi ? bits_to_float(0x7f800000u) : y;
+  y = x < lo ? 0.0f : y;
+  return nan ? x : y;
+}
+
+inline float sigmoid_flat(float x) { return 1.0f / (1.0f + exp_det_flat(-x)); }
+
+// row_softmax with the branch-free exp (same lane order, same result).
 template <typename Load>
-bool select_plain_row(const Params& p, const Load& load, const RowSoftmax& sm, uint32_t* skeys, uint64_t* keys,
-                      int32_t* idx) {
-  const int E = p.experts, k = p.k;
+RowSoftmax row_softmax_flat(const Load& load, int experts) {
+  float m = bits_to_float(0xff800000u);
+  for (int i = 0; i < experts; ++i) {
+    const float v = load(i);
+    m = v > m ? v : m;
+  }
+  float lanes[kSumLanes] = {};
+  int i = 0;
+  for (; i + kSumLanes <= experts; i += kSumLanes)
+    for (int j = 0; j < kSumLanes; ++j) lanes[j] += exp_det_flat(load(i + j) - m);
+  for (int j = 0; i + j < experts; ++j) lanes[j] += exp_det_flat(load(i + j) - m);
+  return RowSoftmax{m, fold_lanes(lanes)};
+}
+
+// Routing scores R and their 32-bit keys for a whole row; returns whether a logit is non-finite.
+template <typename Load>
+bool row_scores(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys) {
+  const int E = p.experts;
   uint32_t bad = 0;
-  if (p.score_fn == MOE_SCORE_SOFTMAX && !p.pre_softmax) {  // R = L: keys straight from the logits
+  if (p.score_fn == MOE_SCORE_SIGMOID) {
+    const float* bias = p.bias;
     for (int i = 0; i < E; ++i) {
       const float l = load(i);
       bad |= nonfinite_bit(l);
-      skeys[i] = score_key_flat(l);
+      scores[i] = sigmoid_flat(l);
+    }
+    if (bias)
+      for (int i = 0; i < E; ++i) scores[i] = scores[i] + bias[i];
+    for (int i = 0; i < E; ++i) skeys[i] = score_key_flat(scores[i]);
+  } else if (p.pre_softmax) {
+    for (int i = 0; i < E; ++i) {
+      const float l = load(i);
+      bad |= nonfinite_bit(l);
+      scores[i] = exp_det_flat(l - sm.max) / sm.sum;
+      skeys[i] = score_key_flat(scores[i]);
     }
   } else {
     for (int i = 0; i < E; ++i) {
       const float l = load(i);
       bad |= nonfinite_bit(l);
-      skeys[i] = score_key_flat(routing_score(p, l, i, sm));
+      scores[i] = l;
+      skeys[i] = score_key_flat(l);
     }
   }
-  int count = 0;
-  for (int i = 0; i < k; ++i) topk_insert(keys, count, k, ((uint64_t)skeys[i] << 32) | (0xffffffffu - (uint32_t)i));
-  uint32_t thr = (uint32_t)(keys[k - 1] >> 32);
-  int i = k;
+  return bad != 0;
+}
+
+inline uint64_t key_at(const uint32_t* skeys, int i) {
+  return ((uint64_t)skeys[i] << 32) | (0xffffffffu - (uint32_t)i);
+}
+
+// Merges experts [from, to) into the top-`cap` list keys[0..count). Callers scan experts in
+// ascending index order, so a later expert whose score equals the cap-th never displaces it
+// (lower index wins ties): comparing 32-bit score keys against the cap-th is exact, and blocks
+// whose best key is not above it are skipped whole.
+inline void scan_topk(const uint32_t* skeys, int from, int to, uint64_t* keys, int& count, int cap) {
+  int i = from;
+  for (; i < to && count < cap; ++i) topk_insert(keys, count, cap, key_at(skeys, i));
+  if (i == to) return;
+  uint32_t thr = (uint32_t)(keys[cap - 1] >> 32);
   constexpr int kBlock = 16;
-  for (; i + kBlock <= E; i += kBlock) {
+  for (; i + kBlock <= to; i += kBlock) {
     uint32_t m = 0;
     for (int j = 0; j < kBlock; ++j) m = skeys[i + j] > m ? skeys[i + j] : m;
     if (m <= thr) continue;
     for (int j = i; j < i + kBlock; ++j)
       if (skeys[j] > thr) {
-        topk_insert(keys, count, k, ((uint64_t)skeys[j] << 32) | (0xffffffffu - (uint32_t)j));
-        thr = (uint32_t)(keys[k - 1] >> 32);
+        topk_insert(keys, count, cap, key_at(skeys, j));
+        thr = (uint32_t)(keys[cap - 1] >> 32);
       }
   }
-  for (; i < E; ++i)
+  for (; i < to; ++i)
     if (skeys[i] > thr) {
-      topk_insert(keys, count, k, ((uint64_t)skeys[i] << 32) | (0xffffffffu - (uint32_t)i));
-      thr = (uint32_t)(keys[k - 1] >> 32);
+      topk_insert(keys, count, cap, key_at(skeys, i));
+      thr = (uint32_t)(keys[cap - 1] >> 32);
     }
-  for (int j = 0; j < k; ++j) idx[j] = rank_key_index(keys[j]);
-  return bad != 0;
+}
+
+// Live selection with the result of moe::select_row (plain or group-limited).
+template <typename Load>
+bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
+                    uint64_t* keys, int32_t* idx) {
+  const bool nonfinite = row_scores(p, load, sm, scores, skeys);
+  int count = 0;
+  if (!p.grouped()) {
+    scan_topk(skeys, 0, p.experts, keys, count, p.k);
+  } else {
+    const int gs = p.group_size(), per = p.per_group();
+    uint64_t group_top[MOE_MAX_TOPK];
+    uint64_t group_keys[MOE_MAX_GROUPS];
+    int gcount = 0;
+    for (int g = 0; g < p.groups; ++g) {
+      int c = 0;
+      scan_topk(skeys, g * gs, (g + 1) * gs, group_top, c, per);
+      topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(group_top, per, scores), g));
+    }
+    uint64_t kept = 0;  // G <= 64; visit kept groups in ascending order for scan_topk
+    for (int j = 0; j < gcount; ++j) kept |= 1ull << rank_key_index(group_keys[j]);
+    for (int g = 0; g < p.groups; ++g)
+      if ((kept >> g) & 1ull) scan_topk(skeys, g * gs, (g + 1) * gs, keys, count, p.k);
+  }
+  for (int j = 0; j < p.k; ++j) idx[j] = rank_key_index(keys[j]);
+  return nonfinite;
 }
 
 struct RouteCtx {
@@ -113,15 +211,14 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
     int32_t* idx = c.out_idx + t * k;
     const bool replay = c.replay && (!c.mask || c.mask[t] != 0);
     RowSoftmax sm{0.0f, 1.0f};
-    if (p.needs_full_row()) sm = row_softmax(load, p.experts);
+    if (p.needs_full_row()) sm = row_softmax_flat(load, p.experts);
     bool nf;
     if (replay) {
       const int32_t* src = c.replay + t * k;
       if (src != idx) std::copy(src, src + k, idx);
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
     } else {
-      nf = p.grouped() ? select_row(p, load, sm, scores, keys, idx)
-                       : select_plain_row(p, load, sm, skeys, keys, idx);
+      nf = select_row_cpu(p, load, sm, scores, skeys, keys, idx);
     }
     unscaled_weights(p, load, idx, &sm, w, nf);
     float* out = c.out_w + t * k;
