@@ -39,6 +39,29 @@ class BackendEquivalenceTest {
       for (LogitsType t : LogitsType.values()) compare(c, 3001, t, 0, rnd, "large " + c + " " + t);
   }
 
+  /** Arguments at the edges of exp's range, signed zeros, subnormals and huge values. */
+  @Test
+  void edgeValuesAgreeForEveryScoreFunction() {
+    float[] special = {0f, -0f, Float.MIN_VALUE, -Float.MIN_VALUE, 88.72283935546875f, -88.72283935546875f,
+        Math.nextUp(88.72283935546875f), 103.97208404541015625f, -103.97208404541015625f,
+        Math.nextDown(-103.97208404541015625f), 1e30f, -1e30f, 150f, -150f, 0.5f, -0.5f, 20f, -20f, 17.3f, 16.9f,
+        Float.MAX_VALUE, -Float.MAX_VALUE, 1e-3f, -1e-3f};
+    SplittableRandom rnd = new SplittableRandom(99);
+    int e = special.length, tokens = 400;
+    float[] l = new float[tokens * e];
+    for (int t = 0; t < tokens; t++)
+      for (int i = 0; i < e; i++) l[t * e + i] = rnd.nextInt(3) == 0 ? (float) rnd.nextGaussian() * 50 : special[rnd.nextInt(e)];
+    for (RouterConfig c : new RouterConfig[] {RouterConfig.builder(e, 4).scoreFunction(ScoreFunction.SIGMOID).build(),
+        RouterConfig.builder(e, 4).preSoftmax(true).build(), RouterConfig.builder(e, 6).groups(4, 2).build(),
+        RouterConfig.builder(e, 6).scoreFunction(ScoreFunction.SIGMOID).expertBias(randomBias(rnd, e)).groups(3, 3).build()}) {
+      try (MoeRouter java = MoeRouter.create(c, Backend.JAVA); MoeRouter cpu = MoeRouter.create(c, Backend.CPU)) {
+        RoutingResult a = java.route(l, tokens), b = cpu.route(l, tokens);
+        if (!Arrays.equals(a.indices(), b.indices())) fail(c + ": indices differ at " + firstDiff(a.indices(), b.indices()));
+        assertWeights(c + ": weights", a.weights(), b.weights());
+      }
+    }
+  }
+
   static void compare(RouterConfig config, int tokens, LogitsType type, int mode, SplittableRandom rnd, String where) {
     int e = config.experts();
     int k = config.topK();
