@@ -110,7 +110,7 @@ step junit "$HERE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
   "-Dorg.bytedeco.javacpp.cachedir=${MOE_JAVACPP_CACHE:-$HERE/.javacpp-cache}" \
   "-Dmoerouter.requireGpu=$require_prop" "-Dmoerouter.goldens=$HERE/goldens" \
   -jar "$HERE/junit/junit-platform-console-standalone.jar" execute \
-  --disable-banner --details=tree --fail-if-no-tests --reports-dir="$LOG_DIR/junit-reports" \
+  --disable-banner --disable-ansi-colors --details=tree --fail-if-no-tests --reports-dir="$LOG_DIR/junit-reports" \
   -cp "$cp" --scan-classpath "$HERE/test-classes" ${JUNIT_ARGS:-}
 
 # ---------------------------------------------------------------------------------- bench

@@ -36,10 +36,15 @@ import org.junit.jupiter.api.Test;
 class CudaRouterTest {
   private static final boolean REQUIRE_GPU = Boolean.getBoolean("moerouter.requireGpu");
   private static final double REL = 1e-5;
+  /**
+   * Backend under test: CUDA. {@code -Dmoerouter.cudaTest.backend=CPU|JAVA} runs the same checks on
+   * another backend, which validates the test itself (golden parsing, tolerances) on a host without a GPU.
+   */
+  private static final Backend UNDER_TEST = Backend.valueOf(System.getProperty("moerouter.cudaTest.backend", "CUDA"));
 
   @BeforeAll
   static void cudaAvailable() {
-    String why = MoeRouter.unavailableReason(Backend.CUDA);
+    String why = MoeRouter.unavailableReason(UNDER_TEST);
     if (why == null) return;
     String msg = "CUDA backend unavailable: " + why + " (library loaded=" + NativeLibrary.loaded()
         + ", cudaCompiled=" + NativeLibrary.cudaCompiled() + ", devices=" + NativeLibrary.cudaDeviceCount() + ")";
@@ -49,6 +54,7 @@ class CudaRouterTest {
 
   @Test
   void libraryReportsCuda() {
+    Assumptions.assumeTrue(UNDER_TEST == Backend.CUDA, "backend under test is " + UNDER_TEST);
     assertTrue(NativeLibrary.cudaCompiled(), "library compiled with CUDA");
     assertTrue(NativeLibrary.cudaDeviceCount() > 0, "a CUDA device is visible");
     assertEquals(Backend.CUDA, MoeRouter.defaultBackend());
@@ -97,7 +103,7 @@ class CudaRouterTest {
     double[] liveGrad = Npy.read(dir.resolve("live_grad_logits.npy")).doubles();
     double[] replayGrad = Npy.read(dir.resolve("replay_grad_logits.npy")).doubles();
 
-    try (MoeRouter gpu = MoeRouter.create(config, Backend.CUDA); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+    try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
       int[] idx = filled(tokens * k, -7);
       float[] w = filled(tokens * k, Float.NaN);
       long nf = gpu.route(logits, tokens, idx, w);
@@ -158,7 +164,7 @@ class CudaRouterTest {
     Random rnd = new Random(1234);
     for (RouterConfig config : randomConfigs(rnd)) {
       int tokens = config.experts() >= 2048 ? 64 : 300;
-      try (MoeRouter gpu = MoeRouter.create(config, Backend.CUDA);
+      try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST);
           MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
         for (LogitsType type : LogitsType.values()) {
           for (int mode = 0; mode < 3; mode++) {
@@ -192,7 +198,7 @@ class CudaRouterTest {
     float[] bias = new float[256];
     RouterConfig config = RouterConfig.builder(256, 8).scoreFunction(ScoreFunction.SIGMOID).expertBias(bias)
         .groups(8, 4).build();
-    try (MoeRouter gpu = MoeRouter.create(config, Backend.CUDA); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+    try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
       for (int step = 0; step < 3; step++) {
         for (int i = 0; i < bias.length; i++) bias[i] = (float) rnd.nextGaussian() * 0.1f;
         gpu.setExpertBias(bias);
@@ -211,7 +217,7 @@ class CudaRouterTest {
     for (RouterConfig config : randomConfigs(rnd)) {
       int tokens = 77, k = config.topK(), e = config.experts();
       float[] f = randomLogits(rnd, tokens, e, 0);
-      try (MoeRouter gpu = MoeRouter.create(config, Backend.CUDA)) {
+      try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST)) {
         int[] idx = filled(tokens * k, -7);
         float[] w = filled(tokens * k, Float.NaN);
         gpu.route(f, tokens, idx, w);
@@ -237,7 +243,7 @@ class CudaRouterTest {
     int[] rep = randomReplay(rnd, tokens, 64, k);
     rep[57 * k + 5] = rep[57 * k + 1]; // duplicate in row 57
     rep[120 * k + 2] = 64; // out of range in row 120
-    try (MoeRouter gpu = MoeRouter.create(config, Backend.CUDA); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+    try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
       int[] idx = filled(tokens * k, -7);
       float[] w = filled(tokens * k, -1f);
       MoeRouterException ex = assertThrows(MoeRouterException.class, () -> gpu.replay(f, tokens, rep, null, idx, w));
