@@ -155,7 +155,10 @@ int main(int argc, char** argv) {
   if (quick) iters = std::min(iters, 30);
   if (iters < 3) iters = 3;
   if (moe_cuda_device_count() <= 0) {
-    fprintf(stderr, "moe_bench: no CUDA device found\n");
+    int raw = 0;
+    cudaError_t why = cudaGetDeviceCount(&raw);
+    fprintf(stderr, "moe_bench: no CUDA device found (cudaGetDeviceCount: %s; this binary uses CUDA runtime %d.%d)\n",
+            why == cudaSuccess ? "0 devices" : cudaGetErrorString(why), CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
     return 2;
   }
   cudaDeviceProp prop;

@@ -497,7 +497,10 @@ int main(int argc, char** argv) {
   }
   int n = moe_cuda_device_count();
   if (n <= 0) {
-    fprintf(stderr, "moe_check: no CUDA device found\n");
+    int raw = 0;
+    cudaError_t why = cudaGetDeviceCount(&raw);
+    fprintf(stderr, "moe_check: no CUDA device found (cudaGetDeviceCount: %s; this binary uses CUDA runtime %d.%d)\n",
+            why == cudaSuccess ? "0 devices" : cudaGetErrorString(why), CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
     return 2;
   }
   cudaDeviceProp prop;
