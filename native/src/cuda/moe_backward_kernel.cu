@@ -1,0 +1,144 @@
+// Backward of the weights (spec section 5): grad_logits [T, E] from grad_weights [T, k].
+// A team per token (a warp for E <= 512, a 256-thread block above) builds the output row in shared
+// memory (zeros, or -P * dot for pre-softmax), scatters the k selected values, then writes the
+// whole row with 16-byte stores when aligned, so every element is written exactly once.
+// Arithmetic follows moe::backward_row / moe::unscaled_weights: per-expert terms elementwise, the
+// k-term sums (dot, sigmoid normaliser) sequential in j, the pre-softmax statistics canonical.
+#include "moe_cuda_common.cuh"
+
+namespace moe {
+namespace {
+
+constexpr int kWarpTeamsPerBlock = 4;
+constexpr int kBlockTeamWarps = 8;
+constexpr int kWarpPathMaxExperts = 512;
+
+template <int DT, int TW>
+__global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
+    backward_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* __restrict__ idx,
+                    const float* __restrict__ grad_w, float* __restrict__ grad_logits, int vec_in, int vec_out,
+                    const unsigned long long* __restrict__ call_bad) {
+  using TeamT = dev::Team<TW>;
+  constexpr int N = TeamT::N;
+  constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
+  __shared__ typename TeamT::Shared sh_all[kTeams];
+  extern __shared__ float4 dyn_smem[];
+
+  if (call_bad && *call_bad != kNoBadRow) return;
+
+  const int E = p.experts, k = p.k;
+  const int epad = (E + 3) & ~3;
+  const int team = TW == 1 ? (int)(threadIdx.x >> 5) : 0;
+  const int tid = TW == 1 ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+  const int lane = threadIdx.x & 31;
+  const bool warp0 = TW == 1 || threadIdx.x < 32;
+  typename TeamT::Shared* sh = &sh_all[team];
+  float* buf = reinterpret_cast<float*>(dyn_smem) + (size_t)team * epad;
+  const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
+  const size_t row_bytes = (size_t)E * dtype_bytes(DT);
+
+  for (int64_t t = (int64_t)blockIdx.x * kTeams + team; t < tokens; t += (int64_t)gridDim.x * kTeams) {
+    const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
+    float* out = grad_logits + (size_t)t * E;
+    const bool v0 = warp0 && lane < k, v1 = warp0 && lane + 32 < k;
+    const int e0 = v0 ? idx[t * k + lane] : 0, e1 = v1 ? idx[t * k + lane + 32] : 0;
+    const float g0 = v0 ? p.scale * grad_w[t * k + lane] : 0.0f;  // g = scale * dw
+    const float g1 = v1 ? p.scale * grad_w[t * k + lane + 32] : 0.0f;
+    float val0 = 0.0f, val1 = 0.0f;
+
+    if (pre) {
+      dev::stage_row<DT>(row, E, vec_in != 0, buf, tid, N);
+      TeamT::sync();
+      const RowSoftmax sm = dev::team_row_softmax<TW>(buf, E, tid, sh);  // buf[i] = exp_det(l_i - max)
+      float dot = 0.0f;
+      if (warp0) {
+        const float w0 = v0 ? buf[e0] / sm.sum : 0.0f, w1 = v1 ? buf[e1] / sm.sum : 0.0f;
+        dot = dev::seg_dot<32>(k, w0, g0, w1, g1);
+        val0 = w0 * (g0 - dot);
+        val1 = w1 * (g1 - dot);
+        if (TW > 1 && lane == 0) sh->bcast = dot;
+      }
+      TeamT::sync();
+      if (TW > 1) dot = sh->bcast;
+      for (int i = tid; i < E; i += N) buf[i] = -(buf[i] / sm.sum) * dot;
+    } else {
+      for (int i = tid; i < E; i += N) buf[i] = 0.0f;
+      if (warp0) {
+        const float l0 = v0 ? dev::load_elem<DT>(row, e0) : 0.0f, l1 = v1 ? dev::load_elem<DT>(row, e1) : 0.0f;
+        float w0, w1;
+        bool unused_nf = false;
+        dev::seg_weights<32>(p, lane, l0, l1, 0.0f, 0.0f, w0, w1, unused_nf);
+        if (p.score_fn == MOE_SCORE_SOFTMAX) {
+          const float dot = dev::seg_dot<32>(k, w0, g0, w1, g1);
+          val0 = w0 * (g0 - dot);
+          val1 = w1 * (g1 - dot);
+        } else {
+          const float s0 = sigmoid_det(l0), s1 = sigmoid_det(l1);
+          if (k == 1) {
+            val0 = g0 * (s0 * (1.0f - s0));
+          } else {
+            const float z = dev::seg_seq_sum<32>(k, s0, s1) + kSigmoidNormEps;
+            const float dot = dev::seg_dot<32>(k, g0, w0, g1, w1);
+            val0 = ((g0 - dot) / z) * (s0 * (1.0f - s0));
+            val1 = ((g1 - dot) / z) * (s1 * (1.0f - s1));
+          }
+        }
+      }
+    }
+    TeamT::sync();
+    if (v0) buf[e0] = val0;
+    if (v1) buf[e1] = val1;
+    TeamT::sync();
+    if (vec_out) {
+      float4* o = reinterpret_cast<float4*>(out);
+      const float4* b = reinterpret_cast<const float4*>(buf);
+      for (int c = tid; c < E / 4; c += N) o[c] = b[c];
+    } else {
+      for (int i = tid; i < E; i += N) out[i] = buf[i];
+    }
+    TeamT::sync();
+  }
+}
+
+template <int DT, int TW>
+cudaError_t launch_bw_t(const Params& p, const void* logits, int64_t tokens, const int32_t* idx, const float* grad_w,
+                        float* grad_logits, const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+  constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
+  constexpr int threads = TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW;
+  const int epad = (p.experts + 3) & ~3;
+  const size_t smem = (size_t)kTeams * epad * sizeof(float);
+  const size_t row_bytes = (size_t)p.experts * dtype_bytes(DT);
+  const int vec_in = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
+  const int vec_out = ((uintptr_t)grad_logits % 16 == 0) && (p.experts % 4 == 0);
+  const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
+  backward_kernel<DT, TW><<<grid, threads, smem, stream>>>(p, logits, tokens, idx, grad_w, grad_logits, vec_in,
+                                                           vec_out, call_bad);
+  return cudaGetLastError();
+}
+
+template <int DT>
+cudaError_t launch_bw_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* idx,
+                         const float* grad_w, float* grad_logits, const unsigned long long* call_bad, int sm_count,
+                         cudaStream_t stream) {
+  if (p.experts <= kWarpPathMaxExperts)
+    return launch_bw_t<DT, 1>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+  return launch_bw_t<DT, kBlockTeamWarps>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_backward(const Params& p, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                            const float* grad_w, float* grad_logits, const unsigned long long* call_bad,
+                            int sm_count, cudaStream_t stream) {
+  if (tokens <= 0) return cudaSuccess;
+  switch (dtype) {
+    case MOE_DTYPE_F32:
+      return launch_bw_dt<MOE_DTYPE_F32>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+    case MOE_DTYPE_BF16:
+      return launch_bw_dt<MOE_DTYPE_BF16>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+    default:
+      return launch_bw_dt<MOE_DTYPE_F16>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,350 @@
+// Shared pieces of the CUDA backend: router state, launch declarations (the "ops" of each .cu file)
+// and the device helpers every kernel uses.
+//
+// Bit-identity with the CPU backend: every per-expert value (score, exp, sigmoid, weight) comes from
+// the same moe_routing_math.h functions, compiled with -fmad=false; every order-dependent reduction
+// (softmax denominator, k-term sums of the weights, group scores) is evaluated in exactly the order
+// the header uses (canonical 32-lane sum; sequential j = 0..k-1 sums broadcast by shuffles), and the
+// order-free ones (max, top-k over distinct u64 rank keys) may be evaluated in any order.
+#ifndef MOE_CUDA_COMMON_CUH_
+#define MOE_CUDA_COMMON_CUH_
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mutex>
+
+#include "../moe_internal.h"
+
+namespace moe {
+
+// "No bad row" value of the replay-error slots (packed as row * 4 + reason).
+constexpr unsigned long long kNoBadRow = ~0ull;
+
+// Per-router device state. Everything a device-pointer call needs is allocated at creation, so that
+// moe_route / moe_route_backward only enqueue memsets and kernels (CUDA-graph capturable).
+struct CudaState {
+  int device = 0;
+  int sm_count = 1;
+  Params dparams{};  // Params with bias -> d_bias (device)
+  float* d_bias = nullptr;
+  // d_flags[0]: per-call scratch (first bad row of the call being enqueued);
+  // d_flags[1]: router error slot, atomicMin over rejected calls, read and reset by check_replay.
+  unsigned long long* d_flags = nullptr;
+  cudaStream_t host_stream = nullptr;  // used by the *_host variants, set_bias and check_replay
+  cudaStream_t last_stream = nullptr;  // stream of the last device-pointer call
+  bool has_last_stream = false;
+  std::mutex mu;  // host variants share the staging buffers
+
+  struct Buf {
+    void* p = nullptr;
+    size_t cap = 0;
+  };
+  Buf st_logits, st_idx_in, st_mask, st_idx_out, st_w, st_grad, st_nf;
+};
+
+// ---------------------------------------------------------------------------------- launches
+// Each returns cudaSuccess or the launch error. `call_bad` (nullable): device per-call slot; when it
+// holds a row the kernels return without writing anything.
+
+// Replay validation (moe_replay_kernel.cu): first bad row (mask 0 rows skipped) -> atomicMin into
+// call_bad and err_slot, packed row * 4 + reason.
+cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
+                                 unsigned long long* call_bad, unsigned long long* err_slot, int sm_count,
+                                 cudaStream_t stream);
+// Zeroes *nonfinite unless the call was rejected (keeps "a rejected call writes no output").
+cudaError_t launch_zero_if_valid(unsigned long long* nonfinite, const unsigned long long* call_bad,
+                                 cudaStream_t stream);
+// Replay rows of post-softmax / sigmoid routers: weights from the k replayed logits only. Rows with
+// mask 0 are skipped (the live kernel routes them).
+cudaError_t launch_route_replay(const Params& p, const void* logits, int dtype, int64_t tokens,
+                                const int32_t* replay, const uint8_t* mask, int32_t* out_idx, float* out_w,
+                                unsigned long long* nonfinite, const unsigned long long* call_bad, int sm_count,
+                                cudaStream_t stream);
+
+// Live routing (moe_route_kernel.cu). Replay rows (replay && mask != 0) are skipped when
+// skip_replay_rows, else routed with the replayed experts (pre-softmax: full row needed).
+cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, int64_t tokens,
+                              const int32_t* replay, const uint8_t* mask, bool skip_replay_rows, int32_t* out_idx,
+                              float* out_w, unsigned long long* nonfinite, const unsigned long long* call_bad,
+                              int sm_count, cudaStream_t stream);
+
+// Backward (moe_backward_kernel.cu): grad_logits [T, E], every element written.
+cudaError_t launch_backward(const Params& p, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                            const float* grad_w, float* grad_logits, const unsigned long long* call_bad,
+                            int sm_count, cudaStream_t stream);
+
+// Routing agreement (moe_agreement_kernel.cu): out2 = {rows_differ, overlap_total}, zeroed here.
+cudaError_t launch_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride,
+                             unsigned long long* out2, uint8_t* row_differs, cudaStream_t stream);
+
+// Grid size for grid-stride kernels: enough blocks to fill the device, never more than needed.
+inline unsigned grid_for(int64_t work_items, int items_per_block, int sm_count, int blocks_per_sm = 16) {
+  int64_t need = (work_items + items_per_block - 1) / items_per_block;
+  int64_t cap = (int64_t)sm_count * blocks_per_sm;
+  if (need > cap) need = cap;
+  if (need < 1) need = 1;
+  return (unsigned)need;
+}
+
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline size_t dtype_bytes(int dtype) { return dtype == MOE_DTYPE_F32 ? 4 : 2; }
+
+#if defined(__CUDACC__)
+namespace dev {
+
+constexpr unsigned kFull = 0xffffffffu;
+
+__device__ __forceinline__ float neg_inf() { return __uint_as_float(0xff800000u); }
+
+template <typename T>
+__device__ __forceinline__ T umax(T a, T b) {
+  return a > b ? a : b;
+}
+
+// Max of u64 keys over aligned segments of `width` lanes (width a power of two <= 32).
+__device__ __forceinline__ unsigned long long seg_max_u64(unsigned long long v, int width) {
+  for (int off = width >> 1; off > 0; off >>= 1) v = umax(v, __shfl_xor_sync(kFull, v, off));
+  return v;
+}
+
+// Max of floats with the header's `v > m` rule (NaN never wins); inputs are never NaN here.
+__device__ __forceinline__ float seg_max_f(float v, int width) {
+  for (int off = width >> 1; off > 0; off >>= 1) {
+    float o = __shfl_xor_sync(kFull, v, off);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+__device__ __forceinline__ int seg_or(int v, int width) {
+  for (int off = width >> 1; off > 0; off >>= 1) v |= __shfl_xor_sync(kFull, v, off);
+  return v;
+}
+
+// Element loader of one dtype (the same conversions as moe_routing_math.h load_logit).
+template <int DT>
+__device__ __forceinline__ float load_elem(const void* base, int64_t i) {
+  if (DT == MOE_DTYPE_F32) return __ldg(static_cast<const float*>(base) + i);
+  uint16_t h = __ldg(static_cast<const unsigned short*>(base) + i);
+  return DT == MOE_DTYPE_BF16 ? bf16_to_float(h) : f16_to_float(h);
+}
+
+// Elements per 16-byte vector.
+template <int DT>
+struct Vec {
+  static constexpr int N = DT == MOE_DTYPE_F32 ? 4 : 8;
+};
+
+// Converts one 16-byte vector to floats.
+template <int DT>
+__device__ __forceinline__ void convert16(const uint4& u, float* out) {
+  if (DT == MOE_DTYPE_F32) {
+    out[0] = __uint_as_float(u.x);
+    out[1] = __uint_as_float(u.y);
+    out[2] = __uint_as_float(u.z);
+    out[3] = __uint_as_float(u.w);
+  } else {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      uint16_t lo = (uint16_t)(w[q] & 0xffffu), hi = (uint16_t)(w[q] >> 16);
+      out[2 * q] = DT == MOE_DTYPE_BF16 ? bf16_to_float(lo) : f16_to_float(lo);
+      out[2 * q + 1] = DT == MOE_DTYPE_BF16 ? bf16_to_float(hi) : f16_to_float(hi);
+    }
+  }
+}
+
+// Copies one row of logits (converted to float) into shared memory `dst` by `n` cooperating threads
+// (thread `tid`); 16-byte loads when `vec` (row start 16-byte aligned, E a multiple of the vector).
+// Returns whether this thread saw a non-finite logit.
+template <int DT>
+__device__ __forceinline__ bool stage_row(const void* row, int experts, bool vec, float* dst, int tid, int n) {
+  bool nonfinite = false;
+  if (vec) {
+    constexpr int V = Vec<DT>::N;
+    const uint4* src = static_cast<const uint4*>(row);
+    const int chunks = experts / V;
+    for (int c = tid; c < chunks; c += n) {
+      uint4 u = __ldg(src + c);
+      float f[V];
+      convert16<DT>(u, f);
+#pragma unroll
+      for (int q = 0; q < V; ++q) nonfinite |= !is_finite(f[q]);
+      float4* d = reinterpret_cast<float4*>(dst + c * V);
+#pragma unroll
+      for (int q = 0; q < V / 4; ++q) d[q] = make_float4(f[4 * q], f[4 * q + 1], f[4 * q + 2], f[4 * q + 3]);
+    }
+  } else {
+    for (int i = tid; i < experts; i += n) {
+      float v = load_elem<DT>(row, i);
+      nonfinite |= !is_finite(v);
+      dst[i] = v;
+    }
+  }
+  return nonfinite;
+}
+
+// Weights of k experts held by a segment of W lanes (lane `sub` holds entries j = sub and, when
+// W == 32 and k > 32, j = sub + 32), exactly as moe::unscaled_weights computes them: per-entry
+// values are elementwise; the k-term sums run j = 0, 1, ..., k-1 in order on every lane (the terms
+// are broadcast by shuffles). For pre-softmax, p0/p1 are the probabilities P[idx] (already
+// exp_det(l - max) / sum). Returns unscaled weights; `nonfinite` |= a read logit is non-finite
+// (post/sigmoid only, as in the header).
+template <int W>
+__device__ __forceinline__ void seg_weights(const Params& p, int sub, float l0, float l1, float p0, float p1,
+                                            float& w0, float& w1, bool& nonfinite) {
+  const int k = p.k;
+  const bool v0 = sub < k;
+  const bool v1 = W == 32 && sub + 32 < k;
+  const int base = (threadIdx.x & 31) & ~(W - 1);  // first lane of this segment
+  if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
+    w0 = p0;
+    w1 = p1;
+    return;
+  }
+  int nf = (v0 && !is_finite(l0)) || (v1 && !is_finite(l1));
+  nonfinite |= seg_or(nf, W) != 0;
+  if (p.score_fn == MOE_SCORE_SIGMOID) {
+    float s0 = sigmoid_det(l0), s1 = sigmoid_det(l1);
+    float denom = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      float sj = j < 32 ? __shfl_sync(kFull, s0, base + j) : __shfl_sync(kFull, s1, base + j - 32);
+      denom = denom + sj;
+    }
+    if (k > 1) {
+      denom = denom + kSigmoidNormEps;
+      s0 = s0 / denom;
+      s1 = s1 / denom;
+    }
+    w0 = s0;
+    w1 = s1;
+    return;
+  }
+  // post-softmax over the k selected logits
+  float m = neg_inf();
+  if (v0 && l0 > m) m = l0;
+  if (v1 && l1 > m) m = l1;
+  m = seg_max_f(m, W);
+  float e0 = exp_det(l0 - m), e1 = exp_det(l1 - m);
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    float ej = j < 32 ? __shfl_sync(kFull, e0, base + j) : __shfl_sync(kFull, e1, base + j - 32);
+    sum = sum + ej;
+  }
+  w0 = e0 / sum;
+  w1 = e1 / sum;
+}
+
+// Sum over j = 0..k-1 of a[j] * b[j] in order (a, b held like seg_weights' entries): the "dot" of
+// moe::backward_row.
+template <int W>
+__device__ __forceinline__ float seg_dot(int k, float a0, float b0, float a1, float b1) {
+  const int base = (threadIdx.x & 31) & ~(W - 1);
+  float prod0 = a0 * b0, prod1 = a1 * b1;
+  float dot = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    float t = j < 32 ? __shfl_sync(kFull, prod0, base + j) : __shfl_sync(kFull, prod1, base + j - 32);
+    dot = dot + t;
+  }
+  return dot;
+}
+
+// Sequential sum over j = 0..k-1 of v[j] (entries held like seg_weights').
+template <int W>
+__device__ __forceinline__ float seg_seq_sum(int k, float v0, float v1) {
+  const int base = (threadIdx.x & 31) & ~(W - 1);
+  float s = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    float t = j < 32 ? __shfl_sync(kFull, v0, base + j) : __shfl_sync(kFull, v1, base + j - 32);
+    s = s + t;
+  }
+  return s;
+}
+
+// Team of TW warps working on one token (TW == 1: one warp; TW > 1: the whole block).
+template <int TW>
+struct Team {
+  static constexpr int N = TW * 32;
+  struct Shared {
+    unsigned long long u64[TW];
+    float f[TW];
+    float bcast;
+  };
+  __device__ __forceinline__ static void sync() {
+    if (TW == 1)
+      __syncwarp();
+    else
+      __syncthreads();
+  }
+  __device__ __forceinline__ static unsigned long long max_u64(unsigned long long v, Shared* sh) {
+    v = seg_max_u64(v, 32);
+    if (TW == 1) return v;
+    const int warp = threadIdx.x >> 5;
+    if ((threadIdx.x & 31) == 0) sh->u64[warp] = v;
+    __syncthreads();
+    unsigned long long r = sh->u64[0];
+#pragma unroll
+    for (int w = 1; w < TW; ++w) r = umax(r, sh->u64[w]);
+    __syncthreads();
+    return r;
+  }
+  __device__ __forceinline__ static float max_f(float v, Shared* sh) {
+    v = seg_max_f(v, 32);
+    if (TW == 1) return v;
+    const int warp = threadIdx.x >> 5;
+    if ((threadIdx.x & 31) == 0) sh->f[warp] = v;
+    __syncthreads();
+    float r = sh->f[0];
+#pragma unroll
+    for (int w = 1; w < TW; ++w) r = sh->f[w] > r ? sh->f[w] : r;
+    __syncthreads();
+    return r;
+  }
+  __device__ __forceinline__ static bool any(bool v) {
+    if (TW == 1) return __any_sync(kFull, v) != 0;
+    return __syncthreads_or(v) != 0;
+  }
+};
+
+// Canonical softmax of a row staged in shared memory `x` [E] (team-wide): x[i] becomes
+// exp_det(x[i] - max) and the returned stats equal moe::row_softmax's bit for bit (the max is
+// order-free; the sum is lane j adding i = j, j+32, ... in increasing order, then the xor butterfly
+// 16, 8, 4, 2, 1, which is fold_lanes since float addition commutes).
+template <int TW>
+__device__ __forceinline__ RowSoftmax team_row_softmax(float* x, int experts, int tid,
+                                                       typename Team<TW>::Shared* sh) {
+  float m = neg_inf();
+  for (int i = tid; i < experts; i += Team<TW>::N) {
+    float v = x[i];
+    if (v > m) m = v;
+  }
+  m = Team<TW>::max_f(m, sh);
+  for (int i = tid; i < experts; i += Team<TW>::N) x[i] = exp_det(x[i] - m);
+  Team<TW>::sync();
+  RowSoftmax s;
+  s.max = m;
+  if (tid < 32) {
+    float acc = 0.0f;
+    for (int i = tid; i < experts; i += 32) acc = acc + x[i];
+    for (int off = 16; off > 0; off >>= 1) acc = acc + __shfl_xor_sync(kFull, acc, off);
+    if (TW > 1 && tid == 0) sh->bcast = acc;
+    s.sum = acc;
+  }
+  if (TW > 1) {
+    __syncthreads();
+    s.sum = sh->bcast;
+    __syncthreads();
+  }
+  return s;
+}
+
+}  // namespace dev
+#endif  // __CUDACC__
+
+}  // namespace moe
+
+#endif  // MOE_CUDA_COMMON_CUH_

@@ -1,0 +1,137 @@
+// Replay: weights at given experts (spec section 4), validated on the device.
+//
+// Validation runs first (one thread per row, moe::check_replay_row); a bad row is recorded with
+// atomicMin(row * 4 + reason) in the call's scratch slot and in the router's error slot. Every
+// later kernel of the call reads the scratch slot and returns at once when it holds a row, so a
+// rejected call writes nothing and the host never waits.
+//
+// Post-softmax and sigmoid replay read only the k replayed logits per row: a segment of W lanes
+// (W = next power of two >= k, at most 32) per token, so small k packs several tokens per warp.
+// The weights use dev::seg_weights, i.e. moe::unscaled_weights' exact operation order.
+#include "moe_cuda_common.cuh"
+
+namespace moe {
+namespace {
+
+__global__ void validate_rows_kernel(const int32_t* __restrict__ idx, const uint8_t* __restrict__ mask,
+                                     int64_t tokens, int k, int experts, unsigned long long* call_bad,
+                                     unsigned long long* err_slot) {
+  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < tokens; t += (int64_t)gridDim.x * blockDim.x) {
+    if (mask && mask[t] == 0) continue;
+    const int why = check_replay_row(idx + t * k, k, experts);
+    if (why != MOE_REPLAY_OK) {
+      const unsigned long long packed = (unsigned long long)t * 4ull + (unsigned long long)why;
+      atomicMin(call_bad, packed);
+      atomicMin(err_slot, packed);
+    }
+  }
+}
+
+__global__ void zero_if_valid_kernel(unsigned long long* nonfinite, const unsigned long long* call_bad) {
+  if (*call_bad == kNoBadRow) *nonfinite = 0;
+}
+
+template <int DT, int W>
+__global__ void __launch_bounds__(256)
+    route_replay_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
+                        const uint8_t* __restrict__ mask, int32_t* out_idx, float* __restrict__ out_w,
+                        unsigned long long* __restrict__ nonfinite, const unsigned long long* __restrict__ call_bad) {
+  if (call_bad && *call_bad != kNoBadRow) return;
+  constexpr int kTokensPerWarp = 32 / W;
+  const int lane = threadIdx.x & 31;
+  const int sub = lane & (W - 1);
+  const int seg = lane / W;
+  const int k = p.k;
+  const int64_t E = p.experts;
+  const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+  unsigned long long nf_rows = 0;
+  // The loop bound is warp-uniform: every lane joins the shuffles, inactive segments write nothing.
+  for (int64_t base = warp * kTokensPerWarp; base < tokens; base += warps * kTokensPerWarp) {
+    const int64_t t = base + seg;
+    const bool active = t < tokens && (!mask || mask[t] != 0);
+    const bool v0 = active && sub < k;
+    const bool v1 = active && W == 32 && sub + 32 < k;
+    const int32_t e0 = v0 ? replay[t * k + sub] : 0;
+    const int32_t e1 = v1 ? replay[t * k + sub + 32] : 0;
+    const float l0 = v0 ? dev::load_elem<DT>(logits, t * E + e0) : 0.0f;
+    const float l1 = v1 ? dev::load_elem<DT>(logits, t * E + e1) : 0.0f;
+    float w0, w1;
+    bool nf = false;
+    dev::seg_weights<W>(p, sub, l0, l1, 0.0f, 0.0f, w0, w1, nf);
+    if (v0) {
+      out_idx[t * k + sub] = e0;  // may alias replay: the same thread read it above
+      out_w[t * k + sub] = w0 * p.scale;
+    }
+    if (v1) {
+      out_idx[t * k + sub + 32] = e1;
+      out_w[t * k + sub + 32] = w1 * p.scale;
+    }
+    if (active && sub == 0 && nf) ++nf_rows;
+  }
+  if (nonfinite) {
+    for (int off = 16; off > 0; off >>= 1) nf_rows += __shfl_xor_sync(dev::kFull, nf_rows, off);
+    if (lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);
+  }
+}
+
+template <int DT, int W>
+cudaError_t launch_replay_w(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                            const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nf,
+                            const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+  constexpr int threads = 256;
+  constexpr int tokens_per_block = threads / 32 * (32 / W);
+  const unsigned grid = grid_for(tokens, tokens_per_block, sm_count, 8);
+  route_replay_kernel<DT, W><<<grid, threads, 0, stream>>>(p, logits, tokens, replay, mask, out_idx, out_w, nf,
+                                                           call_bad);
+  return cudaGetLastError();
+}
+
+template <int DT>
+cudaError_t launch_replay_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                             const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nf,
+                             const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+  if (p.k <= 4) return launch_replay_w<DT, 4>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
+  if (p.k <= 8) return launch_replay_w<DT, 8>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
+  if (p.k <= 16)
+    return launch_replay_w<DT, 16>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
+  return launch_replay_w<DT, 32>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
+                                 unsigned long long* call_bad, unsigned long long* err_slot, int sm_count,
+                                 cudaStream_t stream) {
+  cudaError_t e = cudaMemsetAsync(call_bad, 0xff, sizeof(unsigned long long), stream);
+  if (e != cudaSuccess || tokens <= 0) return e;
+  const unsigned grid = grid_for(tokens, 256, sm_count, 8);
+  validate_rows_kernel<<<grid, 256, 0, stream>>>(idx, mask, tokens, k, experts, call_bad, err_slot);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_zero_if_valid(unsigned long long* nonfinite, const unsigned long long* call_bad,
+                                 cudaStream_t stream) {
+  zero_if_valid_kernel<<<1, 1, 0, stream>>>(nonfinite, call_bad);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_route_replay(const Params& p, const void* logits, int dtype, int64_t tokens,
+                                const int32_t* replay, const uint8_t* mask, int32_t* out_idx, float* out_w,
+                                unsigned long long* nonfinite, const unsigned long long* call_bad, int sm_count,
+                                cudaStream_t stream) {
+  if (tokens <= 0) return cudaSuccess;
+  switch (dtype) {
+    case MOE_DTYPE_F32:
+      return launch_replay_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
+                                             sm_count, stream);
+    case MOE_DTYPE_BF16:
+      return launch_replay_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
+                                              sm_count, stream);
+    default:
+      return launch_replay_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
+                                             sm_count, stream);
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,237 @@
+// Fused live routing: scores + bias + group-limited selection + top-k + weights + scaling, one pass
+// over the logits. A team per token: one warp (4 tokens per 128-thread block) for E <= 512, a
+// 256-thread block per token above. The row is staged once in shared memory as float (16-byte
+// loads when aligned); selection is an exact top-k over the distinct u64 rank keys of
+// moe_routing_math.h, found by k rounds of "largest key below the previous winner": every thread
+// keeps the best of its own experts, a team max picks the winner, and only the thread that owned it
+// rescans. Keys are distinct, so the result (and its descending order) does not depend on how the
+// experts are spread over threads, which keeps indices identical to the CPU's insertion sort.
+#include "moe_cuda_common.cuh"
+
+namespace moe {
+namespace {
+
+constexpr int kWarpTeamsPerBlock = 4;  // TW == 1: tokens per 128-thread block
+constexpr int kBlockTeamWarps = 8;     // large E: 256 threads per token
+constexpr int kWarpPathMaxExperts = 512;
+
+// Group-limited routing (warp level; run by one warp of the team): the kept-group bit mask.
+// Group score = sum, in descending key order, of the top `per` routing scores of the group
+// (moe::group_score_from_sorted). L lanes share a group (L a power of two, G * L <= 32); each
+// round takes the largest key below the previous one inside the group by a segmented max.
+__device__ unsigned long long select_groups(const Params& p, const float* sc, int lane) {
+  const int G = p.groups, gs = p.group_size(), per = p.per_group(), Gk = p.group_topk;
+  int L = 1;
+  while (G * L * 2 <= 32 && L * 2 <= gs) L *= 2;
+  const int groups_per_pass = 32 / L;
+  unsigned long long gkey0 = 0, gkey1 = 0;  // G <= 64: L == 1 gives at most two passes
+  const int sub = lane & (L - 1);
+  for (int pass = 0; pass * groups_per_pass < G; ++pass) {
+    const int g = pass * groups_per_pass + lane / L;
+    const bool active = g < G;
+    const int cnt = active ? (gs - sub + L - 1) / L : 0;  // elements j = sub + L * m, m < cnt
+    const int start = cnt > 0 ? g % cnt : 0;               // rotation: spreads smem banks over groups
+    float s = 0.0f;
+    unsigned long long thr = ~0ull;
+    for (int r = 0; r < per; ++r) {
+      unsigned long long best = 0;
+      int m = start;
+      for (int it = 0; it < cnt; ++it) {
+        const int i = g * gs + sub + L * m;
+        const unsigned long long key = rank_key(sc[i], i);
+        if (key < thr && key > best) best = key;
+        if (++m == cnt) m = 0;
+      }
+      best = dev::seg_max_u64(best, L);
+      if (active) s = s + sc[rank_key_index(best)];
+      thr = best;
+    }
+    if (active && sub == 0) {
+      if (pass == 0)
+        gkey0 = rank_key(s, g);
+      else
+        gkey1 = rank_key(s, g);
+    }
+  }
+  unsigned long long kept = 0, thr = ~0ull;
+  for (int r = 0; r < Gk; ++r) {
+    unsigned long long b = dev::umax(gkey0 < thr ? gkey0 : 0ull, gkey1 < thr ? gkey1 : 0ull);
+    b = dev::seg_max_u64(b, 32);
+    kept |= 1ull << rank_key_index(b);
+    thr = b;
+  }
+  return kept;
+}
+
+// Largest rank key below `thr` among this thread's experts (i = tid, tid + n, ...) of kept groups.
+__device__ __forceinline__ unsigned long long local_best(const float* sc, int experts, int tid, int n, bool grouped,
+                                                         int gs, unsigned long long kept, unsigned long long thr) {
+  unsigned long long best = 0;
+  for (int i = tid; i < experts; i += n) {
+    if (grouped && !((kept >> (i / gs)) & 1ull)) continue;
+    const unsigned long long key = rank_key(sc[i], i);
+    if (key < thr && key > best) best = key;
+  }
+  return best;
+}
+
+template <int DT, int TW>
+__global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
+    route_live_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
+                      const uint8_t* __restrict__ mask, int skip_replay_rows, int vec, int32_t* out_idx,
+                      float* __restrict__ out_w, unsigned long long* __restrict__ nonfinite,
+                      const unsigned long long* __restrict__ call_bad) {
+  using TeamT = dev::Team<TW>;
+  constexpr int N = TeamT::N;
+  constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
+  __shared__ typename TeamT::Shared sh_all[kTeams];
+  __shared__ unsigned long long sh_kept;
+  extern __shared__ float4 dyn_smem[];
+
+  if (call_bad && *call_bad != kNoBadRow) return;  // rejected replay: write nothing
+
+  const int E = p.experts, k = p.k;
+  const int epad = (E + 3) & ~3;
+  const int team = TW == 1 ? (int)(threadIdx.x >> 5) : 0;
+  const int tid = TW == 1 ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+  const int lane = threadIdx.x & 31;
+  const bool warp0 = TW == 1 || threadIdx.x < 32;
+  typename TeamT::Shared* sh = &sh_all[team];
+  float* lg = reinterpret_cast<float*>(dyn_smem) + (size_t)team * 2 * epad;  // logits as float
+  float* sc_buf = lg + epad;                                                  // routing scores
+  const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
+  const bool grouped = p.grouped();
+  const int gs = p.group_size();
+  const size_t row_bytes = (size_t)E * dtype_bytes(DT);
+  unsigned long long nf_rows = 0;
+
+  for (int64_t t = (int64_t)blockIdx.x * kTeams + team; t < tokens; t += (int64_t)gridDim.x * kTeams) {
+    const bool is_replay = replay && (!mask || mask[t] != 0);
+    if (is_replay && skip_replay_rows) continue;  // uniform over the team
+    const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
+
+    bool nf = dev::stage_row<DT>(row, E, vec != 0, lg, tid, N);
+    nf = TeamT::any(nf);  // also orders the staging writes before the reads below
+    if (TW == 1) __syncwarp();
+
+    // Routing scores (pre-softmax: P in place; post: the logits themselves).
+    const float* sc = lg;
+    if (pre) {
+      RowSoftmax sm = dev::team_row_softmax<TW>(lg, E, tid, sh);
+      for (int i = tid; i < E; i += N) lg[i] = lg[i] / sm.sum;  // == exp_det(l - max) / sum
+    } else if (p.score_fn == MOE_SCORE_SIGMOID) {
+      RowSoftmax unused{0.0f, 1.0f};
+      for (int i = tid; i < E; i += N) sc_buf[i] = routing_score(p, lg[i], i, unused);
+      sc = sc_buf;
+    }
+    TeamT::sync();
+
+    // Selection: sel0 / sel1 on warp 0 lane j hold the j-th / (j+32)-th key.
+    unsigned long long sel0 = 0, sel1 = 0;
+    if (is_replay) {
+      if (warp0) {
+        if (lane < k) sel0 = rank_key(0.0f, replay[t * k + lane]);
+        if (lane + 32 < k) sel1 = rank_key(0.0f, replay[t * k + lane + 32]);
+      }
+    } else {
+      unsigned long long kept = ~0ull;
+      if (grouped) {
+        if (TW == 1) {
+          kept = select_groups(p, sc, lane);
+        } else {
+          if (threadIdx.x < 32) {
+            unsigned long long kk = select_groups(p, sc, lane);
+            if (lane == 0) sh_kept = kk;
+          }
+          __syncthreads();
+          kept = sh_kept;
+        }
+      }
+      unsigned long long mine = local_best(sc, E, tid, N, grouped, gs, kept, ~0ull);
+      for (int r = 0; r < k; ++r) {
+        const unsigned long long win = TeamT::max_u64(mine, sh);
+        if (lane == (r & 31)) {
+          if (r < 32)
+            sel0 = win;
+          else
+            sel1 = win;
+        }
+        if (mine == win) mine = local_best(sc, E, tid, N, grouped, gs, kept, win);
+      }
+    }
+
+    // Weights on warp 0 (the experts' logits are in shared memory).
+    if (warp0) {
+      const int e0 = rank_key_index(sel0), e1 = rank_key_index(sel1);
+      const bool v0 = lane < k, v1 = lane + 32 < k;
+      const float l0 = v0 ? lg[e0] : 0.0f, l1 = v1 ? lg[e1] : 0.0f;  // pre: lg holds P
+      float w0, w1;
+      bool unused_nf = false;
+      dev::seg_weights<32>(p, lane, l0, l1, l0, l1, w0, w1, unused_nf);
+      if (v0) {
+        out_idx[t * k + lane] = e0;
+        out_w[t * k + lane] = w0 * p.scale;
+      }
+      if (v1) {
+        out_idx[t * k + lane + 32] = e1;
+        out_w[t * k + lane + 32] = w1 * p.scale;
+      }
+    }
+    nf_rows += nf ? 1 : 0;
+    TeamT::sync();  // shared row buffers are reused by the next token
+  }
+
+  if (nonfinite) {
+    // One atomic per team with a non-zero count (team leader's count is the team's).
+    if (tid == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);
+  }
+}
+
+template <int DT, int TW>
+cudaError_t launch_live_t(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                          const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, unsigned long long* nf,
+                          const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+  constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
+  constexpr int threads = TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW;
+  const int epad = (p.experts + 3) & ~3;
+  const size_t smem = (size_t)kTeams * 2 * epad * sizeof(float);
+  const size_t row_bytes = (size_t)p.experts * dtype_bytes(DT);
+  const int vec = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
+  const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
+  route_live_kernel<DT, TW><<<grid, threads, smem, stream>>>(p, logits, tokens, replay, mask, skip ? 1 : 0, vec,
+                                                             out_idx, out_w, nf, call_bad);
+  return cudaGetLastError();
+}
+
+template <int DT>
+cudaError_t launch_live_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                           const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, unsigned long long* nf,
+                           const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+  if (p.experts <= kWarpPathMaxExperts)
+    return launch_live_t<DT, 1>(p, logits, tokens, replay, mask, skip, out_idx, out_w, nf, call_bad, sm_count,
+                                stream);
+  return launch_live_t<DT, kBlockTeamWarps>(p, logits, tokens, replay, mask, skip, out_idx, out_w, nf, call_bad,
+                                            sm_count, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, int64_t tokens,
+                              const int32_t* replay, const uint8_t* mask, bool skip_replay_rows, int32_t* out_idx,
+                              float* out_w, unsigned long long* nonfinite, const unsigned long long* call_bad,
+                              int sm_count, cudaStream_t stream) {
+  if (tokens <= 0) return cudaSuccess;
+  switch (dtype) {
+    case MOE_DTYPE_F32:
+      return launch_live_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
+                                           nonfinite, call_bad, sm_count, stream);
+    case MOE_DTYPE_BF16:
+      return launch_live_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
+                                            nonfinite, call_bad, sm_count, stream);
+    default:
+      return launch_live_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
+                                           nonfinite, call_bad, sm_count, stream);
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds a self-contained GPU acceptance bundle: dist/moe-router-gpu-bundle.tar.gz with a jlink'd JRE,
+# the product jar + javacpp, the test classes and their non-JUnit test dependencies, the standalone
+# JUnit console launcher, the goldens, the CUDA self-check and benchmark binaries, and
+# run-gpu-checks.sh (one command on a GPU host that has only the NVIDIA driver).
+#
+#   scripts/build-gpu-bundle.sh            # from the repository root or anywhere
+#
+# Needs here: JDK 17+ (jlink), Maven, nvcc (CUDA 12+), cmake. Environment:
+#   CMAKE_CUDA_ARCHITECTURES  GPU architectures (default "80;90")
+#   MOE_GOLDENS               goldens directory (default: ../shared/goldens next to the repository)
+#   MVN_OFFLINE=1             run Maven offline (-o); the console launcher must then be in ~/.m2
+#   DIST_DIR                  output directory (default <repo>/dist)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DIST="${DIST_DIR:-$ROOT/dist}"
+NAME=moe-router-gpu-bundle
+STAGE="$DIST/$NAME"
+export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-80;90}"
+GOLDENS="${MOE_GOLDENS:-$ROOT/../shared/goldens}"
+MVN=(mvn -B -q)
+[[ "${MVN_OFFLINE:-0}" == "1" ]] && MVN+=(-o)
+
+log() { echo "[gpu-bundle] $*"; }
+die() { echo "[gpu-bundle] ERROR: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------- tools
+command -v mvn >/dev/null || die "mvn not found"
+command -v cmake >/dev/null || die "cmake not found"
+JLINK="$(command -v jlink || true)"
+[[ -n "$JLINK" ]] || { [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/jlink" ]] && JLINK="$JAVA_HOME/bin/jlink"; }
+[[ -n "$JLINK" ]] || die "jlink not found (install a JDK, not a JRE)"
+if ! command -v nvcc >/dev/null 2>&1; then
+  [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH" || die "nvcc not found: the bundle needs the CUDA kernels"
+fi
+JUNIT_PLATFORM_VERSION="$(sed -n 's:.*<junit.platform.version>\(.*\)</junit.platform.version>.*:\1:p' "$ROOT/pom.xml" | head -1)"
+[[ -n "$JUNIT_PLATFORM_VERSION" ]] || die "junit.platform.version not found in pom.xml"
+
+# ---------------------------------------------------------------------------------- Maven build
+log "Maven package (native CUDA build for sm ${CMAKE_CUDA_ARCHITECTURES}; tests compiled, not run)"
+(cd "$ROOT" && "${MVN[@]}" -DskipTests package)
+JAVA_TARGET="$ROOT/java/target"
+[[ -f "$JAVA_TARGET/moe-router.jar" ]] || die "java/target/moe-router.jar missing after the build"
+[[ -d "$JAVA_TARGET/test-classes" ]] || (cd "$ROOT" && "${MVN[@]}" -pl java test-compile)
+grep -q "moe-router: CUDA kernels ON" "$JAVA_TARGET/cmake.cmake.log" 2>/dev/null ||
+  die "the native library was built without CUDA (see $JAVA_TARGET/cmake.cmake.log)"
+
+log "test dependencies (without the JUnit jars: the console launcher carries its own engine)"
+rm -rf "$DIST/test-lib" "$DIST/junit"
+(cd "$ROOT" && "${MVN[@]}" -pl java dependency:copy-dependencies -DincludeScope=test \
+  -DexcludeGroupIds=org.junit.jupiter,org.junit.platform,org.junit,org.opentest4j,org.apiguardian \
+  -DoutputDirectory="$DIST/test-lib")
+log "junit-platform-console-standalone $JUNIT_PLATFORM_VERSION"
+(cd "$ROOT" && "${MVN[@]}" -N dependency:copy \
+  -Dartifact="org.junit.platform:junit-platform-console-standalone:$JUNIT_PLATFORM_VERSION" \
+  -DoutputDirectory="$DIST/junit" -Dmdep.stripVersion=true)
+
+# ---------------------------------------------------------------------------------- CUDA tools
+log "moe_check / moe_bench (reusing the Maven CMake build directory)"
+cmake --build "$JAVA_TARGET/cmake" --target moe_gpu_tools -j "$(nproc)"
+
+# ---------------------------------------------------------------------------------- stage
+rm -rf "$STAGE"
+mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/junit"
+log "jlink JRE"
+"$JLINK" --add-modules java.base,java.management,jdk.unsupported,java.logging,java.xml,java.scripting \
+  --strip-debug --no-header-files --no-man-pages --compress=2 --output "$STAGE/jre"
+cp "$JAVA_TARGET/moe-router.jar" "$STAGE/lib/"
+cp "$JAVA_TARGET"/lib/*.jar "$STAGE/lib/"           # runtime dependencies (javacpp)
+for j in "$DIST"/test-lib/*.jar; do                 # test-only dependencies not already there
+  [[ -e "$j" ]] || continue
+  [[ -e "$STAGE/lib/$(basename "$j")" ]] || cp "$j" "$STAGE/lib/"
+done
+rm -f "$STAGE"/lib/moe-router-[0-9]*.jar             # never a second copy of the product
+cp -r "$JAVA_TARGET/test-classes" "$STAGE/test-classes"
+cp "$DIST/junit/junit-platform-console-standalone.jar" "$STAGE/junit/"
+cp "$JAVA_TARGET/cmake/native/moe_check" "$JAVA_TARGET/cmake/native/moe_bench" "$STAGE/bin/"
+cp "$ROOT/scripts/run-gpu-checks.sh" "$STAGE/"
+chmod +x "$STAGE/run-gpu-checks.sh" "$STAGE"/bin/*
+if [[ -d "$GOLDENS" ]]; then
+  cp -r "$GOLDENS" "$STAGE/goldens"
+else
+  log "WARNING: goldens not found at $GOLDENS (set MOE_GOLDENS); the golden test will fail on the GPU host"
+  mkdir -p "$STAGE/goldens"
+fi
+{
+  echo "moe-router GPU bundle"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
+  echo "commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo "cuda archs: $CMAKE_CUDA_ARCHITECTURES; nvcc: $(nvcc --version | tail -1)"
+  echo "java: $("$STAGE/jre/bin/java" -version 2>&1 | head -1)"
+  echo
+  echo "Run on a GPU host (needs only the NVIDIA driver):"
+  echo "  tar xzf $NAME.tar.gz && cd $NAME && ./run-gpu-checks.sh"
+  echo "MOE_REQUIRE_GPU=0 runs the CPU parts without a GPU; see run-gpu-checks.sh for other switches."
+} >"$STAGE/BUNDLE.txt"
+
+log "tarball"
+tar -C "$DIST" -czf "$DIST/$NAME.tar.gz" "$NAME"
+log "$(du -sh "$STAGE" | cut -f1) staged, $(du -h "$DIST/$NAME.tar.gz" | cut -f1) compressed: $DIST/$NAME.tar.gz"
+log "on the GPU host: tar xzf $NAME.tar.gz && cd $NAME && ./run-gpu-checks.sh"
