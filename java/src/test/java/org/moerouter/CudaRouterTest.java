@@ -22,14 +22,14 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /**
  * CUDA backend against the native CPU backend (and the float64 goldens): indices exact, weights and
- * gradients within 1e-5 relative. Tagged {@code gpu}: surefire excludes the tag by default; on a GPU
- * host run with {@code --include-tag gpu}. Without a usable CUDA device the tests are skipped, unless
+ * gradients within 1e-5 relative. Tagged {@code gpu} (select them with {@code --include-tag gpu}).
+ * Without a usable CUDA device each test is skipped with the reason, unless
  * {@code -Dmoerouter.requireGpu=true}, in which case they fail.
  */
 @Tag("gpu")
@@ -42,8 +42,9 @@ class CudaRouterTest {
    */
   private static final Backend UNDER_TEST = Backend.valueOf(System.getProperty("moerouter.cudaTest.backend", "CUDA"));
 
-  @BeforeAll
-  static void cudaAvailable() {
+  // Per test, so that each one is reported as skipped with the reason (a class-level abort is not).
+  @BeforeEach
+  void cudaAvailable() {
     String why = MoeRouter.unavailableReason(UNDER_TEST);
     if (why == null) return;
     String msg = "CUDA backend unavailable: " + why + " (library loaded=" + NativeLibrary.loaded()
