@@ -8,7 +8,7 @@
 #
 # Needs here: JDK 17+ (jlink), Maven, nvcc (CUDA 12+), cmake. Environment:
 #   CMAKE_CUDA_ARCHITECTURES  GPU architectures (default "80;90")
-#   MOE_GOLDENS               goldens directory (default: ../shared/goldens next to the repository)
+#   MOE_GOLDENS               goldens directory (default: ../shared/goldens next to the repository, else java/src/test/goldens)
 #   MVN_OFFLINE=1             run Maven offline (-o); the console launcher must then be in ~/.m2
 #   DIST_DIR                  output directory (default <repo>/dist)
 set -euo pipefail
@@ -19,6 +19,7 @@ NAME=moe-router-gpu-bundle
 STAGE="$DIST/$NAME"
 export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-80;90}"
 GOLDENS="${MOE_GOLDENS:-$ROOT/../shared/goldens}"
+[[ -d "$GOLDENS" || -n "${MOE_GOLDENS:-}" ]] || GOLDENS="$ROOT/java/src/test/goldens"  # the copy in the repository
 MVN=(mvn -B -q)
 [[ "${MVN_OFFLINE:-0}" == "1" ]] && MVN+=(-o)
 

@@ -17,7 +17,7 @@ final class Goldens {
 
   static Path root() {
     String dir = System.getProperty("moerouter.goldens");
-    Path p = dir != null ? Paths.get(dir) : Paths.get("../../shared/goldens");
+    Path p = dir != null ? Paths.get(dir) : Paths.get("src/test/goldens");
     if (!Files.isDirectory(p)) throw new IllegalStateException("golden cases not found at " + p.toAbsolutePath()
         + " (set -Dmoerouter.goldens=DIR)");
     return p;
