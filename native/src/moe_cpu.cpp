@@ -127,35 +127,39 @@ bool row_scores(const Params& p, const Load& load, const RowSoftmax& sm, float* 
   return bad != 0;
 }
 
-inline uint64_t key_at(const uint32_t* skeys, int i) {
-  return ((uint64_t)skeys[i] << 32) | (0xffffffffu - (uint32_t)i);
-}
-
-// Merges experts [from, to) into the top-`cap` list keys[0..count). Callers scan experts in
-// ascending index order, so a later expert whose score equals the cap-th never displaces it
-// (lower index wins ties): comparing 32-bit score keys against the cap-th is exact, and blocks
-// whose best key is not above it are skipped whole.
-inline void scan_topk(const uint32_t* skeys, int from, int to, uint64_t* keys, int& count, int cap) {
-  int i = from;
-  for (; i < to && count < cap; ++i) topk_insert(keys, count, cap, key_at(skeys, i));
-  if (i == to) return;
-  uint32_t thr = (uint32_t)(keys[cap - 1] >> 32);
-  constexpr int kBlock = 16;
-  for (; i + kBlock <= to; i += kBlock) {
-    uint32_t m = 0;
-    for (int j = 0; j < kBlock; ++j) m = skeys[i + j] > m ? skeys[i + j] : m;
-    if (m <= thr) continue;
-    for (int j = i; j < i + kBlock; ++j)
-      if (skeys[j] > thr) {
-        topk_insert(keys, count, cap, key_at(skeys, j));
-        thr = (uint32_t)(keys[cap - 1] >> 32);
-      }
+// Exact top-`cap` of n 32-bit score keys sk[0..n) whose positions ascend with the expert index
+// (index_of maps a position to its expert), as rank keys sorted descending in out[0..cap).
+// The cap-th largest of >= cap block maxima is a lower bound of the cap-th largest key, so every
+// expert of the top cap is among the keys >= that bound: a branch-free pass collects them, and
+// only those (typically 1-3 x cap) go through the exact insertion with index tie-breaking.
+template <typename IndexOf>
+void topk_keys(const uint32_t* sk, int n, int cap, IndexOf index_of, uint64_t* out) {
+  int count = 0;
+  int bs = 16;
+  while (bs > 1 && (n + bs - 1) / bs < cap) bs >>= 1;
+  if (bs < 4) {  // too few experts per selected one for the bound to pay
+    for (int i = 0; i < n; ++i) topk_insert(out, count, cap, ((uint64_t)sk[i] << 32) | (0xffffffffu - (uint32_t)index_of(i)));
+    return;
   }
-  for (; i < to; ++i)
-    if (skeys[i] > thr) {
-      topk_insert(keys, count, cap, key_at(skeys, i));
-      thr = (uint32_t)(keys[cap - 1] >> 32);
-    }
+  uint64_t best[MOE_MAX_TOPK];  // block maxima, as keys with the block number for distinctness
+  int nbest = 0;
+  for (int b0 = 0, blk = 0; b0 < n; b0 += bs, ++blk) {
+    const int e = b0 + bs < n ? b0 + bs : n;
+    uint32_t m = 0;
+    for (int j = b0; j < e; ++j) m = sk[j] > m ? sk[j] : m;
+    topk_insert(best, nbest, cap, ((uint64_t)m << 32) | (uint32_t)blk);
+  }
+  const uint32_t bound = (uint32_t)(best[cap - 1] >> 32);
+  int cand[MOE_MAX_EXPERTS];
+  int nc = 0;
+  for (int i = 0; i < n; ++i) {
+    cand[nc] = i;
+    nc += sk[i] >= bound;
+  }
+  for (int c = 0; c < nc; ++c) {
+    const int i = cand[c];
+    topk_insert(out, count, cap, ((uint64_t)sk[i] << 32) | (0xffffffffu - (uint32_t)index_of(i)));
+  }
 }
 
 // Live selection with the result of moe::select_row (plain or group-limited).
@@ -163,26 +167,64 @@ template <typename Load>
 bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
                     uint64_t* keys, int32_t* idx) {
   const bool nonfinite = row_scores(p, load, sm, scores, skeys);
-  int count = 0;
   if (!p.grouped()) {
-    scan_topk(skeys, 0, p.experts, keys, count, p.k);
+    topk_keys(skeys, p.experts, p.k, [](int i) { return i; }, keys);
   } else {
     const int gs = p.group_size(), per = p.per_group();
     uint64_t group_top[MOE_MAX_TOPK];
     uint64_t group_keys[MOE_MAX_GROUPS];
     int gcount = 0;
     for (int g = 0; g < p.groups; ++g) {
-      int c = 0;
-      scan_topk(skeys, g * gs, (g + 1) * gs, group_top, c, per);
+      const int base = g * gs;
+      topk_keys(skeys + base, gs, per, [base](int i) { return base + i; }, group_top);
       topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(group_top, per, scores), g));
     }
-    uint64_t kept = 0;  // G <= 64; visit kept groups in ascending order for scan_topk
+    // The kept groups' keys side by side, in ascending group order (so positions ascend with index).
+    uint64_t kept = 0;
     for (int j = 0; j < gcount; ++j) kept |= 1ull << rank_key_index(group_keys[j]);
+    int order[MOE_MAX_GROUPS];
+    int nk = 0;
+    uint32_t packed[MOE_MAX_EXPERTS];
     for (int g = 0; g < p.groups; ++g)
-      if ((kept >> g) & 1ull) scan_topk(skeys, g * gs, (g + 1) * gs, keys, count, p.k);
+      if ((kept >> g) & 1ull) {
+        std::copy(skeys + g * gs, skeys + (g + 1) * gs, packed + nk * gs);
+        order[nk++] = g;
+      }
+    topk_keys(packed, nk * gs, p.k, [&order, gs](int i) { return order[i / gs] * gs + i % gs; }, keys);
   }
   for (int j = 0; j < p.k; ++j) idx[j] = rank_key_index(keys[j]);
   return nonfinite;
+}
+
+// unscaled_weights with the k logits gathered first and branch-free exp/sigmoid (same results):
+// the k exponentials vectorise, the sums keep their sequential order.
+template <typename Load>
+void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const RowSoftmax& sm, float* w, bool& nf) {
+  const int k = p.k;
+  float l[MOE_MAX_TOPK];
+  uint32_t bad = 0;
+  for (int j = 0; j < k; ++j) l[j] = load(idx[j]);
+  if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
+    for (int j = 0; j < k; ++j) w[j] = exp_det_flat(l[j] - sm.max) / sm.sum;
+    return;
+  }
+  for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
+  if (bad) nf = true;
+  if (p.score_fn == MOE_SCORE_SIGMOID) {
+    for (int j = 0; j < k; ++j) w[j] = sigmoid_flat(l[j]);
+    if (k == 1) return;
+    float denom = 0.0f;
+    for (int j = 0; j < k; ++j) denom = denom + w[j];
+    denom = denom + kSigmoidNormEps;
+    for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
+    return;
+  }
+  float m = bits_to_float(0xff800000u);
+  for (int j = 0; j < k; ++j) m = l[j] > m ? l[j] : m;
+  for (int j = 0; j < k; ++j) w[j] = exp_det_flat(l[j] - m);
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum = sum + w[j];
+  for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
 }
 
 struct RouteCtx {
@@ -215,12 +257,16 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
     bool nf;
     if (replay) {
       const int32_t* src = c.replay + t * k;
+      if (t + 2 < t1 && !p.needs_full_row()) {  // replay reads k scattered logits: fetch ahead
+        const char* ahead = c.logits + (t + 2) * c.row_bytes;
+        for (int j = 0; j < k; ++j) __builtin_prefetch(ahead + (size_t)src[2 * k + j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
+      }
       if (src != idx) std::copy(src, src + k, idx);
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
     } else {
       nf = select_row_cpu(p, load, sm, scores, skeys, keys, idx);
     }
-    unscaled_weights(p, load, idx, &sm, w, nf);
+    weights_cpu(p, load, idx, sm, w, nf);
     float* out = c.out_w + t * k;
     for (int j = 0; j < k; ++j) out[j] = w[j] * p.scale;
     nonfinite += nf;
@@ -246,9 +292,9 @@ void backward_rows(void* vctx, int64_t t0, int64_t t1) {
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     const int32_t* idx = c.idx + t * p.k;
     RowSoftmax sm{0.0f, 1.0f};
-    if (p.needs_full_row()) sm = row_softmax(load, p.experts);
+    if (p.needs_full_row()) sm = row_softmax_flat(load, p.experts);
     bool nf = false;
-    unscaled_weights(p, load, idx, &sm, w, nf);
+    weights_cpu(p, load, idx, sm, w, nf);
     backward_row(p, load, idx, w, sm, c.grad_w + t * p.k, c.grad_logits + t * p.experts);
   }
 }
