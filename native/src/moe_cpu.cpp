@@ -238,8 +238,16 @@ struct RouteCtx {
   std::atomic<int64_t> nonfinite{0};
 };
 
+// The row kernels also get an AVX2 clone, chosen at load time. AVX2 alone brings no FMA, and
+// contraction is off, so both clones round every operation identically.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MOE_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MOE_CPU_CLONES
+#endif
+
 template <int DT>
-void route_rows(void* vctx, int64_t t0, int64_t t1) {
+MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
   RouteCtx& c = *static_cast<RouteCtx*>(vctx);
   const Params& p = *c.p;
   const int k = p.k;
@@ -284,7 +292,7 @@ struct BackwardCtx {
 };
 
 template <int DT>
-void backward_rows(void* vctx, int64_t t0, int64_t t1) {
+MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
   BackwardCtx& c = *static_cast<BackwardCtx*>(vctx);
   const Params& p = *c.p;
   float w[MOE_MAX_TOPK];
