@@ -80,7 +80,7 @@ class BackendEquivalenceTest {
       assertRowsValid(where, idxC, tokens, k, e);
 
       // Replay random distinct experts (partial, with a mask) and compare again.
-      int[] replay = randomSelection(rnd, tokens, k, e);
+      int[] replay = TestData.randomSelection(rnd, tokens, k, e);
       byte[] mask = rnd.nextBoolean() ? null : randomMask(rnd, tokens);
       Arrays.fill(idxJ, -7);
       Arrays.fill(idxC, -7);
@@ -184,21 +184,6 @@ class BackendEquivalenceTest {
     int exp = ((bits >>> 23) & 0xFF) - 127 + 15;
     if (exp <= 0 || exp >= 31 || (bits & 0x1FFF) != 0) throw new IllegalArgumentException("not exact in fp16: " + v);
     return (short) (sign | exp << 10 | (bits & 0x7FFFFF) >>> 13);
-  }
-
-  static int[] randomSelection(SplittableRandom rnd, int tokens, int k, int e) {
-    int[] out = new int[tokens * k];
-    int[] perm = new int[e];
-    for (int i = 0; i < e; i++) perm[i] = i;
-    for (int t = 0; t < tokens; t++)
-      for (int j = 0; j < k; j++) {
-        int s = j + rnd.nextInt(e - j);
-        int tmp = perm[j];
-        perm[j] = perm[s];
-        perm[s] = tmp;
-        out[t * k + j] = perm[j];
-      }
-    return out;
   }
 
   static byte[] randomMask(SplittableRandom rnd, int tokens) {

@@ -2,25 +2,13 @@ package org.moerouter;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
-import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.nio.file.Paths;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
@@ -64,45 +52,25 @@ class CudaRouterTest {
   // ------------------------------------------------------------------------------------ goldens
 
   @Test
-  void goldens() throws IOException {
-    String dir = System.getProperty("moerouter.goldens");
-    Path root = dir == null ? null : Paths.get(dir);
-    if (root == null || !Files.isDirectory(root)) {
-      String msg = "goldens directory not found (system property moerouter.goldens=" + dir + ")";
-      if (REQUIRE_GPU) fail(msg);
-      Assumptions.abort(msg);
+  void goldens() {
+    List<Goldens.Case> cases;
+    try {
+      cases = Goldens.all();
+    } catch (IllegalStateException e) {
+      if (REQUIRE_GPU) fail(e.getMessage());
+      Assumptions.abort(e.getMessage());
+      return;
     }
-    List<Path> cases = new ArrayList<>();
-    try (Stream<Path> s = Files.list(root)) {
-      s.filter(p -> Files.isRegularFile(p.resolve("config.json"))).sorted().forEach(cases::add);
-    }
-    assertFalse(cases.isEmpty(), "no golden cases under " + root);
-    for (Path c : cases) checkGolden(c);
+    for (Goldens.Case c : cases) checkGolden(c);
   }
 
-  private static void checkGolden(Path dir) throws IOException {
-    String name = dir.getFileName().toString();
-    String json = new String(Files.readAllBytes(dir.resolve("config.json")), StandardCharsets.UTF_8);
-    int experts = jsonInt(json, "E", -1);
-    int k = jsonInt(json, "topk", -1);
-    int tokens = jsonInt(json, "T", -1);
-    RouterConfig.Builder b = RouterConfig.builder(experts, k)
-        .scoreFunction("sigmoid".equals(jsonString(json, "score")) ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX)
-        .preSoftmax(jsonBool(json, "pre_softmax"))
-        .scale((float) jsonDouble(json, "scale", 1.0));
-    int groups = jsonInt(json, "groups", 0);
-    if (groups > 1) b.groups(groups, jsonInt(json, "group_topk", 0));
-    if (jsonBool(json, "bias")) b.expertBias(Npy.read(dir.resolve("bias.npy")).floats());
-    RouterConfig config = b.build();
-
-    float[] logits = Npy.read(dir.resolve("logits.npy")).floats();
-    int[] liveIdx = Npy.read(dir.resolve("live_idx.npy")).ints();
-    double[] liveW = Npy.read(dir.resolve("live_weights.npy")).doubles();
-    int[] replayIdx = Npy.read(dir.resolve("replay_idx.npy")).ints();
-    double[] replayW = Npy.read(dir.resolve("replay_weights.npy")).doubles();
-    float[] dw = toFloats(Npy.read(dir.resolve("grad_weights.npy")).doubles());
-    double[] liveGrad = Npy.read(dir.resolve("live_grad_logits.npy")).doubles();
-    double[] replayGrad = Npy.read(dir.resolve("replay_grad_logits.npy")).doubles();
+  private static void checkGolden(Goldens.Case c) {
+    String name = c.name;
+    RouterConfig config = c.config;
+    int tokens = c.tokens, k = config.topK(), experts = config.experts();
+    float[] logits = c.logits;
+    int[] liveIdx = c.liveIdx, replayIdx = c.replayIdx;
+    float[] dw = c.gradWeights;
 
     try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
       int[] idx = filled(tokens * k, -7);
@@ -110,22 +78,22 @@ class CudaRouterTest {
       long nf = gpu.route(logits, tokens, idx, w);
       assertEquals(0, nf, name + ": non-finite rows");
       assertArrayEquals(liveIdx, idx, name + ": live indices vs golden");
-      assertClose(liveW, w, name + ": live weights vs golden");
+      assertClose(c.liveWeights, w, name + ": live weights vs golden");
       compareWithCpu(name + " live", cpu, gpu, logits, null, LogitsType.FP32, tokens, null, null);
 
       idx = filled(tokens * k, -7);
       w = filled(tokens * k, Float.NaN);
       gpu.replay(logits, tokens, replayIdx, null, idx, w);
       assertArrayEquals(replayIdx, idx, name + ": replay indices");
-      assertClose(replayW, w, name + ": replay weights vs golden");
+      assertClose(c.replayWeights, w, name + ": replay weights vs golden");
       compareWithCpu(name + " replay", cpu, gpu, logits, null, LogitsType.FP32, tokens, replayIdx, null);
 
       float[] g = filled(tokens * experts, Float.NaN);
       gpu.backward(logits, tokens, liveIdx, dw, g);
-      assertCloseGrad(liveGrad, g, name + ": live backward vs golden");
+      assertCloseGrad(c.liveGradLogits, g, name + ": live backward vs golden");
       g = filled(tokens * experts, Float.NaN);
       gpu.backward(logits, tokens, replayIdx, dw, g);
-      assertCloseGrad(replayGrad, g, name + ": replay backward vs golden");
+      assertCloseGrad(c.replayGradLogits, g, name + ": replay backward vs golden");
       compareBackward(name, cpu, gpu, logits, null, LogitsType.FP32, tokens, replayIdx, dw);
 
       // the same rows as bf16 (ties become common): CUDA == CPU
@@ -171,7 +139,7 @@ class CudaRouterTest {
           for (int mode = 0; mode < 3; mode++) {
             String what = config + " " + type + " mode " + mode;
             float[] f = randomLogits(rnd, tokens, config.experts(), mode);
-            int[] rep = randomReplay(rnd, tokens, config.experts(), config.topK());
+            int[] rep = TestData.randomSelection(rnd, tokens, config.topK(), config.experts());
             byte[] mask = new byte[tokens];
             for (int t = 0; t < tokens; t++) mask[t] = (byte) (rnd.nextInt(3) == 0 ? 0 : 1);
             float[] dw = new float[tokens * config.topK()];
@@ -241,7 +209,7 @@ class CudaRouterTest {
     Random rnd = new Random(3);
     int tokens = 200, k = 6;
     float[] f = randomLogits(rnd, tokens, 64, 0);
-    int[] rep = randomReplay(rnd, tokens, 64, k);
+    int[] rep = TestData.randomSelection(rnd, tokens, k, 64);
     rep[57 * k + 5] = rep[57 * k + 1]; // duplicate in row 57
     rep[120 * k + 2] = 64; // out of range in row 120
     try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
@@ -350,22 +318,6 @@ class CudaRouterTest {
     return f;
   }
 
-  private static int[] randomReplay(Random rnd, int tokens, int experts, int k) {
-    int[] idx = new int[tokens * k];
-    int[] perm = new int[experts];
-    for (int t = 0; t < tokens; t++) {
-      for (int i = 0; i < experts; i++) perm[i] = i;
-      for (int j = 0; j < k; j++) {
-        int m = j + rnd.nextInt(experts - j);
-        int tmp = perm[j];
-        perm[j] = perm[m];
-        perm[m] = tmp;
-        idx[t * k + j] = perm[j];
-      }
-    }
-    return idx;
-  }
-
   private static short[] toBf16(float[] f) {
     short[] h = new short[f.length];
     for (int i = 0; i < f.length; i++)
@@ -400,93 +352,5 @@ class CudaRouterTest {
     float[] a = new float[n];
     Arrays.fill(a, v);
     return a;
-  }
-
-  private static float[] toFloats(double[] d) {
-    float[] f = new float[d.length];
-    for (int i = 0; i < d.length; i++) f[i] = (float) d[i];
-    return f;
-  }
-
-  private static String jsonRaw(String json, String key) {
-    Matcher m = Pattern.compile("\"" + Pattern.quote(key) + "\"\\s*:\\s*(\"[^\"]*\"|[^,}\\s]+)").matcher(json);
-    return m.find() ? m.group(1) : null;
-  }
-
-  private static String jsonString(String json, String key) {
-    String v = jsonRaw(json, key);
-    return v == null ? null : v.replace("\"", "");
-  }
-
-  private static int jsonInt(String json, String key, int def) {
-    String v = jsonRaw(json, key);
-    return v == null || "null".equals(v) ? def : Integer.parseInt(v);
-  }
-
-  private static double jsonDouble(String json, String key, double def) {
-    String v = jsonRaw(json, key);
-    return v == null || "null".equals(v) ? def : Double.parseDouble(v);
-  }
-
-  private static boolean jsonBool(String json, String key) {
-    return "true".equals(jsonRaw(json, key));
-  }
-
-  /** Minimal .npy reader: little-endian f4/f8/i4/i8, C order. */
-  private static final class Npy {
-    final String descr;
-    final ByteBuffer data;
-    final long count;
-
-    private Npy(String descr, ByteBuffer data, long count) {
-      this.descr = descr;
-      this.data = data;
-      this.count = count;
-    }
-
-    static Npy read(Path p) throws IOException {
-      ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(p)).order(ByteOrder.LITTLE_ENDIAN);
-      if ((b.get(0) & 0xff) != 0x93 || b.get(1) != 'N') throw new IOException(p + ": not a .npy file");
-      int major = b.get(6);
-      int hlen = major == 1 ? (b.getShort(8) & 0xffff) : b.getInt(8);
-      int hstart = major == 1 ? 10 : 12;
-      String header = new String(b.array(), hstart, hlen, StandardCharsets.ISO_8859_1);
-      Matcher d = Pattern.compile("'descr'\\s*:\\s*'([^']*)'").matcher(header);
-      Matcher s = Pattern.compile("'shape'\\s*:\\s*\\(([^)]*)\\)").matcher(header);
-      if (!d.find() || !s.find()) throw new IOException(p + ": bad header " + header);
-      if (header.contains("'fortran_order': True")) throw new IOException(p + ": Fortran order unsupported");
-      long count = 1;
-      for (String dim : s.group(1).split(",")) if (!dim.trim().isEmpty()) count *= Long.parseLong(dim.trim());
-      b.position(hstart + hlen);
-      return new Npy(d.group(1), b.slice().order(ByteOrder.LITTLE_ENDIAN), count);
-    }
-
-    float[] floats() {
-      float[] f = new float[(int) count];
-      for (int i = 0; i < f.length; i++) f[i] = (float) get(i);
-      return f;
-    }
-
-    double[] doubles() {
-      double[] f = new double[(int) count];
-      for (int i = 0; i < f.length; i++) f[i] = get(i);
-      return f;
-    }
-
-    int[] ints() {
-      int[] v = new int[(int) count];
-      for (int i = 0; i < v.length; i++) v[i] = (int) get(i);
-      return v;
-    }
-
-    private double get(int i) {
-      switch (descr) {
-        case "<f4": return data.getFloat(i * 4);
-        case "<f8": return data.getDouble(i * 8);
-        case "<i4": return data.getInt(i * 4);
-        case "<i8": return data.getLong(i * 8);
-        default: throw new IllegalStateException("unsupported dtype " + descr);
-      }
-    }
   }
 }

@@ -10,6 +10,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
+import org.moerouter.trace.Npy;
 
 /** The reference cases of ../shared/goldens (independent float64 implementation of the spec). */
 final class Goldens {
@@ -56,20 +57,20 @@ final class Goldens {
       RouterConfig.Builder b = RouterConfig.builder(experts, k)
           .scoreFunction("sigmoid".equals(stringField(json, "score")) ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX)
           .preSoftmax(boolField(json, "pre_softmax"));
-      if (boolField(json, "bias")) b.expertBias(TestNpy.read(dir.resolve("bias.npy")).floats());
+      if (boolField(json, "bias")) b.expertBias(Npy.read(dir.resolve("bias.npy")).toFloatArray());
       int groups = intField(json, "groups", 0);
       if (groups > 0) b.groups(groups, intField(json, "group_topk", 0));
       String scale = rawField(json, "scale");
       if (scale != null && !scale.equals("null")) b.scale(Float.parseFloat(scale));
       config = b.build();
-      logits = TestNpy.read(dir.resolve("logits.npy")).floats();
-      liveIdx = TestNpy.read(dir.resolve("live_idx.npy")).ints();
-      replayIdx = TestNpy.read(dir.resolve("replay_idx.npy")).ints();
-      liveWeights = TestNpy.read(dir.resolve("live_weights.npy")).doubles();
-      replayWeights = TestNpy.read(dir.resolve("replay_weights.npy")).doubles();
-      gradWeights = TestNpy.read(dir.resolve("grad_weights.npy")).floats();
-      liveGradLogits = TestNpy.read(dir.resolve("live_grad_logits.npy")).doubles();
-      replayGradLogits = TestNpy.read(dir.resolve("replay_grad_logits.npy")).doubles();
+      logits = Npy.read(dir.resolve("logits.npy")).toFloatArray();
+      liveIdx = Npy.read(dir.resolve("live_idx.npy")).toIntArray();
+      replayIdx = Npy.read(dir.resolve("replay_idx.npy")).toIntArray();
+      liveWeights = doubles(Npy.read(dir.resolve("live_weights.npy")));
+      replayWeights = doubles(Npy.read(dir.resolve("replay_weights.npy")));
+      gradWeights = Npy.read(dir.resolve("grad_weights.npy")).toFloatArray();
+      liveGradLogits = doubles(Npy.read(dir.resolve("live_grad_logits.npy")));
+      replayGradLogits = doubles(Npy.read(dir.resolve("replay_grad_logits.npy")));
       if (logits.length != (long) tokens * experts || liveIdx.length != tokens * k)
         throw new IOException("inconsistent shapes in " + dir);
     }
@@ -86,6 +87,12 @@ final class Goldens {
     public String toString() {
       return name;
     }
+  }
+
+  private static double[] doubles(Npy.Array a) {
+    double[] out = new double[a.size()];
+    for (int i = 0; i < out.length; i++) out[i] = a.getDouble(i);
+    return out;
   }
 
   private static String rawField(String json, String key) {

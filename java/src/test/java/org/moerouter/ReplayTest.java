@@ -44,7 +44,7 @@ class ReplayTest {
     float[] l = logits(t, 64, 5);
     try (MoeRouter r = MoeRouter.create(GROUPED, backend)) {
       RoutingResult live = r.route(l, t);
-      int[] forced = BackendEquivalenceTest.randomSelection(new SplittableRandom(9), t, k, 64);
+      int[] forced = TestData.randomSelection(new SplittableRandom(9), t, k, 64);
       RoutingResult full = r.replay(l, t, forced, null);
       byte[] mask = new byte[t];
       for (int i = 0; i < t; i += 2) mask[i] = 1;
@@ -130,7 +130,7 @@ class ReplayTest {
     RouterConfig sigmoid = RouterConfig.builder(e, k).scoreFunction(ScoreFunction.SIGMOID).build();
     for (RouterConfig c : new RouterConfig[] {softmax, sigmoid}) {
       float[] l = logits(t, e, 4);
-      int[] forced = BackendEquivalenceTest.randomSelection(new SplittableRandom(4), t, k, e);
+      int[] forced = TestData.randomSelection(new SplittableRandom(4), t, k, e);
       try (MoeRouter r = MoeRouter.create(c, backend)) {
         RoutingResult clean = r.replay(l, t, forced, null);
         float[] poisoned = l.clone();

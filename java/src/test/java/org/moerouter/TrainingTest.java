@@ -38,7 +38,7 @@ class TrainingTest {
       for (int i = 0; i < dW.length; i++) dW[i] = (float) rnd.nextGaussian();
       try (MoeRouter r = MoeRouter.create(c, backend)) {
         int[] live = r.route(l, t).indices();
-        int[] replayed = BackendEquivalenceTest.randomSelection(rnd, t, k, e);
+        int[] replayed = TestData.randomSelection(rnd, t, k, e);
         for (int[] idx : new int[][] {live, replayed}) {
           float[] grad = new float[t * e];
           r.backward(l, t, idx, dW, grad);
@@ -193,7 +193,7 @@ class TrainingTest {
     try (MoeRouter r = MoeRouter.create(c, backend)) {
       for (boolean replay : new boolean[] {false, true}) {
         RoutingResult res = replay
-            ? r.replay(l, t, BackendEquivalenceTest.randomSelection(new SplittableRandom(2), t, k, e), null)
+            ? r.replay(l, t, TestData.randomSelection(new SplittableRandom(2), t, k, e), null)
             : r.route(l, t);
         int[] hist = new int[e];
         for (int x : res.indices()) hist[x]++;

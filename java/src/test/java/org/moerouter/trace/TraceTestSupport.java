@@ -1,5 +1,7 @@
 package org.moerouter.trace;
 
+import org.moerouter.TestData;
+
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.nio.ByteBuffer;
@@ -23,24 +25,8 @@ final class TraceTestSupport {
   static RoutingTrace random(long seed, int experts, int k, int[] layerIds, int[] sampleTokens) {
     Random r = new Random(seed);
     RoutingTrace.Builder b = RoutingTrace.builder("test-model", experts, k, layerIds, "softmax");
-    for (int tokens : sampleTokens) b.addSample(randomRows(r, experts, k, tokens * layerIds.length));
+    for (int tokens : sampleTokens) b.addSample(TestData.randomSelection(r, tokens * layerIds.length, k, experts));
     return b.build();
-  }
-
-  static int[] randomRows(Random r, int experts, int k, int rows) {
-    int[] out = new int[rows * k];
-    int[] perm = new int[experts];
-    for (int i = 0; i < experts; i++) perm[i] = i;
-    for (int row = 0; row < rows; row++) {
-      for (int j = 0; j < k; j++) {
-        int x = j + r.nextInt(experts - j);
-        int t = perm[j];
-        perm[j] = perm[x];
-        perm[x] = t;
-        out[row * k + j] = perm[j];
-      }
-    }
-    return out;
   }
 
   static long headerLength(byte[] file) {
