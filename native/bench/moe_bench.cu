@@ -16,25 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.h"
 #include "moe_router.h"
-
-#define CK(expr)                                                                                     \
-  do {                                                                                               \
-    cudaError_t e_ = (expr);                                                                         \
-    if (e_ != cudaSuccess) {                                                                         \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #expr); \
-      exit(1);                                                                                       \
-    }                                                                                                \
-  } while (0)
-
-#define MK(expr)                                                                                       \
-  do {                                                                                                 \
-    int s_ = (expr);                                                                                   \
-    if (s_ != MOE_OK) {                                                                                \
-      fprintf(stderr, "moe error %s at %s:%d: %s\n", moe_status_string(s_), __FILE__, __LINE__, moe_last_error_message()); \
-      exit(1);                                                                                         \
-    }                                                                                                  \
-  } while (0)
 
 namespace {
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.h"
 #include "moe_router.h"
 
 namespace {
@@ -37,25 +38,6 @@ void failf(const char* fmt, ...) {
   fprintf(stderr, "\n");
   va_end(ap);
 }
-
-#define CK(expr)                                                                                    \
-  do {                                                                                              \
-    cudaError_t e_ = (expr);                                                                        \
-    if (e_ != cudaSuccess) {                                                                        \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #expr); \
-      exit(1);                                                                                      \
-    }                                                                                               \
-  } while (0)
-
-#define MK(expr)                                                                                    \
-  do {                                                                                              \
-    int s_ = (expr);                                                                                \
-    if (s_ != MOE_OK) {                                                                             \
-      fprintf(stderr, "moe error %s at %s:%d: %s: %s\n", moe_status_string(s_), __FILE__, __LINE__, #expr, \
-              moe_last_error_message());                                                            \
-      exit(1);                                                                                      \
-    }                                                                                               \
-  } while (0)
 
 struct Config {
   const char* name;
