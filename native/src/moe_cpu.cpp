@@ -6,6 +6,11 @@
 #include "moe_cpu_pool.h"
 #include "moe_internal.h"
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define MOE_CPU_AVX2_SIGMOID 1
+#endif
+
 namespace moe {
 namespace {
 
@@ -94,6 +99,67 @@ RowSoftmax row_softmax_flat(const Load& load, int experts) {
   return RowSoftmax{m, fold_lanes(lanes)};
 }
 
+#if MOE_CPU_AVX2_SIGMOID
+// sigmoid_flat on 8 lanes: the same IEEE operations in the same order (mul and add separate, no
+// FMA), selects as blends, floor as truncation corrected by one, n / 2 as C's truncating division.
+__attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* out, int n) {
+  const __m256 hi = _mm256_set1_ps(88.72283935546875f), lo = _mm256_set1_ps(-103.97208404541015625f);
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(bits_to_float(0x7f800000u));
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_xor_ps(_mm256_loadu_ps(in + i), sign);  // exp(-l)
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    const __m256 above = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+    __m256 xc = _mm256_blendv_ps(x, hi, above);
+    xc = _mm256_blendv_ps(xc, lo, _mm256_cmp_ps(xc, lo, _CMP_LT_OQ));
+    xc = _mm256_blendv_ps(xc, zero, nan);
+    const __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269502162933349609375f)), _mm256_set1_ps(0.5f));
+    const __m256 tr = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(t));
+    const __m256 nf = _mm256_sub_ps(tr, _mm256_and_ps(_mm256_cmp_ps(tr, t, _CMP_GT_OQ), one));
+    __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(nf, _mm256_set1_ps(-2.12194440e-4f)));
+    const __m256 z = _mm256_mul_ps(r, r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, z), r), one);
+    const __m256i ni = _mm256_cvttps_epi32(nf);
+    const __m256i n1 = _mm256_srai_epi32(_mm256_add_epi32(ni, _mm256_srli_epi32(ni, 31)), 1);
+    const __m256i n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias127 = _mm256_set1_epi32(127);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias127), 23)));
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias127), 23)));
+    y = _mm256_blendv_ps(y, inf, above);
+    y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, x, nan);
+    _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, y)));
+  }
+  for (; i < n; ++i) out[i] = sigmoid_flat(in[i]);
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
+// sigmoid_flat over a row; AVX2 lanes when the CPU has them (identical results either way).
+template <typename Load>
+void sigmoid_row(const Load& load, int E, float* out) {
+#if MOE_CPU_AVX2_SIGMOID
+  if (cpu_has_avx2()) {
+    for (int i = 0; i < E; ++i) out[i] = load(i);  // fp32 row (half types widen exactly)
+    sigmoid_row_avx2(out, out, E);
+    return;
+  }
+#endif
+  for (int i = 0; i < E; ++i) out[i] = sigmoid_flat(load(i));
+}
+
 // Routing scores R and their 32-bit keys for a whole row; returns whether a logit is non-finite.
 template <typename Load>
 bool row_scores(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys) {
@@ -101,11 +167,8 @@ bool row_scores(const Params& p, const Load& load, const RowSoftmax& sm, float* 
   uint32_t bad = 0;
   if (p.score_fn == MOE_SCORE_SIGMOID) {
     const float* bias = p.bias;
-    for (int i = 0; i < E; ++i) {
-      const float l = load(i);
-      bad |= nonfinite_bit(l);
-      scores[i] = sigmoid_flat(l);
-    }
+    for (int i = 0; i < E; ++i) bad |= nonfinite_bit(load(i));
+    sigmoid_row(load, E, scores);
     if (bias)
       for (int i = 0; i < E; ++i) scores[i] = scores[i] + bias[i];
     for (int i = 0; i < E; ++i) skeys[i] = score_key_flat(scores[i]);
