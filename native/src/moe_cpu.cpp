@@ -8,7 +8,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
-#define MOE_CPU_AVX2_SIGMOID 1
+#define MOE_CPU_AVX2_SIGMOID 1  // AVX2 exp/sigmoid lanes, chosen at run time
 #endif
 
 namespace moe {
@@ -16,6 +16,8 @@ namespace {
 
 // Below this many logits per call the pool's wake-up costs more than it saves.
 constexpr int64_t kParallelMinElements = 1 << 15;
+// Replay rows fetched ahead of use (their k logits are scattered).
+constexpr int64_t kAhead = 8;
 
 template <int DT>
 struct RowLoader {
@@ -102,43 +104,55 @@ RowSoftmax row_softmax_flat(const Load& load, int experts) {
 #if MOE_CPU_AVX2_SIGMOID
 // sigmoid_flat on 8 lanes: the same IEEE operations in the same order (mul and add separate, no
 // FMA), selects as blends, floor as truncation corrected by one, n / 2 as C's truncating division.
-__attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* out, int n) {
+__attribute__((target("avx2"))) inline __m256 exp_det_lanes(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.72283935546875f), lo = _mm256_set1_ps(-103.97208404541015625f);
   const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-  const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(bits_to_float(0x7f800000u));
+  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  const __m256 above = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+  __m256 xc = _mm256_blendv_ps(x, hi, above);
+  xc = _mm256_blendv_ps(xc, lo, _mm256_cmp_ps(xc, lo, _CMP_LT_OQ));
+  xc = _mm256_blendv_ps(xc, zero, nan);
+  const __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269502162933349609375f)), _mm256_set1_ps(0.5f));
+  const __m256 tr = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(t));
+  const __m256 nf = _mm256_sub_ps(tr, _mm256_and_ps(_mm256_cmp_ps(tr, t, _CMP_GT_OQ), one));
+  __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(nf, _mm256_set1_ps(-2.12194440e-4f)));
+  const __m256 z = _mm256_mul_ps(r, r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+  __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, z), r), one);
+  const __m256i ni = _mm256_cvttps_epi32(nf);
+  const __m256i n1 = _mm256_srai_epi32(_mm256_add_epi32(ni, _mm256_srli_epi32(ni, 31)), 1);
+  const __m256i n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i bias127 = _mm256_set1_epi32(127);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias127), 23)));
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias127), 23)));
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(bits_to_float(0x7f800000u)), above);
+  y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+  return _mm256_blendv_ps(y, x, nan);
+}
+
+// out[i] = sigmoid_flat(in[i]); in and out may be the same array.
+__attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* out, int n) {
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_xor_ps(_mm256_loadu_ps(in + i), sign);  // exp(-l)
-    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-    const __m256 above = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    __m256 xc = _mm256_blendv_ps(x, hi, above);
-    xc = _mm256_blendv_ps(xc, lo, _mm256_cmp_ps(xc, lo, _CMP_LT_OQ));
-    xc = _mm256_blendv_ps(xc, zero, nan);
-    const __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269502162933349609375f)), _mm256_set1_ps(0.5f));
-    const __m256 tr = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(t));
-    const __m256 nf = _mm256_sub_ps(tr, _mm256_and_ps(_mm256_cmp_ps(tr, t, _CMP_GT_OQ), one));
-    __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f)));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(nf, _mm256_set1_ps(-2.12194440e-4f)));
-    const __m256 z = _mm256_mul_ps(r, r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
-    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, z), r), one);
-    const __m256i ni = _mm256_cvttps_epi32(nf);
-    const __m256i n1 = _mm256_srai_epi32(_mm256_add_epi32(ni, _mm256_srli_epi32(ni, 31)), 1);
-    const __m256i n2 = _mm256_sub_epi32(ni, n1);
-    const __m256i bias127 = _mm256_set1_epi32(127);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias127), 23)));
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias127), 23)));
-    y = _mm256_blendv_ps(y, inf, above);
-    y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-    y = _mm256_blendv_ps(y, x, nan);
-    _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, y)));
+    const __m256 e = exp_det_lanes(_mm256_xor_ps(_mm256_loadu_ps(in + i), sign));  // exp(-l)
+    _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
   }
   for (; i < n; ++i) out[i] = sigmoid_flat(in[i]);
+}
+
+// out[i] = exp_det_flat(in[i] - sub); in and out may be the same array.
+__attribute__((target("avx2"))) void exp_shifted_avx2(const float* in, float sub, float* out, int n) {
+  const __m256 s = _mm256_set1_ps(sub);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp_det_lanes(_mm256_sub_ps(_mm256_loadu_ps(in + i), s)));
+  for (; i < n; ++i) out[i] = exp_det_flat(in[i] - sub);
 }
 
 bool cpu_has_avx2() {
@@ -259,6 +273,15 @@ bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, flo
   return nonfinite;
 }
 
+// out[i] = exp_det_flat(in[i] - sub), on AVX2 lanes when `lanes`.
+inline void exp_shifted(bool lanes, const float* in, float sub, float* out, int n) {
+#if MOE_CPU_AVX2_SIGMOID
+  if (lanes) return exp_shifted_avx2(in, sub, out, n);
+#endif
+  (void)lanes;
+  for (int i = 0; i < n; ++i) out[i] = exp_det_flat(in[i] - sub);
+}
+
 // unscaled_weights with the k logits gathered first and branch-free exp/sigmoid (same results):
 // the k exponentials vectorise, the sums keep their sequential order.
 template <typename Load>
@@ -267,14 +290,25 @@ void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const Ro
   float l[MOE_MAX_TOPK];
   uint32_t bad = 0;
   for (int j = 0; j < k; ++j) l[j] = load(idx[j]);
+#if MOE_CPU_AVX2_SIGMOID
+  const bool lanes = k >= 8 && cpu_has_avx2();
+#else
+  const bool lanes = false;
+#endif
   if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
-    for (int j = 0; j < k; ++j) w[j] = exp_det_flat(l[j] - sm.max) / sm.sum;
+    exp_shifted(lanes, l, sm.max, w, k);
+    for (int j = 0; j < k; ++j) w[j] = w[j] / sm.sum;
     return;
   }
   for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
   if (bad) nf = true;
   if (p.score_fn == MOE_SCORE_SIGMOID) {
-    for (int j = 0; j < k; ++j) w[j] = sigmoid_flat(l[j]);
+#if MOE_CPU_AVX2_SIGMOID
+    if (lanes)
+      sigmoid_row_avx2(l, w, k);
+    else
+#endif
+      for (int j = 0; j < k; ++j) w[j] = sigmoid_flat(l[j]);
     if (k == 1) return;
     float denom = 0.0f;
     for (int j = 0; j < k; ++j) denom = denom + w[j];
@@ -284,7 +318,7 @@ void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const Ro
   }
   float m = bits_to_float(0xff800000u);
   for (int j = 0; j < k; ++j) m = l[j] > m ? l[j] : m;
-  for (int j = 0; j < k; ++j) w[j] = exp_det_flat(l[j] - m);
+  exp_shifted(lanes, l, m, w, k);
   float sum = 0.0f;
   for (int j = 0; j < k; ++j) sum = sum + w[j];
   for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
@@ -328,9 +362,9 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
     bool nf;
     if (replay) {
       const int32_t* src = c.replay + t * k;
-      if (t + 2 < t1 && !p.needs_full_row()) {  // replay reads k scattered logits: fetch ahead
-        const char* ahead = c.logits + (t + 2) * c.row_bytes;
-        for (int j = 0; j < k; ++j) __builtin_prefetch(ahead + (size_t)src[2 * k + j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
+      if (t + kAhead < t1 && !p.needs_full_row()) {  // replay reads k scattered logits: fetch ahead
+        const char* ahead = c.logits + (t + kAhead) * c.row_bytes;
+        for (int j = 0; j < k; ++j) __builtin_prefetch(ahead + (size_t)src[kAhead * k + j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
       }
       if (src != idx) std::copy(src, src + k, idx);
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
