@@ -1,6 +1,8 @@
 // Per-token routing math shared by the CPU backend and the CUDA kernels (host and device).
-// The pure-Java backend (org.moerouter.JavaRouting) mirrors this file operation for operation:
-// every float op here has a fixed order and no contraction (-ffp-contract=off, nvcc -fmad=false),
+// The pure-Java backend (org.moerouter.JavaRouting) mirrors this file operation for operation, and
+// its Kernel.selectRow is the reference selection (plain or grouped top-k over rank_key) that the
+// CPU and CUDA selection algorithms reproduce exactly.
+// Every float op here has a fixed order and no contraction (-ffp-contract=off, nvcc -fmad=false),
 // so all three backends compute bit-identical routing scores and therefore identical indices.
 #ifndef MOE_ROUTING_MATH_H_
 #define MOE_ROUTING_MATH_H_
@@ -13,7 +15,6 @@
 #else
 #define MOE_HD inline
 #include <string.h>
-#include <math.h>
 #endif
 
 namespace moe {
@@ -68,24 +69,22 @@ MOE_HD float load_logit(const void* base, int dtype, int64_t i) {
 
 MOE_HD bool is_finite(float x) { return (float_to_bits(x) & 0x7f800000u) != 0x7f800000u; }
 
-MOE_HD float floor_f(float x) {
-#if defined(__CUDA_ARCH__)
-  return floorf(x);
-#else
-  return floorf(x);
-#endif
-}
-
 // exp(x) from +, -, * and one exact power-of-two scaling (Cephes-style, about 1 ulp), so that
 // CPU, CUDA and Java round identically. Library expf differs between them in the last bit.
+// Written without branches (the special cases are selected at the end) so that loops over it
+// vectorise; floor(t) for |t| < 2^31 is truncation corrected by one, which is exact.
 MOE_HD float exp_det(float x) {
-  if (x != x) return x;
-  if (x > 88.72283935546875f) return bits_to_float(0x7f800000u);
-  if (x < -103.97208404541015625f) return 0.0f;
-  float n = floor_f(x * 1.44269502162933349609375f + 0.5f);
-  float r = x - n * 0.693359375f;
+  const float hi = 88.72283935546875f, lo = -103.97208404541015625f;
+  const bool nan = (float_to_bits(x) & 0x7fffffffu) > 0x7f800000u;
+  float xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  xc = nan ? 0.0f : xc;
+  const float t = xc * 1.44269502162933349609375f + 0.5f;
+  const float tr = (float)(int32_t)t;
+  const float n = tr - (tr > t ? 1.0f : 0.0f);  // selects a constant: no speculative arithmetic
+  float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float z = r * r;
+  const float z = r * r;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -93,11 +92,14 @@ MOE_HD float exp_det(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   float y = p * z + r + 1.0f;
-  int ni = (int)n;  // in [-150, 128]: split so that both factors are normal floats
-  int n1 = ni / 2;
-  int n2 = ni - n1;
+  const int32_t ni = (int32_t)n;  // in [-150, 128]: split so that both factors are normal floats
+  const int32_t n1 = ni / 2;
+  const int32_t n2 = ni - n1;
   y = y * bits_to_float((uint32_t)(n1 + 127) << 23);
-  return y * bits_to_float((uint32_t)(n2 + 127) << 23);
+  y = y * bits_to_float((uint32_t)(n2 + 127) << 23);
+  y = x > hi ? bits_to_float(0x7f800000u) : y;
+  y = x < lo ? 0.0f : y;
+  return nan ? x : y;
 }
 
 MOE_HD float sigmoid_det(float x) { return 1.0f / (1.0f + exp_det(-x)); }
@@ -105,9 +107,10 @@ MOE_HD float sigmoid_det(float x) { return 1.0f / (1.0f + exp_det(-x)); }
 // Total order on routing scores as an unsigned key: larger key = better. NaN is below every
 // number (including -inf); -0 and +0 are equal.
 MOE_HD uint32_t score_key(float r) {
-  if (r != r) return 0u;
-  uint32_t b = float_to_bits(r + 0.0f);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  const uint32_t b = float_to_bits(r + 0.0f);
+  const uint32_t key = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);  // negative: ~b, else b | sign
+  const uint32_t not_nan = 0u - (uint32_t)((b & 0x7fffffffu) <= 0x7f800000u);
+  return key & not_nan;  // branch-free, so key loops vectorise
 }
 
 // Score key plus index: equal scores rank the lower index first. Keys are distinct per index.
@@ -178,11 +181,14 @@ MOE_HD RowSoftmax row_softmax(const Load& load, int experts) {
   float m = bits_to_float(0xff800000u);  // -inf; NaN never wins `>`
   for (int i = 0; i < experts; ++i) {
     float v = load(i);
-    if (v > m) m = v;
+    m = v > m ? v : m;
   }
   float lanes[kSumLanes];
   for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
-  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += exp_det(load(i) - m);
+  int i = 0;
+  for (; i + kSumLanes <= experts; i += kSumLanes)  // blocked, so each block vectorises
+    for (int j = 0; j < kSumLanes; ++j) lanes[j] += exp_det(load(i + j) - m);
+  for (int j = 0; i + j < experts; ++j) lanes[j] += exp_det(load(i + j) - m);
   RowSoftmax s;
   s.max = m;
   s.sum = fold_lanes(lanes);
@@ -242,42 +248,6 @@ MOE_HD void unscaled_weights(const Params& p, const Load& load, const int32_t* i
     sum = sum + w[j];
   }
   for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
-}
-
-// Live selection for one row (spec section 2) into idx[k]. `scores` is scratch of E floats,
-// `keys` scratch of max(k, group_topk) + per_group entries. Returns whether a logit is non-finite.
-template <typename Load>
-MOE_HD bool select_row(const Params& p, const Load& load, const RowSoftmax& sm, float* scores,
-                       uint64_t* keys, int32_t* idx) {
-  bool nonfinite = false;
-  for (int i = 0; i < p.experts; ++i) {
-    float l = load(i);
-    if (!is_finite(l)) nonfinite = true;
-    scores[i] = routing_score(p, l, i, sm);
-  }
-  int count = 0;
-  if (!p.grouped()) {
-    for (int i = 0; i < p.experts; ++i) topk_insert(keys, count, p.k, rank_key(scores[i], i));
-  } else {
-    const int gs = p.group_size(), per = p.per_group();
-    uint64_t* group_keys = keys + per;  // [group_topk] best groups
-    int gcount = 0;
-    for (int g = 0; g < p.groups; ++g) {
-      int c = 0;
-      for (int i = g * gs; i < (g + 1) * gs; ++i) topk_insert(keys, c, per, rank_key(scores[i], i));
-      topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(keys, per, scores), g));
-    }
-    // Kept groups are visited in ascending group order; keys are index-aware so order is irrelevant.
-    uint64_t* expert_keys = keys;  // reuse: per-group scratch no longer needed
-    uint64_t kept[MOE_MAX_GROUPS];
-    for (int j = 0; j < gcount; ++j) kept[j] = group_keys[j];
-    for (int j = 0; j < gcount; ++j) {
-      int g = rank_key_index(kept[j]);
-      for (int i = g * gs; i < (g + 1) * gs; ++i) topk_insert(expert_keys, count, p.k, rank_key(scores[i], i));
-    }
-  }
-  for (int j = 0; j < p.k; ++j) idx[j] = rank_key_index(keys[j]);
-  return nonfinite;
 }
 
 // Backward of one row (spec section 5): grad [E] from dw [k] at experts idx[k].

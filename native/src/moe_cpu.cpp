@@ -38,71 +38,11 @@ bool row_has_nonfinite(const Load& load, int experts) {
   return false;
 }
 
-// ---- Branch-free forms of the shared math, so that the per-expert loops vectorise. Each one
-// returns exactly what its moe_routing_math.h counterpart returns, for every input.
-
-// score_key without branches.
-inline uint32_t score_key_flat(float r) {
-  const uint32_t b = float_to_bits(r + 0.0f);
-  const uint32_t key = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
-  const uint32_t not_nan = 0u - (uint32_t)((b & 0x7fffffffu) <= 0x7f800000u);
-  return key & not_nan;
-}
-
+// A logit that is NaN or infinite, as an integer so that `bad |= ...` loops vectorise.
 inline uint32_t nonfinite_bit(float l) { return (uint32_t)((float_to_bits(l) & 0x7f800000u) == 0x7f800000u); }
 
-// exp_det without branches: the same operations on a clamped argument, then the special cases
-// selected. floor(t) for |t| < 2^31 is truncation corrected by one, which is exact.
-inline float exp_det_flat(float x) {
-  const float hi = 88.72283935546875f, lo = -103.97208404541015625f;
-  const uint32_t xb = float_to_bits(x);
-  const bool nan = (xb & 0x7fffffffu) > 0x7f800000u;
-  float xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
-  xc = nan ? 0.0f : xc;
-  const float t = xc * 1.44269502162933349609375f + 0.5f;
-  const float tr = (float)(int32_t)t;
-  const float n = tr - (tr > t ? 1.0f : 0.0f);  // selects a constant: no speculative arithmetic
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  const float z = r * r;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  float y = p * z + r + 1.0f;
-  const int32_t ni = (int32_t)n;
-  const int32_t n1 = ni / 2;
-  const int32_t n2 = ni - n1;
-  y = y * bits_to_float((uint32_t)(n1 + 127) << 23);
-  y = y * bits_to_float((uint32_t)(n2 + 127) << 23);
-  y = x > hi ? bits_to_float(0x7f800000u) : y;
-  y = x < lo ? 0.0f : y;
-  return nan ? x : y;
-}
-
-inline float sigmoid_flat(float x) { return 1.0f / (1.0f + exp_det_flat(-x)); }
-
-// row_softmax with the branch-free exp (same lane order, same result).
-template <typename Load>
-RowSoftmax row_softmax_flat(const Load& load, int experts) {
-  float m = bits_to_float(0xff800000u);
-  for (int i = 0; i < experts; ++i) {
-    const float v = load(i);
-    m = v > m ? v : m;
-  }
-  float lanes[kSumLanes] = {};
-  int i = 0;
-  for (; i + kSumLanes <= experts; i += kSumLanes)
-    for (int j = 0; j < kSumLanes; ++j) lanes[j] += exp_det_flat(load(i + j) - m);
-  for (int j = 0; i + j < experts; ++j) lanes[j] += exp_det_flat(load(i + j) - m);
-  return RowSoftmax{m, fold_lanes(lanes)};
-}
-
 #if MOE_CPU_AVX2_SIGMOID
-// sigmoid_flat on 8 lanes: the same IEEE operations in the same order (mul and add separate, no
+// exp_det on 8 lanes: the same IEEE operations in the same order (mul and add separate, no
 // FMA), selects as blends, floor as truncation corrected by one, n / 2 as C's truncating division.
 __attribute__((target("avx2"))) inline __m256 exp_det_lanes(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.72283935546875f), lo = _mm256_set1_ps(-103.97208404541015625f);
@@ -136,7 +76,7 @@ __attribute__((target("avx2"))) inline __m256 exp_det_lanes(__m256 x) {
   return _mm256_blendv_ps(y, x, nan);
 }
 
-// out[i] = sigmoid_flat(in[i]); in and out may be the same array.
+// out[i] = sigmoid_det(in[i]); in and out may be the same array.
 __attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* out, int n) {
   const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
   int i = 0;
@@ -144,15 +84,15 @@ __attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* ou
     const __m256 e = exp_det_lanes(_mm256_xor_ps(_mm256_loadu_ps(in + i), sign));  // exp(-l)
     _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
   }
-  for (; i < n; ++i) out[i] = sigmoid_flat(in[i]);
+  for (; i < n; ++i) out[i] = sigmoid_det(in[i]);
 }
 
-// out[i] = exp_det_flat(in[i] - sub); in and out may be the same array.
+// out[i] = exp_det(in[i] - sub); in and out may be the same array.
 __attribute__((target("avx2"))) void exp_shifted_avx2(const float* in, float sub, float* out, int n) {
   const __m256 s = _mm256_set1_ps(sub);
   int i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, exp_det_lanes(_mm256_sub_ps(_mm256_loadu_ps(in + i), s)));
-  for (; i < n; ++i) out[i] = exp_det_flat(in[i] - sub);
+  for (; i < n; ++i) out[i] = exp_det(in[i] - sub);
 }
 
 bool cpu_has_avx2() {
@@ -161,7 +101,7 @@ bool cpu_has_avx2() {
 }
 #endif
 
-// sigmoid_flat over a row; AVX2 lanes when the CPU has them (identical results either way).
+// sigmoid_det over a row; AVX2 lanes when the CPU has them (identical results either way).
 template <typename Load>
 void sigmoid_row(const Load& load, int E, float* out) {
 #if MOE_CPU_AVX2_SIGMOID
@@ -171,7 +111,7 @@ void sigmoid_row(const Load& load, int E, float* out) {
     return;
   }
 #endif
-  for (int i = 0; i < E; ++i) out[i] = sigmoid_flat(load(i));
+  for (int i = 0; i < E; ++i) out[i] = sigmoid_det(load(i));
 }
 
 // Routing scores R and their 32-bit keys for a whole row; returns whether a logit is non-finite.
@@ -185,20 +125,20 @@ bool row_scores(const Params& p, const Load& load, const RowSoftmax& sm, float* 
     sigmoid_row(load, E, scores);
     if (bias)
       for (int i = 0; i < E; ++i) scores[i] = scores[i] + bias[i];
-    for (int i = 0; i < E; ++i) skeys[i] = score_key_flat(scores[i]);
+    for (int i = 0; i < E; ++i) skeys[i] = score_key(scores[i]);
   } else if (p.pre_softmax) {
     for (int i = 0; i < E; ++i) {
       const float l = load(i);
       bad |= nonfinite_bit(l);
-      scores[i] = exp_det_flat(l - sm.max) / sm.sum;
-      skeys[i] = score_key_flat(scores[i]);
+      scores[i] = exp_det(l - sm.max) / sm.sum;
+      skeys[i] = score_key(scores[i]);
     }
   } else {
     for (int i = 0; i < E; ++i) {
       const float l = load(i);
       bad |= nonfinite_bit(l);
       scores[i] = l;
-      skeys[i] = score_key_flat(l);
+      skeys[i] = score_key(l);
     }
   }
   return bad != 0;
@@ -239,7 +179,7 @@ void topk_keys(const uint32_t* sk, int n, int cap, IndexOf index_of, uint64_t* o
   }
 }
 
-// Live selection with the result of moe::select_row (plain or group-limited).
+// Live selection with the result of JavaRouting.Kernel.selectRow (plain or group-limited).
 template <typename Load>
 bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
                     uint64_t* keys, int32_t* idx) {
@@ -273,16 +213,16 @@ bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, flo
   return nonfinite;
 }
 
-// out[i] = exp_det_flat(in[i] - sub), on AVX2 lanes when `lanes`.
+// out[i] = exp_det(in[i] - sub), on AVX2 lanes when `lanes`.
 inline void exp_shifted(bool lanes, const float* in, float sub, float* out, int n) {
 #if MOE_CPU_AVX2_SIGMOID
   if (lanes) return exp_shifted_avx2(in, sub, out, n);
 #endif
   (void)lanes;
-  for (int i = 0; i < n; ++i) out[i] = exp_det_flat(in[i] - sub);
+  for (int i = 0; i < n; ++i) out[i] = exp_det(in[i] - sub);
 }
 
-// unscaled_weights with the k logits gathered first and branch-free exp/sigmoid (same results):
+// moe::unscaled_weights with the k logits gathered first (same results):
 // the k exponentials vectorise, the sums keep their sequential order.
 template <typename Load>
 void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const RowSoftmax& sm, float* w, bool& nf) {
@@ -308,7 +248,7 @@ void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const Ro
       sigmoid_row_avx2(l, w, k);
     else
 #endif
-      for (int j = 0; j < k; ++j) w[j] = sigmoid_flat(l[j]);
+      for (int j = 0; j < k; ++j) w[j] = sigmoid_det(l[j]);
     if (k == 1) return;
     float denom = 0.0f;
     for (int j = 0; j < k; ++j) denom = denom + w[j];
@@ -358,7 +298,7 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
     int32_t* idx = c.out_idx + t * k;
     const bool replay = c.replay && (!c.mask || c.mask[t] != 0);
     RowSoftmax sm{0.0f, 1.0f};
-    if (p.needs_full_row()) sm = row_softmax_flat(load, p.experts);
+    if (p.needs_full_row()) sm = row_softmax(load, p.experts);
     bool nf;
     if (replay) {
       const int32_t* src = c.replay + t * k;
@@ -397,7 +337,7 @@ MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     const int32_t* idx = c.idx + t * p.k;
     RowSoftmax sm{0.0f, 1.0f};
-    if (p.needs_full_row()) sm = row_softmax_flat(load, p.experts);
+    if (p.needs_full_row()) sm = row_softmax(load, p.experts);
     bool nf = false;
     weights_cpu(p, load, idx, sm, w, nf);
     backward_row(p, load, idx, w, sm, c.grad_w + t * p.k, c.grad_logits + t * p.experts);
