@@ -162,10 +162,7 @@ final class DemoCommand {
   static double[] timeLiveVsReplay(MoeRouter router, float[][] logits, RoutingTrace trace, int tokens, int layers, int k,
       Progress progress) {
     int[][] replay = new int[layers][tokens * k];
-    int[] all = new int[tokens * layers * k];
-    trace.copyTokens(0, tokens, 0, layers, all, 0);
-    for (int l = 0; l < layers; l++)
-      for (int t = 0; t < tokens; t++) System.arraycopy(all, (t * layers + l) * k, replay[l], t * k, k);
+    for (int l = 0; l < layers; l++) trace.copyTokens(0, tokens, l, l + 1, replay[l], 0);  // [tokens, 1, k]
     int[] idx = new int[tokens * k];
     float[] w = new float[tokens * k];
     int rounds = 15;
