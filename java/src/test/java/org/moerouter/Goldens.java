@@ -6,10 +6,10 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.List;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import org.moerouter.trace.Npy;
 
 /** The reference cases of ../shared/goldens (independent float64 implementation of the spec). */
@@ -50,18 +50,17 @@ final class Goldens {
 
     private Case(Path dir) throws IOException {
       name = dir.getFileName().toString();
-      String json = Files.readString(dir.resolve("config.json"));
-      int experts = intField(json, "E", -1);
-      int k = intField(json, "topk", -1);
-      tokens = intField(json, "T", -1);
+      JsonNode json = new ObjectMapper().readTree(dir.resolve("config.json").toFile());
+      int experts = json.path("E").asInt(-1);
+      int k = json.path("topk").asInt(-1);
+      tokens = json.path("T").asInt(-1);
       RouterConfig.Builder b = RouterConfig.builder(experts, k)
-          .scoreFunction("sigmoid".equals(stringField(json, "score")) ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX)
-          .preSoftmax(boolField(json, "pre_softmax"));
-      if (boolField(json, "bias")) b.expertBias(Npy.read(dir.resolve("bias.npy")).toFloatArray());
-      int groups = intField(json, "groups", 0);
-      if (groups > 0) b.groups(groups, intField(json, "group_topk", 0));
-      String scale = rawField(json, "scale");
-      if (scale != null && !scale.equals("null")) b.scale(Float.parseFloat(scale));
+          .scoreFunction("sigmoid".equals(json.path("score").asText()) ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX)
+          .preSoftmax(json.path("pre_softmax").asBoolean(false));
+      if (json.path("bias").asBoolean(false)) b.expertBias(Npy.read(dir.resolve("bias.npy")).toFloatArray());
+      int groups = json.path("groups").asInt(0);
+      if (groups > 0) b.groups(groups, json.path("group_topk").asInt(0));
+      if (json.path("scale").isNumber()) b.scale((float) json.path("scale").asDouble());
       config = b.build();
       logits = Npy.read(dir.resolve("logits.npy")).toFloatArray();
       liveIdx = Npy.read(dir.resolve("live_idx.npy")).toIntArray();
@@ -93,23 +92,5 @@ final class Goldens {
     double[] out = new double[a.size()];
     for (int i = 0; i < out.length; i++) out[i] = a.getDouble(i);
     return out;
-  }
-
-  private static String rawField(String json, String key) {
-    Matcher m = Pattern.compile("\"" + key + "\"\\s*:\\s*([^,}\\s]+)").matcher(json);
-    return m.find() ? m.group(1).replace("\"", "") : null;
-  }
-
-  private static int intField(String json, String key, int dflt) {
-    String v = rawField(json, key);
-    return v == null || v.equals("null") ? dflt : Integer.parseInt(v);
-  }
-
-  private static boolean boolField(String json, String key) {
-    return "true".equals(rawField(json, key));
-  }
-
-  private static String stringField(String json, String key) {
-    return rawField(json, key);
   }
 }
