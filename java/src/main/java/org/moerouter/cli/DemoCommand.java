@@ -14,6 +14,7 @@ import org.moerouter.MoeRouter;
 import org.moerouter.RouterConfig;
 import org.moerouter.RoutingAgreement;
 import org.moerouter.ScoreFunction;
+import org.moerouter.replay.LayerKey;
 import org.moerouter.replay.ReplayAction;
 import org.moerouter.replay.ReplayRegistry;
 import org.moerouter.replay.RouterReplay;
@@ -27,8 +28,9 @@ import org.moerouter.trace.TraceFiles;
  * do: the "inference" engine multiplies bf16-rounded hidden states and router weights with a tiled
  * summation and emits bf16 logits; the "training" engine works in fp32 with the opposite summation
  * order. The rollout records its routing per layer into a trace file; the training pass routes live
- * (and disagrees on a fraction of tokens) and then replays the trace (and agrees exactly), with the
- * forward replay queued for activation recompute as a trainer would.
+ * (and disagrees on a fraction of tokens) and then replays the trace (and agrees exactly): per micro-batch
+ * every layer's target is set once, a log-prob pass and a training pass replay it without consuming it, and
+ * the activation recompute pops the backward queues, as a Megatron trainer does.
  */
 final class DemoCommand {
   private DemoCommand() {}
@@ -82,56 +84,68 @@ final class DemoCommand {
       int[] idx = new int[tokens * k];
       float[] w = new float[tokens * k];
 
-      // ---- rollout: the inference engine routes bf16 logits and records every layer (R3).
+      // ---- rollout: the inference engine routes bf16 logits and records every layer (R3) into one
+      // stacked [tokens, layers, k] buffer, each layer writing its strided slice (Megatron's static buffer).
       ReplayRegistry rollout = new ReplayRegistry();
-      for (int id : layerIds) rollout.addLayer(id).setRecordBuffer(new int[tokens * k]);
+      LayerKey[] keys = LayerKey.decoders(layerIds);
+      for (LayerKey key : keys) rollout.addLayer(key, config);
+      int[] recorded = new int[tokens * layers * k];  // [tokens, layers, k]
+      rollout.setStaticBuffer(recorded, tokens);
       rollout.setAction(ReplayAction.RECORD);
-      for (int l = 0; l < layers; l++) rollout.layer(l).route(inference, inferenceLogits[l], LogitsType.BF16, tokens, idx, w);
+      for (int l = 0; l < layers; l++) rollout.layer(keys[l]).route(inference, inferenceLogits[l], LogitsType.BF16, tokens, idx, w);
       int samples = microBatches;
       int perSample = tokens / samples;
-      int[] recorded = interleave(rollout, layerIds, tokens, k);  // [tokens, layers, k]
       RoutingTrace.Builder tb = RoutingTrace.builder(model + "-sim", e, k, layerIds, config.scoreFunction().name().toLowerCase(Locale.ROOT));
       for (int s = 0; s < samples; s++) tb.addSample(recorded, s * perSample * layers * k, perSample);
       Files.createDirectories(outDir);
       Path tracePath = outDir.resolve("r3-trace.safetensors");
       TraceFiles.write(tb.build(), tracePath);
 
-      // ---- training: read the trace back (memory-mapped) and run the trainer's passes.
+      // ---- training: read the trace back (memory-mapped) and run the trainer's passes per micro-batch:
+      // set every layer's target once, a log-prob pass and a training pass that both replay it without
+      // consuming it, and after all forwards the activation recompute popping the backward queues.
       RoutingTrace trace = TraceFiles.open(tracePath);
       int[] live = new int[tokens * layers * k];
       int[] replayed = new int[tokens * layers * k];
+      int[] trainReplayed = new int[tokens * layers * k];
       ReplayRegistry trainer = new ReplayRegistry();
-      for (int id : layerIds) trainer.addLayer(id);
+      for (LayerKey key : keys) trainer.addLayer(key, config);
       int mbTokens = tokens / microBatches;
-      for (int mb = 0; mb < microBatches; mb++) {
-        int[] target = new int[mbTokens * layers * k];
-        trace.copySample(mb, 0, layers, target, 0);
-        trainer.setTargets(mb, mbTokens, layerIds, target, null);
-      }
       int[] mbIdx = new int[mbTokens * k];
       float[] mbW = new float[mbTokens * k];
       float[] mbLogits = new float[mbTokens * e];
+      int[] target = new int[mbTokens * layers * k];
       for (int mb = 0; mb < microBatches; mb++) {
+        trace.copySample(mb, 0, layers, target, 0);
+        trainer.setReplayData(target, new long[] {mbTokens, layers, k}, keys, null);
         for (int l = 0; l < layers; l++) {
           System.arraycopy(trainingLogits[l], mb * mbTokens * e, mbLogits, 0, mbTokens * e);
-          trainer.setAction(ReplayAction.NONE);  // without replay: what the trainer would pick itself
-          trainer.layer(l).route(training, mbLogits, mbTokens, mbIdx, mbW);
+          RouterReplay layer = trainer.layer(keys[l]);
+          layer.setAction(ReplayAction.NONE);  // without replay: what the trainer would pick itself
+          layer.route(training, mbLogits, mbTokens, mbIdx, mbW);
           scatter(mbIdx, live, mb * mbTokens, mbTokens, l, layers, k);
-          trainer.setAction(ReplayAction.REPLAY_FORWARD);
-          trainer.layer(l).route(training, mbLogits, mbTokens, mbIdx, mbW);
+          layer.setAction(ReplayAction.REPLAY_FORWARD);  // log-prob pass
+          layer.route(training, mbLogits, mbTokens, mbIdx, mbW);
           scatter(mbIdx, replayed, mb * mbTokens, mbTokens, l, layers, k);
+          layer.route(training, mbLogits, mbTokens, mbIdx, mbW);  // training pass: the same target again
+          scatter(mbIdx, trainReplayed, mb * mbTokens, mbTokens, l, layers, k);
         }
         progress.update("training forward", mb + 1, microBatches);
       }
-      // Activation recompute in the backward pass takes the queued indices in FIFO order.
+      // Activation recompute in the backward pass takes the queued targets in FIFO order.
       trainer.setAction(ReplayAction.REPLAY_BACKWARD);
       for (int mb = 0; mb < microBatches; mb++)
         for (int l = layers - 1; l >= 0; l--) {
           System.arraycopy(trainingLogits[l], mb * mbTokens * e, mbLogits, 0, mbTokens * e);
-          trainer.layer(l).route(training, mbLogits, mbTokens, mbIdx, mbW);
+          trainer.layer(keys[l]).route(training, mbLogits, mbTokens, mbIdx, mbW);
         }
       trainer.checkAllConsumed();
+      trainer.clear();
       progress.done();
+      if (!java.util.Arrays.equals(replayed, trainReplayed)) {
+        out.println("ERROR: the training pass did not replay what the log-prob pass replayed");
+        return 1;
+      }
 
       RoutingAgreement.Result without = RoutingAgreement.compare(recorded, live, tokens, layers, k, e);
       RoutingAgreement.Result with = RoutingAgreement.compare(recorded, replayed, tokens, layers, k, e);
@@ -183,17 +197,6 @@ final class DemoCommand {
     java.util.Arrays.sort(liveNs);
     java.util.Arrays.sort(replayNs);
     return new double[] {liveNs[rounds / 2], replayNs[rounds / 2]};
-  }
-
-  static int[] interleave(ReplayRegistry registry, int[] layerIds, int tokens, int k) {
-    int layers = layerIds.length;
-    int[] out = new int[tokens * layers * k];
-    for (int l = 0; l < layers; l++) {
-      RouterReplay r = registry.layer(layerIds[l]);
-      if (r.recordedTokens() != tokens) throw new IllegalStateException("layer " + l + " recorded " + r.recordedTokens());
-      scatter(r.recordBuffer(), out, 0, tokens, l, layers, k);
-    }
-    return out;
   }
 
   /** Copies [tokens, k] indices of one layer into rows [from, from + tokens) of a [T, layers, k] array. */

@@ -4,10 +4,13 @@ package org.moerouter.replay;
 public enum ReplayAction {
   /** Route live; nothing is recorded or replayed. */
   NONE,
-  /** Route live and copy the selected indices into the layer's recording buffer. */
+  /** Route live and keep the selected indices ({@link RecordMode}). */
   RECORD,
-  /** Use the indices set for the current micro-batch and queue them for the backward recompute. */
+  /**
+   * Replay the layer's target indices without consuming them: a log-prob pass and the training pass reuse
+   * the same target. Under {@link BackwardQueue#ON_FORWARD} each use also queues the target for backward.
+   */
   REPLAY_FORWARD,
-  /** Activation recompute during backward: take the queued indices in FIFO order. */
+  /** Activation recompute during backward: pop the backward FIFO's front entry and replay it. */
   REPLAY_BACKWARD
 }

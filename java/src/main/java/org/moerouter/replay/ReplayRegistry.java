@@ -1,63 +1,165 @@
 package org.moerouter.replay;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import org.moerouter.MinusOneRows;
 import org.moerouter.MoeRouterException;
+import org.moerouter.RouterConfig;
 import org.moerouter.Status;
 
 /**
- * The per-layer replay states of one model (no global state: each model owns its registry).
+ * The per-layer replay states of one model (ROUTING_SPEC.md section 7; Megatron's
+ * {@code RouterReplay.global_router_replay_instances} without the global: each model owns its registry).
+ * Layers are keyed by {@link LayerKey} (kind and number) and kept in registration order, which is the
+ * order of the every-layer calls ({@link #setReplayData}, {@link #setStaticBuffer}, {@link #recordedData}),
+ * as Megatron's creation order is.
  *
  * <pre>{@code
- * ReplayRegistry replay = new ReplayRegistry();
- * for (int id : moeLayerIds) replay.addLayer(id);
- * replay.addLayer(mtpLayerId, true);                         // multi-token prediction: never replayed
+ * ReplayRegistry replay = new ReplayRegistry();                    // ON_SET, LATEST, REJECT
+ * for (int l : moeLayers) replay.addLayer(LayerKey.decoder(l), config);
+ * replay.addLayer(LayerKey.mtp(0), config, true);                  // never replayed
  *
+ * replay.setReplayData(stacked, new long[] {T, moeLayers.length, k}, null, mask);   // [T, layers, k]
  * replay.setAction(ReplayAction.REPLAY_FORWARD);
- * for (int mb = 0; mb < microBatches; mb++) {
- *   replay.setTargets(mb, tokens, layerIds, indices, mask);  // [tokens, layers, k] from a trace
- *   model.forward(mb);                                       // each layer: replay.layer(id).route(router, ...)
- * }
- * replay.setAction(ReplayAction.REPLAY_BACKWARD);            // recompute in backward: FIFO
- * ...
- * replay.checkAllConsumed();                                 // names layer and micro-batch otherwise
+ * model.forward();   // log-prob pass: each layer calls replay.layer(key).route(router, ...)
+ * model.forward();   // training pass: same targets, not consumed
+ * replay.setAction(ReplayAction.REPLAY_BACKWARD);
+ * model.recompute(); // activation recompute pops each layer's backward FIFO
+ * replay.clear();    // targets, recordings and FIFOs; actions stay
  * }</pre>
  *
- * Not thread-safe (see {@link RouterReplay}).
+ * Options ({@link #builder()}): {@link BackwardQueue}, {@link RecordMode}, {@link MinusOneRows}. Not
+ * thread-safe (see {@link RouterReplay}).
  */
 public final class ReplayRegistry {
-  private final Map<Integer, RouterReplay> layers = new LinkedHashMap<>();
+  private final Map<LayerKey, RouterReplay> layers = new LinkedHashMap<>();
+  private final BackwardQueue backwardQueue;
+  private final RecordMode recordMode;
+  private final MinusOneRows minusOneRows;
 
-  /** Adds a replayable layer. */
-  public RouterReplay addLayer(int layerId) {
-    return addLayer(layerId, false);
+  /** A registry with the default options: {@code ON_SET}, {@code LATEST}, {@code REJECT}. */
+  public ReplayRegistry() {
+    this(builder());
   }
 
-  /** Adds a layer; {@code neverReplay} for layers without recorded routing (multi-token prediction). */
-  public RouterReplay addLayer(int layerId, boolean neverReplay) {
-    if (layers.containsKey(layerId)) throw invalid("layer " + layerId + " is already registered");
-    RouterReplay r = new RouterReplay(layerId, neverReplay);
-    layers.put(layerId, r);
+  private ReplayRegistry(Builder b) {
+    this.backwardQueue = b.backwardQueue;
+    this.recordMode = b.recordMode;
+    this.minusOneRows = b.minusOneRows;
+  }
+
+  /** A builder of a registry with non-default options. */
+  public static Builder builder() {
+    return new Builder();
+  }
+
+  /** Options of a {@link ReplayRegistry}; each names the peer behaviour it reproduces. */
+  public static final class Builder {
+    private BackwardQueue backwardQueue = BackwardQueue.ON_SET;
+    private RecordMode recordMode = RecordMode.LATEST;
+    private MinusOneRows minusOneRows = MinusOneRows.REJECT;
+
+    private Builder() {}
+
+    /** When the backward FIFO is filled; default {@link BackwardQueue#ON_SET} (Megatron). */
+    public Builder backwardQueue(BackwardQueue q) {
+      this.backwardQueue = Objects.requireNonNull(q, "backwardQueue");
+      return this;
+    }
+
+    /** What RECORD keeps; default {@link RecordMode#LATEST} (Megatron); APPEND for slime/miles. */
+    public Builder recordMode(RecordMode m) {
+      this.recordMode = Objects.requireNonNull(m, "recordMode");
+      return this;
+    }
+
+    /** What targets' all-(-1) rows mean; default {@link MinusOneRows#REJECT}; LIVE or ARANGE (miles). */
+    public Builder minusOneRows(MinusOneRows m) {
+      this.minusOneRows = Objects.requireNonNull(m, "minusOneRows");
+      return this;
+    }
+
+    /** The registry, with no layers yet. */
+    public ReplayRegistry build() {
+      return new ReplayRegistry(this);
+    }
+  }
+
+  /** When the layers' backward FIFOs are filled. */
+  public BackwardQueue backwardQueue() {
+    return backwardQueue;
+  }
+
+  /** What RECORD keeps. */
+  public RecordMode recordMode() {
+    return recordMode;
+  }
+
+  /** What targets' all-(-1) rows mean. */
+  public MinusOneRows minusOneRows() {
+    return minusOneRows;
+  }
+
+  // ------------------------------------------------------------------ layers
+
+  /** Adds a replayable layer routed by a router of {@code config} (its E and top-k bound the targets). */
+  public RouterReplay addLayer(LayerKey key, RouterConfig config) {
+    return addLayer(key, config, false);
+  }
+
+  /** Adds a layer; {@code neverReplay} for layers without recorded routing (they always route live). */
+  public RouterReplay addLayer(LayerKey key, RouterConfig config, boolean neverReplay) {
+    Objects.requireNonNull(config, "config");
+    return addLayer(key, config.experts(), config.topK(), neverReplay);
+  }
+
+  /** Adds a replayable layer of E experts and top-k. */
+  public RouterReplay addLayer(LayerKey key, int experts, int topK) {
+    return addLayer(key, experts, topK, false);
+  }
+
+  /** Adds a layer of E experts and top-k; {@code neverReplay} for layers that always route live. */
+  public RouterReplay addLayer(LayerKey key, int experts, int topK, boolean neverReplay) {
+    Objects.requireNonNull(key, "key");
+    if (experts < 1 || topK < 1 || topK > experts)
+      throw invalid(key + ": need 1 <= topK <= experts, got topK " + topK + " of " + experts);
+    if (layers.containsKey(key)) throw invalid(key + " is already registered");
+    RouterReplay r = new RouterReplay(key, experts, topK, neverReplay, backwardQueue, recordMode, minusOneRows);
+    layers.put(key, r);
     return r;
   }
 
-  public RouterReplay layer(int layerId) {
-    RouterReplay r = layers.get(layerId);
-    if (r == null) throw invalid("layer " + layerId + " is not registered (layers: " + layers.keySet() + ")");
+  /** The layer of {@code key}. */
+  public RouterReplay layer(LayerKey key) {
+    Objects.requireNonNull(key, "key");
+    RouterReplay r = layers.get(key);
+    if (r == null) throw invalid(key + " is not registered (layers: " + layers.keySet() + ")");
     return r;
   }
 
-  public boolean hasLayer(int layerId) {
-    return layers.containsKey(layerId);
+  /** The layer of the given kind and number. */
+  public RouterReplay layer(LayerKind kind, int number) {
+    return layer(LayerKey.of(kind, number));
+  }
+
+  /** Whether {@code key} is registered. */
+  public boolean hasLayer(LayerKey key) {
+    return layers.containsKey(key);
   }
 
   /** Every layer, in registration order. */
   public List<RouterReplay> layers() {
     return Collections.unmodifiableList(new ArrayList<>(layers.values()));
+  }
+
+  /** The keys of the layers that accept targets (not never-replay), in registration order. */
+  public LayerKey[] replayableKeys() {
+    return layers.values().stream().filter(r -> !r.neverReplay()).map(RouterReplay::key).toArray(LayerKey[]::new);
   }
 
   /** Sets the action of every replayable layer (never-replay layers stay {@link ReplayAction#NONE}). */
@@ -66,34 +168,9 @@ public final class ReplayRegistry {
     for (RouterReplay r : layers.values()) if (!r.neverReplay()) r.setAction(action);
   }
 
-  /** Sets one layer's indices [tokens, k] for a micro-batch; see {@link RouterReplay#setTarget}. */
-  public void setTarget(int layerId, int microBatch, int[] indices, byte[] mask, int tokens) {
-    layer(layerId).setTarget(microBatch, indices, mask, tokens);
-  }
-
-  /**
-   * Sets the indices of several layers at once from the trace layout [tokens, layers, k]
-   * ({@code layerIds[i]} is the registry layer of position i). Each layer gets its own [tokens, k] copy;
-   * the mask [tokens] (nullable) is shared. Nothing is set if any layer is unknown or never-replay.
-   */
-  public void setTargets(int microBatch, int tokens, int[] layerIds, int[] indices, byte[] mask) {
-    Objects.requireNonNull(layerIds, "layerIds");
-    Objects.requireNonNull(indices, "indices");
-    int nl = layerIds.length;
-    if (tokens < 0 || nl == 0) throw invalid("need tokens >= 0 and at least one layer");
-    long rows = (long) tokens * nl;
-    if (rows == 0 || indices.length % rows != 0)
-      throw invalid("indices hold " + indices.length + " ints, not a multiple of tokens*layers = " + rows);
-    int k = (int) (indices.length / rows);
-    for (int id : layerIds) {
-      RouterReplay r = layer(id);
-      if (r.neverReplay()) throw new ReplayStateException(id, microBatch, "layer " + id + " is marked never-replay; no indices can be set for it");
-    }
-    for (int i = 0; i < nl; i++) {
-      int[] own = new int[tokens * k];
-      for (int t = 0; t < tokens; t++) System.arraycopy(indices, (t * nl + i) * k, own, t * k, k);
-      layer(layerIds[i]).setTarget(microBatch, own, mask, tokens);
-    }
+  /** Every layer back to {@link ReplayAction#NONE} (Megatron {@code clear_global_router_replay_action}). */
+  public void clearActions() {
+    for (RouterReplay r : layers.values()) r.forceAction(ReplayAction.NONE);
   }
 
   /** Suspends replay on every layer until the returned scope is closed; see {@link Suspension}. */
@@ -101,23 +178,160 @@ public final class ReplayRegistry {
     return new Suspension(new ArrayList<>(layers.values()));
   }
 
-  /**
-   * Checks that every entry set was replayed forward and every forward was consumed by a backward
-   * recompute; call at the end of a training step.
-   *
-   * @throws ReplayStateException naming the first layer and micro-batch, the message listing all problems
-   */
-  public void checkAllConsumed() {
-    List<ReplayStateException> problems = new ArrayList<>();
-    for (RouterReplay r : layers.values()) problems.addAll(r.unconsumed());
-    if (problems.isEmpty()) return;
-    StringBuilder msg = new StringBuilder("replay entries left unconsumed: ");
-    for (int i = 0; i < problems.size(); i++) msg.append(i == 0 ? "" : "; ").append(problems.get(i).getMessage());
-    ReplayStateException first = problems.get(0);
-    throw new ReplayStateException(first.layerId(), first.microBatch(), msg.toString());
+  // ------------------------------------------------------------------ targets
+
+  /** Sets one layer's target [tokens, k]; see {@link RouterReplay#setTargetIndices(int[], int, byte[])}. */
+  public void setTargetIndices(LayerKey key, int[] indices, int tokens, byte[] mask) {
+    layer(key).setTargetIndices(indices, tokens, mask);
   }
 
-  /** Drops every pending and queued entry and resets recording positions (for example after a failed step). */
+  /**
+   * Sets every replayable layer's target at once (Megatron {@code set_replay_data}): exactly one array
+   * [tokens, k] per layer of {@link #replayableKeys()}, in that order, and one optional mask [tokens]
+   * shared by all. All-or-nothing: every array is validated before any layer changes.
+   *
+   * @throws ReplayStateException for a wrong number of arrays, or naming the first layer whose array does
+   *     not fit (both shapes) or holds a bad row
+   */
+  public void setReplayData(int[][] perLayer, int tokens, byte[] mask) {
+    Objects.requireNonNull(perLayer, "perLayer");
+    LayerKey[] keys = replayableKeys();
+    if (perLayer.length != keys.length)
+      throw new ReplayStateException(null, "setReplayData got " + perLayer.length + " arrays for " + keys.length
+          + " replayable layers " + Arrays.toString(keys) + " (one per layer, in registration order)");
+    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+    TargetRows.Checked[] checked = new TargetRows.Checked[keys.length];
+    for (int i = 0; i < keys.length; i++) {
+      RouterReplay r = layers.get(keys[i]);
+      int[] a = Objects.requireNonNull(perLayer[i], "perLayer[" + i + "]");
+      if ((long) tokens * r.topK() != a.length)
+        throw new ReplayStateException(keys[i], keys[i] + ": setReplayData array " + i + " is "
+            + TargetRows.impliedShape(a.length, tokens) + ", the layer needs " + TargetRows.shape(tokens, r.topK()));
+      checked[i] = r.check(a, tokens, mask);
+    }
+    for (int i = 0; i < keys.length; i++) layers.get(keys[i]).install(tokens, checked[i]);
+  }
+
+  /**
+   * Sets the targets of several layers from one stacked array [T, L, k] (the layout of a trace, of
+   * Megatron's recorded data and of slime/verl after selecting the MoE layers): position {@code i} of the
+   * second axis goes to layer {@code layers[i]} (null: {@link #replayableKeys()} in order). {@code shape} is
+   * the array's shape and must be [T, layers.length, k]. Each layer gets its own [T, k] copy; the mask [T]
+   * (nullable) is shared. All-or-nothing.
+   */
+  public void setReplayData(int[] stacked, long[] shape, LayerKey[] layerKeys, byte[] mask) {
+    Objects.requireNonNull(stacked, "stacked");
+    Objects.requireNonNull(shape, "shape");
+    LayerKey[] keys = layerKeys != null ? layerKeys.clone() : replayableKeys();
+    long n = 1;
+    for (long d : shape) n = d < 0 ? -1 : n * d;
+    if (n != stacked.length)
+      throw invalid("shape " + Arrays.toString(shape) + " does not describe " + stacked.length + " indices");
+    for (int i = 0; i < keys.length; i++) {
+      layer(Objects.requireNonNull(keys[i], "layers[" + i + "]"));
+      for (int j = 0; j < i; j++) if (keys[j].equals(keys[i])) throw invalid(keys[i] + " listed twice");
+    }
+    int k = keys.length == 0 ? -1 : layers.get(keys[0]).topK();
+    for (LayerKey key : keys)
+      if (layers.get(key).topK() != k)
+        throw invalid("stacked replay data needs one top-k for all its layers; " + keys[0] + " is top-" + k + ", " + key
+            + " is top-" + layers.get(key).topK());
+    if (shape.length != 3 || shape[1] != keys.length || shape[2] != k)
+      throw new ReplayStateException(null, "setReplayData: stacked indices " + Arrays.toString(shape) + " do not match "
+          + TargetRows.shape(shape.length > 0 ? shape[0] : 0, keys.length, k) + " (tokens, " + keys.length + " layers "
+          + Arrays.toString(keys) + ", top-" + k + ")");
+    int tokens = Math.toIntExact(shape[0]);
+    int nl = keys.length;
+    TargetRows.Checked[] checked = new TargetRows.Checked[nl];
+    for (int i = 0; i < nl; i++) {
+      int[] own = new int[tokens * k];
+      for (int t = 0; t < tokens; t++) System.arraycopy(stacked, (t * nl + i) * k, own, t * k, k);
+      checked[i] = layers.get(keys[i]).check(own, tokens, mask);
+    }
+    for (int i = 0; i < nl; i++) layers.get(keys[i]).install(tokens, checked[i]);
+  }
+
+  // ------------------------------------------------------------------ recording
+
+  /**
+   * Every layer records into its strided slice of one caller-owned buffer [maxTokens, layers, k], layers in
+   * registration order (Megatron {@code set_global_static_buffers}); all layers must share k.
+   */
+  public void setStaticBuffer(int[] buffer, int maxTokens) {
+    Objects.requireNonNull(buffer, "buffer");
+    List<RouterReplay> all = layers();
+    if (all.isEmpty()) throw invalid("no layers registered");
+    int k = all.get(0).topK();
+    for (RouterReplay r : all)
+      if (r.topK() != k) throw invalid("a static buffer needs one top-k for all layers; " + all.get(0).key() + " is top-" + k
+          + ", " + r.key() + " is top-" + r.topK());
+    int nl = all.size();
+    if (maxTokens < 0 || (long) maxTokens * nl * k != buffer.length)
+      throw new ReplayStateException(null, "static buffer of " + buffer.length + " ints is not " + TargetRows.shape(maxTokens, nl, k)
+          + " (max tokens, " + nl + " layers, top-" + k + ")");
+    for (int i = 0; i < nl; i++) all.get(i).setRecordBuffer(buffer, i * k, nl * k, maxTokens);
+  }
+
+  /** Every layer back to its own growing recording buffer (Megatron {@code clear_global_static_buffers}). */
+  public void clearStaticBuffers() {
+    for (RouterReplay r : layers.values()) r.clearRecordBuffer();
+  }
+
+  /**
+   * One new [recordedTokens, k] array per layer, registration order, null where nothing was recorded
+   * (Megatron {@code get_recorded_data}).
+   */
+  public int[][] recordedData() {
+    List<RouterReplay> all = layers();
+    int[][] out = new int[all.size()][];
+    for (int i = 0; i < out.length; i++) out[i] = all.get(i).recordedIndices();
+    return out;
+  }
+
+  /**
+   * The recordings of {@code layerKeys} (null: all layers, registration order) stacked as [T, layers, k], the
+   * layout of a trace sample. Every layer must have recorded the same T with the same k.
+   */
+  public int[] recordedStacked(LayerKey[] layerKeys) {
+    LayerKey[] keys = layerKeys != null ? layerKeys.clone() : layers.keySet().toArray(new LayerKey[0]);
+    if (keys.length == 0) throw invalid("no layers to stack");
+    RouterReplay first = layer(keys[0]);
+    for (LayerKey key : keys) {
+      RouterReplay r = layer(key);
+      if (!r.hasRecording()) throw new ReplayStateException(key, key + ": nothing recorded");
+      if (r.recordedTokens() != first.recordedTokens() || r.topK() != first.topK())
+        throw new ReplayStateException(key, key + " recorded " + TargetRows.shape(r.recordedTokens(), r.topK()) + ", "
+            + first.key() + " recorded " + TargetRows.shape(first.recordedTokens(), first.topK()) + ": they cannot be stacked");
+    }
+    int[] out = new int[Math.toIntExact(first.recordedTokens() * keys.length * first.topK())];
+    for (int i = 0; i < keys.length; i++) layers.get(keys[i]).copyRecordedInto(out, i, keys.length);
+    return out;
+  }
+
+  // ------------------------------------------------------------------ end of step
+
+  /**
+   * Checks that every backward FIFO is empty: each queued target was popped by one activation recompute.
+   * Call at the end of a step that recomputes every layer.
+   *
+   * @throws ReplayStateException naming the first layer, the message listing every layer with entries left
+   */
+  public void checkAllConsumed() {
+    StringBuilder msg = new StringBuilder();
+    LayerKey first = null;
+    for (RouterReplay r : layers.values()) {
+      if (r.backwardQueueSize() == 0) continue;
+      if (first == null) first = r.key();
+      msg.append(msg.length() == 0 ? "" : "; ").append(r.key()).append(": ").append(r.backwardQueueSize())
+          .append(r.backwardQueueSize() == 1 ? " entry" : " entries").append(" never popped by REPLAY_BACKWARD");
+    }
+    if (first != null) throw new ReplayStateException(first, "replay entries left in backward queues: " + msg);
+  }
+
+  /**
+   * Empties every layer's target, backward FIFO and recording (Megatron {@code clear_global_indices}, for
+   * example after a step or a failed step); actions, options and recording buffers stay.
+   */
   public void clear() {
     for (RouterReplay r : layers.values()) r.clear();
   }
@@ -128,6 +342,6 @@ public final class ReplayRegistry {
 
   @Override
   public String toString() {
-    return "ReplayRegistry" + layers.values();
+    return "ReplayRegistry{" + backwardQueue + ", " + recordMode + ", minus_one_rows " + minusOneRows + ", " + layers.values() + "}";
   }
 }

@@ -4,27 +4,23 @@ import org.moerouter.MoeRouterException;
 import org.moerouter.Status;
 
 /**
- * Replay bookkeeping went wrong: no indices set for a replayed micro-batch, queued indices never
- * consumed, a token count that does not match, a recording buffer that is full. Status
- * {@link Status#INVALID_REPLAY}; {@link #layerId()} and {@link #microBatch()} name the first offender
- * ({@code -1} for the micro-batch when none applies).
+ * Replay data or bookkeeping went wrong: target indices of the wrong shape or with an invalid row, no
+ * target for a replayed layer, an empty backward queue, a recording buffer too small, queued entries never
+ * popped. Status {@link Status#INVALID_REPLAY}; {@link #layer()} names the first offending layer (null when
+ * no single layer is at fault, for example a wrong number of arrays for the whole model).
  */
 public class ReplayStateException extends MoeRouterException {
   private static final long serialVersionUID = 1L;
-  private final int layerId;
-  private final int microBatch;
+  private final transient LayerKey layer;
 
-  public ReplayStateException(int layerId, int microBatch, String message) {
+  /** An error about {@code layer} (nullable); the message should name it. */
+  public ReplayStateException(LayerKey layer, String message) {
     super(Status.INVALID_REPLAY, message);
-    this.layerId = layerId;
-    this.microBatch = microBatch;
+    this.layer = layer;
   }
 
-  public int layerId() {
-    return layerId;
-  }
-
-  public int microBatch() {
-    return microBatch;
+  /** The layer at fault, or null. */
+  public LayerKey layer() {
+    return layer;
   }
 }

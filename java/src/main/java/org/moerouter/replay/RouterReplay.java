@@ -1,60 +1,92 @@
 package org.moerouter.replay;
 
 import java.util.ArrayDeque;
-import java.util.ArrayList;
-import java.util.List;
+import java.util.Arrays;
 import java.util.Objects;
 import org.moerouter.LogitsType;
+import org.moerouter.MinusOneRows;
 import org.moerouter.MoeRouter;
 import org.moerouter.MoeRouterException;
+import org.moerouter.RouterConfig;
 import org.moerouter.Status;
 
 /**
- * Routing replay state of one MoE layer (ROUTING_SPEC.md section 7), created by a {@link ReplayRegistry}.
- * The layer's forward calls {@link #route} instead of {@link MoeRouter#route}; what happens depends on the
- * current {@link ReplayAction}:
+ * Routing replay state of one MoE layer (ROUTING_SPEC.md section 7, Megatron's {@code RouterReplay}),
+ * created by {@link ReplayRegistry#addLayer}. The layer's forward calls {@link #route} instead of
+ * {@link MoeRouter#route}; what happens depends on the current {@link ReplayAction}:
  * <ul>
  *   <li>{@code NONE}: live routing;</li>
- *   <li>{@code RECORD}: live routing, then the indices [tokens, k] are appended to the caller-sized
- *       recording buffer ({@link #setRecordBuffer}); no allocation per call;</li>
- *   <li>{@code REPLAY_FORWARD}: takes the oldest indices set with {@link #setTarget} (one entry per
- *       micro-batch), replays them ({@link MoeRouter#replay}: forced experts, live weights, masked rows
- *       live) and queues them for the backward recompute;</li>
- *   <li>{@code REPLAY_BACKWARD}: activation recompute; replays the queued entries in FIFO order.</li>
+ *   <li>{@code RECORD}: live routing, and the indices [T, k] are kept ({@link RecordMode}: the latest call,
+ *       or every call appended) in the layer's own growing buffer or in a caller-owned buffer
+ *       ({@link #setRecordBuffer}, also a strided slice of a stacked [max_tokens, layers, k] buffer);</li>
+ *   <li>{@code REPLAY_FORWARD}: replays the target set with {@link #setTargetIndices} ({@link MoeRouter#replay}:
+ *       forced experts, live weights, masked rows live) without consuming it: it stays until replaced or
+ *       cleared, so a log-prob pass and the training pass reuse it;</li>
+ *   <li>{@code REPLAY_BACKWARD}: activation recompute; pops the backward FIFO's front entry and replays it.
+ *       The FIFO is filled once per set ({@link BackwardQueue#ON_SET}, Megatron) or once per forward use
+ *       ({@link BackwardQueue#ON_FORWARD}).</li>
  * </ul>
- * Target arrays are referenced, not copied: leave them untouched until the backward has consumed them.
- * Layers marked never-replay (multi-token-prediction layers) always route live.
  *
- * <p>Not thread-safe: one model drives its registry from the thread running forward and backward.
- * Errors in the bookkeeping are {@link ReplayStateException}s naming the layer and micro-batch.
+ * <p>Targets must be exactly [T, k], k the layer's top-k, with every row valid (k distinct experts in
+ * [0, E), rows with mask 0 excepted, rows of -1 as {@link MinusOneRows} says); a wrong shape or row is
+ * rejected when set, with an error naming the layer and both shapes, and nothing changes. Target arrays
+ * are referenced, not copied (copies are made only where a -1 row is rewritten): leave them untouched
+ * until the layer is cleared.
+ *
+ * <p>Layers marked never-replay (for example multi-token-prediction layers without recorded routing)
+ * accept no target and no action but {@code NONE}. Not thread-safe: one model drives its registry from the
+ * thread running forward and backward. Bookkeeping errors are {@link ReplayStateException}s naming the layer.
  */
 public final class RouterReplay {
-  private final int layerId;
+  private final LayerKey key;
+  private final int experts;
+  private final int topK;
   private final boolean neverReplay;
+  private final BackwardQueue backwardQueue;
+  private final RecordMode recordMode;
+  private final MinusOneRows minusOneRows;
   private ReplayAction action = ReplayAction.NONE;
-  private final ArrayDeque<Target> pending = new ArrayDeque<>();
-  private final ArrayDeque<Target> queued = new ArrayDeque<>();
-  private int[] recordBuffer;
-  private long recordDevice;
-  private long recordCapacityTokens;
-  private long recordedTokens;
 
-  /** Indices of one micro-batch, on the host (arrays) or on the device (addresses). */
+  private Target target;
+  private final ArrayDeque<Target> backward = new ArrayDeque<>();
+
+  // Recording on the host: rows [0, recordedTokens) at buffer[offset + row * stride ..+k].
+  private int[] recordBuffer;
+  private int recordOffset;
+  private int recordStride;
+  private long recordCapacity;      // rows; -1 for the layer's own growing buffer
+  private long recordedTokens;
+  private int[] callTokens = new int[4];
+  private int calls;
+  // Recording on the device: a contiguous int32 [capacity, k] buffer.
+  private long recordDevice;
+  private long recordDeviceCapacity;
+
+  /** Indices [tokens, k] of one set, on the host (arrays) or on the device (addresses). */
   static final class Target {
-    final int microBatch;
-    final long tokens;
+    final int tokens;
+    final long deviceTokens;
     final int[] indices;
     final byte[] mask;
     final long indicesAddress;
     final long maskAddress;
 
-    Target(int microBatch, long tokens, int[] indices, byte[] mask, long indicesAddress, long maskAddress) {
-      this.microBatch = microBatch;
+    Target(int tokens, int[] indices, byte[] mask) {
       this.tokens = tokens;
+      this.deviceTokens = tokens;
       this.indices = indices;
       this.mask = mask;
-      this.indicesAddress = indicesAddress;
-      this.maskAddress = maskAddress;
+      this.indicesAddress = 0;
+      this.maskAddress = 0;
+    }
+
+    Target(long tokens, long indices, long mask) {
+      this.tokens = -1;
+      this.deviceTokens = tokens;
+      this.indices = null;
+      this.mask = null;
+      this.indicesAddress = indices;
+      this.maskAddress = mask;
     }
 
     boolean onDevice() {
@@ -62,20 +94,40 @@ public final class RouterReplay {
     }
   }
 
-  RouterReplay(int layerId, boolean neverReplay) {
-    this.layerId = layerId;
+  RouterReplay(LayerKey key, int experts, int topK, boolean neverReplay, BackwardQueue backwardQueue,
+      RecordMode recordMode, MinusOneRows minusOneRows) {
+    this.key = key;
+    this.experts = experts;
+    this.topK = topK;
     this.neverReplay = neverReplay;
+    this.backwardQueue = backwardQueue;
+    this.recordMode = recordMode;
+    this.minusOneRows = minusOneRows;
+    this.recordStride = topK;
+    this.recordCapacity = -1;
   }
 
-  public int layerId() {
-    return layerId;
+  /** The layer's key (kind and number). */
+  public LayerKey key() {
+    return key;
   }
 
-  /** True for layers that are never replayed (multi-token prediction): they always route live. */
+  /** Number of experts E of the layer's router. */
+  public int experts() {
+    return experts;
+  }
+
+  /** The layer's top-k: targets are [T, k] with exactly this k. */
+  public int topK() {
+    return topK;
+  }
+
+  /** True for layers that are never replayed: they always route live. */
   public boolean neverReplay() {
     return neverReplay;
   }
 
+  /** The current action. */
   public ReplayAction action() {
     return action;
   }
@@ -87,7 +139,7 @@ public final class RouterReplay {
   public void setAction(ReplayAction action) {
     Objects.requireNonNull(action, "action");
     if (neverReplay && action != ReplayAction.NONE)
-      throw new ReplayStateException(layerId, -1, "layer " + layerId + " is marked never-replay; it cannot " + action);
+      throw new ReplayStateException(key, key + " is marked never-replay; it cannot " + action);
     this.action = action;
   }
 
@@ -97,114 +149,237 @@ public final class RouterReplay {
 
   /** Suspends replay on this layer only; see {@link Suspension}. */
   public Suspension suspend() {
-    return new Suspension(List.of(this));
+    return new Suspension(java.util.List.of(this));
   }
 
   // ------------------------------------------------------------------ targets
 
+  /** {@link #setTargetIndices(int[], int, byte[])} without a mask. */
+  public void setTargetIndices(int[] indices, int tokens) {
+    setTargetIndices(indices, tokens, null);
+  }
+
   /**
-   * Sets the indices [tokens, k] to replay for {@code microBatch} (and an optional mask [tokens]; rows
-   * with 0 route live). Entries are consumed by REPLAY_FORWARD in the order they were set.
+   * Sets the target indices [tokens, k] (row-major, {@code indices.length == tokens * k} exactly) and an
+   * optional mask [tokens] (rows with 0 route live), replacing any previous target; under
+   * {@link BackwardQueue#ON_SET} also appends them to the backward FIFO. Validated first: on any error
+   * nothing changes.
+   *
+   * @throws ReplayStateException naming this layer, the shape given and the shape needed, or the bad row
    */
-  public void setTarget(int microBatch, int[] indices, byte[] mask, int tokens) {
+  public void setTargetIndices(int[] indices, int tokens, byte[] mask) {
     Objects.requireNonNull(indices, "indices");
-    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
-    if (mask != null && mask.length < tokens) throw invalid("mask holds " + mask.length + " entries, needs " + tokens);
-    addTarget(new Target(microBatch, tokens, indices, mask, 0, 0));
+    if (tokens < 0) throw invalid(key + ": tokens must be >= 0, got " + tokens);
+    if ((long) tokens * topK != indices.length)
+      throw new ReplayStateException(key, key + ": target indices " + TargetRows.impliedShape(indices.length, tokens)
+          + " do not match the layer's " + TargetRows.shape(tokens, topK) + " (" + tokens + " tokens, top-" + topK + ")");
+    install(indices, tokens, mask);
   }
 
   /**
-   * CUDA: sets device indices [tokens, k] (int32) and an optional device mask [tokens] (uint8, 0 for
-   * none) for {@code microBatch}; used by {@link #routeDevice}.
+   * Sets the target indices given with their array shape (for example a numpy array's), which must be
+   * exactly [T, k]: data stacked for several layers ([T, layers, k]) goes through
+   * {@link ReplayRegistry#setReplayData(int[], long[], LayerKey[], byte[])}.
    */
-  public void setTargetDevice(int microBatch, long indices, long mask, long tokens) {
-    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
-    if (indices == 0 && tokens > 0) throw invalid("device indices must not be 0");
-    addTarget(new Target(microBatch, tokens, null, null, indices, mask));
+  public void setTargetIndices(int[] indices, long[] shape, byte[] mask) {
+    Objects.requireNonNull(indices, "indices");
+    Objects.requireNonNull(shape, "shape");
+    long n = 1;
+    for (long d : shape) n = d < 0 ? -1 : n * d;
+    if (n != indices.length)
+      throw invalid(key + ": shape " + Arrays.toString(shape) + " does not describe " + indices.length + " indices");
+    if (shape.length != 2 || shape[1] != topK)
+      throw new ReplayStateException(key, key + ": target indices " + Arrays.toString(shape) + " do not match the layer's "
+          + TargetRows.shape(shape.length > 0 ? shape[0] : 0, topK) + " (tokens, top-" + topK + ")"
+          + (shape.length == 3 ? "; stacked [tokens, layers, k] data goes through ReplayRegistry.setReplayData" : ""));
+    install(indices, (int) shape[0], mask);
   }
 
-  private void addTarget(Target t) {
-    if (neverReplay)
-      throw new ReplayStateException(layerId, t.microBatch, "layer " + layerId + " is marked never-replay; no indices can be set for it");
-    for (Target p : pending)
-      if (p.microBatch == t.microBatch)
-        throw new ReplayStateException(layerId, t.microBatch, "layer " + layerId + ": indices for micro-batch " + t.microBatch
-            + " are already set and not yet consumed");
-    pending.add(t);
+  /** Checks without installing: what the every-layer setters run for all layers before setting any. */
+  TargetRows.Checked check(int[] indices, int tokens, byte[] mask) {
+    if (neverReplay) throw new ReplayStateException(key, key + " is marked never-replay; no target indices can be set for it");
+    if (mask != null && mask.length != tokens)
+      throw new ReplayStateException(key, key + ": mask holds " + mask.length + " entries, the target has " + tokens + " tokens");
+    return TargetRows.check(key, experts, topK, indices, mask, tokens, minusOneRows);
   }
 
-  /** Micro-batches set but not yet replayed forward, oldest first. */
-  public int[] pendingMicroBatches() {
-    return pending.stream().mapToInt(t -> t.microBatch).toArray();
+  private void install(int[] indices, int tokens, byte[] mask) {
+    install(tokens, check(indices, tokens, mask));
   }
 
-  /** Micro-batches replayed forward and waiting for the backward recompute, oldest first. */
-  public int[] queuedMicroBatches() {
-    return queued.stream().mapToInt(t -> t.microBatch).toArray();
+  /** Installs a target that {@link #check} accepted. */
+  void install(int tokens, TargetRows.Checked c) {
+    setTarget(new Target(tokens, c.indices, c.mask));
   }
 
-  /** Drops every pending and queued entry and the recording position. */
+  private void setTarget(Target t) {
+    target = t;
+    if (backwardQueue == BackwardQueue.ON_SET) backward.add(t);
+  }
+
+  /**
+   * CUDA: sets device target indices [tokens, k] (int32, the layer's k) and an optional device mask
+   * [tokens] (uint8, 0 for none), used by {@link #routeDevice}. Device rows are validated by the kernel:
+   * an invalid row surfaces at {@link MoeRouter#checkReplay()}.
+   */
+  public void setTargetIndicesDevice(long indices, long mask, long tokens) {
+    if (neverReplay) throw new ReplayStateException(key, key + " is marked never-replay; no target indices can be set for it");
+    if (tokens < 0) throw invalid(key + ": tokens must be >= 0, got " + tokens);
+    if (indices == 0 && tokens > 0) throw invalid(key + ": device indices must not be 0");
+    if (minusOneRows != MinusOneRows.REJECT)
+      throw new MoeRouterException(Status.UNSUPPORTED, key + ": minus_one_rows " + minusOneRows + " rewrites rows on the"
+          + " host; device targets need the router-level option (RouterConfig), not available in this build");
+    setTarget(new Target(tokens, indices, mask));
+  }
+
+  /** True when a target is set (until {@link #clear()}). */
+  public boolean hasTarget() {
+    return target != null;
+  }
+
+  /** Tokens of the current target, or -1 when none is set. */
+  public long targetTokens() {
+    return target == null ? -1 : target.deviceTokens;
+  }
+
+  /** Entries waiting in the backward FIFO. */
+  public int backwardQueueSize() {
+    return backward.size();
+  }
+
+  /**
+   * Empties the target, the backward FIFO and the recording (Megatron {@code clear_indices}); the action,
+   * the options and any recording buffer stay.
+   */
   public void clear() {
-    pending.clear();
-    queued.clear();
+    target = null;
+    backward.clear();
     recordedTokens = 0;
-  }
-
-  /** Problems for {@link ReplayRegistry#checkAllConsumed()}; empty when everything was consumed. */
-  List<ReplayStateException> unconsumed() {
-    List<ReplayStateException> out = new ArrayList<>();
-    if (!pending.isEmpty())
-      out.add(new ReplayStateException(layerId, pending.peek().microBatch, "layer " + layerId + ": indices set for micro-batch "
-          + list(pending) + " never used by a REPLAY_FORWARD"));
-    if (!queued.isEmpty())
-      out.add(new ReplayStateException(layerId, queued.peek().microBatch, "layer " + layerId + ": micro-batch " + list(queued)
-          + " replayed forward but never consumed by REPLAY_BACKWARD (activation recompute)"));
-    return out;
-  }
-
-  private static String list(ArrayDeque<Target> q) {
-    StringBuilder s = new StringBuilder();
-    for (Target t : q) s.append(s.length() == 0 ? "" : ", ").append(t.microBatch);
-    return q.size() == 1 ? s.toString() : "s " + s;
+    calls = 0;
   }
 
   // ------------------------------------------------------------------ recording
 
   /**
-   * The host recording buffer: RECORD appends [tokens, k] indices to it, from position
-   * {@link #recordedTokens()} * k; its length bounds what can be recorded. Resets the position.
+   * Records into a caller-owned contiguous buffer [maxTokens, k] ({@code maxTokens = buffer.length / k}).
+   * Clears the recording.
    */
   public void setRecordBuffer(int[] buffer) {
-    this.recordBuffer = buffer;
-    this.recordDevice = 0;
-    this.recordedTokens = 0;
+    Objects.requireNonNull(buffer, "buffer");
+    setRecordBuffer(buffer, 0, topK, buffer.length / topK);
   }
 
   /**
-   * CUDA: a device int32 buffer for {@code capacityTokens} rows of k indices that RECORD in
-   * {@link #routeDevice} appends to, asynchronously on the call's stream. Resets the position.
+   * Records into a caller-owned strided buffer: row {@code t} of this layer is
+   * {@code buffer[offset + t * rowStride .. + k]}, for {@code t < maxTokens}. A stacked buffer
+   * [max_tokens, layers, k] gives layer {@code i} offset {@code i * k} and stride {@code layers * k}
+   * (Megatron's static buffer; {@link ReplayRegistry#setStaticBuffer} does this for every layer).
+   * Clears the recording.
    */
-  public void setRecordBufferDevice(long address, long capacityTokens) {
-    if (address == 0 || capacityTokens < 0) throw invalid("device recording buffer must be non-0 with capacity >= 0");
-    this.recordDevice = address;
-    this.recordCapacityTokens = capacityTokens;
-    this.recordBuffer = null;
-    this.recordedTokens = 0;
+  public void setRecordBuffer(int[] buffer, int offset, int rowStride, int maxTokens) {
+    Objects.requireNonNull(buffer, "buffer");
+    if (offset < 0 || rowStride < topK || maxTokens < 0)
+      throw invalid(key + ": record buffer needs offset >= 0, rowStride >= k = " + topK + ", maxTokens >= 0; got "
+          + offset + ", " + rowStride + ", " + maxTokens);
+    if (maxTokens > 0 && offset + (long) (maxTokens - 1) * rowStride + topK > buffer.length)
+      throw invalid(key + ": record buffer of " + buffer.length + " ints cannot hold " + maxTokens + " rows of " + topK
+          + " from offset " + offset + " with stride " + rowStride);
+    this.recordBuffer = buffer;
+    this.recordOffset = offset;
+    this.recordStride = rowStride;
+    this.recordCapacity = maxTokens;
+    this.recordDevice = 0;
+    clearRecording();
   }
 
-  /** Tokens recorded since the buffer was set or {@link #resetRecording()}. */
+  /** Back to the layer's own growing buffer (the default). Clears the recording. */
+  public void clearRecordBuffer() {
+    recordBuffer = null;
+    recordOffset = 0;
+    recordStride = topK;
+    recordCapacity = -1;
+    recordDevice = 0;
+    clearRecording();
+  }
+
+  /**
+   * CUDA: a device int32 buffer [capacityTokens, k] that RECORD in {@link #routeDevice} writes
+   * (asynchronously, on the call's stream): rows [0, T) under {@link RecordMode#LATEST}, appended under
+   * {@link RecordMode#APPEND}. Clears the recording.
+   */
+  public void setRecordBufferDevice(long address, long capacityTokens) {
+    if (address == 0 || capacityTokens < 0) throw invalid(key + ": device recording buffer must be non-0 with capacity >= 0");
+    this.recordDevice = address;
+    this.recordDeviceCapacity = capacityTokens;
+    this.recordBuffer = null;
+    this.recordCapacity = -1;
+    clearRecording();
+  }
+
+  private void clearRecording() {
+    recordedTokens = 0;
+    calls = 0;
+  }
+
+  /** Rows recorded: the latest call's tokens ({@link RecordMode#LATEST}) or all calls' ({@link RecordMode#APPEND}). */
   public long recordedTokens() {
     return recordedTokens;
   }
 
-  /** The host recording buffer (the caller's own array), or null. */
-  public int[] recordBuffer() {
-    return recordBuffer;
+  /** Whether anything was recorded since the last clear (Megatron's {@code recorded_topk_idx is not None}). */
+  public boolean hasRecording() {
+    return calls > 0;
   }
 
-  /** Starts recording again at the start of the buffer. */
-  public void resetRecording() {
-    recordedTokens = 0;
+  /** Tokens of each recorded call, oldest first (one entry under {@link RecordMode#LATEST}). */
+  public int[] recordedCallTokens() {
+    return Arrays.copyOf(callTokens, calls);
+  }
+
+  /**
+   * A new [recordedTokens, k] array of the host recording (what Megatron's {@code get_recorded_indices}
+   * returns), or null when nothing was recorded.
+   */
+  public int[] recordedIndices() {
+    if (calls == 0) return null;
+    if (recordDevice != 0)
+      throw new ReplayStateException(key, key + ": the recording is in device memory (setRecordBufferDevice)");
+    int[] out = new int[Math.toIntExact(recordedTokens * topK)];
+    copyRecorded(out, 0);
+    return out;
+  }
+
+  /** Copies the host recording [recordedTokens, k] into {@code dst} from {@code pos}; returns the ints written. */
+  public int copyRecorded(int[] dst, int pos) {
+    Objects.requireNonNull(dst, "dst");
+    if (recordDevice != 0)
+      throw new ReplayStateException(key, key + ": the recording is in device memory (setRecordBufferDevice)");
+    long n = recordedTokens * topK;
+    if (pos < 0 || n > dst.length - (long) pos) throw invalid(key + ": dst holds " + dst.length + " ints from " + pos + ", needs " + n);
+    for (int t = 0; t < recordedTokens; t++) System.arraycopy(recordBuffer, recordOffset + t * recordStride, dst, pos + t * topK, topK);
+    return (int) n;
+  }
+
+  /** Copies the recording into rows of a stacked [T, layers, k] array at layer position {@code layer}. */
+  void copyRecordedInto(int[] dst, int layer, int layers) {
+    for (int t = 0; t < recordedTokens; t++)
+      System.arraycopy(recordBuffer, recordOffset + t * recordStride, dst, (t * layers + layer) * topK, topK);
+  }
+
+  /** Where the next RECORD call writes its first row; checks the room first. */
+  private long recordStart(long tokens, long capacity, String what) {
+    long start = recordMode == RecordMode.LATEST ? 0 : recordedTokens;
+    if (capacity >= 0 && start + tokens > capacity)
+      throw new ReplayStateException(key, key + ": " + what + " holds " + capacity + " tokens, " + start
+          + " recorded, this call routes " + tokens);
+    return start;
+  }
+
+  private void recorded(long start, int tokens) {
+    recordedTokens = start + tokens;
+    if (recordMode == RecordMode.LATEST) calls = 0;
+    if (calls == callTokens.length) callTokens = Arrays.copyOf(callTokens, 2 * calls);
+    callTokens[calls++] = tokens;
   }
 
   // ------------------------------------------------------------------ routing
@@ -220,19 +395,17 @@ public final class RouterReplay {
   }
 
   private long route(MoeRouter router, float[] f32, short[] half, LogitsType type, int tokens, int[] outIdx, float[] outWeights) {
-    Objects.requireNonNull(router, "router");
-    int k = router.config().topK();
+    checkRouter(router);
     switch (action) {
       case RECORD: {
-        if (recordBuffer == null)
-          throw new ReplayStateException(layerId, -1, "layer " + layerId + ": RECORD needs a host recording buffer (setRecordBuffer)");
-        long capacity = recordBuffer.length / k;
-        if (recordedTokens + tokens > capacity)
-          throw new ReplayStateException(layerId, -1, "layer " + layerId + ": recording buffer holds " + capacity + " tokens, "
-              + recordedTokens + " recorded, this call routes " + tokens);
-        long bad = f32 != null ? router.route(f32, tokens, outIdx, outWeights) : router.route(half, type, tokens, outIdx, outWeights);
-        System.arraycopy(outIdx, 0, recordBuffer, (int) (recordedTokens * k), tokens * k);
-        recordedTokens += tokens;
+        if (recordDevice != 0)
+          throw new ReplayStateException(key, key + ": RECORD has a device recording buffer; use routeDevice");
+        long start = recordStart(tokens, recordCapacity, "recording buffer");
+        long bad = live(router, f32, half, type, tokens, outIdx, outWeights);
+        if (recordCapacity < 0) grow(start + tokens);
+        for (int t = 0; t < tokens; t++)
+          System.arraycopy(outIdx, t * topK, recordBuffer, recordOffset + (int) (start + t) * recordStride, topK);
+        recorded(start, tokens);
         return bad;
       }
       case REPLAY_FORWARD:
@@ -240,19 +413,29 @@ public final class RouterReplay {
         boolean fwd = action == ReplayAction.REPLAY_FORWARD;
         Target t = next(fwd, tokens);
         if (t.onDevice())
-          throw new ReplayStateException(layerId, t.microBatch, "layer " + layerId + " micro-batch " + t.microBatch
-              + ": indices were set on the device (setTargetDevice); use routeDevice");
-        if (t.indices.length < (long) tokens * k)
-          throw new ReplayStateException(layerId, t.microBatch, "layer " + layerId + " micro-batch " + t.microBatch + ": indices hold "
-              + t.indices.length + " ints, " + tokens + " tokens of k=" + k + " need " + (long) tokens * k);
+          throw new ReplayStateException(key, key + ": the target indices were set on the device"
+              + " (setTargetIndicesDevice); use routeDevice");
         long bad = f32 != null ? router.replay(f32, tokens, t.indices, t.mask, outIdx, outWeights)
             : router.replay(half, type, tokens, t.indices, t.mask, outIdx, outWeights);
-        advance(fwd);
+        advance(fwd, t);
         return bad;
       }
       default:
-        return f32 != null ? router.route(f32, tokens, outIdx, outWeights) : router.route(half, type, tokens, outIdx, outWeights);
+        return live(router, f32, half, type, tokens, outIdx, outWeights);
     }
+  }
+
+  private static long live(MoeRouter router, float[] f32, short[] half, LogitsType type, int tokens, int[] outIdx,
+      float[] outWeights) {
+    return f32 != null ? router.route(f32, tokens, outIdx, outWeights) : router.route(half, type, tokens, outIdx, outWeights);
+  }
+
+  private void grow(long rows) {
+    long need = rows * topK;
+    if (need > Integer.MAX_VALUE - 8) throw invalid(key + ": recording of " + rows + " tokens exceeds one Java array");
+    if (recordBuffer == null || recordBuffer.length < need)
+      recordBuffer = Arrays.copyOf(recordBuffer == null ? new int[0] : recordBuffer,
+          (int) Math.min(Integer.MAX_VALUE - 8, Math.max(need, 2L * (recordBuffer == null ? 0 : recordBuffer.length))));
   }
 
   /**
@@ -260,24 +443,22 @@ public final class RouterReplay {
    * {@link MoeRouter#routeDevice}). RECORD writes the live indices straight into the device recording
    * buffer and fills {@code outIdx}/{@code outWeights} with a replay of them (a second, cheap kernel: the
    * binding has no device copy), so nothing is synchronised or copied to the host. Replay actions need
-   * targets set with {@link #setTargetDevice}. Invalid device indices surface at
+   * targets set with {@link #setTargetIndicesDevice}. Invalid device indices surface at
    * {@link MoeRouter#checkReplay()}.
    */
   public void routeDevice(MoeRouter router, long logits, LogitsType type, long tokens, long outIdx, long outWeights,
       long nonfiniteRows, long stream) {
-    Objects.requireNonNull(router, "router");
-    int k = router.config().topK();
+    checkRouter(router);
     switch (action) {
       case RECORD: {
         if (recordDevice == 0)
-          throw new ReplayStateException(layerId, -1, "layer " + layerId + ": RECORD on the device needs setRecordBufferDevice");
-        if (recordedTokens + tokens > recordCapacityTokens)
-          throw new ReplayStateException(layerId, -1, "layer " + layerId + ": device recording buffer holds " + recordCapacityTokens
-              + " tokens, " + recordedTokens + " recorded, this call routes " + tokens);
-        long slice = recordDevice + recordedTokens * k * 4L;
+          throw new ReplayStateException(key, key + ": RECORD on the device needs setRecordBufferDevice");
+        if (tokens > Integer.MAX_VALUE) throw invalid(key + ": " + tokens + " tokens in one call");
+        long start = recordStart(tokens, recordDeviceCapacity, "device recording buffer");
+        long slice = recordDevice + start * topK * 4L;
         router.routeDevice(logits, type, tokens, 0, 0, slice, outWeights, nonfiniteRows, stream);
         router.routeDevice(logits, type, tokens, slice, 0, outIdx, outWeights, 0, stream);
-        recordedTokens += tokens;
+        recorded(start, (int) tokens);
         return;
       }
       case REPLAY_FORWARD:
@@ -285,11 +466,9 @@ public final class RouterReplay {
         boolean fwd = action == ReplayAction.REPLAY_FORWARD;
         Target t = next(fwd, tokens);
         if (!t.onDevice())
-          throw new ReplayStateException(layerId, t.microBatch, "layer " + layerId + " micro-batch " + t.microBatch
-              + ": indices were set on the host (setTarget); use route");
-        router.routeDevice(logits, type, tokens, t.indicesAddress, t.maskAddress, outIdx, outWeights,
-            nonfiniteRows, stream);
-        advance(fwd);
+          throw new ReplayStateException(key, key + ": the target indices were set on the host (setTargetIndices); use route");
+        router.routeDevice(logits, type, tokens, t.indicesAddress, t.maskAddress, outIdx, outWeights, nonfiniteRows, stream);
+        advance(fwd, t);
         return;
       }
       default:
@@ -297,21 +476,31 @@ public final class RouterReplay {
     }
   }
 
+  private void checkRouter(MoeRouter router) {
+    Objects.requireNonNull(router, "router");
+    RouterConfig c = router.config();
+    if (c.topK() != topK || c.experts() != experts)
+      throw invalid(key + " is top-" + topK + " of " + experts + " experts, the router given is top-" + c.topK() + " of "
+          + c.experts());
+  }
+
   private Target next(boolean forward, long tokens) {
-    Target t = forward ? pending.peek() : queued.peek();
+    Target t = forward ? target : backward.peek();
     if (t == null)
-      throw new ReplayStateException(layerId, -1, forward
-          ? "layer " + layerId + ": REPLAY_FORWARD but no indices were set for this micro-batch (setTarget)"
-          : "layer " + layerId + ": REPLAY_BACKWARD but no replayed micro-batch is queued (more recomputes than replayed forwards)");
-    if (t.tokens != tokens)
-      throw new ReplayStateException(layerId, t.microBatch, "layer " + layerId + " micro-batch " + t.microBatch + ": indices were set for "
-          + t.tokens + " tokens, the " + (forward ? "forward" : "backward recompute") + " routes " + tokens);
+      throw new ReplayStateException(key, forward
+          ? key + ": REPLAY_FORWARD but no target indices are set (setTargetIndices)"
+          : key + ": REPLAY_BACKWARD but the backward queue is empty (more recomputes than targets "
+              + (backwardQueue == BackwardQueue.ON_SET ? "set" : "replayed forward") + ")");
+    if (t.deviceTokens != tokens)
+      throw new ReplayStateException(key, key + ": the " + (forward ? "target" : "queued") + " indices are "
+          + TargetRows.shape(t.deviceTokens, topK) + ", the " + (forward ? "forward" : "backward recompute") + " routes "
+          + tokens + " tokens");
     return t;
   }
 
-  private void advance(boolean forward) {
-    if (forward) queued.add(pending.poll());
-    else queued.poll();
+  private void advance(boolean forward, Target t) {
+    if (!forward) backward.poll();
+    else if (backwardQueue == BackwardQueue.ON_FORWARD) backward.add(t);
   }
 
   private static MoeRouterException invalid(String message) {
@@ -320,7 +509,8 @@ public final class RouterReplay {
 
   @Override
   public String toString() {
-    return "RouterReplay{layer=" + layerId + ", " + action + (neverReplay ? ", never-replay" : "") + ", pending=" + pending.size()
-        + ", queued=" + queued.size() + "}";
+    return "RouterReplay{" + key + ", top-" + topK + " of " + experts + ", " + action + (neverReplay ? ", never-replay" : "")
+        + (target != null ? ", target [" + target.deviceTokens + ", " + topK + "]" : "") + ", backward queue=" + backward.size()
+        + ", recorded=" + recordedTokens + "}";
   }
 }

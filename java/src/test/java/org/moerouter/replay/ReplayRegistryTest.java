@@ -6,24 +6,32 @@ import java.util.Random;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.moerouter.Backend;
 import org.moerouter.LogitsType;
+import org.moerouter.MinusOneRows;
 import org.moerouter.MoeRouter;
+import org.moerouter.MoeRouterException;
 import org.moerouter.RouterConfig;
+import org.moerouter.Status;
 
+/** ROUTING_SPEC.md section 7: every rule of the replay bookkeeping, on the JAVA and CPU backends. */
 class ReplayRegistryTest {
   static final int E = 16, K = 2, T = 5;
+  static final RouterConfig CONFIG = RouterConfig.builder(E, K).build();
+  static final LayerKey L0 = LayerKey.decoder(0), L1 = LayerKey.decoder(1), MTP1 = LayerKey.mtp(1);
   MoeRouter router;
   ReplayRegistry reg;
   Random rnd = new Random(7);
 
   @BeforeEach
   void setUp() {
-    router = MoeRouter.create(RouterConfig.builder(E, K).build(), Backend.JAVA);
+    router = MoeRouter.create(CONFIG, Backend.JAVA);
     reg = new ReplayRegistry();
-    reg.addLayer(0);
-    reg.addLayer(1);
-    reg.addLayer(99, true); // MTP
+    reg.addLayer(L0, CONFIG);
+    reg.addLayer(L1, CONFIG);
+    reg.addLayer(LayerKey.mtp(99), CONFIG, true); // never replayed
   }
 
   @AfterEach
@@ -46,138 +54,349 @@ class ReplayRegistryTest {
     return idx;
   }
 
-  @Test
-  void fifoOrderAcrossMicroBatches() {
-    reg.setAction(ReplayAction.REPLAY_FORWARD);
-    for (int mb = 0; mb < 3; mb++) reg.setTarget(0, mb, target(mb * 3), null, T);
-    assertArrayEquals(new int[] {0, 1, 2}, reg.layer(0).pendingMicroBatches());
+  int[] route(RouterReplay layer) {
     int[] idx = new int[T * K];
-    float[] w = new float[T * K];
-    for (int mb = 0; mb < 3; mb++) {
-      reg.layer(0).route(router, logits(), T, idx, w);
-      assertArrayEquals(target(mb * 3), idx, "forward replays micro-batch " + mb);
-    }
-    assertArrayEquals(new int[] {0, 1, 2}, reg.layer(0).queuedMicroBatches());
-    reg.setAction(ReplayAction.REPLAY_BACKWARD);
-    for (int mb = 0; mb < 3; mb++) {
-      reg.layer(0).route(router, logits(), T, idx, w);
-      assertArrayEquals(target(mb * 3), idx, "recompute takes micro-batch " + mb + " in FIFO order");
-    }
-    reg.checkAllConsumed();
-    ReplayStateException e = assertThrows(ReplayStateException.class, () -> reg.layer(0).route(router, logits(), T, idx, w));
-    assertEquals("layer 0: REPLAY_BACKWARD but no replayed micro-batch is queued (more recomputes than replayed forwards)", e.getMessage());
+    layer.route(router, logits(), T, idx, new float[T * K]);
+    return idx;
+  }
+
+  // ------------------------------------------------------------------ shapes
+
+  @Test
+  void stackedTwoLayerDataGivenToOneLayerIsRejectedNamingLayerAndShapes() {
+    RouterReplay l = reg.layer(L0);
+    l.setTargetIndices(target(3), T);
+    int[] twoLayers = interleave(target(1), target(2)); // [T, 2 layers, k]: would replay shifted as k' = 2k
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(twoLayers, T));
+    assertEquals("decoder layer 0: target indices [5, 4] do not match the layer's [5, 2] (5 tokens, top-2)", e.getMessage());
+    assertEquals(L0, e.layer());
+    e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(twoLayers, new long[] {T, 2, K}, null));
+    assertEquals("decoder layer 0: target indices [5, 2, 2] do not match the layer's [5, 2] (tokens, top-2); stacked"
+        + " [tokens, layers, k] data goes through ReplayRegistry.setReplayData", e.getMessage());
+    // Nothing changed: the earlier target still replays, and was queued once.
+    l.setAction(ReplayAction.REPLAY_FORWARD);
+    assertArrayEquals(target(3), route(l));
+    assertEquals(1, l.backwardQueueSize());
   }
 
   @Test
-  void interleavedOneFOneBScheduleAndBf16() {
-    // Pipeline 1F1B: F0 F1 B0 F2 B1 B2.
+  void aTopThreeRecordingGivenToATopTwoRouterIsRejected() {
+    int[] top3 = new int[T * 3];
+    for (int i = 0; i < top3.length; i++) top3[i] = i % E;
+    RouterReplay l = reg.layer(L1);
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(top3, T));
+    assertEquals("decoder layer 1: target indices [5, 3] do not match the layer's [5, 2] (5 tokens, top-2)", e.getMessage());
+    e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(top3, new long[] {T, 3}, null));
+    assertEquals("decoder layer 1: target indices [5, 3] do not match the layer's [5, 2] (tokens, top-2)", e.getMessage());
+    e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(new int[11], T));
+    assertEquals("decoder layer 1: target indices [5, ?] (11 ints, not a multiple of 5) do not match the layer's [5, 2]"
+        + " (5 tokens, top-2)", e.getMessage());
+    assertFalse(l.hasTarget());
+    assertEquals(0, l.backwardQueueSize());
+  }
+
+  @Test
+  void invalidRowsAreRejectedWhenSetNamingLayerAndRow() {
+    RouterReplay l = reg.layer(L0);
+    int[] bad = target(0);
+    bad[3 * K + 1] = E;
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(bad, T));
+    assertEquals("decoder layer 0: target row 3: expert 16 at position 1 is out of range [0, 16)", e.getMessage());
+    int[] dup = target(0);
+    dup[2 * K + 1] = dup[2 * K];
+    e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(dup, T));
+    assertEquals("decoder layer 0: target row 2: expert 2 appears twice (positions 0 and 1)", e.getMessage());
+    // Rows with mask 0 route live and are not checked (as in the routers).
+    byte[] mask = {1, 1, 0, 1, 1};
+    l.setTargetIndices(dup, T, mask);
+    e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(target(0), T, new byte[T + 1]));
+    assertEquals("decoder layer 0: mask holds 6 entries, the target has 5 tokens", e.getMessage());
+  }
+
+  // ------------------------------------------------------------------ every-layer setters
+
+  @Test
+  void everyLayerSetterNeedsExactlyOneArrayPerLayerAndIsAllOrNothing() {
+    reg.layer(L0).setTargetIndices(target(9), T);
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> reg.setReplayData(new int[][] {target(1)}, T, null));
+    assertEquals("setReplayData got 1 arrays for 2 replayable layers [decoder layer 0, decoder layer 1] (one per layer,"
+        + " in registration order)", e.getMessage());
+    assertNull(e.layer());
+    int[] bad = target(2);
+    bad[0] = -5;
+    e = assertThrows(ReplayStateException.class, () -> reg.setReplayData(new int[][] {target(1), bad}, T, null));
+    assertEquals(L1, e.layer());
+    e = assertThrows(ReplayStateException.class, () -> reg.setReplayData(new int[][] {target(1), new int[T * 3]}, T, null));
+    assertEquals("decoder layer 1: setReplayData array 1 is [5, 3], the layer needs [5, 2]", e.getMessage());
+    // Nothing changed on layer 0, and layer 1 has no target.
+    assertEquals(1, reg.layer(L0).backwardQueueSize());
+    assertFalse(reg.layer(L1).hasTarget());
+    reg.setAction(ReplayAction.REPLAY_FORWARD);
+    assertArrayEquals(target(9), route(reg.layer(L0)));
+
+    reg.setReplayData(new int[][] {target(1), target(2)}, T, null);
+    assertArrayEquals(target(1), route(reg.layer(L0)));
+    assertArrayEquals(target(2), route(reg.layer(L1)));
+  }
+
+  @Test
+  void stackedSetterSplitsTokensLayersKByKeyAndChecksTheShape() {
+    reg.setReplayData(interleave(target(1), target(2)), new long[] {T, 2, K}, null, null);
+    reg.setAction(ReplayAction.REPLAY_FORWARD);
+    assertArrayEquals(target(1), route(reg.layer(L0)));
+    assertArrayEquals(target(2), route(reg.layer(L1)));
+    // Explicit order: position 0 goes to layer 1.
+    reg.setReplayData(interleave(target(3), target(4)), new long[] {T, 2, K}, new LayerKey[] {L1, L0}, null);
+    assertArrayEquals(target(4), route(reg.layer(L0)));
+    assertArrayEquals(target(3), route(reg.layer(L1)));
+    ReplayStateException e = assertThrows(ReplayStateException.class,
+        () -> reg.setReplayData(interleave(target(3), target(4)), new long[] {T, 1, 2 * K}, null, null));
+    assertEquals("setReplayData: stacked indices [5, 1, 4] do not match [5, 2, 2] (tokens, 2 layers [decoder layer 0,"
+        + " decoder layer 1], top-2)", e.getMessage());
+    int[] bad = interleave(target(5), target(6));
+    bad[(4 * 2 + 1) * K] = 99; // token 4, layer position 1
+    e = assertThrows(ReplayStateException.class, () -> reg.setReplayData(bad, new long[] {T, 2, K}, null, null));
+    assertEquals("decoder layer 1: target row 4: expert 99 at position 0 is out of range [0, 16)", e.getMessage());
+    assertArrayEquals(target(4), route(reg.layer(L0)), "all-or-nothing: layer 0 keeps its target");
+    e = assertThrows(ReplayStateException.class,
+        () -> reg.setReplayData(new int[T * K], new long[] {T, 1, K}, new LayerKey[] {LayerKey.mtp(99)}, null));
+    assertEquals("MTP layer 99 is marked never-replay; no target indices can be set for it", e.getMessage());
+  }
+
+  // ------------------------------------------------------------------ forward reads, backward pops
+
+  @ParameterizedTest(name = "{0}")
+  @EnumSource(value = Backend.class, names = {"JAVA", "CPU"})
+  void aLogProbPassThenATrainingPassReplayTheSameTargetWithoutResetting(Backend backend) {
+    try (MoeRouter r = MoeRouter.create(CONFIG, backend)) {
+      float[] lg = logits();
+      RouterReplay l = reg.layer(L0);
+      l.setTargetIndices(target(4), T);
+      l.setAction(ReplayAction.REPLAY_FORWARD);
+      int[] logProbIdx = new int[T * K], trainIdx = new int[T * K];
+      float[] logProbW = new float[T * K], trainW = new float[T * K];
+      l.route(r, lg, T, logProbIdx, logProbW);   // old log-probs
+      l.route(r, lg, T, trainIdx, trainW);       // training forward, no set in between
+      assertArrayEquals(target(4), logProbIdx);
+      assertArrayEquals(logProbIdx, trainIdx);
+      assertArrayEquals(logProbW, trainW, 0f);
+      assertTrue(l.hasTarget(), "a forward does not consume the target");
+      assertEquals(1, l.backwardQueueSize(), "ON_SET queues once per set, not per forward");
+      l.setAction(ReplayAction.REPLAY_BACKWARD);
+      int[] recompute = new int[T * K];
+      l.route(r, lg, T, recompute, new float[T * K]);
+      assertArrayEquals(target(4), recompute);
+      reg.checkAllConsumed();
+      ReplayStateException e = assertThrows(ReplayStateException.class, () -> l.route(r, lg, T, recompute, new float[T * K]));
+      assertEquals("decoder layer 0: REPLAY_BACKWARD but the backward queue is empty (more recomputes than targets set)",
+          e.getMessage());
+      assertEquals(L0, e.layer());
+    }
+  }
+
+  @Test
+  void missingTargetAndWrongTokenCountNameTheLayer() {
+    RouterReplay l = reg.layer(L1);
+    l.setAction(ReplayAction.REPLAY_FORWARD);
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> route(l));
+    assertEquals("decoder layer 1: REPLAY_FORWARD but no target indices are set (setTargetIndices)", e.getMessage());
+    assertEquals(L1, e.layer());
+    l.setTargetIndices(new int[(T - 1) * K], T - 1, new byte[T - 1]);
+    e = assertThrows(ReplayStateException.class, () -> route(l));
+    assertEquals("decoder layer 1: the target indices are [4, 2], the forward routes 5 tokens", e.getMessage());
+    l.setAction(ReplayAction.REPLAY_BACKWARD);
+    e = assertThrows(ReplayStateException.class, () -> route(l));
+    assertEquals("decoder layer 1: the queued indices are [4, 2], the backward recompute routes 5 tokens", e.getMessage());
+    assertEquals(1, l.backwardQueueSize(), "a rejected recompute pops nothing");
+  }
+
+  @Test
+  void onSetQueuesPerSetInOneFOneBOrderAndOnForwardQueuesPerUse() {
+    // Pipeline 1F1B with a set before each micro-batch's forward: S0 F0 S1 F1 B0 S2 F2 B1 B2.
+    RouterReplay l = reg.layer(L1);
     short[] half = new short[T * E];
     for (int i = 0; i < half.length; i++) half[i] = (short) (Float.floatToIntBits((float) rnd.nextGaussian()) >>> 16);
-    for (int mb = 0; mb < 3; mb++) reg.setTarget(1, mb, target(mb + 5), null, T);
-    RouterReplay l = reg.layer(1);
     int[] idx = new int[T * K];
     float[] w = new float[T * K];
-    String[] schedule = {"F0", "F1", "B0", "F2", "B1", "B2"};
-    for (String step : schedule) {
-      l.setAction(step.charAt(0) == 'F' ? ReplayAction.REPLAY_FORWARD : ReplayAction.REPLAY_BACKWARD);
+    for (String step : new String[] {"F0", "F1", "B0", "F2", "B1", "B2"}) {
+      int mb = step.charAt(1) - '0';
+      if (step.charAt(0) == 'F') {
+        l.setTargetIndices(target(mb + 5), T);
+        l.setAction(ReplayAction.REPLAY_FORWARD);
+      } else {
+        l.setAction(ReplayAction.REPLAY_BACKWARD);
+      }
       l.route(router, half, LogitsType.BF16, T, idx, w);
-      assertArrayEquals(target(step.charAt(1) - '0' + 5), idx, step);
+      assertArrayEquals(target(mb + 5), idx, step);
     }
     reg.checkAllConsumed();
+
+    ReplayRegistry onForward = ReplayRegistry.builder().backwardQueue(BackwardQueue.ON_FORWARD).build();
+    RouterReplay f = onForward.addLayer(L0, CONFIG);
+    f.setTargetIndices(target(1), T);
+    assertEquals(0, f.backwardQueueSize(), "ON_FORWARD queues nothing at set time");
+    f.setAction(ReplayAction.REPLAY_FORWARD);
+    route(f);
+    route(f);
+    assertEquals(2, f.backwardQueueSize(), "ON_FORWARD queues at each forward use");
+    ReplayStateException e = assertThrows(ReplayStateException.class, onForward::checkAllConsumed);
+    assertEquals("replay entries left in backward queues: decoder layer 0: 2 entries never popped by REPLAY_BACKWARD",
+        e.getMessage());
+    f.setAction(ReplayAction.REPLAY_BACKWARD);
+    assertArrayEquals(target(1), route(f));
+    assertArrayEquals(target(1), route(f));
+    onForward.checkAllConsumed();
+  }
+
+  // ------------------------------------------------------------------ recording
+
+  @Test
+  void recordKeepsTheLatestByDefaultAndEveryCallUnderAppend() {
+    RouterReplay l = reg.layer(L0);
+    l.setAction(ReplayAction.RECORD);
+    assertNull(l.recordedIndices());
+    int[] first = route(l);
+    int[] second = route(l);
+    assertFalse(java.util.Arrays.equals(first, second));
+    assertArrayEquals(second, l.recordedIndices(), "LATEST overwrites (Megatron record_indices)");
+    assertEquals(T, l.recordedTokens());
+    assertArrayEquals(new int[] {T}, l.recordedCallTokens());
+
+    ReplayRegistry append = ReplayRegistry.builder().recordMode(RecordMode.APPEND).build();
+    RouterReplay a = append.addLayer(L0, CONFIG);
+    a.setAction(ReplayAction.RECORD);
+    int[] c1 = route(a), c2 = route(a);
+    int[] both = new int[2 * T * K];
+    System.arraycopy(c1, 0, both, 0, T * K);
+    System.arraycopy(c2, 0, both, T * K, T * K);
+    assertArrayEquals(both, a.recordedIndices(), "APPEND keeps every call in order (slime/miles)");
+    assertArrayEquals(new int[] {T, T}, a.recordedCallTokens());
+    append.clear();
+    assertNull(a.recordedIndices());
+    assertEquals(ReplayAction.RECORD, a.action(), "clear keeps actions");
   }
 
   @Test
-  void maskedRowsRouteLive() {
-    float[] lg = logits();
-    int[] live = new int[T * K];
-    float[] w = new float[T * K];
-    router.route(lg, T, live, w);
-    byte[] mask = {1, 0, 1, 0, 1};
-    reg.setTarget(0, 0, target(3), mask, T);
-    reg.layer(0).setAction(ReplayAction.REPLAY_FORWARD);
-    int[] idx = new int[T * K];
-    reg.layer(0).route(router, lg, T, idx, w);
+  void recordIntoACallerOwnedStackedBufferWritesEachLayersStridedSlice() {
+    int maxTokens = 8;
+    int[] buffer = new int[maxTokens * 3 * K];
+    java.util.Arrays.fill(buffer, -7);
+    reg.setStaticBuffer(buffer, maxTokens);
+    reg.setAction(ReplayAction.RECORD);
+    int[] l0 = route(reg.layer(L0)), l1 = route(reg.layer(L1));
+    reg.layer(L0).setAction(ReplayAction.RECORD); // replayable layers only: MTP 99 is never-replay
     for (int t = 0; t < T; t++)
-      for (int j = 0; j < K; j++) assertEquals(mask[t] == 1 ? target(3)[t * K + j] : live[t * K + j], idx[t * K + j]);
+      for (int j = 0; j < K; j++) {
+        assertEquals(l0[t * K + j], buffer[(t * 3) * K + j]);
+        assertEquals(l1[t * K + j], buffer[(t * 3 + 1) * K + j]);
+        assertEquals(-7, buffer[(t * 3 + 2) * K + j], "the never-replay layer's slice is untouched");
+      }
+    for (int i = T * 3 * K; i < buffer.length; i++) assertEquals(-7, buffer[i], "rows >= T untouched");
+    assertArrayEquals(l1, reg.layer(L1).recordedIndices());
+    assertArrayEquals(interleave(l0, l1), reg.recordedStacked(new LayerKey[] {L0, L1}));
+    int[][] data = reg.recordedData();
+    assertArrayEquals(l0, data[0]);
+    assertNull(data[2]);
+
+    // LATEST writes rows [0, T) again; a call larger than the buffer is refused before routing.
+    int[] again = route(reg.layer(L0));
+    assertEquals(again[0], buffer[0]);
+    float[] big = new float[(maxTokens + 1) * E];
+    ReplayStateException e = assertThrows(ReplayStateException.class,
+        () -> reg.layer(L0).route(router, big, maxTokens + 1, new int[(maxTokens + 1) * K], new float[(maxTokens + 1) * K]));
+    assertEquals("decoder layer 0: recording buffer holds 8 tokens, 0 recorded, this call routes 9", e.getMessage());
+    e = assertThrows(ReplayStateException.class, () -> reg.setStaticBuffer(new int[maxTokens * 2 * K], maxTokens));
+    assertEquals("static buffer of 32 ints is not [8, 3, 2] (max tokens, 3 layers, top-2)", e.getMessage());
   }
+
+  // ------------------------------------------------------------------ MTP
 
   @Test
-  void unconsumedEntriesNameLayerAndMicroBatch() {
-    reg.setAction(ReplayAction.REPLAY_FORWARD);
-    reg.setTargets(0, T, new int[] {0, 1}, interleave(target(1), target(2)), null);
-    reg.setTargets(1, T, new int[] {0, 1}, interleave(target(3), target(4)), null);
-    int[] idx = new int[T * K];
-    float[] w = new float[T * K];
-    reg.layer(0).route(router, logits(), T, idx, w);
-    assertArrayEquals(target(1), idx);
-    reg.layer(1).route(router, logits(), T, idx, w);
-    assertArrayEquals(target(2), idx, "setTargets splits [tokens, layers, k] per layer");
-    ReplayStateException e = assertThrows(ReplayStateException.class, reg::checkAllConsumed);
-    assertEquals(0, e.layerId());
-    assertEquals(1, e.microBatch());
-    assertEquals("replay entries left unconsumed: layer 0: indices set for micro-batch 1 never used by a REPLAY_FORWARD; "
-        + "layer 0: micro-batch 0 replayed forward but never consumed by REPLAY_BACKWARD (activation recompute); "
-        + "layer 1: indices set for micro-batch 1 never used by a REPLAY_FORWARD; "
-        + "layer 1: micro-batch 0 replayed forward but never consumed by REPLAY_BACKWARD (activation recompute)", e.getMessage());
-    reg.clear();
-    reg.checkAllConsumed();
+  void anMtpLayerNumberedLikeADecoderLayerNeverGetsTheDecodersIndices() {
+    ReplayRegistry r = new ReplayRegistry();
+    r.addLayer(L1, CONFIG);
+    r.addLayer(MTP1, CONFIG); // same number, different kind: its own replay state
+    assertEquals("[decoder layer 1, MTP layer 1]", java.util.Arrays.toString(r.replayableKeys()));
+    r.setReplayData(interleave(target(1), target(8)), new long[] {T, 2, K}, new LayerKey[] {MTP1, L1}, null);
+    r.setAction(ReplayAction.REPLAY_FORWARD);
+    assertArrayEquals(target(8), route(r.layer(LayerKind.DECODER, 1)));
+    assertArrayEquals(target(1), route(r.layer(LayerKind.MTP, 1)));
+    r.layer(L1).setTargetIndices(target(3), T);
+    assertArrayEquals(target(1), route(r.layer(MTP1)), "setting decoder layer 1 leaves MTP layer 1 alone");
+    assertThrows(MoeRouterException.class, () -> r.addLayer(LayerKey.mtp(1), CONFIG));
   }
 
-  static int[] interleave(int[] a, int[] b) {
-    int[] out = new int[2 * T * K];
-    for (int t = 0; t < T; t++) {
-      System.arraycopy(a, t * K, out, (2 * t) * K, K);
-      System.arraycopy(b, t * K, out, (2 * t + 1) * K, K);
+  // ------------------------------------------------------------------ -1 rows
+
+  @ParameterizedTest(name = "{0}")
+  @EnumSource(value = Backend.class, names = {"JAVA", "CPU"})
+  void minusOneRowsAreRejectedRoutedLiveOrReplayedAsArange(Backend backend) {
+    try (MoeRouter r = MoeRouter.create(CONFIG, backend)) {
+      float[] lg = logits();
+      int[] live = new int[T * K];
+      float[] liveW = new float[T * K];
+      r.route(lg, T, live, liveW);
+      int[] padded = target(2);
+      padded[3 * K] = -1;
+      padded[3 * K + 1] = -1;
+
+      ReplayStateException e = assertThrows(ReplayStateException.class, () -> reg.layer(L0).setTargetIndices(padded, T));
+      assertEquals("decoder layer 0: target row 3 is all -1 (padding), rejected under minus_one_rows REJECT (use LIVE to"
+          + " route it live or ARANGE to replay experts 0..k-1)", e.getMessage());
+
+      for (MinusOneRows policy : new MinusOneRows[] {MinusOneRows.LIVE, MinusOneRows.ARANGE}) {
+        ReplayRegistry reg2 = ReplayRegistry.builder().minusOneRows(policy).build();
+        RouterReplay l = reg2.addLayer(L0, CONFIG);
+        int[] given = padded.clone();
+        l.setTargetIndices(given, T);
+        assertArrayEquals(padded, given, "the caller's array is not modified");
+        l.setAction(ReplayAction.REPLAY_FORWARD);
+        int[] idx = new int[T * K];
+        l.route(r, lg, T, idx, new float[T * K]);
+        for (int t = 0; t < T; t++)
+          for (int j = 0; j < K; j++) {
+            int want = t != 3 ? target(2)[t * K + j] : policy == MinusOneRows.LIVE ? live[t * K + j] : j;
+            assertEquals(want, idx[t * K + j], policy + " row " + t);
+          }
+        int[] mixed = padded.clone();
+        mixed[3 * K + 1] = 4;
+        e = assertThrows(ReplayStateException.class, () -> l.setTargetIndices(mixed, T));
+        assertEquals("decoder layer 0: target row 3 mixes -1 (padding) with experts [-1, 4]; a padding row must be all -1",
+            e.getMessage(), "mixed rows are rejected under " + policy);
+      }
     }
-    return out;
   }
 
-  @Test
-  void missingTargetWrongTokensAndDuplicateMicroBatch() {
-    RouterReplay l = reg.layer(0);
-    l.setAction(ReplayAction.REPLAY_FORWARD);
-    int[] idx = new int[T * K];
-    float[] w = new float[T * K];
-    ReplayStateException e = assertThrows(ReplayStateException.class, () -> l.route(router, logits(), T, idx, w));
-    assertEquals("layer 0: REPLAY_FORWARD but no indices were set for this micro-batch (setTarget)", e.getMessage());
-    l.setTarget(4, target(0), null, T - 1);
-    e = assertThrows(ReplayStateException.class, () -> l.route(router, logits(), T, idx, w));
-    assertEquals("layer 0 micro-batch 4: indices were set for 4 tokens, the forward routes 5", e.getMessage());
-    assertEquals(4, e.microBatch());
-    e = assertThrows(ReplayStateException.class, () -> l.setTarget(4, target(0), null, T));
-    assertEquals("layer 0: indices for micro-batch 4 are already set and not yet consumed", e.getMessage());
-  }
+  // ------------------------------------------------------------------ never-replay, suspend, clear, devices
 
   @Test
   void suspendRestoresEveryLayerEvenWhenTheBodyThrows() {
-    reg.layer(0).setAction(ReplayAction.REPLAY_FORWARD);
-    reg.layer(1).setAction(ReplayAction.RECORD);
+    reg.layer(L0).setAction(ReplayAction.REPLAY_FORWARD);
+    reg.layer(L1).setAction(ReplayAction.RECORD);
     RuntimeException boom = assertThrows(RuntimeException.class, () -> {
       try (Suspension s = reg.suspend()) {
-        assertEquals(ReplayAction.NONE, reg.layer(0).action());
-        assertEquals(ReplayAction.NONE, reg.layer(1).action());
-        // Live routing while suspended, even with no targets set.
-        reg.layer(0).route(router, logits(), T, new int[T * K], new float[T * K]);
-        try (Suspension inner = reg.layer(1).suspend()) {
+        assertEquals(ReplayAction.NONE, reg.layer(L0).action());
+        assertEquals(ReplayAction.NONE, reg.layer(L1).action());
+        route(reg.layer(L0)); // live while suspended, even with no target set
+        try (Suspension inner = reg.layer(L1).suspend()) {
           throw new RuntimeException("boom");
         }
       }
     });
     assertEquals("boom", boom.getMessage());
-    assertEquals(ReplayAction.REPLAY_FORWARD, reg.layer(0).action());
-    assertEquals(ReplayAction.RECORD, reg.layer(1).action());
-    assertEquals(ReplayAction.NONE, reg.layer(99).action());
+    assertEquals(ReplayAction.REPLAY_FORWARD, reg.layer(L0).action());
+    assertEquals(ReplayAction.RECORD, reg.layer(L1).action());
     Suspension s = reg.suspend();
     s.close();
-    reg.layer(0).setAction(ReplayAction.NONE);
+    reg.layer(L0).setAction(ReplayAction.NONE);
     s.close(); // idempotent: does not restore twice
-    assertEquals(ReplayAction.NONE, reg.layer(0).action());
+    assertEquals(ReplayAction.NONE, reg.layer(L0).action());
   }
 
   @Test
-  void neverReplayLayersRouteLive() {
+  void neverReplayLayersRouteLiveAndAcceptNoTarget() {
     reg.setAction(ReplayAction.REPLAY_FORWARD);
-    RouterReplay mtp = reg.layer(99);
+    RouterReplay mtp = reg.layer(LayerKey.mtp(99));
     assertTrue(mtp.neverReplay());
     assertEquals(ReplayAction.NONE, mtp.action());
     float[] lg = logits();
@@ -187,47 +406,65 @@ class ReplayRegistryTest {
     mtp.route(router, lg, T, idx, w);
     assertArrayEquals(live, idx);
     assertThrows(ReplayStateException.class, () -> mtp.setAction(ReplayAction.RECORD));
-    assertThrows(ReplayStateException.class, () -> mtp.setTarget(0, target(0), null, T));
-    assertThrows(ReplayStateException.class, () -> reg.setTargets(0, T, new int[] {0, 99}, interleave(target(0), target(1)), null));
-    assertEquals(0, reg.layer(0).pendingMicroBatches().length, "nothing set when one layer is rejected");
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> mtp.setTargetIndices(target(0), T));
+    assertEquals("MTP layer 99 is marked never-replay; no target indices can be set for it", e.getMessage());
     reg.checkAllConsumed();
   }
 
   @Test
-  void recordAppendsIntoTheCallersBuffer() {
-    RouterReplay l = reg.layer(0);
-    int[] buf = new int[3 * T * K];
-    l.setRecordBuffer(buf);
-    l.setAction(ReplayAction.RECORD);
-    int[] idx = new int[T * K];
-    float[] w = new float[T * K];
-    int[][] seen = new int[3][];
-    for (int i = 0; i < 3; i++) {
-      l.route(router, logits(), T, idx, w);
-      seen[i] = idx.clone();
-    }
-    assertEquals(3 * T, l.recordedTokens());
-    for (int i = 0; i < 3; i++)
-      for (int j = 0; j < T * K; j++) assertEquals(seen[i][j], buf[i * T * K + j]);
-    ReplayStateException e = assertThrows(ReplayStateException.class, () -> l.route(router, logits(), T, idx, w));
-    assertEquals("layer 0: recording buffer holds 15 tokens, 15 recorded, this call routes 5", e.getMessage());
-    l.resetRecording();
-    l.route(router, logits(), T, idx, w);
-    assertEquals(T, l.recordedTokens());
-    // RECORD without a buffer is a clear error.
-    reg.layer(1).setAction(ReplayAction.RECORD);
-    e = assertThrows(ReplayStateException.class, () -> reg.layer(1).route(router, logits(), T, idx, w));
-    assertEquals("layer 1: RECORD needs a host recording buffer (setRecordBuffer)", e.getMessage());
+  void clearEmptiesTargetsRecordingsAndQueuesButKeepsActions() {
+    reg.setReplayData(new int[][] {target(1), target(2)}, T, null);
+    reg.setAction(ReplayAction.REPLAY_FORWARD);
+    reg.clear();
+    assertFalse(reg.layer(L0).hasTarget());
+    assertEquals(0, reg.layer(L0).backwardQueueSize());
+    assertEquals(ReplayAction.REPLAY_FORWARD, reg.layer(L0).action());
+    reg.clearActions();
+    assertEquals(ReplayAction.NONE, reg.layer(L0).action());
   }
 
   @Test
-  void registryBasics() {
-    assertThrows(org.moerouter.MoeRouterException.class, () -> reg.addLayer(0));
-    assertThrows(org.moerouter.MoeRouterException.class, () -> reg.layer(5));
+  void registryBasicsAndRouterMismatch() {
+    assertThrows(MoeRouterException.class, () -> reg.addLayer(L0, CONFIG));
+    MoeRouterException e = assertThrows(MoeRouterException.class, () -> reg.layer(LayerKey.decoder(5)));
+    assertEquals("decoder layer 5 is not registered (layers: [decoder layer 0, decoder layer 1, MTP layer 99])", e.getMessage());
     assertEquals(3, reg.layers().size());
-    // Two registries (two models) do not share state.
     ReplayRegistry other = new ReplayRegistry();
-    other.addLayer(0).setAction(ReplayAction.RECORD);
-    assertEquals(ReplayAction.NONE, reg.layer(0).action());
+    other.addLayer(L0, CONFIG).setAction(ReplayAction.RECORD);
+    assertEquals(ReplayAction.NONE, reg.layer(L0).action(), "two registries (two models) share no state");
+    try (MoeRouter top3 = MoeRouter.create(RouterConfig.builder(E, 3).build(), Backend.JAVA)) {
+      e = assertThrows(MoeRouterException.class,
+          () -> reg.layer(L0).route(top3, logits(), T, new int[T * 3], new float[T * 3]));
+      assertEquals("decoder layer 0 is top-2 of 16 experts, the router given is top-3 of 16", e.getMessage());
+    }
+  }
+
+  @Test
+  void deviceVariantsKeepTheSameRules() {
+    RouterReplay l = reg.layer(L0);
+    l.setAction(ReplayAction.REPLAY_FORWARD);
+    l.setTargetIndicesDevice(0x1000, 0, T);
+    ReplayStateException e = assertThrows(ReplayStateException.class, () -> route(l));
+    assertEquals("decoder layer 0: the target indices were set on the device (setTargetIndicesDevice); use routeDevice",
+        e.getMessage());
+    l.setTargetIndices(target(1), T);
+    e = assertThrows(ReplayStateException.class, () -> l.routeDevice(router, 0x2000, LogitsType.FP32, T, 0x3000, 0x4000, 0, 0));
+    assertEquals("decoder layer 0: the target indices were set on the host (setTargetIndices); use route", e.getMessage());
+    ReplayRegistry live = ReplayRegistry.builder().minusOneRows(MinusOneRows.LIVE).build();
+    MoeRouterException u = assertThrows(MoeRouterException.class,
+        () -> live.addLayer(L0, CONFIG).setTargetIndicesDevice(0x1000, 0, T));
+    assertEquals(Status.UNSUPPORTED, u.status());
+    l.setAction(ReplayAction.RECORD);
+    e = assertThrows(ReplayStateException.class, () -> l.routeDevice(router, 0x2000, LogitsType.FP32, T, 0x3000, 0x4000, 0, 0));
+    assertEquals("decoder layer 0: RECORD on the device needs setRecordBufferDevice", e.getMessage());
+  }
+
+  static int[] interleave(int[] a, int[] b) {
+    int[] out = new int[2 * T * K];
+    for (int t = 0; t < T; t++) {
+      System.arraycopy(a, t * K, out, (2 * t) * K, K);
+      System.arraycopy(b, t * K, out, (2 * t + 1) * K, K);
+    }
+    return out;
   }
 }

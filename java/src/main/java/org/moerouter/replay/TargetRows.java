@@ -1,0 +1,99 @@
+package org.moerouter.replay;
+
+import java.util.Arrays;
+import org.moerouter.MinusOneRows;
+
+/**
+ * Set-time validation of replay targets (ROUTING_SPEC.md section 4 rows, plus the {@link MinusOneRows}
+ * policy) for one layer. Messages use the routers' wording for bad rows ("row 3: expert 17 at position 1 is
+ * out of range [0, 16)") prefixed by the layer. Nothing is rewritten unless a -1 row needs it, and then
+ * copies are made: the caller's arrays are never modified.
+ */
+final class TargetRows {
+  private TargetRows() {}
+
+  /** Validated indices and mask ready for the router: -1 rows already resolved by the policy. */
+  static final class Checked {
+    final int[] indices;
+    final byte[] mask;
+
+    Checked(int[] indices, byte[] mask) {
+      this.indices = indices;
+      this.mask = mask;
+    }
+  }
+
+  static String shape(long... dims) {
+    return Arrays.toString(dims);
+  }
+
+  /** The shape a Java array of {@code length} ints holds when read as rows of {@code tokens}. */
+  static String impliedShape(int length, int tokens) {
+    if (tokens == 0) return length == 0 ? "[0, ?]" : "[0, ?] (" + length + " ints)";
+    if (length % tokens == 0) return shape(tokens, length / tokens);
+    return "[" + tokens + ", ?] (" + length + " ints, not a multiple of " + tokens + ")";
+  }
+
+  /**
+   * Checks every row that the mask does not exclude. Returns the arrays to use (the given ones unless an
+   * all-(-1) row had to be rewritten under LIVE or ARANGE).
+   */
+  static Checked check(LayerKey layer, int experts, int k, int[] idx, byte[] mask, int tokens, MinusOneRows policy) {
+    int[] liveRows = null;
+    int nLive = 0;
+    boolean arange = false;
+    for (int t = 0; t < tokens; t++) {
+      if (mask != null && mask[t] == 0) continue;
+      int base = t * k;
+      int minusOnes = 0;
+      for (int j = 0; j < k; j++) if (idx[base + j] == -1) minusOnes++;
+      if (minusOnes == k) {
+        switch (policy) {
+          case LIVE:
+            if (liveRows == null) liveRows = new int[Math.min(tokens, 16)];
+            if (nLive == liveRows.length) liveRows = Arrays.copyOf(liveRows, Math.min(tokens, 2 * nLive));
+            liveRows[nLive++] = t;
+            continue;
+          case ARANGE:
+            arange = true;
+            continue;
+          default:
+            throw new ReplayStateException(layer, layer + ": target row " + t + " is all -1 (padding), rejected under"
+                + " minus_one_rows REJECT (use LIVE to route it live or ARANGE to replay experts 0..k-1)");
+        }
+      }
+      if (minusOnes > 0)
+        throw new ReplayStateException(layer, layer + ": target row " + t + " mixes -1 (padding) with experts "
+            + Arrays.toString(Arrays.copyOfRange(idx, base, base + k)) + "; a padding row must be all -1");
+      for (int j = 0; j < k; j++) {
+        int e = idx[base + j];
+        if (e < 0 || e >= experts)
+          throw new ReplayStateException(layer, layer + ": target row " + t + ": expert " + e + " at position " + j
+              + " is out of range [0, " + experts + ")");
+        for (int m = 0; m < j; m++)
+          if (idx[base + m] == e)
+            throw new ReplayStateException(layer, layer + ": target row " + t + ": expert " + e + " appears twice"
+                + " (positions " + m + " and " + j + ")");
+      }
+    }
+    if (nLive == 0 && !arange) return new Checked(idx, mask);
+    if (nLive > 0) {
+      byte[] m = mask != null ? mask.clone() : filled(tokens);
+      for (int i = 0; i < nLive; i++) m[liveRows[i]] = 0;
+      return new Checked(idx, m);
+    }
+    int[] out = idx.clone();
+    for (int t = 0; t < tokens; t++) {
+      if (mask != null && mask[t] == 0) continue;
+      if (out[t * k] != -1) continue; // rows reaching here are either all -1 or valid
+      for (int j = 0; j < k; j++) out[t * k + j] = j;
+    }
+    return new Checked(out, mask);
+  }
+
+  private static byte[] filled(int tokens) {
+    byte[] m = new byte[tokens];
+    Arrays.fill(m, (byte) 1);
+    return m;
+  }
+}
