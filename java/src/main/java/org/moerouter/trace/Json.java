@@ -197,7 +197,7 @@ final class Json {
             break;
           }
           default:
-            p -= 1;
+            p -= 2;
             throw fail("invalid escape '\\" + printable(e) + "'");
         }
         start = p;

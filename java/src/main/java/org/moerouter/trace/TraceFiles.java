@@ -1,15 +1,5 @@
 package org.moerouter.trace;
 
-import com.fasterxml.jackson.core.JsonProcessingException;
-import com.fasterxml.jackson.core.StreamReadFeature;
-import com.fasterxml.jackson.core.json.JsonReadFeature;
-import com.fasterxml.jackson.databind.DeserializationFeature;
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.json.JsonMapper;
-import com.fasterxml.jackson.databind.node.ArrayNode;
-import com.fasterxml.jackson.databind.node.JsonNodeFactory;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -22,7 +12,6 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -79,11 +68,6 @@ public final class TraceFiles {
   static final long MAX_HEADER = 100_000_000L;
   private static final long MAP_CHUNK = 1L << 30;
 
-  private static final ObjectMapper JSON = JsonMapper.builder()
-      .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
-      .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
-      .disable(JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS)
-      .build();
   private static final Pattern UINT = Pattern.compile("0|[1-9][0-9]{0,9}");
   private static final Pattern CHECKSUM = Pattern.compile("crc32:[0-9a-f]{8}");
 
@@ -112,13 +96,12 @@ public final class TraceFiles {
     meta.put("checksum", String.format("crc32:%08x", crc.getValue()));
 
     long indexBytes = trace.totalTokens() * trace.layers() * trace.topK() * trace.store.elementBytes;
-    ObjectNode root = JsonNodeFactory.instance.objectNode();
-    ObjectNode m = root.putObject("__metadata__");
-    meta.forEach(m::put);
+    Map<String, Object> root = new LinkedHashMap<>();
+    root.put("__metadata__", meta);
     tensor(root, "sample_offsets", "I64", new long[] {offsets.length}, 0, offsetBytes.remaining());
     tensor(root, "indices", trace.indexDtype(), new long[] {trace.totalTokens(), trace.layers(), trace.topK()},
         offsetBytes.remaining(), offsetBytes.remaining() + indexBytes);
-    byte[] json = JSON.writeValueAsBytes(root);
+    byte[] json = Json.write(root).getBytes(StandardCharsets.UTF_8);
     int padded = (json.length + 7) / 8 * 8;
     ByteBuffer head = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
     head.putLong(padded).put(json);
@@ -141,12 +124,12 @@ public final class TraceFiles {
     }, wrap);
   }
 
-  private static void tensor(ObjectNode root, String name, String dtype, long[] shape, long begin, long end) {
-    ObjectNode t = root.putObject(name);
+  private static void tensor(Map<String, Object> root, String name, String dtype, long[] shape, long begin, long end) {
+    Map<String, Object> t = new LinkedHashMap<>();
     t.put("dtype", dtype);
-    ArrayNode s = t.putArray("shape");
-    for (long d : shape) s.add(d);
-    t.putArray("data_offsets").add(begin).add(end);
+    t.put("shape", shape);
+    t.put("data_offsets", new long[] {begin, end});
+    root.put(name, t);
   }
 
   /** The metadata written for a trace, checksum excluded. */
@@ -223,23 +206,24 @@ public final class TraceFiles {
       throw fail(path, "header is not valid UTF-8");
     }
     if (!text.startsWith("{")) throw fail(path, "header is not a JSON object");
-    JsonNode root;
+    Object parsed;
     try {
-      root = JSON.readTree(text);
-    } catch (JsonProcessingException e) {
-      throw fail(path, "header is not valid JSON: " + e.getOriginalMessage().replace('\n', ' '));
+      parsed = Json.parse(text);
+    } catch (Json.ParseException e) {
+      throw fail(path, "header is not valid JSON: " + e.getMessage());
     }
-    if (root == null || !root.isObject()) throw fail(path, "header is not a JSON object");
+    if (!(parsed instanceof Map)) throw fail(path, "header is not a JSON object");
+    @SuppressWarnings("unchecked")
+    Map<String, Object> root = (Map<String, Object>) parsed;
 
     // metadata
-    JsonNode metaNode = root.get("__metadata__");
+    Object metaNode = root.get("__metadata__");
     if (metaNode == null) throw fail(path, "no __metadata__ in the header: not a routing trace");
-    if (!metaNode.isObject()) throw fail(path, "__metadata__ is not a JSON object");
+    if (!(metaNode instanceof Map)) throw fail(path, "__metadata__ is not a JSON object");
     Map<String, String> meta = new LinkedHashMap<>();
-    for (Iterator<Map.Entry<String, JsonNode>> it = metaNode.fields(); it.hasNext();) {
-      Map.Entry<String, JsonNode> e = it.next();
-      if (!e.getValue().isTextual()) throw fail(path, "metadata '" + e.getKey() + "' is not a string");
-      meta.put(e.getKey(), e.getValue().textValue());
+    for (Map.Entry<?, ?> e : ((Map<?, ?>) metaNode).entrySet()) {
+      if (!(e.getValue() instanceof String)) throw fail(path, "metadata '" + e.getKey() + "' is not a string");
+      meta.put((String) e.getKey(), (String) e.getValue());
     }
     String format = required(meta, "format", path);
     if (!format.equals(FORMAT)) throw fail(path, "metadata format is '" + format + "', expected '" + FORMAT + "'");
@@ -259,9 +243,7 @@ public final class TraceFiles {
       throw fail(path, "checksum '" + checksum + "' is not of the form crc32:xxxxxxxx");
 
     // tensors
-    List<String> names = new ArrayList<>();
-    root.fieldNames().forEachRemaining(names::add);
-    for (String name : names)
+    for (String name : root.keySet())
       if (!name.equals("__metadata__") && !name.equals("sample_offsets") && !name.equals("indices"))
         throw fail(path, "unexpected tensor '" + name + "' (a trace holds 'indices' and 'sample_offsets')");
     String wantDtype = experts <= 256 ? "U8" : "U16";
@@ -327,22 +309,25 @@ public final class TraceFiles {
     return new RoutingTrace(model, experts, topK, layerIds, score, offsets, store, 0, src);
   }
 
-  private static long[] tensorInfo(JsonNode root, String name, String wantDtype, String allowed, long[] shapeOut, Path path) {
-    JsonNode t = root.get(name);
-    if (t == null) throw fail(path, "no '" + name + "' tensor in the header");
-    if (!t.isObject()) throw fail(path, "tensor '" + name + "' is not a JSON object");
-    JsonNode dtype = t.get("dtype"), shape = t.get("shape"), offs = t.get("data_offsets");
-    if (dtype == null || !dtype.isTextual()) throw fail(path, "tensor '" + name + "' lacks a string dtype");
-    if (shape == null || !shape.isArray()) throw fail(path, "tensor '" + name + "' lacks a shape array");
-    if (offs == null || !offs.isArray() || offs.size() != 2) throw fail(path, "tensor '" + name + "' lacks data_offsets [begin, end]");
+  private static long[] tensorInfo(Map<String, Object> root, String name, String wantDtype, String allowed, long[] shapeOut, Path path) {
+    Object node = root.get(name);
+    if (node == null) throw fail(path, "no '" + name + "' tensor in the header");
+    if (!(node instanceof Map)) throw fail(path, "tensor '" + name + "' is not a JSON object");
+    Map<?, ?> t = (Map<?, ?>) node;
+    Object dtype = t.get("dtype"), shapeNode = t.get("shape"), offsNode = t.get("data_offsets");
+    if (!(dtype instanceof String)) throw fail(path, "tensor '" + name + "' lacks a string dtype");
+    if (!(shapeNode instanceof List)) throw fail(path, "tensor '" + name + "' lacks a shape array");
+    if (!(offsNode instanceof List) || ((List<?>) offsNode).size() != 2)
+      throw fail(path, "tensor '" + name + "' lacks data_offsets [begin, end]");
     if (t.size() != 3) throw fail(path, "tensor '" + name + "' has fields other than dtype, shape and data_offsets");
-    if (!dtype.textValue().equals(wantDtype)) {
-      String why = name.equals("indices") && (dtype.textValue().equals("U8") || dtype.textValue().equals("U16"))
+    List<?> shape = (List<?>) shapeNode, offs = (List<?>) offsNode;
+    if (!dtype.equals(wantDtype)) {
+      String why = name.equals("indices") && (dtype.equals("U8") || dtype.equals("U16"))
           ? " (experts metadata implies " + wantDtype + ")" : " (expected " + allowed + ")";
-      throw fail(path, "tensor '" + name + "' has dtype " + dtype.textValue() + why);
+      throw fail(path, "tensor '" + name + "' has dtype " + dtype + why);
     }
     if (shape.size() != shapeOut.length)
-      throw fail(path, "tensor '" + name + "' has shape " + shape + ", expected " + shapeOut.length + " dimensions");
+      throw fail(path, "tensor '" + name + "' has shape " + Json.write(shape) + ", expected " + shapeOut.length + " dimensions");
     for (int i = 0; i < shapeOut.length; i++) shapeOut[i] = nonNegativeLong(shape.get(i), "tensor '" + name + "' shape", path);
     return new long[] {nonNegativeLong(offs.get(0), "tensor '" + name + "' data_offsets", path),
         nonNegativeLong(offs.get(1), "tensor '" + name + "' data_offsets", path)};
@@ -360,10 +345,10 @@ public final class TraceFiles {
           + " bytes, its dtype and shape need " + bytes);
   }
 
-  private static long nonNegativeLong(JsonNode v, String what, Path path) {
-    if (v == null || !v.isIntegralNumber() || !v.canConvertToLong() || v.longValue() < 0 || v.longValue() > (1L << 50))
-      throw fail(path, what + " holds " + v + ", expected a non-negative integer");
-    return v.longValue();
+  private static long nonNegativeLong(Object v, String what, Path path) {
+    if (!(v instanceof Long) || (Long) v < 0 || (Long) v > (1L << 50))
+      throw fail(path, what + " holds " + Json.write(v) + ", expected a non-negative integer");
+    return (Long) v;
   }
 
   private static String required(Map<String, String> meta, String key, Path path) {
@@ -380,19 +365,21 @@ public final class TraceFiles {
   }
 
   private static int[] layerIds(String v, Path path) {
-    JsonNode a;
+    Object a;
     try {
-      a = JSON.readTree(v);
-    } catch (JsonProcessingException e) {
+      a = Json.parse(v);
+    } catch (Json.ParseException e) {
       throw fail(path, "metadata layer_ids = '" + v + "' is not a JSON array of integers");
     }
-    if (a == null || !a.isArray() || a.size() == 0)
+    if (!(a instanceof List) || ((List<?>) a).isEmpty())
       throw fail(path, "metadata layer_ids = '" + v + "' is not a non-empty JSON array of integers");
-    int[] ids = new int[a.size()];
+    List<?> list = (List<?>) a;
+    int[] ids = new int[list.size()];
     for (int i = 0; i < ids.length; i++) {
-      JsonNode e = a.get(i);
-      if (!e.isIntegralNumber() || !e.canConvertToInt()) throw fail(path, "metadata layer_ids[" + i + "] = " + e + " is not an int");
-      ids[i] = e.intValue();
+      Object e = list.get(i);
+      if (!(e instanceof Long) || (Long) e != ((Long) e).intValue())
+        throw fail(path, "metadata layer_ids[" + i + "] = " + Json.write(e) + " is not an int");
+      ids[i] = ((Long) e).intValue();
       for (int j = 0; j < i; j++) if (ids[j] == ids[i]) throw fail(path, "metadata layer_ids repeats layer " + ids[i]);
     }
     return ids;
