@@ -52,8 +52,8 @@ class JsonTest {
     for (String[] b : bad) {
       Json.ParseException e = assertThrows(Json.ParseException.class, () -> Json.parse(b[0]), b[0]);
       assertEquals(b[1], e.getMessage(), b[0]);
-      // Jackson reads 1e999 as Infinity; a header has no use for it.
-      if (!b[0].contains("e999")) assertThrows(Exception.class, () -> JACKSON.readValue(b[0], Object.class), "Jackson rejects " + b[0]);
+      // Stricter than Jackson in two places: 1e999 (Jackson: Infinity) and nesting (Jackson allows 1000 levels).
+      if (!b[0].contains("e999") && !b[0].startsWith("[[[[")) assertThrows(Exception.class, () -> JACKSON.readValue(b[0], Object.class), "Jackson rejects " + b[0]);
     }
   }
 
