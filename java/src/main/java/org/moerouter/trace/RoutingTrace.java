@@ -1,10 +1,13 @@
 package org.moerouter.trace;
 
+import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Objects;
 import org.moerouter.MoeRouterException;
 import org.moerouter.Status;
+import org.moerouter.replay.LayerKey;
+import org.moerouter.replay.LayerKind;
 
 /**
  * Recorded routing of a batch of samples: for each sample, expert indices [tokens, layers, k], plus
@@ -15,6 +18,14 @@ import org.moerouter.Status;
  * case accessors read only the pages they touch: a pipeline stage or data-parallel rank copies just
  * its samples and layers. Layers are addressed by their position {@code 0 .. layers()-1} in
  * {@link #layerIds()}; {@link #layerIndex(int)} maps a model layer id to its position.
+ *
+ * <p>Layers have a kind ({@link LayerKind}): decoder layers first, then {@link #mtpLayers()}
+ * multi-token-prediction layers (Megatron's creation order), each kind numbered on its own, so
+ * {@link #layerKey(int)} and not the number alone identifies a layer.
+ *
+ * <p>An optional per-token mask ({@link #hasMask()}) marks rows that were not recorded (1 = recorded,
+ * 0 = route live): padding rows of miles traces, slime's one-row alignment, verl's unfilled rows. Masked
+ * rows hold experts {@code 0 .. k-1} as placeholders, and exporters write each layout's own padding there.
  *
  * <p>Tokens are numbered per sample ({@code token} in {@link #expert}) or globally across the
  * concatenation of all samples ({@link #copyTokens}); sample {@code s} holds global tokens
@@ -36,13 +47,17 @@ public final class RoutingTrace {
   private final int[] layerIds;
   private final String scoreFunction;
   private final long[] offsets; // [samples + 1], offsets[0] == 0
+  private final int mtpLayers; // the last mtpLayers positions of layerIds are MTP layers
   final IndexStore store;
+  final ByteBuffer mask; // [store rows], 1 = recorded; null when every row is recorded
   private final long rowBase; // first store row of this trace (views)
   final TraceFiles.Source source; // null unless read from a file (whole file, not a view)
 
-  RoutingTrace(String model, int experts, int topK, int[] layerIds, String scoreFunction, long[] offsets,
-      IndexStore store, long rowBase, TraceFiles.Source source) {
+  RoutingTrace(String model, int experts, int topK, int[] layerIds, int mtpLayers, String scoreFunction, long[] offsets,
+      IndexStore store, ByteBuffer mask, long rowBase, TraceFiles.Source source) {
     this.model = model;
+    this.mtpLayers = mtpLayers;
+    this.mask = mask;
     this.experts = experts;
     this.topK = topK;
     this.layerIds = layerIds;
@@ -53,9 +68,26 @@ public final class RoutingTrace {
     this.source = source;
   }
 
-  /** A builder of an in-memory trace; {@code layerIds} are the model's MoE layer ids, in storage order. */
+  /** A builder of an in-memory trace; {@code layerIds} are the model's decoder MoE layer ids, in storage order. */
   public static Builder builder(String model, int experts, int topK, int[] layerIds, String scoreFunction) {
-    return new Builder(model, experts, topK, layerIds, scoreFunction);
+    return new Builder(model, experts, topK, layerIds, 0, scoreFunction);
+  }
+
+  /**
+   * A builder of an in-memory trace of decoder and MTP layers, in storage order; MTP layers must come after
+   * every decoder layer (Megatron builds them last, and {@code set_replay_data} counts them in that order).
+   */
+  public static Builder builder(String model, int experts, int topK, LayerKey[] layers, String scoreFunction) {
+    Objects.requireNonNull(layers, "layers");
+    int[] ids = new int[layers.length];
+    int mtp = 0;
+    for (int i = 0; i < layers.length; i++) {
+      LayerKey key = Objects.requireNonNull(layers[i], "layers[" + i + "]");
+      ids[i] = key.number();
+      if (key.kind() == LayerKind.MTP) mtp++;
+      else if (mtp > 0) throw invalid(key + " comes after an MTP layer; decoder layers must come first");
+    }
+    return new Builder(model, experts, topK, ids, mtp, scoreFunction);
   }
 
   // ------------------------------------------------------------------ metadata
@@ -77,19 +109,48 @@ public final class RoutingTrace {
     return layerIds.length;
   }
 
-  /** The model layer ids of the stored layers, in storage order (a copy). */
+  /** The layer numbers of the stored layers, in storage order (a copy; MTP layers last, numbered on their own). */
   public int[] layerIds() {
     return layerIds.clone();
   }
 
+  /** The layer number at storage position {@code layer}. */
   public int layerId(int layer) {
     checkLayerRange(layer, layer + 1);
     return layerIds[layer];
   }
 
-  /** Position of a model layer id in this trace, or -1 when the layer is not stored. */
+  /** Number of multi-token-prediction layers: the last {@code mtpLayers()} storage positions. */
+  public int mtpLayers() {
+    return mtpLayers;
+  }
+
+  /** The kind of the layer at storage position {@code layer}. */
+  public LayerKind layerKind(int layer) {
+    checkLayerRange(layer, layer + 1);
+    return layer >= layerIds.length - mtpLayers ? LayerKind.MTP : LayerKind.DECODER;
+  }
+
+  /** The key (kind and number) of the layer at storage position {@code layer}. */
+  public LayerKey layerKey(int layer) {
+    return LayerKey.of(layerKind(layer), layerId(layer));
+  }
+
+  /** The keys of every stored layer, in storage order (replay registries take them to match layers by key). */
+  public LayerKey[] layerKeys() {
+    LayerKey[] out = new LayerKey[layerIds.length];
+    for (int i = 0; i < out.length; i++) out[i] = layerKey(i);
+    return out;
+  }
+
+  /** Position of decoder layer {@code layerId} in this trace, or -1 when the layer is not stored. */
   public int layerIndex(int layerId) {
-    for (int i = 0; i < layerIds.length; i++) if (layerIds[i] == layerId) return i;
+    return layerIndex(LayerKey.decoder(layerId));
+  }
+
+  /** Position of the layer {@code key} in this trace, or -1 when the layer is not stored. */
+  public int layerIndex(LayerKey key) {
+    for (int i = 0; i < layerIds.length; i++) if (layerIds[i] == key.number() && layerKind(i) == key.kind()) return i;
     return -1;
   }
 
@@ -136,6 +197,51 @@ public final class RoutingTrace {
   /** True when the indices are memory-mapped from a file. */
   public boolean isMapped() {
     return store.mapped;
+  }
+
+  // ------------------------------------------------------------------ mask
+
+  /** True when the trace has a per-token mask (some rows may be unrecorded). */
+  public boolean hasMask() {
+    return mask != null;
+  }
+
+  /** Whether token {@code token} of sample {@code sample} was recorded (false: route it live). */
+  public boolean recorded(int sample, int token) {
+    checkSample(sample);
+    long tokens = offsets[sample + 1] - offsets[sample];
+    if (token < 0 || token >= tokens) throw invalid("token " + token + " outside sample " + sample + " ([0, " + tokens + "))");
+    return mask == null || mask.get((int) (rowBase + offsets[sample] + token)) != 0;
+  }
+
+  /**
+   * Copies the mask of global tokens {@code [tokenFrom, tokenTo)} into {@code dst[dstPos ..]} (1 = recorded,
+   * 0 = route live; all 1 without a mask); returns the number of bytes written.
+   */
+  public int copyMask(long tokenFrom, long tokenTo, byte[] dst, int dstPos) {
+    if (tokenFrom < 0 || tokenTo < tokenFrom || tokenTo > totalTokens())
+      throw invalid("token range [" + tokenFrom + ", " + tokenTo + ") outside [0, " + totalTokens() + ")");
+    Objects.requireNonNull(dst, "dst");
+    int n = Math.toIntExact(tokenTo - tokenFrom);
+    if (dstPos < 0 || n > dst.length - (long) dstPos) throw invalid("dst holds " + dst.length + " bytes from " + dstPos + ", needs " + n);
+    for (int i = 0; i < n; i++) dst[dstPos + i] = mask == null || mask.get((int) (rowBase + tokenFrom + i)) != 0 ? (byte) 1 : 0;
+    return n;
+  }
+
+  /** The mask of one sample [tokens] (1 = recorded). */
+  public byte[] sampleMask(int sample) {
+    checkSample(sample);
+    byte[] out = new byte[sampleTokens(sample)];
+    copyMask(offsets[sample], offsets[sample + 1], out, 0);
+    return out;
+  }
+
+  /** Number of unrecorded (mask 0) tokens. */
+  public long maskedTokens() {
+    if (mask == null) return 0;
+    long n = 0;
+    for (long t = 0; t < totalTokens(); t++) if (mask.get((int) (rowBase + t)) == 0) n++;
+    return n;
   }
 
   // ------------------------------------------------------------------ indices
@@ -197,13 +303,18 @@ public final class RoutingTrace {
   }
 
   /**
-   * Checks every index: in {@code [0, E)} and distinct within each (token, layer) row; for a trace read
-   * from a file, also the checksum. {@link TraceFiles#read(Path)} calls this.
+   * Checks every index: in {@code [0, E)}, and distinct within each (token, layer) row of a recorded token;
+   * for a trace read from a file, also the checksum when it has one. {@link TraceFiles#read(Path)} calls this.
    *
    * @throws TraceFormatException naming the first bad sample, token and layer, or the checksum
    */
   public void verify() {
     if (source != null) source.verifyChecksum();
+    if (mask != null)
+      for (long t = 0; t < totalTokens(); t++) {
+        int m = mask.get((int) (rowBase + t));
+        if (m != 0 && m != 1) throw format("mask of global token " + t + " is " + m + ", expected 0 or 1");
+      }
     int w = layerIds.length * topK;
     int[] row = new int[w];
     int[] seen = new int[experts];
@@ -212,6 +323,7 @@ public final class RoutingTrace {
     for (long t = 0; t < totalTokens(); t++) {
       while (offsets[s + 1] <= t) s++;
       store.copy(rowBase + t, rowBase + t + 1, 0, w, row, 0);
+      boolean live = mask != null && mask.get((int) (rowBase + t)) == 0;
       for (int l = 0; l < layerIds.length; l++) {
         if (++stamp == Integer.MAX_VALUE) {
           Arrays.fill(seen, 0);
@@ -220,8 +332,9 @@ public final class RoutingTrace {
         for (int j = 0; j < topK; j++) {
           int v = row[l * topK + j];
           if (v >= experts) throw outOfRange(t, l, v);
+          if (live) continue; // placeholders of unrecorded rows need not be a top-k set
           if (seen[v] == stamp)
-            throw format("sample " + s + " token " + (t - offsets[s]) + " layer " + layerIds[l] + ": expert " + v
+            throw format("sample " + s + " token " + (t - offsets[s]) + " layer " + layerName(l) + ": expert " + v
                 + " appears twice in the top-" + topK + " set");
           seen[v] = stamp;
         }
@@ -236,7 +349,7 @@ public final class RoutingTrace {
     if (from < 0 || to < from || to > samples()) throw invalid("sample range [" + from + ", " + to + ") outside [0, " + samples() + "]");
     long[] o = new long[to - from + 1];
     for (int i = 0; i <= to - from; i++) o[i] = offsets[from + i] - offsets[from];
-    return new RoutingTrace(model, experts, topK, layerIds, scoreFunction, o, store, rowBase + offsets[from], null);
+    return new RoutingTrace(model, experts, topK, layerIds, mtpLayers, scoreFunction, o, store, mask, rowBase + offsets[from], null);
   }
 
   /** The given samples, in the given order, with layers {@code [layerFrom, layerTo)}, as an in-memory copy. */
@@ -244,11 +357,12 @@ public final class RoutingTrace {
     Objects.requireNonNull(samples, "samples");
     checkLayerRange(layerFrom, layerTo);
     if (layerFrom == layerTo) throw invalid("a trace needs at least one layer");
-    Builder b = new Builder(model, experts, topK, Arrays.copyOfRange(layerIds, layerFrom, layerTo), scoreFunction);
+    int mtp = Math.max(0, layerTo - Math.max(layerFrom, layerIds.length - mtpLayers));
+    Builder b = new Builder(model, experts, topK, Arrays.copyOfRange(layerIds, layerFrom, layerTo), mtp, scoreFunction);
     for (int s : samples) {
       int[] idx = new int[Math.multiplyExact(sampleTokens(s), (layerTo - layerFrom) * topK)];
       copySample(s, layerFrom, layerTo, idx, 0);
-      b.addSample(idx);
+      b.addSample(idx, 0, sampleTokens(s), mask == null ? null : sampleMask(s), 0);
     }
     return b.build();
   }
@@ -257,7 +371,11 @@ public final class RoutingTrace {
   public boolean contentEquals(RoutingTrace o) {
     if (o == this) return true;
     if (o == null || experts != o.experts || topK != o.topK || !model.equals(o.model) || !scoreFunction.equals(o.scoreFunction)
-        || !Arrays.equals(layerIds, o.layerIds) || !Arrays.equals(offsets, o.offsets)) return false;
+        || !Arrays.equals(layerIds, o.layerIds) || mtpLayers != o.mtpLayers || !Arrays.equals(offsets, o.offsets)) return false;
+    for (long t = 0; t < totalTokens(); t++) {
+      boolean a = mask == null || mask.get((int) (rowBase + t)) != 0, b = o.mask == null || o.mask.get((int) (o.rowBase + t)) != 0;
+      if (a != b) return false;
+    }
     int w = layerIds.length * topK;
     int chunk = Math.max(1, (1 << 16) / Math.max(1, w));
     int[] a = new int[chunk * w], b = new int[chunk * w];
@@ -273,8 +391,8 @@ public final class RoutingTrace {
   @Override
   public String toString() {
     return "RoutingTrace{model=" + model + ", experts=" + experts + ", topK=" + topK + ", layers=" + layerIds.length
-        + ", samples=" + samples() + ", tokens=" + totalTokens() + ", " + indexDtype() + (isMapped() ? ", mapped" : "")
-        + "}";
+        + (mtpLayers > 0 ? " (" + mtpLayers + " MTP)" : "") + ", samples=" + samples() + ", tokens=" + totalTokens() + ", "
+        + indexDtype() + (mask != null ? ", masked" : "") + (isMapped() ? ", mapped" : "") + "}";
   }
 
   long rowBase() {
@@ -287,6 +405,11 @@ public final class RoutingTrace {
 
   int[] layerIdsUnsafe() {
     return layerIds;
+  }
+
+  /** "3" for decoder layer 3, "mtp 0" for MTP layer 0 (error messages). */
+  String layerName(int layer) {
+    return layerKind(layer) == LayerKind.MTP ? "mtp " + layerIds[layer] : Integer.toString(layerIds[layer]);
   }
 
   // ------------------------------------------------------------------ checks
@@ -302,7 +425,7 @@ public final class RoutingTrace {
 
   private TraceFormatException outOfRange(long globalToken, int layer, int v) {
     int s = sampleOf(globalToken);
-    return format("sample " + s + " token " + (globalToken - offsets[s]) + " layer " + layerIds[layer] + ": expert " + v
+    return format("sample " + s + " token " + (globalToken - offsets[s]) + " layer " + layerName(layer) + ": expert " + v
         + " out of range [0, " + experts + ")");
   }
 
@@ -328,17 +451,20 @@ public final class RoutingTrace {
   // ------------------------------------------------------------------ builder
 
   /**
-   * Collects samples into an in-memory trace. Each sample is [tokens, layers, k] ints; every row must
-   * hold k distinct experts in {@code [0, E)} (checked, with an error naming sample, token and layer).
-   * Not thread-safe.
+   * Collects samples into an in-memory trace. Each sample is [tokens, layers, k] ints with an optional mask
+   * [tokens]; every row of a recorded token must hold k distinct experts in {@code [0, E)} (checked, with an
+   * error naming sample, token and layer); rows with mask 0 are stored as {@code 0 .. k-1} whatever they
+   * hold (-1 padding included). Not thread-safe.
    */
   public static final class Builder {
     private final String model;
     private final int experts;
     private final int topK;
     private final int[] layerIds;
+    private final int mtpLayers;
     private final String scoreFunction;
     private final int eb;
+    private byte[] mask; // null until a sample with a mask 0 row arrives
     private final int rowElements;
     private byte[] bytes = new byte[1024];
     private int used;
@@ -347,15 +473,20 @@ public final class RoutingTrace {
     private final int[] seen;
     private int stamp;
 
-    Builder(String model, int experts, int topK, int[] layerIds, String scoreFunction) {
+    Builder(String model, int experts, int topK, int[] layerIds, int mtpLayers, String scoreFunction) {
       this.model = Objects.requireNonNull(model, "model");
       this.scoreFunction = Objects.requireNonNull(scoreFunction, "scoreFunction");
       Objects.requireNonNull(layerIds, "layerIds");
       if (experts < 1 || experts > MAX_EXPERTS) throw invalid("experts must be in [1, " + MAX_EXPERTS + "], got " + experts);
       if (topK < 1 || topK > experts) throw invalid("topK must be in [1, experts=" + experts + "], got " + topK);
       if (layerIds.length == 0) throw invalid("a trace needs at least one layer");
+      if (mtpLayers < 0 || mtpLayers > layerIds.length) throw invalid("mtp layers " + mtpLayers + " outside [0, " + layerIds.length + "]");
+      int firstMtp = layerIds.length - mtpLayers;
       for (int i = 0; i < layerIds.length; i++)
-        for (int j = 0; j < i; j++) if (layerIds[i] == layerIds[j]) throw invalid("layer id " + layerIds[i] + " repeated");
+        for (int j = 0; j < i; j++)
+          if (layerIds[i] == layerIds[j] && (i < firstMtp) == (j < firstMtp))
+            throw invalid((i < firstMtp ? "layer id " : "MTP layer id ") + layerIds[i] + " repeated");
+      this.mtpLayers = mtpLayers;
       this.experts = experts;
       this.topK = topK;
       this.layerIds = layerIds.clone();
@@ -372,14 +503,37 @@ public final class RoutingTrace {
       return addSample(indices, 0, indices.length / rowElements);
     }
 
+    /** Adds a sample given as [tokens, layers, k] with its mask [tokens] (1 = recorded; null: all recorded). */
+    public Builder addSample(int[] indices, byte[] mask) {
+      Objects.requireNonNull(indices, "indices");
+      if (indices.length % rowElements != 0)
+        throw invalid("sample " + samples + ": " + indices.length + " indices is not a multiple of layers*k = " + rowElements);
+      return addSample(indices, 0, indices.length / rowElements, mask, 0);
+    }
+
     /** Adds a sample of {@code tokens} tokens from {@code indices[offset ..]}, [tokens, layers, k]. */
     public Builder addSample(int[] indices, int offset, int tokens) {
+      return addSample(indices, offset, tokens, null, 0);
+    }
+
+    /**
+     * Adds a sample of {@code tokens} tokens from {@code indices[offset ..]}, [tokens, layers, k], with its mask
+     * {@code mask[maskOffset ..]} [tokens] (1 = recorded, 0 = not recorded; null: all recorded).
+     */
+    public Builder addSample(int[] indices, int offset, int tokens, byte[] mask, int maskOffset) {
       Objects.requireNonNull(indices, "indices");
       long n = (long) tokens * rowElements;
       if (tokens < 0 || offset < 0 || n > indices.length - (long) offset)
         throw invalid("sample " + samples + ": " + tokens + " tokens from offset " + offset + " need " + n
             + " indices, the array has " + indices.length);
+      if (mask != null && (maskOffset < 0 || tokens > mask.length - (long) maskOffset))
+        throw invalid("sample " + samples + ": mask holds " + mask.length + " entries from " + maskOffset + ", needs " + tokens);
+      if (mask != null)
+        for (int t = 0; t < tokens; t++)
+          if (mask[maskOffset + t] != 0 && mask[maskOffset + t] != 1)
+            throw invalid("sample " + samples + " token " + t + ": mask " + mask[maskOffset + t] + " is not 0 or 1");
       for (int t = 0; t < tokens; t++) {
+        if (mask != null && mask[maskOffset + t] == 0) continue;
         for (int l = 0; l < layerIds.length; l++) {
           if (++stamp == Integer.MAX_VALUE) {
             Arrays.fill(seen, 0);
@@ -389,11 +543,11 @@ public final class RoutingTrace {
           for (int j = 0; j < topK; j++) {
             int v = indices[base + j];
             if (v < 0 || v >= experts)
-              throw invalid("sample " + samples + " token " + t + " layer " + layerIds[l]
+              throw invalid("sample " + samples + " token " + t + " layer " + name(l)
                   + ": expert " + v + " out of range [0, " + experts + ")");
             if (seen[v] == stamp)
               throw invalid("sample " + samples + " token " + t + " layer "
-                  + layerIds[l] + ": expert " + v + " appears twice in the top-" + topK + " set");
+                  + name(l) + ": expert " + v + " appears twice in the top-" + topK + " set");
             seen[v] = stamp;
           }
         }
@@ -402,28 +556,51 @@ public final class RoutingTrace {
       if (newUsed > Integer.MAX_VALUE - 8)
         throw invalid("an in-memory trace is limited to 2 GiB of indices; write larger traces in parts");
       if (newUsed > bytes.length) bytes = Arrays.copyOf(bytes, (int) Math.min(Integer.MAX_VALUE - 8, Math.max(newUsed, 2L * bytes.length)));
-      if (eb == 1) {
-        for (int i = 0; i < n; i++) bytes[used + i] = (byte) indices[offset + i];
-      } else {
-        for (int i = 0; i < n; i++) {
-          int v = indices[offset + i];
+      for (int i = 0; i < n; i++) {
+        int v = indices[offset + i];
+        if (mask != null && mask[maskOffset + i / rowElements] == 0) v = (i % rowElements) % topK;
+        if (eb == 1) {
+          bytes[used + i] = (byte) v;
+        } else {
           bytes[used + 2 * i] = (byte) v;
           bytes[used + 2 * i + 1] = (byte) (v >>> 8);
         }
       }
       used = (int) newUsed;
+      boolean anyMasked = false;
+      if (mask != null) for (int t = 0; t < tokens && !anyMasked; t++) anyMasked = mask[maskOffset + t] == 0;
+      long rows = offsets[samples] + tokens;
+      if (anyMasked && this.mask == null) {
+        if (rows > Integer.MAX_VALUE - 8) throw invalid("a trace with a mask is limited to " + (Integer.MAX_VALUE - 8) + " tokens");
+        this.mask = new byte[(int) Math.max(rows, 64)];
+        Arrays.fill(this.mask, (byte) 1);
+      }
+      if (this.mask != null) {
+        if (rows > this.mask.length) {
+          if (rows > Integer.MAX_VALUE - 8) throw invalid("a trace with a mask is limited to " + (Integer.MAX_VALUE - 8) + " tokens");
+          int old = this.mask.length;
+          this.mask = Arrays.copyOf(this.mask, (int) Math.min(Integer.MAX_VALUE - 8, Math.max(rows, 2L * old)));
+          Arrays.fill(this.mask, old, this.mask.length, (byte) 1);
+        }
+        int base = (int) offsets[samples];
+        for (int t = 0; t < tokens; t++) this.mask[base + t] = mask == null ? 1 : mask[maskOffset + t];
+      }
       if (samples + 2 > offsets.length) offsets = Arrays.copyOf(offsets, offsets.length * 2);
       offsets[samples + 1] = offsets[samples] + tokens;
       samples++;
       return this;
     }
 
-    /** Adds every sample of another trace with the same E, k and layer ids. */
+    /** Adds every sample of another trace with the same E, k and layers. */
     public Builder addSamples(RoutingTrace other) {
-      if (other.experts != experts || other.topK != topK || !Arrays.equals(other.layerIds, layerIds))
-        throw invalid("cannot merge " + other + ": E, k or layer ids differ");
-      for (int s = 0; s < other.samples(); s++) addSample(other.sample(s));
+      if (other.experts != experts || other.topK != topK || !Arrays.equals(other.layerIds, layerIds) || other.mtpLayers != mtpLayers)
+        throw invalid("cannot merge " + other + ": E, k or layers differ");
+      for (int s = 0; s < other.samples(); s++) addSample(other.sample(s), other.mask == null ? null : other.sampleMask(s));
       return this;
+    }
+
+    private String name(int l) {
+      return l >= layerIds.length - mtpLayers ? "mtp " + layerIds[l] : Integer.toString(layerIds[l]);
     }
 
     public int samples() {
@@ -434,7 +611,8 @@ public final class RoutingTrace {
       long[] o = Arrays.copyOf(offsets, samples + 1);
       long rows = o[samples];
       IndexStore store = IndexStore.heap(eb, rowElements, rows, Arrays.copyOf(bytes, used));
-      return new RoutingTrace(model, experts, topK, layerIds.clone(), scoreFunction, o, store, 0, null);
+      ByteBuffer m = mask == null ? null : ByteBuffer.wrap(Arrays.copyOf(mask, (int) rows)).asReadOnlyBuffer();
+      return new RoutingTrace(model, experts, topK, layerIds.clone(), mtpLayers, scoreFunction, o, store, m, 0, null);
     }
   }
 }

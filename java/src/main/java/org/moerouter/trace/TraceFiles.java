@@ -24,7 +24,7 @@ import java.util.zip.CRC32;
 /**
  * Reading and writing routing traces as safetensors files, and .npy import/export.
  *
- * <h2>File format (version 1)</h2>
+ * <h2>File format (versions 1 and 2)</h2>
  * A <a href="https://github.com/huggingface/safetensors">safetensors</a> file:
  * <ol>
  *   <li>8 bytes: little-endian unsigned header length {@code N} (a multiple of 8 when written here);</li>
@@ -32,7 +32,7 @@ import java.util.zip.CRC32;
  *   <li>the data buffer: raw little-endian tensors, back to back, no gaps, exactly filling the rest of the
  *       file; {@code data_offsets} are relative to the start of this buffer.</li>
  * </ol>
- * The header holds two tensors and the metadata:
+ * The header holds two or three tensors and the metadata:
  * <pre>
  * {"__metadata__": {"format": "moe-router-trace", "format_version": "1", "model": "...",
  *                   "experts": "64", "top_k": "8", "layer_ids": "[1,3,5]", "score_function": "softmax",
@@ -41,21 +41,30 @@ import java.util.zip.CRC32;
  *  "indices": {"dtype": "U8" | "U16", "shape": [T, L, k], "data_offsets": [8 (S + 1), ...]}}
  * </pre>
  * {@code indices} is uint8 when E &lt;= 256, else uint16 (up to 65536 experts); T is the total number
- * of tokens, L = length of {@code layer_ids}; sample s holds rows
- * {@code sample_offsets[s] .. sample_offsets[s + 1]} (non-decreasing, from 0 to T). Unknown metadata
- * keys are kept and covered by the checksum. {@code checksum} is CRC-32 (zlib) of the data buffer
- * followed by the canonical metadata: for every metadata key except {@code checksum}, in sorted order,
- * the UTF-8 bytes of {@code key + "=" + value + "\n"}. From Python:
+ * of tokens, L = number of layers; sample s holds rows
+ * {@code sample_offsets[s] .. sample_offsets[s + 1]} (non-decreasing, from 0 to T). Version 2 (written
+ * only when needed, so that traces without these stay readable by version-1 readers) adds an optional
+ * tensor {@code "mask": {"dtype": "U8" (or "BOOL"), "shape": [T]}} (1 = recorded, 0 = not recorded: route
+ * live) and an optional metadata key {@code mtp_layer_ids} (a JSON array): the stored layers are then
+ * {@code layer_ids} (decoder) followed by {@code mtp_layer_ids} (multi-token prediction), so
+ * L = len(layer_ids) + len(mtp_layer_ids). Unknown metadata keys are kept and covered by the checksum.
+ * {@code checksum} is CRC-32 (zlib) of the data buffer followed by the canonical metadata: for every
+ * metadata key except {@code checksum}, in sorted order, the UTF-8 bytes of {@code key + "=" + value + "\n"}.
+ * It may be absent (a file written by another tool, for example Python {@code safetensors}); when present it
+ * must match. From Python:
  * <pre>
- * from safetensors.numpy import load_file           # or parse the header with json + numpy
+ * from safetensors.numpy import load_file, save_file
  * t = load_file("trace.safetensors"); idx, off = t["indices"], t["sample_offsets"]
+ * save_file({"indices": idx, "sample_offsets": off}, "mine.safetensors", metadata={"format": "moe-router-trace",
+ *     "format_version": "1", "model": "m", "experts": "64", "top_k": "8", "layer_ids": "[1,3,5]",
+ *     "score_function": "softmax"})                    # no checksum: accepted, 'trace inspect' says so
  * # checksum: zlib.crc32(data_bytes + "".join(f"{k}={v}\n" for k, v in sorted(meta.items()) if k != "checksum").encode())
  * </pre>
  *
  * <h2>Guarantees</h2>
  * {@link #write} is atomic: a temporary file in the same directory, forced to disk, renamed over the
  * target; a failure or a crash leaves any previous file byte-identical. {@link #open} maps the file and
- * checks the header and layout (not the data); {@link #read} additionally verifies the checksum and every
+ * checks the header and layout (not the data); {@link #read} additionally verifies the checksum (when present) and every
  * index. Malformed files raise {@link TraceFormatException} with the path and the precise problem;
  * file-system failures raise {@link IOException}.
  */
@@ -63,7 +72,10 @@ public final class TraceFiles {
   private TraceFiles() {}
 
   public static final String FORMAT = "moe-router-trace";
+  /** The version written for traces without a mask or MTP layers (readable by every version of this library). */
   public static final String FORMAT_VERSION = "1";
+  /** The version written for traces with a mask or MTP layers (version 1 readers reject them by version). */
+  public static final String FORMAT_VERSION_MASKED = "2";
   /** Largest accepted JSON header (the safetensors limit). */
   static final long MAX_HEADER = 100_000_000L;
   private static final long MAP_CHUNK = 1L << 30;
@@ -88,10 +100,18 @@ public final class TraceFiles {
     offsetBytes.flip();
     long rowFrom = trace.rowBase(), rowTo = rowFrom + trace.totalTokens();
 
+    ByteBuffer maskBytes = null;
+    if (trace.mask != null) {
+      maskBytes = trace.mask.duplicate();
+      maskBytes.limit((int) rowTo).position((int) rowFrom);
+      maskBytes = maskBytes.slice();
+    }
+
     Map<String, String> meta = metadata(trace);
     CRC32 crc = new CRC32();
     crc.update(offsetBytes.duplicate());
     trace.store.update(crc, rowFrom, rowTo);
+    if (maskBytes != null) crc.update(maskBytes.duplicate());
     crc.update(canonical(meta));
     meta.put("checksum", String.format("crc32:%08x", crc.getValue()));
 
@@ -99,8 +119,11 @@ public final class TraceFiles {
     Map<String, Object> root = new LinkedHashMap<>();
     root.put("__metadata__", meta);
     tensor(root, "sample_offsets", "I64", new long[] {offsets.length}, 0, offsetBytes.remaining());
+    long idxEnd = offsetBytes.remaining() + indexBytes;
     tensor(root, "indices", trace.indexDtype(), new long[] {trace.totalTokens(), trace.layers(), trace.topK()},
-        offsetBytes.remaining(), offsetBytes.remaining() + indexBytes);
+        offsetBytes.remaining(), idxEnd);
+    if (maskBytes != null) tensor(root, "mask", "U8", new long[] {trace.totalTokens()}, idxEnd, idxEnd + maskBytes.remaining());
+    ByteBuffer maskOut = maskBytes;
     byte[] json = Json.write(root).getBytes(StandardCharsets.UTF_8);
     int padded = (json.length + 7) / 8 * 8;
     ByteBuffer head = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
@@ -121,6 +144,7 @@ public final class TraceFiles {
         }
       });
       if (failure[0] != null) throw failure[0];
+      if (maskOut != null) AtomicFiles.writeFully(ch, maskOut);
     }, wrap);
   }
 
@@ -136,13 +160,19 @@ public final class TraceFiles {
   static Map<String, String> metadata(RoutingTrace t) {
     Map<String, String> m = new LinkedHashMap<>();
     m.put("format", FORMAT);
-    m.put("format_version", FORMAT_VERSION);
+    m.put("format_version", t.hasMask() || t.mtpLayers() > 0 ? FORMAT_VERSION_MASKED : FORMAT_VERSION);
     m.put("model", t.model());
     m.put("experts", Integer.toString(t.experts()));
     m.put("top_k", Integer.toString(t.topK()));
+    int decoders = t.layers() - t.mtpLayers();
     StringBuilder ids = new StringBuilder("[");
-    for (int i = 0; i < t.layers(); i++) ids.append(i == 0 ? "" : ",").append(t.layerId(i));
+    for (int i = 0; i < decoders; i++) ids.append(i == 0 ? "" : ",").append(t.layerId(i));
     m.put("layer_ids", ids.append(']').toString());
+    if (t.mtpLayers() > 0) {
+      StringBuilder mtp = new StringBuilder("[");
+      for (int i = decoders; i < t.layers(); i++) mtp.append(i == decoders ? "" : ",").append(t.layerId(i));
+      m.put("mtp_layer_ids", mtp.append(']').toString());
+    }
     m.put("score_function", t.scoreFunction());
     if (t.source != null) t.source.extra.forEach(m::putIfAbsent);
     return m;
@@ -228,24 +258,30 @@ public final class TraceFiles {
     String format = required(meta, "format", path);
     if (!format.equals(FORMAT)) throw fail(path, "metadata format is '" + format + "', expected '" + FORMAT + "'");
     String version = required(meta, "format_version", path);
-    if (!version.equals(FORMAT_VERSION))
-      throw fail(path, "unsupported trace format version '" + version + "' (this library reads " + FORMAT_VERSION + ")");
+    if (!version.equals(FORMAT_VERSION) && !version.equals(FORMAT_VERSION_MASKED))
+      throw fail(path, "unsupported trace format version '" + version + "' (this library reads " + FORMAT_VERSION + " and "
+          + FORMAT_VERSION_MASKED + ")");
     String model = required(meta, "model", path);
     int experts = uint(meta, "experts", path);
     if (experts < 1 || experts > RoutingTrace.MAX_EXPERTS)
       throw fail(path, "experts = " + experts + " outside [1, " + RoutingTrace.MAX_EXPERTS + "]");
     int topK = uint(meta, "top_k", path);
     if (topK < 1 || topK > experts) throw fail(path, "top_k = " + topK + " outside [1, experts=" + experts + "]");
-    int[] layerIds = layerIds(required(meta, "layer_ids", path), path);
+    int[] decoderIds = layerIds(required(meta, "layer_ids", path), "layer_ids", false, path);
+    int[] mtpIds = meta.containsKey("mtp_layer_ids") ? layerIds(meta.get("mtp_layer_ids"), "mtp_layer_ids", true, path) : new int[0];
+    int[] layerIds = Arrays.copyOf(decoderIds, decoderIds.length + mtpIds.length);
+    System.arraycopy(mtpIds, 0, layerIds, decoderIds.length, mtpIds.length);
     String score = required(meta, "score_function", path);
-    String checksum = required(meta, "checksum", path);
-    if (!CHECKSUM.matcher(checksum).matches())
+    // A file written by another tool (Python safetensors) may have no checksum: allowed; one that has a
+    // checksum must match it.
+    String checksum = meta.get("checksum");
+    if (checksum != null && !CHECKSUM.matcher(checksum).matches())
       throw fail(path, "checksum '" + checksum + "' is not of the form crc32:xxxxxxxx");
 
     // tensors
     for (String name : root.keySet())
-      if (!name.equals("__metadata__") && !name.equals("sample_offsets") && !name.equals("indices"))
-        throw fail(path, "unexpected tensor '" + name + "' (a trace holds 'indices' and 'sample_offsets')");
+      if (!name.equals("__metadata__") && !name.equals("sample_offsets") && !name.equals("indices") && !name.equals("mask"))
+        throw fail(path, "unexpected tensor '" + name + "' (a trace holds 'indices', 'sample_offsets' and optionally 'mask')");
     String wantDtype = experts <= 256 ? "U8" : "U16";
     int eb = RoutingTrace.elementBytesFor(experts);
     long[] offShape = new long[1];
@@ -262,14 +298,28 @@ public final class TraceFiles {
     long dataLen = size - 8 - n;
     checkRange(path, "sample_offsets", offRange, offShape[0], 8);
     checkRange(path, "indices", idxRange, idxShape[0] * idxShape[1] * idxShape[2], eb);
-    long[][] ranges = {offRange, idxRange};
+    long[] maskRange = null;
+    if (root.containsKey("mask")) {
+      Object m = root.get("mask");
+      String maskDtype = m instanceof Map && "BOOL".equals(((Map<?, ?>) m).get("dtype")) ? "BOOL" : "U8";
+      long[] maskShape = new long[1];
+      maskRange = tensorInfo(root, "mask", maskDtype, "U8 or BOOL", maskShape, path);
+      if (maskShape[0] != idxShape[0])
+        throw fail(path, "mask shape [" + maskShape[0] + "] does not match the " + idxShape[0] + " tokens of indices");
+      if (idxShape[0] > Integer.MAX_VALUE - 8) throw fail(path, "a trace with a mask is limited to " + (Integer.MAX_VALUE - 8) + " tokens");
+      checkRange(path, "mask", maskRange, maskShape[0], 1);
+    }
+    long[][] ranges = maskRange == null ? new long[][] {offRange, idxRange} : new long[][] {offRange, idxRange, maskRange};
     Arrays.sort(ranges, (a, b) -> Long.compare(a[0], b[0]));
-    if (ranges[0][0] != 0 || ranges[0][1] != ranges[1][0])
-      throw fail(path, "tensor data_offsets leave a gap or overlap: " + Arrays.toString(ranges[0]) + " and " + Arrays.toString(ranges[1]));
-    if (ranges[1][1] > dataLen)
-      throw fail(path, "truncated: the tensors need " + ranges[1][1] + " data bytes, the file has " + dataLen);
-    if (ranges[1][1] < dataLen)
-      throw fail(path, (dataLen - ranges[1][1]) + " unexpected bytes after the tensor data");
+    for (int i = 0; i < ranges.length; i++)
+      if ((i == 0 && ranges[0][0] != 0) || (i > 0 && ranges[i - 1][1] != ranges[i][0]))
+        throw fail(path, "tensor data_offsets leave a gap or overlap: " + Arrays.toString(ranges[Math.max(0, i - 1)]) + " and "
+            + Arrays.toString(ranges[Math.max(1, i)]));
+    long dataEnd = ranges[ranges.length - 1][1];
+    if (dataEnd > dataLen)
+      throw fail(path, "truncated: the tensors need " + dataEnd + " data bytes, the file has " + dataLen);
+    if (dataEnd < dataLen)
+      throw fail(path, (dataLen - dataEnd) + " unexpected bytes after the tensor data");
 
     long dataStart = 8 + n;
     int samples = (int) (offShape[0] - 1);
@@ -299,14 +349,17 @@ public final class TraceFiles {
           : ch.map(FileChannel.MapMode.READ_ONLY, dataStart + idxRange[0] + r0 * rowBytes, (r1 - r0) * rowBytes);
     }
     IndexStore store = new IndexStore(eb, rowElements, totalTokens, chunks, chunkRows, true);
+    ByteBuffer mask = maskRange == null ? null
+        : totalTokens == 0 ? ByteBuffer.allocate(0) : ch.map(FileChannel.MapMode.READ_ONLY, dataStart + maskRange[0], totalTokens);
     List<ByteBuffer> data = new ArrayList<>();
     for (long p = 0; p < dataLen; p += MAP_CHUNK)
       data.add(ch.map(FileChannel.MapMode.READ_ONLY, dataStart + p, Math.min(MAP_CHUNK, dataLen - p)));
     Map<String, String> extra = new LinkedHashMap<>(meta);
-    for (String k : new String[] {"format", "format_version", "model", "experts", "top_k", "layer_ids", "score_function", "checksum"})
+    for (String k : new String[] {"format", "format_version", "model", "experts", "top_k", "layer_ids", "mtp_layer_ids",
+        "score_function", "checksum"})
       extra.remove(k);
     Source src = new Source(path, data.toArray(new ByteBuffer[0]), checksum, canonical(meta), meta, extra);
-    return new RoutingTrace(model, experts, topK, layerIds, score, offsets, store, 0, src);
+    return new RoutingTrace(model, experts, topK, layerIds, mtpIds.length, score, offsets, store, mask, 0, src);
   }
 
   private static long[] tensorInfo(Map<String, Object> root, String name, String wantDtype, String allowed, long[] shapeOut, Path path) {
@@ -364,23 +417,23 @@ public final class TraceFiles {
     return Integer.parseInt(v);
   }
 
-  private static int[] layerIds(String v, Path path) {
+  private static int[] layerIds(String v, String key, boolean mayBeEmpty, Path path) {
     Object a;
     try {
       a = Json.parse(v);
     } catch (Json.ParseException e) {
-      throw fail(path, "metadata layer_ids = '" + v + "' is not a JSON array of integers");
+      throw fail(path, "metadata " + key + " = '" + v + "' is not a JSON array of integers");
     }
-    if (!(a instanceof List) || ((List<?>) a).isEmpty())
-      throw fail(path, "metadata layer_ids = '" + v + "' is not a non-empty JSON array of integers");
+    if (!(a instanceof List) || (!mayBeEmpty && ((List<?>) a).isEmpty()))
+      throw fail(path, "metadata " + key + " = '" + v + "' is not a " + (mayBeEmpty ? "" : "non-empty ") + "JSON array of integers");
     List<?> list = (List<?>) a;
     int[] ids = new int[list.size()];
     for (int i = 0; i < ids.length; i++) {
       Object e = list.get(i);
       if (!(e instanceof Long) || (Long) e != ((Long) e).intValue())
-        throw fail(path, "metadata layer_ids[" + i + "] = " + Json.write(e) + " is not an int");
+        throw fail(path, "metadata " + key + "[" + i + "] = " + Json.write(e) + " is not an int");
       ids[i] = ((Long) e).intValue();
-      for (int j = 0; j < i; j++) if (ids[j] == ids[i]) throw fail(path, "metadata layer_ids repeats layer " + ids[i]);
+      for (int j = 0; j < i; j++) if (ids[j] == ids[i]) throw fail(path, "metadata " + key + " repeats layer " + ids[i]);
     }
     return ids;
   }
@@ -402,7 +455,7 @@ public final class TraceFiles {
   static final class Source {
     final Path path;
     private final ByteBuffer[] data;
-    private final String checksum;
+    private final String checksum; // null: written by another tool without one
     private final byte[] canonical;
     final Map<String, String> all;
     final Map<String, String> extra;
@@ -416,7 +469,13 @@ public final class TraceFiles {
       this.extra = extra;
     }
 
+    /** Whether the file carries a checksum (files written by Python tools may not). */
+    boolean hasChecksum() {
+      return checksum != null;
+    }
+
     void verifyChecksum() {
+      if (checksum == null) return;
       CRC32 crc = new CRC32();
       for (ByteBuffer b : data) crc.update(b.duplicate());
       crc.update(canonical);

@@ -22,8 +22,8 @@ public final class TraceMetrics {
     Objects.requireNonNull(a, "a");
     Objects.requireNonNull(b, "b");
     if (a.topK() != b.topK()) throw RoutingTrace.invalid("traces differ in k: " + a.topK() + " vs " + b.topK());
-    if (!Arrays.equals(a.layerIdsUnsafe(), b.layerIdsUnsafe()))
-      throw RoutingTrace.invalid("traces differ in layer ids: " + Arrays.toString(a.layerIdsUnsafe()) + " vs " + Arrays.toString(b.layerIdsUnsafe()));
+    if (!Arrays.equals(a.layerKeys(), b.layerKeys()))
+      throw RoutingTrace.invalid("traces differ in layer ids: " + Arrays.toString(a.layerKeys()) + " vs " + Arrays.toString(b.layerKeys()));
     if (!Arrays.equals(a.offsetsUnsafe(), b.offsetsUnsafe()))
       throw RoutingTrace.invalid("traces differ in samples or tokens: " + a.samples() + " samples / " + a.totalTokens()
           + " tokens vs " + b.samples() + " / " + b.totalTokens());

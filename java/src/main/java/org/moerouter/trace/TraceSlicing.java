@@ -4,13 +4,15 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
+import org.moerouter.replay.LayerKey;
 
 /**
  * Aligns recorded routing with how a trainer batches tokens: packed sequences (cu_seqlens), padding
  * rows, micro-batch splits.
  *
  * <p>Padding rows get the valid, distinct set {@code 0 .. k-1} (never duplicate indices, which replay
- * rejects) and mask 0 so that {@code MoeRouter.replay} routes them live.
+ * rejects) and mask 0 so that {@code MoeRouter.replay} routes them live; so do rows the trace's own mask
+ * marks as not recorded.
  */
 public final class TraceSlicing {
   private TraceSlicing() {}
@@ -20,13 +22,16 @@ public final class TraceSlicing {
     private final int tokens;
     private final int k;
     private final int[] layerIds;
+    private final LayerKey[] keys;
     private final int[] indices;
     private final byte[] mask;
 
-    Packed(int tokens, int k, int[] layerIds, int[] indices, byte[] mask) {
+    Packed(int tokens, int k, LayerKey[] keys, int[] indices, byte[] mask) {
       this.tokens = tokens;
       this.k = k;
-      this.layerIds = layerIds;
+      this.keys = keys;
+      this.layerIds = new int[keys.length];
+      for (int i = 0; i < keys.length; i++) layerIds[i] = keys[i].number();
       this.indices = indices;
       this.mask = mask;
     }
@@ -48,12 +53,22 @@ public final class TraceSlicing {
       return layerIds.clone();
     }
 
+    /** Keys (kind and number) of the packed layers, for {@code ReplayRegistry.setReplayData}. */
+    public LayerKey[] layerKeys() {
+      return keys.clone();
+    }
+
+    /** The shape of {@link #indices()}: [tokens, layers, k]. */
+    public long[] shape() {
+      return new long[] {tokens, layerIds.length, k};
+    }
+
     /** [tokens, layers, k] (the packed array itself). */
     public int[] indices() {
       return indices;
     }
 
-    /** [tokens]: 1 for recorded rows, 0 for padding (route live). */
+    /** [tokens]: 1 for recorded rows, 0 for padding and rows the trace did not record (route live). */
     public byte[] mask() {
       return mask;
     }
@@ -102,10 +117,10 @@ public final class TraceSlicing {
       int start = cuSeqlens[i];
       int len = trace.sampleTokens(samples[i]);
       trace.copySample(samples[i], layerFrom, layerTo, idx, start * w);
-      Arrays.fill(mask, start, start + len, (byte) 1);
+      trace.copyMask(trace.sampleOffset(samples[i]), trace.sampleOffset(samples[i]) + len, mask, start);
       padRows(idx, (start + len) * nl, cuSeqlens[i + 1] * nl, k);
     }
-    return new Packed(total, k, Arrays.copyOfRange(trace.layerIdsUnsafe(), layerFrom, layerTo), idx, mask);
+    return new Packed(total, k, Arrays.copyOfRange(trace.layerKeys(), layerFrom, layerTo), idx, mask);
   }
 
   /** Fills rows {@code [rowFrom, rowTo)} of k indices with {@code 0 .. k-1}. */

@@ -72,7 +72,7 @@ class TraceCorruptionTest {
     assertEquals("metadata experts = 'sixty' is not a non-negative integer", header(h -> h.replace("\"experts\":\"64\"", "\"experts\":\"sixty\"")));
     assertEquals("metadata 'experts' is not a string", header(h -> h.replace("\"experts\":\"64\"", "\"experts\":64")));
     assertEquals("top_k = 65 outside [1, experts=64]", header(h -> h.replace("\"top_k\":\"4\"", "\"top_k\":\"65\"")));
-    assertEquals("unsupported trace format version '2' (this library reads 1)", header(h -> h.replace("\"format_version\":\"1\"", "\"format_version\":\"2\"")));
+    assertEquals("unsupported trace format version '3' (this library reads 1 and 2)", header(h -> h.replace("\"format_version\":\"1\"", "\"format_version\":\"3\"")));
     assertEquals("metadata format is 'other', expected 'moe-router-trace'", header(h -> h.replace("\"moe-router-trace\"", "\"other\"")));
     assertEquals("metadata layer_ids = '[1,x]' is not a JSON array of integers", header(h -> h.replace("[1,3]", "[1,x]")));
     assertEquals("metadata layer_ids repeats layer 1", header(h -> h.replace("[1,3]", "[1,1]")));
@@ -91,7 +91,7 @@ class TraceCorruptionTest {
     assertEquals("tensor 'indices' data_offsets [24, 88] span 64 bytes, its dtype and shape need 72",
         header(h -> h.replace("[8,2,4]", "[9,2,4]")));
     assertEquals("tensor 'sample_offsets' has dtype I32 (expected I64)", header(h -> h.replace("\"I64\"", "\"I32\"")));
-    assertEquals("unexpected tensor 'extra' (a trace holds 'indices' and 'sample_offsets')",
+    assertEquals("unexpected tensor 'extra' (a trace holds 'indices', 'sample_offsets' and optionally 'mask')",
         header(h -> h.substring(0, h.length() - 1) + ",\"extra\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[88,88]}}"));
     assertEquals("tensor 'indices' shape holds -8, expected a non-negative integer", header(h -> h.replace("[8,2,4]", "[-8,2,4]")));
     assertEquals("tensor data_offsets leave a gap or overlap: [0, 24] and [20, 84]",

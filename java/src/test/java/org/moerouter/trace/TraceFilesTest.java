@@ -14,6 +14,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
+import org.moerouter.TestData;
+import org.moerouter.replay.LayerKey;
 
 class TraceFilesTest {
   @TempDir Path dir;
@@ -213,5 +215,80 @@ class TraceFilesTest {
     assertTrue(header.startsWith("{\"__metadata__\":{"), header);
     assertTrue(header.contains("\"sample_offsets\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}"), header);
     assertTrue(header.contains("\"indices\":{\"dtype\":\"U8\",\"shape\":[1,1,2],\"data_offsets\":[16,18]}"), header);
+  }
+
+  @Test
+  void maskAndMtpLayersRoundTripAsVersionTwo() throws Exception {
+    LayerKey[] keys = {LayerKey.decoder(1), LayerKey.decoder(3), LayerKey.mtp(1)};
+    RoutingTrace.Builder b = RoutingTrace.builder("m", 32, 2, keys, "sigmoid");
+    int[] s0 = TestData.randomSelection(new Random(1), 4 * 3, 2, 32);
+    s0[3 * 6] = -1; // token 3 is padding: any content, stored as 0..k-1
+    s0[3 * 6 + 1] = -1;
+    b.addSample(s0, new byte[] {1, 1, 1, 0});
+    b.addSample(TestData.randomSelection(new Random(2), 2 * 3, 2, 32), null);
+    RoutingTrace t = b.build();
+    assertTrue(t.hasMask());
+    assertEquals(1, t.maskedTokens());
+    assertEquals(1, t.mtpLayers());
+    assertEquals(LayerKey.mtp(1), t.layerKey(2));
+    assertEquals(0, t.layerIndex(LayerKey.decoder(1)));
+    assertEquals(2, t.layerIndex(LayerKey.mtp(1)));
+    assertFalse(t.recorded(0, 3));
+    assertEquals(1, t.expert(0, 3, 0, 1), "masked rows hold 0..k-1");
+    Path p = dir.resolve("v2.safetensors");
+    TraceFiles.write(t, p);
+    Map<String, String> meta = TraceFiles.metadata(p);
+    assertEquals("2", meta.get("format_version"));
+    assertEquals("[1,3]", meta.get("layer_ids"));
+    assertEquals("[1]", meta.get("mtp_layer_ids"));
+    RoutingTrace r = TraceFiles.read(p);
+    assertTrue(r.contentEquals(t));
+    assertArrayEquals(new byte[] {1, 1, 1, 0}, r.sampleMask(0));
+    assertArrayEquals(new byte[] {1, 1}, r.sampleMask(1));
+    assertArrayEquals(keys, r.layerKeys());
+    RoutingTrace view = r.slice(1, 2);
+    assertFalse(view.hasMask() && view.maskedTokens() != 0);
+    assertTrue(TraceFiles.read(write(view, "view.safetensors")).contentEquals(t.slice(1, 2)));
+    // A flipped mask byte is covered by the checksum.
+    byte[] bytes = Files.readAllBytes(p);
+    bytes[bytes.length - 1] = 0;
+    Files.write(p, bytes);
+    assertTrue(assertThrows(TraceFormatException.class, () -> TraceFiles.read(p)).getMessage().contains("checksum mismatch"));
+  }
+
+  private Path write(RoutingTrace t, String name) throws Exception {
+    Path p = dir.resolve(name);
+    TraceFiles.write(t, p);
+    return p;
+  }
+
+  /** What Python's safetensors writes: no checksum, tensors in its own order, a BOOL mask. */
+  @Test
+  void aTraceWrittenByPythonWithoutAChecksumIsReadAndOneWithAChecksumMustMatch() throws Exception {
+    RoutingTrace t = TraceTestSupport.random(3, 64, 2, new int[] {0, 2}, new int[] {3, 2});
+    byte[] good = Files.readAllBytes(write(t, "ours.safetensors"));
+    String h = TraceTestSupport.headerText(good);
+    String noSum = h.replaceAll(",\"checksum\":\"crc32:[0-9a-f]{8}\"", "");
+    assertNotEquals(h, noSum);
+    Path p = dir.resolve("python.safetensors");
+    Files.write(p, TraceTestSupport.rewriteHeader(good, x -> noSum));
+    RoutingTrace r = TraceFiles.read(p);
+    assertTrue(r.contentEquals(t));
+    assertFalse(r.source.hasChecksum());
+    // Data order [indices][sample_offsets][mask BOOL], as safetensors may lay them out.
+    int ds = TraceTestSupport.dataStart(good);
+    byte[] offs = java.util.Arrays.copyOfRange(good, ds, ds + 24), idx = java.util.Arrays.copyOfRange(good, ds + 24, good.length);
+    String hdr = "{\"indices\":{\"dtype\":\"U8\",\"shape\":[5,2,2],\"data_offsets\":[0,20]},\"mask\":{\"dtype\":\"BOOL\","
+        + "\"shape\":[5],\"data_offsets\":[44,49]},\"sample_offsets\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[20,44]},"
+        + "\"__metadata__\":{\"format\":\"moe-router-trace\",\"format_version\":\"2\",\"model\":\"py\",\"experts\":\"64\","
+        + "\"top_k\":\"2\",\"layer_ids\":\"[0, 2]\",\"score_function\":\"softmax\"}}";
+    byte[] json = hdr.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+    ByteBuffer f = ByteBuffer.allocate(8 + json.length + 49).order(ByteOrder.LITTLE_ENDIAN);
+    f.putLong(json.length).put(json).put(idx).put(offs).put(new byte[] {1, 1, 0, 1, 1});
+    Files.write(p, f.array());
+    RoutingTrace py = TraceFiles.read(p);
+    assertEquals("py", py.model());
+    assertArrayEquals(new byte[] {1, 1, 0}, py.sampleMask(0));
+    assertArrayEquals(t.sample(1), py.sample(1));
   }
 }
