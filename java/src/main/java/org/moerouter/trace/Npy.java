@@ -16,7 +16,7 @@ import java.util.Objects;
  * A small, self-contained reader and writer of NumPy {@code .npy} files (format versions 1.0, 2.0 and
  * 3.0, C order), for exchanging routing indices with SGLang, vLLM and other Python stacks.
  *
- * <p>Element types: {@code |u1 |i1 u2 i4 i8 f4 f8}, little- or big-endian. Arrays are read whole into
+ * <p>Element types: {@code |b1 |u1 |i1 u2 i4 i8 f4 f8}, little- or big-endian. Arrays are read whole into
  * a typed Java array ({@link Array#data()}), so they hold at most {@code Integer.MAX_VALUE} elements.
  * Malformed files (bad magic, unparseable header, Fortran order, unsupported dtype, truncated data,
  * trailing bytes) raise {@link TraceFormatException} naming the file and the problem; file-system
@@ -38,6 +38,8 @@ public final class Npy {
   public enum Dtype {
     /** {@code |u1}: byte[], values read unsigned. */
     U1(1, "u1"),
+    /** {@code |b1} (numpy bool): byte[], any non-zero byte reads as 1. */
+    B1(1, "b1"),
     /** {@code |i1}: byte[]. */
     I1(1, "i1"),
     /** {@code <u2}: short[], values read unsigned. */
@@ -78,7 +80,7 @@ public final class Npy {
         }
       }
       throw new TraceFormatException(where + ": unsupported dtype '" + descr
-          + "' (supported: |u1 |i1 <u2 <i4 <i8 <f4 <f8, also big-endian)");
+          + "' (supported: |b1 |u1 |i1 <u2 <i4 <i8 <f4 <f8, also big-endian)");
     }
   }
 
@@ -134,6 +136,7 @@ public final class Npy {
     public long getLong(int i) {
       switch (dtype) {
         case U1: return ((byte[]) data)[i] & 0xFF;
+        case B1: return ((byte[]) data)[i] != 0 ? 1 : 0;
         case I1: return ((byte[]) data)[i];
         case U2: return ((short[]) data)[i] & 0xFFFF;
         case I4: return ((int[]) data)[i];
@@ -184,7 +187,7 @@ public final class Npy {
 
   static Class<?> javaType(Dtype d) {
     switch (d) {
-      case U1: case I1: return byte[].class;
+      case U1: case I1: case B1: return byte[].class;
       case U2: return short[].class;
       case I4: return int[].class;
       case I8: return long[].class;
@@ -247,7 +250,7 @@ public final class Npy {
     int count = (int) n;
     Object data;
     switch (h.dtype) {
-      case U1: case I1: { byte[] a = new byte[count]; b.get(a); data = a; break; }
+      case U1: case I1: case B1: { byte[] a = new byte[count]; b.get(a); data = a; break; }
       case U2: { short[] a = new short[count]; b.asShortBuffer().get(a); data = a; break; }
       case I4: { int[] a = new int[count]; b.asIntBuffer().get(a); data = a; break; }
       case I8: { long[] a = new long[count]; b.asLongBuffer().get(a); data = a; break; }
@@ -443,21 +446,31 @@ public final class Npy {
     StringBuilder header = new StringBuilder(dict);
     while (header.length() < total - MAGIC.length - 4 - 1) header.append(' ');
     header.append('\n');
-    long dataBytes = (long) array.size() * array.dtype.itemSize;
-    if (total + dataBytes > Integer.MAX_VALUE) throw new IllegalArgumentException("array too large for one .npy buffer");
-    ByteBuffer b = ByteBuffer.allocate((int) (total + dataBytes)).order(ByteOrder.LITTLE_ENDIAN);
+    ByteBuffer data = encodeData(array);
+    if (total + (long) data.remaining() > Integer.MAX_VALUE) throw new IllegalArgumentException("array too large for one .npy buffer");
+    ByteBuffer b = ByteBuffer.allocate(total + data.remaining()).order(ByteOrder.LITTLE_ENDIAN);
     b.put(MAGIC).put((byte) 1).put((byte) 0).putShort((short) header.length());
     b.put(header.toString().getBytes(StandardCharsets.ISO_8859_1));
+    b.put(data);
+    b.flip();
+    return b;
+  }
+
+  /** The raw little-endian C-order bytes of {@code array}'s data (no header). */
+  static ByteBuffer encodeData(Array array) {
+    long dataBytes = (long) array.size() * array.dtype.itemSize;
+    if (dataBytes > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("array too large for one buffer");
+    ByteBuffer b = ByteBuffer.allocate((int) dataBytes).order(ByteOrder.LITTLE_ENDIAN);
     Object d = array.data;
     switch (array.dtype) {
-      case U1: case I1: b.put((byte[]) d); break;
-      case U2: for (short v : (short[]) d) b.putShort(v); break;
-      case I4: for (int v : (int[]) d) b.putInt(v); break;
-      case I8: for (long v : (long[]) d) b.putLong(v); break;
-      case F4: for (float v : (float[]) d) b.putFloat(v); break;
-      default: for (double v : (double[]) d) b.putDouble(v); break;
+      case U1: case I1: case B1: b.put((byte[]) d); break;
+      case U2: b.asShortBuffer().put((short[]) d); break;
+      case I4: b.asIntBuffer().put((int[]) d); break;
+      case I8: b.asLongBuffer().put((long[]) d); break;
+      case F4: b.asFloatBuffer().put((float[]) d); break;
+      default: b.asDoubleBuffer().put((double[]) d); break;
     }
-    b.flip();
+    b.position(0);
     return b;
   }
 }

@@ -216,35 +216,9 @@ public final class TraceFiles {
 
   private static RoutingTrace parse(FileChannel ch, Path path) throws IOException {
     long size = ch.size();
-    if (size < 8) throw fail(path, "truncated: " + size + " bytes is too short for a safetensors header length");
-    ByteBuffer lenBuf = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
-    readFully(ch, lenBuf, 0);
-    long n = lenBuf.getLong(0);
-    if (n < 2 || n > MAX_HEADER)
-      throw fail(path, "header length " + Long.toUnsignedString(n) + " is invalid (must be in [2, " + MAX_HEADER + "])");
-    if (8 + n > size) throw fail(path, "truncated: header declares " + n + " bytes, the file has " + (size - 8) + " after the length");
-    ByteBuffer hb = ByteBuffer.allocate((int) n);
-    readFully(ch, hb, 8);
-    byte[] header = hb.array();
-    int end = header.length;
-    while (end > 0 && header[end - 1] == ' ') end--;
-    String text;
-    try {
-      text = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-          .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(header, 0, end)).toString();
-    } catch (CharacterCodingException e) {
-      throw fail(path, "header is not valid UTF-8");
-    }
-    if (!text.startsWith("{")) throw fail(path, "header is not a JSON object");
-    Object parsed;
-    try {
-      parsed = Json.parse(text);
-    } catch (Json.ParseException e) {
-      throw fail(path, "header is not valid JSON: " + e.getMessage());
-    }
-    if (!(parsed instanceof Map)) throw fail(path, "header is not a JSON object");
-    @SuppressWarnings("unchecked")
-    Map<String, Object> root = (Map<String, Object>) parsed;
+    long[] hl = new long[1];
+    Map<String, Object> root = Safetensors.headerJson(ch, path, hl);
+    long n = hl[0];
 
     // metadata
     Object metaNode = root.get("__metadata__");
@@ -325,7 +299,7 @@ public final class TraceFiles {
     int samples = (int) (offShape[0] - 1);
     long totalTokens = idxShape[0];
     ByteBuffer ob = ByteBuffer.allocate((int) (offShape[0] * 8)).order(ByteOrder.LITTLE_ENDIAN);
-    readFully(ch, ob, dataStart + offRange[0]);
+    Safetensors.readFully(ch, ob, dataStart + offRange[0]);
     long[] offsets = new long[samples + 1];
     for (int i = 0; i <= samples; i++) offsets[i] = ob.getLong(i * 8);
     if (offsets[0] != 0) throw fail(path, "sample_offsets[0] is " + offsets[0] + ", must be 0");
@@ -436,15 +410,6 @@ public final class TraceFiles {
       for (int j = 0; j < i; j++) if (ids[j] == ids[i]) throw fail(path, "metadata " + key + " repeats layer " + ids[i]);
     }
     return ids;
-  }
-
-  private static void readFully(FileChannel ch, ByteBuffer b, long pos) throws IOException {
-    while (b.hasRemaining()) {
-      int r = ch.read(b, pos);
-      if (r < 0) throw new IOException("unexpected end of file at " + pos);
-      pos += r;
-    }
-    b.flip();
   }
 
   static TraceFormatException fail(Path path, String what) {
