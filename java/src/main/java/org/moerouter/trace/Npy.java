@@ -38,8 +38,6 @@ public final class Npy {
   public enum Dtype {
     /** {@code |u1}: byte[], values read unsigned. */
     U1(1, "u1"),
-    /** {@code |b1} (numpy bool): byte[], any non-zero byte reads as 1. */
-    B1(1, "b1"),
     /** {@code |i1}: byte[]. */
     I1(1, "i1"),
     /** {@code <u2}: short[], values read unsigned. */
@@ -51,7 +49,9 @@ public final class Npy {
     /** {@code <f4}: float[]. */
     F4(4, "f4"),
     /** {@code <f8}: double[]. */
-    F8(8, "f8");
+    F8(8, "f8"),
+    /** {@code |b1} (numpy bool): byte[], any non-zero byte reads as 1. */
+    B1(1, "b1");
 
     private final int itemSize;
     private final String code;
@@ -80,7 +80,7 @@ public final class Npy {
         }
       }
       throw new TraceFormatException(where + ": unsupported dtype '" + descr
-          + "' (supported: |b1 |u1 |i1 <u2 <i4 <i8 <f4 <f8, also big-endian)");
+          + "' (supported: |u1 |i1 <u2 <i4 <i8 <f4 <f8 |b1, also big-endian)");
     }
   }
 

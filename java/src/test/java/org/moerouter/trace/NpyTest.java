@@ -19,7 +19,7 @@ class NpyTest {
   @Test
   void roundTripsEveryDtype() throws Exception {
     Object[] data = {new byte[] {0, (byte) 255, 7}, new byte[] {-1, 2, 3}, new short[] {(short) 65535, 1, 2}, new int[] {-5, 6, 7},
-        new long[] {Long.MIN_VALUE, 0, 9}, new float[] {1.5f, -2f, Float.NaN}, new double[] {1e300, -0.0, 3}};
+        new long[] {Long.MIN_VALUE, 0, 9}, new float[] {1.5f, -2f, Float.NaN}, new double[] {1e300, -0.0, 3}, new byte[] {1, 0, 1}};
     Npy.Dtype[] types = Npy.Dtype.values();
     for (int i = 0; i < types.length; i++) {
       Path p = dir.resolve(types[i] + ".npy");
@@ -71,7 +71,7 @@ class NpyTest {
     assertEquals("f.npy: not a .npy file (bad magic string)", bad("hello world!!".getBytes()));
     assertEquals("f.npy: truncated: 3 bytes is too short for a .npy file", bad(new byte[3]));
     assertEquals("f.npy: unsupported .npy format version 4.0", bad(file(4, "{}", four)));
-    assertEquals("f.npy: unsupported dtype '<c8' (supported: |u1 |i1 <u2 <i4 <i8 <f4 <f8, also big-endian)",
+    assertEquals("f.npy: unsupported dtype '<c8' (supported: |u1 |i1 <u2 <i4 <i8 <f4 <f8 |b1, also big-endian)",
         bad(file(1, "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", four)));
     assertEquals("f.npy: Fortran-order arrays are not supported (save with C order, np.ascontiguousarray)",
         bad(file(1, "{'descr': '<i4', 'fortran_order': True, 'shape': (2, 2), }", new byte[16])));
