@@ -14,12 +14,18 @@ import org.moerouter.RoutingAgreement;
 /**
  * {@code moe-router trace} commands:
  * <pre>
- * trace inspect FILE                      metadata, shape, samples; verifies checksum and indices
- * trace convert IN OUT [options]          .npy &lt;-&gt; .safetensors, by extension
+ * trace inspect FILE                      metadata, shape, samples; verifies checksum (if any) and indices
+ * trace convert IN OUT [options]          .npy &lt;-&gt; .safetensors trace, by extension
  *     --experts E      (from .npy) number of experts; default: max index + 1, with a note
  *     --model NAME --score FN --layer-ids 1,3,5 --sample-offsets 0,100,250
+ * trace convert --from LAYOUT IN OUT.safetensors [import options]   slime, miles, verl, megatron -&gt; trace
+ *     --layer-ids (slime/miles/verl: the MoE columns to keep; megatron: the columns' layer numbers)
+ *     --mtp-layer-ids (megatron) --sample-offsets (megatron) --minus-one-rows reject|live|arange
+ *     --no-align (slime/miles) --attention-mask M.npy (verl) --experts --model --score
+ * trace convert --to LAYOUT TRACE.safetensors OUT [--num-layers N] [--masked-rows error|minus-one|arange|zeros]
  * trace diff A B                          routing agreement per layer and overall
  * </pre>
+ * IN for --from: .npy, .npz, .safetensors (as Python writes them, no checksum needed) or a directory of .npy.
  * Exit codes: 0 success, 1 bad or unreadable file, 2 usage error. Errors are one line on {@code err}.
  */
 public final class TraceCli {
@@ -75,8 +81,13 @@ public final class TraceCli {
   private static void usage(PrintStream p) {
     p.println("usage: moe-router trace inspect FILE");
     p.println("       moe-router trace convert IN OUT [--experts E] [--model NAME] [--score FN] [--layer-ids 1,3,5] [--sample-offsets 0,n1,...]");
+    p.println("       moe-router trace convert --from slime|miles|verl|megatron IN OUT.safetensors [--layer-ids ..] [--mtp-layer-ids ..]");
+    p.println("           [--sample-offsets ..] [--minus-one-rows reject|live|arange] [--no-align] [--attention-mask M.npy] [--experts E]");
+    p.println("       moe-router trace convert --to slime|miles|verl|megatron TRACE.safetensors OUT.{npz,safetensors,npy}");
+    p.println("           [--num-layers N] [--masked-rows error|minus-one|arange|zeros]");
     p.println("       moe-router trace diff A B");
-    p.println("files: .safetensors routing traces, or .npy [tokens, layers, k] integer arrays (convert, diff)");
+    p.println("files: .safetensors routing traces, .npy [tokens, layers, k] integer arrays; with --from/--to also .npz and");
+    p.println("       .safetensors written by Python (no checksum needed), and for --from a directory of .npy files");
   }
 
   private static int usageError(PrintStream err, String message) {
@@ -92,6 +103,10 @@ public final class TraceCli {
     return p.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
   }
 
+  private static boolean isNpz(Path p) {
+    return p.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".npz");
+  }
+
   private static int inspect(Path file, PrintStream out) throws IOException {
     if (isNpy(file)) {
       Npy.Array a = Npy.read(file);
@@ -99,6 +114,27 @@ public final class TraceCli {
       out.println("dtype:  " + a.dtype().descr());
       out.println("shape:  " + java.util.Arrays.toString(a.shape()));
       return 0;
+    }
+    if (isNpz(file)) {
+      List<Map.Entry<String, Npy.Array>> arrays = new ArrayList<>();
+      TraceInterop.readArrays(file, arrays);
+      out.println("file:   " + file + " (.npz, " + arrays.size() + " arrays)");
+      for (Map.Entry<String, Npy.Array> e : arrays)
+        out.println("array " + e.getKey() + ": " + e.getValue().dtype().descr() + " " + java.util.Arrays.toString(e.getValue().shape()));
+      return 0;
+    }
+    if (isTrace(file)) {
+      Safetensors.Header h = Safetensors.readHeader(file);
+      if (!TraceFiles.FORMAT.equals(h.metadata().get("format"))) {
+        out.println("file:           " + file);
+        out.println("format:         safetensors written by another tool (no " + TraceFiles.FORMAT + " metadata; not a trace:"
+            + " import it with 'trace convert --from LAYOUT')");
+        out.println("tensors:        " + h.tensors().size());
+        for (Safetensors.TensorInfo t : h.tensors().values()) out.println("tensor " + t);
+        for (Map.Entry<String, String> e : h.metadata().entrySet()) out.println("meta " + e.getKey() + ": " + e.getValue());
+        out.println("checksum:       none (only " + TraceFiles.FORMAT + " files carry one)");
+        return 0;
+      }
     }
     RoutingTrace t = TraceFiles.read(file);
     out.println("file:           " + file);
@@ -108,7 +144,9 @@ public final class TraceCli {
     out.println("experts:        " + t.experts());
     out.println("top_k:          " + t.topK());
     out.println("score_function: " + t.scoreFunction());
-    out.println("layers:         " + t.layers() + " " + java.util.Arrays.toString(t.layerIdsUnsafe()));
+    int dec = t.layers() - t.mtpLayers();
+    out.println("layers:         " + t.layers() + " " + java.util.Arrays.toString(java.util.Arrays.copyOf(t.layerIdsUnsafe(), dec))
+        + (t.mtpLayers() > 0 ? " + MTP " + java.util.Arrays.toString(java.util.Arrays.copyOfRange(t.layerIdsUnsafe(), dec, t.layers())) : ""));
     out.println("indices:        " + t.indexDtype() + " [" + t.totalTokens() + ", " + t.layers() + ", " + t.topK() + "]");
     out.println("samples:        " + t.samples());
     if (t.samples() > 0) {
@@ -120,28 +158,44 @@ public final class TraceCli {
       out.println("tokens:         " + t.totalTokens() + " (per sample: min " + min + ", max " + max + ", mean "
           + String.format(Locale.ROOT, "%.1f", (double) t.totalTokens() / t.samples()) + ")");
     }
+    if (t.hasMask()) out.println("mask:           " + t.maskedTokens() + " of " + t.totalTokens() + " tokens not recorded (route live)");
     for (Map.Entry<String, String> e : t.source.extra.entrySet()) out.println("meta " + e.getKey() + ": " + e.getValue());
-    out.println("checksum:       " + meta.get("checksum") + " (verified)");
+    out.println("checksum:       " + (t.source.hasChecksum() ? meta.get("checksum") + " (verified)"
+        : "none (written by another tool; allowed, indices verified)"));
     return 0;
   }
 
   private static int convert(String[] args, PrintStream out, PrintStream err) throws IOException {
     List<String> pos = new ArrayList<>();
-    int experts = 0;
+    int experts = 0, numLayers = 0;
     String model = null, score = null;
-    int[] layerIds = null;
+    int[] layerIds = null, mtpLayerIds = null;
     long[] sampleOffsets = null;
+    TraceInterop.Layout from = null, to = null;
+    org.moerouter.MinusOneRows minusOne = null;
+    TraceInterop.MaskedRows masked = null;
+    boolean noAlign = false;
+    Path attentionMask = null;
     for (int i = 1; i < args.length; i++) {
       String a = args[i];
-      if (a.startsWith("--")) {
+      if (a.equals("--no-align")) {
+        noAlign = true;
+      } else if (a.startsWith("--")) {
         if (i + 1 >= args.length) throw new UsageException(a + " needs a value");
         String v = args[++i];
         switch (a) {
           case "--experts": experts = (int) parseLong(a, v); if (experts < 1) throw new UsageException("--experts must be >= 1"); break;
           case "--model": model = v; break;
           case "--score": score = v; break;
-          case "--layer-ids": { long[] l = parseList(a, v); layerIds = new int[l.length]; for (int j = 0; j < l.length; j++) layerIds[j] = Math.toIntExact(l[j]); break; }
+          case "--layer-ids": layerIds = ints(a, v); break;
+          case "--mtp-layer-ids": mtpLayerIds = ints(a, v); break;
           case "--sample-offsets": sampleOffsets = parseList(a, v); break;
+          case "--from": from = layout(a, v); break;
+          case "--to": to = layout(a, v); break;
+          case "--minus-one-rows": minusOne = minusOneRows(v); break;
+          case "--masked-rows": masked = maskedRows(v); break;
+          case "--num-layers": numLayers = (int) parseLong(a, v); if (numLayers < 1) throw new UsageException("--num-layers must be >= 1"); break;
+          case "--attention-mask": attentionMask = Path.of(v); break;
           default: throw new UsageException("unknown option " + a);
         }
       } else {
@@ -150,6 +204,35 @@ public final class TraceCli {
     }
     if (pos.size() != 2) throw new UsageException("convert takes IN OUT");
     Path in = Path.of(pos.get(0)), outPath = Path.of(pos.get(1));
+    boolean importOptions = experts != 0 || model != null || score != null || layerIds != null || sampleOffsets != null;
+    if (from == null && (mtpLayerIds != null || minusOne != null || noAlign || attentionMask != null))
+      throw new UsageException("--mtp-layer-ids, --minus-one-rows, --no-align and --attention-mask need --from LAYOUT");
+    if (to == null && (numLayers != 0 || masked != null))
+      throw new UsageException("--num-layers and --masked-rows need --to LAYOUT");
+    if (from != null || to != null) {
+      RoutingTrace t;
+      if (from != null) {
+        TraceInterop.ImportOptions o = new TraceInterop.ImportOptions().model(model).scoreFunction(score).experts(experts)
+            .layerIds(layerIds).mtpLayerIds(mtpLayerIds).sampleOffsets(sampleOffsets).minusOneRows(minusOne).align(!noAlign);
+        TraceInterop.Imported im = TraceInterop.read(from, in, attentionMask, o);
+        for (String note : im.notes()) err.println("note: " + note);
+        t = im.trace();
+      } else {
+        if (!isTrace(in)) throw new UsageException("--to needs a .safetensors trace as IN (or --from LAYOUT to convert between layouts)");
+        if (importOptions) throw new UsageException("import options need --from LAYOUT");
+        t = TraceFiles.read(in);
+      }
+      if (to != null) {
+        String what = TraceInterop.write(to, t, outPath,
+            new TraceInterop.ExportOptions().numLayers(numLayers).maskedRows(masked));
+        out.println("wrote " + outPath + " (" + to.label() + "): " + what);
+      } else {
+        if (!isTrace(outPath)) throw new UsageException("--from writes a .safetensors trace (add --to LAYOUT for another layout)");
+        TraceFiles.write(t, outPath);
+        out.println("wrote " + outPath + ": " + t);
+      }
+      return 0;
+    }
     if (isNpy(in) && isTrace(outPath)) {
       Npy.Array a = Npy.read(in);
       RoutingTrace t = TraceFiles.fromNpy(a, model, experts, layerIds, score, sampleOffsets);
@@ -159,8 +242,7 @@ public final class TraceCli {
       return 0;
     }
     if (isTrace(in) && isNpy(outPath)) {
-      if (experts != 0 || model != null || score != null || layerIds != null || sampleOffsets != null)
-        throw new UsageException("options apply to .npy -> .safetensors only");
+      if (importOptions) throw new UsageException("options apply to .npy -> .safetensors only");
       RoutingTrace t = TraceFiles.read(in);
       TraceFiles.exportNpy(t, outPath);
       if (t.samples() > 1)
@@ -169,7 +251,42 @@ public final class TraceCli {
       out.println("wrote " + outPath + ": int32 [" + t.totalTokens() + ", " + t.layers() + ", " + t.topK() + "]");
       return 0;
     }
-    throw new UsageException("convert needs one .npy and one .safetensors file (got " + in + " -> " + outPath + ")");
+    throw new UsageException("convert needs one .npy and one .safetensors file (got " + in + " -> " + outPath
+        + "), or --from/--to LAYOUT");
+  }
+
+  private static TraceInterop.Layout layout(String opt, String v) {
+    try {
+      return TraceInterop.Layout.parse(v);
+    } catch (MoeRouterException e) {
+      throw new UsageException(opt + ": " + e.getMessage());
+    }
+  }
+
+  private static org.moerouter.MinusOneRows minusOneRows(String v) {
+    try {
+      return org.moerouter.MinusOneRows.valueOf(v.toUpperCase(Locale.ROOT));
+    } catch (IllegalArgumentException e) {
+      throw new UsageException("--minus-one-rows must be reject, live or arange, got '" + v + "'");
+    }
+  }
+
+  private static TraceInterop.MaskedRows maskedRows(String v) {
+    try {
+      return TraceInterop.MaskedRows.parse(v);
+    } catch (MoeRouterException e) {
+      throw new UsageException("--masked-rows: " + e.getMessage());
+    }
+  }
+
+  private static int[] ints(String opt, String v) {
+    long[] l = parseList(opt, v);
+    int[] out = new int[l.length];
+    for (int j = 0; j < l.length; j++) {
+      if (l[j] != (int) l[j]) throw new UsageException(opt + ": " + l[j] + " is not an int");
+      out[j] = (int) l[j];
+    }
+    return out;
   }
 
   /** A .npy compared with a trace takes the trace's E, layer ids and sample offsets when its shape fits. */
