@@ -9,9 +9,14 @@ import java.util.Arrays;
 import java.util.Locale;
 import java.util.Set;
 import org.moerouter.Backend;
+import org.moerouter.MinusOneRows;
 import org.moerouter.MoeRouter;
 import org.moerouter.RouterConfig;
 import org.moerouter.ScoreFunction;
+import org.moerouter.replay.LayerKey;
+import org.moerouter.replay.ReplayAction;
+import org.moerouter.replay.ReplayRegistry;
+import org.moerouter.replay.RouterReplay;
 import org.moerouter.trace.Npy;
 import org.moerouter.trace.TraceFormatException;
 
@@ -20,13 +25,13 @@ final class RouteCommand {
   private RouteCommand() {}
 
   static final String USAGE = "route --logits L.npy [--bias B.npy] --score softmax|sigmoid [--pre-softmax] --topk K"
-      + " [--groups G --group-topk GK] [--scale S] [--replay IDX.npy [--replay-mask M.npy]]"
+      + " [--groups G --group-topk GK] [--scale S] [--replay IDX.npy [--replay-mask M.npy] [--minus-one-rows reject|live|arange]]"
       + " [--grad-weights DW.npy] [--backend java|cpu|cuda|auto] --out DIR";
 
   static int run(String[] argv, PrintStream out) throws IOException {
     Args a = Args.parse(argv, 1,
         Set.of("logits", "bias", "score", "topk", "groups", "group-topk", "scale", "replay", "replay-mask",
-            "grad-weights", "backend", "out"),
+            "minus-one-rows", "grad-weights", "backend", "out"),
         Set.of("pre-softmax"));
     if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
     Path logitsPath = Paths.get(a.require("logits"));
@@ -70,8 +75,16 @@ final class RouteCommand {
         Path m = Paths.get(a.get("replay-mask"));
         mask = mask(Npy.read(m), m, tokens);
       }
-    } else if (a.get("replay-mask") != null) {
-      throw new Args.UsageException("--replay-mask needs --replay");
+    } else if (a.get("replay-mask") != null || a.get("minus-one-rows") != null) {
+      throw new Args.UsageException((a.get("replay-mask") != null ? "--replay-mask" : "--minus-one-rows") + " needs --replay");
+    }
+    MinusOneRows minusOne = MinusOneRows.REJECT;
+    if (a.get("minus-one-rows") != null) {
+      try {
+        minusOne = MinusOneRows.valueOf(a.get("minus-one-rows").toUpperCase(Locale.ROOT));
+      } catch (IllegalArgumentException e) {
+        throw new Args.UsageException("--minus-one-rows must be reject, live or arange, got '" + a.get("minus-one-rows") + "'");
+      }
     }
     float[] gradWeights = null;
     if (a.get("grad-weights") != null) {
@@ -89,8 +102,16 @@ final class RouteCommand {
     long nonfinite;
     long t0 = System.nanoTime();
     try (MoeRouter router = MoeRouter.create(config, backend)) {
-      nonfinite = replay != null ? router.replay(logits, tokens, replay, mask, idx, weights)
-          : router.route(logits, tokens, idx, weights);
+      if (replay != null) {
+        // One layer of a replay registry: its targets follow section 7's rules, -1 rows included.
+        ReplayRegistry registry = ReplayRegistry.builder().minusOneRows(minusOne).build();
+        RouterReplay layer = registry.addLayer(LayerKey.decoder(0), config);
+        layer.setTargetIndices(replay, new long[] {tokens, k}, mask);
+        layer.setAction(ReplayAction.REPLAY_FORWARD);
+        nonfinite = layer.route(router, logits, tokens, idx, weights);
+      } else {
+        nonfinite = router.route(logits, tokens, idx, weights);
+      }
       if (gradLogits != null) router.backward(logits, tokens, idx, gradWeights, gradLogits);
       backend = router.backend();
     }
@@ -129,7 +150,11 @@ final class RouteCommand {
         int[] out = new int[arr.size()];
         for (int i = 0; i < out.length; i++) {
           long v = arr.getLong(i);
-          out[i] = v < Integer.MIN_VALUE || v > Integer.MAX_VALUE ? -1 : (int) v;
+          // Never narrow silently: a huge int64 must not turn into a plausible index (or into -1 padding).
+          if (v < -1 || v > Integer.MAX_VALUE)
+            throw new TraceFormatException(p + ": replay index " + v + " at row " + i / k + " position " + i % k
+                + " is not an expert index (or -1 padding)");
+          out[i] = (int) v;
         }
         return out;
     }

@@ -155,4 +155,45 @@ class MainTest {
     assertEquals(0, r.status);
     assertTrue(r.out.contains("CPU: available"), r.out);
   }
+
+  @Test
+  void routeReplaysMinusOneRowsAsTheOptionSays() throws Exception {
+    float[] l = writeLogits(dir.resolve("l.npy"), 4, 16);
+    long[] idx = {3, 5, -1, -1, 7, 1, 2, 9};
+    Npy.write(dir.resolve("r.npy"), new Npy.Array(Npy.Dtype.I8, new long[] {4, 2}, idx));
+    String[] base = {"route", "--logits", dir.resolve("l.npy").toString(), "--score", "softmax", "--topk", "2", "--backend", "java",
+        "--replay", dir.resolve("r.npy").toString(), "--out", dir.resolve("o").toString()};
+    Run rejected = run(base);
+    assertEquals(1, rejected.status);
+    assertEquals("moe-router: error: decoder layer 0: target row 1 is all -1 (padding), rejected under minus_one_rows REJECT"
+        + " (use LIVE to route it live or ARANGE to replay experts 0..k-1)", rejected.err.strip());
+    int[] live;
+    try (MoeRouter router = MoeRouter.create(RouterConfig.builder(16, 2).build(), Backend.JAVA)) {
+      live = router.route(l, 4).indices();
+    }
+    for (String policy : new String[] {"live", "arange"}) {
+      String[] args = Arrays.copyOf(base, base.length + 2);
+      args[base.length] = "--minus-one-rows";
+      args[base.length + 1] = policy;
+      Run r = run(args);
+      assertEquals(0, r.status, r.err);
+      int[] got = Npy.read(dir.resolve("o/idx.npy")).toIntArray();
+      int[] want = {3, 5, 0, 0, 7, 1, 2, 9};
+      if (policy.equals("live")) {
+        want[2] = live[2];
+        want[3] = live[3];
+      } else {
+        want[2] = 0;
+        want[3] = 1;
+      }
+      assertArrayEquals(want, got, policy);
+    }
+    Npy.write(dir.resolve("big.npy"), new Npy.Array(Npy.Dtype.I8, new long[] {4, 2}, new long[] {3, 5, 4294967299L, 1, 7, 1, 2, 9}));
+    base[10] = dir.resolve("big.npy").toString();
+    Run big = run(base);
+    assertEquals(1, big.status);
+    assertTrue(big.err.contains("replay index 4294967299 at row 1 position 0 is not an expert index"), big.err);
+    assertEquals(2, run("route", "--logits", dir.resolve("l.npy").toString(), "--score", "softmax", "--topk", "2",
+        "--minus-one-rows", "live", "--out", dir.resolve("o").toString()).status, "--minus-one-rows needs --replay");
+  }
 }

@@ -7,6 +7,9 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -65,5 +68,64 @@ class TraceCliTest {
     assertEquals(2, run());
     assertEquals(2, run("convert", "a.npy", "b.safetensors", "--experts", "x"));
     assertFalse(err.contains("\tat "), "no stack traces");
+  }
+
+  @Test
+  void convertFromAndToTheLayoutsOfOtherSystems() throws Exception {
+    // slime's per-sample arrays in an .npz (np.savez(path, *rollout_routed_experts)), dense layer 0 all zero.
+    int[] a0 = {0, 0, 3, 4, 0, 0, 5, 6}, a1 = {0, 0, 1, 2};
+    java.util.Map<String, Npy.Array> arrays = new java.util.LinkedHashMap<>();
+    arrays.put("arr_0", new Npy.Array(Npy.Dtype.I4, new long[] {2, 2, 2}, a0));
+    arrays.put("arr_1", new Npy.Array(Npy.Dtype.I4, new long[] {1, 2, 2}, a1));
+    Path npz = dir.resolve("slime.npz");
+    TraceInterop.writeNpz(npz, arrays);
+    Path trace = dir.resolve("t.safetensors");
+    assertEquals(0, run("convert", "--from", "slime", npz.toString(), trace.toString(), "--experts", "8", "--model", "glm"), err);
+    assertTrue(err.contains("note: slime: 1 of 2 layer columns are all zero (dense layers), kept MoE layers [1]"), err);
+    assertTrue(err.contains("note: slime: 2 rows kept as mask 0 (route live), one alignment row per sample included"), err);
+    assertEquals(0, run("inspect", trace.toString()), err);
+    assertTrue(out.contains("format:         moe-router-trace v2"), out);
+    assertTrue(out.contains("mask:           2 of 5 tokens not recorded (route live)"), out);
+    assertTrue(out.contains("layers:         1 [1]"), out);
+
+    Path back = dir.resolve("back.npz");
+    assertEquals(0, run("convert", "--to", "slime", trace.toString(), back.toString(), "--num-layers", "2"), err);
+    assertEquals("wrote " + back + " (slime): 2 int32 arrays [len(tokens) - 1, 2, 2]\n", out);
+    List<Map.Entry<String, Npy.Array>> read = new ArrayList<>();
+    TraceInterop.readArrays(back, read);
+    assertArrayEquals(a0, (int[]) read.get(0).getValue().data());
+    assertArrayEquals(a1, (int[]) read.get(1).getValue().data());
+
+    Path verl = dir.resolve("verl.safetensors");
+    assertEquals(0, run("convert", "--to", "verl", trace.toString(), verl.toString()), err);
+    assertEquals(0, run("inspect", verl.toString()), err);
+    assertTrue(out.contains("safetensors written by another tool"), out);
+    assertTrue(out.contains("tensor routed_experts I32 [2, 3, 2, 2]"), out);
+    assertTrue(out.contains("checksum:       none"), out);
+    assertEquals(0, run("convert", "--from", "verl", verl.toString(), dir.resolve("v.safetensors").toString()), err);
+    assertTrue(TraceFiles.read(dir.resolve("v.safetensors")).contentEquals(TraceFiles.read(trace)));
+    assertEquals(1, run("convert", "--to", "megatron", trace.toString(), dir.resolve("m.npy").toString()));
+    assertEquals("error: megatron has no per-token mask: sample 0 token 2 was not recorded (mask 0);"
+        + " write it anyway with masked rows minus-one, arange or zeros\n", err);
+    assertFalse(Files.exists(dir.resolve("m.npy")), "nothing written");
+    assertEquals(0, run("convert", "--to", "megatron", trace.toString(), dir.resolve("m.npy").toString(), "--masked-rows", "arange"), err);
+    assertEquals(Npy.Dtype.I8, Npy.read(dir.resolve("m.npy")).dtype());
+
+    assertEquals(2, run("convert", trace.toString(), dir.resolve("x.npy").toString(), "--num-layers", "3"));
+    assertTrue(err.contains("--num-layers and --masked-rows need --to LAYOUT"), err);
+    assertEquals(2, run("convert", "--from", "sglang", npz.toString(), trace.toString()));
+    assertTrue(err.contains("unknown layout 'sglang' (slime, miles, verl, megatron)"), err);
+    assertEquals(2, run("convert", "--from", "slime", npz.toString(), trace.toString(), "--minus-one-rows", "maybe"));
+  }
+
+  @Test
+  void inspectSaysWhenATraceHasNoChecksum() throws Exception {
+    RoutingTrace t = TraceTestSupport.random(8, 64, 4, new int[] {3, 5}, new int[] {6, 4});
+    Path a = dir.resolve("a.safetensors");
+    TraceFiles.write(t, a);
+    byte[] good = Files.readAllBytes(a);
+    Files.write(a, TraceTestSupport.rewriteHeader(good, h -> h.replaceAll(",\"checksum\":\"crc32:[0-9a-f]{8}\"", "")));
+    assertEquals(0, run("inspect", a.toString()), err);
+    assertTrue(out.contains("checksum:       none (written by another tool; allowed, indices verified)"), out);
   }
 }
