@@ -459,6 +459,7 @@ public final class TraceFiles {
    * or export samples one by one with {@link #exportNpy(RoutingTrace, int, Path)}.
    */
   public static void exportNpy(RoutingTrace trace, Path path) throws IOException {
+    refuseMasked(trace);
     int n = Math.toIntExact(trace.totalTokens() * trace.layers() * trace.topK());
     int[] idx = new int[n];
     trace.copyTokens(0, trace.totalTokens(), 0, trace.layers(), idx, 0);
@@ -467,7 +468,16 @@ public final class TraceFiles {
 
   /** Writes one sample as an int32 .npy of shape [tokens, layers, k]. */
   public static void exportNpy(RoutingTrace trace, int sample, Path path) throws IOException {
+    refuseMasked(trace);
     Npy.write(path, trace.sample(sample), trace.sampleTokens(sample), trace.layers(), trace.topK());
+  }
+
+  /** A plain .npy has no mask: writing placeholders of unrecorded rows would replay them. */
+  private static void refuseMasked(RoutingTrace trace) {
+    long masked = trace.maskedTokens();
+    if (masked > 0)
+      throw new TraceFormatException("the trace has " + masked + " unrecorded (mask 0) tokens and a plain .npy has no mask;"
+          + " export with TraceInterop (trace convert --to megatron|miles|verl) and choose how to write them");
   }
 
   /**

@@ -16,7 +16,8 @@ public final class TraceMetrics {
 
   /**
    * Agreement of two traces with the same k, layer ids and sample offsets (E may differ, for example a
-   * converted .npy with inferred E; the larger bounds the indices).
+   * converted .npy with inferred E; the larger bounds the indices). Tokens that either trace did not record
+   * (mask 0) are left out: {@code tokens()} of the result counts the compared ones.
    */
   public static RoutingAgreement.Result agreement(RoutingTrace a, RoutingTrace b, RoutingAgreement.Engine engine) {
     Objects.requireNonNull(a, "a");
@@ -32,11 +33,29 @@ public final class TraceMetrics {
     RoutingAgreement.Accumulator acc = RoutingAgreement.accumulator(a.layers(), a.topK(), experts, engine);
     int chunk = Math.max(1, CHUNK_INTS / w);
     int[] x = new int[chunk * w], y = new int[chunk * w];
+    boolean masked = a.hasMask() || b.hasMask();
+    byte[] ma = masked ? new byte[chunk] : null, mb = masked ? new byte[chunk] : null;
     for (long t = 0; t < a.totalTokens(); t += chunk) {
       long end = Math.min(a.totalTokens(), t + chunk);
       a.copyTokens(t, end, 0, a.layers(), x, 0);
       b.copyTokens(t, end, 0, b.layers(), y, 0);
-      acc.add(x, y, (int) (end - t));
+      int n = (int) (end - t);
+      if (masked) {
+        // Rows either trace did not record hold placeholders: leave them out of the comparison.
+        a.copyMask(t, end, ma, 0);
+        b.copyMask(t, end, mb, 0);
+        int kept = 0;
+        for (int r = 0; r < n; r++) {
+          if (ma[r] == 0 || mb[r] == 0) continue;
+          if (kept != r) {
+            System.arraycopy(x, r * w, x, kept * w, w);
+            System.arraycopy(y, r * w, y, kept * w, w);
+          }
+          kept++;
+        }
+        n = kept;
+      }
+      acc.add(x, y, n);
     }
     return acc.result();
   }

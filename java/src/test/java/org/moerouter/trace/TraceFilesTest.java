@@ -291,4 +291,16 @@ class TraceFilesTest {
     assertArrayEquals(new byte[] {1, 1, 0}, py.sampleMask(0));
     assertArrayEquals(t.sample(1), py.sample(1));
   }
+
+  @Test
+  void unrecordedRowsAreLeftOutOfAgreementAndOutOfPlainNpy() throws Exception {
+    RoutingTrace a = RoutingTrace.builder("m", 8, 2, new int[] {0}, "").addSample(new int[] {1, 2, 3, 4, 5, 6}, new byte[] {1, 0, 1}).build();
+    RoutingTrace b = RoutingTrace.builder("m", 8, 2, new int[] {0}, "").addSample(new int[] {1, 2, 7, 6, 5, 6}).build();
+    org.moerouter.RoutingAgreement.Result r = TraceMetrics.agreement(a, b);
+    assertEquals(2, r.tokens(), "the unrecorded token is not compared");
+    assertEquals(0, r.differingRows());
+    TraceFormatException e = assertThrows(TraceFormatException.class, () -> TraceFiles.exportNpy(a, dir.resolve("a.npy")));
+    assertTrue(e.getMessage().startsWith("the trace has 1 unrecorded (mask 0) tokens and a plain .npy has no mask"), e.getMessage());
+    assertFalse(Files.exists(dir.resolve("a.npy")));
+  }
 }
