@@ -19,7 +19,7 @@ public final class Main {
       "usage: moe-router <command> [options]",
       "  demo  [--backend B] [--layers N] [--tokens T] [--out DIR]   R3 routing-replay demo (the main job)",
       "  " + RouteCommand.USAGE,
-      "  trace inspect FILE | trace convert IN OUT | trace diff A B",
+      "  trace inspect FILE | trace convert [--from|--to slime|miles|verl|megatron] IN OUT | trace diff A B",
       "  info                                                      backends available here");
 
   public static void main(String[] args) {

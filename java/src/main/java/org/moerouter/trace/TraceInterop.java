@@ -377,7 +377,7 @@ public final class TraceInterop {
     }
     int w = cols.length * k;
     int maxExpert = k - 1;
-    long masked = 0, unfilled = 0;
+    long padded = 0, unfilled = 0, aligned = 0;
     List<int[]> outIdx = new ArrayList<>();
     List<byte[]> outMask = new ArrayList<>();
     boolean anyMask = false;
@@ -421,7 +421,7 @@ public final class TraceInterop {
                 + " under minus_one_rows REJECT (LIVE keeps it as mask 0, ARANGE replays experts 0..k-1)");
           if (policy == MinusOneRows.LIVE) {
             mask[r] = 0;
-            masked++;
+            padded++;
           } else {
             for (int i = 0; i < w; i++) idx[r * w + i] = i % k;
           }
@@ -443,7 +443,7 @@ public final class TraceInterop {
       }
       if (align) {
         mask[rowsIn] = 0;
-        masked++;
+        aligned++;
       }
       for (byte b : mask) anyMask |= b == 0;
       outIdx.add(idx);
@@ -454,10 +454,13 @@ public final class TraceInterop {
       experts = maxExpert + 1;
       notes.add(layout.label() + ": --experts not given; inferred E = " + experts + " (max index + 1)");
     }
-    if (masked > 0 || unfilled > 0)
-      notes.add(layout.label() + ": " + (masked + unfilled) + " rows kept as mask 0 (route live)"
-          + (o.align && (layout == Layout.SLIME || layout == Layout.MILES) ? ", one alignment row per sample included" : "")
-          + (unfilled > 0 ? ", " + unfilled + " unfilled (all-zero) rows" : ""));
+    if (padded + unfilled + aligned > 0) {
+      List<String> parts = new ArrayList<>();
+      if (aligned > 0) parts.add(aligned + " alignment (one per sample)");
+      if (padded > 0) parts.add(padded + " padding (-1)");
+      if (unfilled > 0) parts.add(unfilled + " unfilled (all zero)");
+      notes.add(layout.label() + ": " + (padded + unfilled + aligned) + " rows kept as mask 0 (route live): " + String.join(", ", parts));
+    }
     RoutingTrace.Builder b = RoutingTrace.builder(o.model == null ? "" : o.model, experts, k, keys,
         o.scoreFunction == null ? "" : o.scoreFunction);
     for (int s = 0; s < outIdx.size(); s++) {
@@ -582,7 +585,7 @@ public final class TraceInterop {
 
   private static TraceFormatException maskedError(Layout layout, int sample, long token) {
     return new TraceFormatException(layout.label() + " has no per-token mask: sample " + sample + " token " + token
-        + " was not recorded (mask 0); write it anyway with masked rows minus-one, arange or zeros");
+        + " was not recorded (mask 0); to write it anyway choose --masked-rows minus-one, arange or zeros (MaskedRows)");
   }
 
   private static int sampleOf(RoutingTrace t, long g) {

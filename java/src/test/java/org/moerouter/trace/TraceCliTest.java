@@ -82,7 +82,7 @@ class TraceCliTest {
     Path trace = dir.resolve("t.safetensors");
     assertEquals(0, run("convert", "--from", "slime", npz.toString(), trace.toString(), "--experts", "8", "--model", "glm"), err);
     assertTrue(err.contains("note: slime: 1 of 2 layer columns are all zero (dense layers), kept MoE layers [1]"), err);
-    assertTrue(err.contains("note: slime: 2 rows kept as mask 0 (route live), one alignment row per sample included"), err);
+    assertTrue(err.contains("note: slime: 2 rows kept as mask 0 (route live): 2 alignment (one per sample)"), err);
     assertEquals(0, run("inspect", trace.toString()), err);
     assertTrue(out.contains("format:         moe-router-trace v2"), out);
     assertTrue(out.contains("mask:           2 of 5 tokens not recorded (route live)"), out);
@@ -106,7 +106,7 @@ class TraceCliTest {
     assertTrue(TraceFiles.read(dir.resolve("v.safetensors")).contentEquals(TraceFiles.read(trace)));
     assertEquals(1, run("convert", "--to", "megatron", trace.toString(), dir.resolve("m.npy").toString()));
     assertEquals("error: megatron has no per-token mask: sample 0 token 2 was not recorded (mask 0);"
-        + " write it anyway with masked rows minus-one, arange or zeros\n", err);
+        + " to write it anyway choose --masked-rows minus-one, arange or zeros (MaskedRows)\n", err);
     assertFalse(Files.exists(dir.resolve("m.npy")), "nothing written");
     assertEquals(0, run("convert", "--to", "megatron", trace.toString(), dir.resolve("m.npy").toString(), "--masked-rows", "arange"), err);
     assertEquals(Npy.Dtype.I8, Npy.read(dir.resolve("m.npy")).dtype());

@@ -182,7 +182,7 @@ class TraceInteropTest {
       int[] got = t.sample(b);
       assertArrayEquals(expected.get(b), Arrays.copyOf(got, expected.get(b).length));
     }
-    assertTrue(im.notes().stream().anyMatch(n -> n.contains("3 unfilled (all-zero) rows")), im.notes().toString());
+    assertTrue(im.notes().stream().anyMatch(n -> n.contains("3 rows kept as mask 0 (route live): 3 unfilled (all zero)")), im.notes().toString());
     // Export right-pads; verl strips by the mask, so the same rows come back.
     Npy.Array[] back = TraceInterop.toVerl(t, new TraceInterop.ExportOptions());
     assertArrayEquals(new long[] {batch, 7, layers, K}, back[0].shape());
@@ -263,8 +263,8 @@ class TraceInteropTest {
     assertTrue(e.getMessage().startsWith("slime's [tokens, num_layers, k] has no column for MTP layers"), e.getMessage());
     RoutingTrace masked = RoutingTrace.builder("m", E, K, new int[] {0}, "").addSample(new int[] {1, 2, -1, -1}, new byte[] {1, 0}).build();
     e = assertThrows(TraceFormatException.class, () -> TraceInterop.toMegatron(masked, new TraceInterop.ExportOptions()));
-    assertEquals("megatron has no per-token mask: sample 0 token 1 was not recorded (mask 0); write it anyway with masked rows"
-        + " minus-one, arange or zeros", e.getMessage());
+    assertEquals("megatron has no per-token mask: sample 0 token 1 was not recorded (mask 0);"
+        + " to write it anyway choose --masked-rows minus-one, arange or zeros (MaskedRows)", e.getMessage());
     assertArrayEquals(new long[] {1, 2, 0, 1}, (long[]) TraceInterop.toMegatron(masked,
         new TraceInterop.ExportOptions().maskedRows(TraceInterop.MaskedRows.ARANGE)).data());
   }
