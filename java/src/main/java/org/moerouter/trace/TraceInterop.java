@@ -635,6 +635,13 @@ public final class TraceInterop {
         }
         default: {
           Npy.Array a = named(arrays, "routed_experts", in, false);
+          for (Map.Entry<String, Npy.Array> e : arrays)
+            if (e.getKey().equals("sample_offsets") && opts.sampleOffsets == null) {
+              Npy.Array off = e.getValue();
+              long[] v = new long[off.size()];
+              for (int i = 0; i < v.length; i++) v[i] = off.getLong(i);
+              opts.sampleOffsets = v;
+            }
           return fromMegatron(a, opts);
         }
       }
