@@ -401,8 +401,8 @@ public final class RouterReplay {
         if (recordDevice != 0)
           throw new ReplayStateException(key, key + ": RECORD has a device recording buffer; use routeDevice");
         long start = recordStart(tokens, recordCapacity, "recording buffer");
+        if (recordCapacity < 0) grow(start + tokens); // before routing: a failure leaves the outputs untouched
         long bad = live(router, f32, half, type, tokens, outIdx, outWeights);
-        if (recordCapacity < 0) grow(start + tokens);
         for (int t = 0; t < tokens; t++)
           System.arraycopy(outIdx, t * topK, recordBuffer, recordOffset + (int) (start + t) * recordStride, topK);
         recorded(start, tokens);

@@ -41,6 +41,7 @@ final class TargetRows {
   static Checked check(LayerKey layer, int experts, int k, int[] idx, byte[] mask, int tokens, MinusOneRows policy) {
     int[] liveRows = null;
     int nLive = 0;
+    int[] seenRow = null, seenAt = null;
     boolean arange = false;
     for (int t = 0; t < tokens; t++) {
       if (mask != null && mask[t] == 0) continue;
@@ -70,10 +71,16 @@ final class TargetRows {
         if (e < 0 || e >= experts)
           throw new ReplayStateException(layer, layer + ": target row " + t + ": expert " + e + " at position " + j
               + " is out of range [0, " + experts + ")");
-        for (int m = 0; m < j; m++)
-          if (idx[base + m] == e)
-            throw new ReplayStateException(layer, layer + ": target row " + t + ": expert " + e + " appears twice"
-                + " (positions " + m + " and " + j + ")");
+        // O(k) per row: seenRow[e] == t + 1 marks e as taken in this row, at position seenAt[e].
+        if (seenRow == null) {
+          seenRow = new int[experts];
+          seenAt = new int[experts];
+        }
+        if (seenRow[e] == t + 1)
+          throw new ReplayStateException(layer, layer + ": target row " + t + ": expert " + e + " appears twice"
+              + " (positions " + seenAt[e] + " and " + j + ")");
+        seenRow[e] = t + 1;
+        seenAt[e] = j;
       }
     }
     if (nLive == 0 && !arange) return new Checked(idx, mask);

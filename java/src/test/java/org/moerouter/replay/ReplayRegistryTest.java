@@ -271,6 +271,17 @@ class ReplayRegistryTest {
     System.arraycopy(c2, 0, both, T * K, T * K);
     assertArrayEquals(both, a.recordedIndices(), "APPEND keeps every call in order (slime/miles)");
     assertArrayEquals(new int[] {T, T}, a.recordedCallTokens());
+    // APPEND into a caller's stacked buffer: the second call goes to rows [T, 2T) of the layer's slice.
+    int[] stacked = new int[2 * T * K];
+    append.setStaticBuffer(stacked, 2 * T);
+    int[] d1 = route(a), d2 = route(a);
+    for (int t = 0; t < T; t++)
+      for (int j = 0; j < K; j++) {
+        assertEquals(d1[t * K + j], stacked[t * K + j]);
+        assertEquals(d2[t * K + j], stacked[(T + t) * K + j]);
+      }
+    ReplayStateException full = assertThrows(ReplayStateException.class, () -> route(a));
+    assertEquals("decoder layer 0: recording buffer holds 10 tokens, 10 recorded, this call routes 5", full.getMessage());
     append.clear();
     assertNull(a.recordedIndices());
     assertEquals(ReplayAction.RECORD, a.action(), "clear keeps actions");
