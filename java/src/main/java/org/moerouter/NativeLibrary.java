@@ -25,6 +25,15 @@ public final class NativeLibrary {
     return loaded() ? RouterNative.moe_cuda_device_count() : 0;
   }
 
+  /**
+   * How raw-address host calls ({@code routeAddress}, {@code backwardAddress}, direct buffers and, on
+   * JDK 22+, {@code MoeSegments}) reach the native library: "JNI", or "FFM" (a java.lang.foreign
+   * downcall, JDK 22+ only). {@code -Dmoerouter.hostCalls=jni|ffm} overrides the default on JDK 22+.
+   */
+  public static String hostCallBinding() {
+    return HostCalls.binding();
+  }
+
   /** An empty call into the native library: what one JNI transition costs. */
   public static int emptyCall() {
     return RouterNative.moe_jni_noop();

@@ -45,7 +45,7 @@ final class NativeRouter extends MoeRouter {
   @Override
   long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
       long outWeights) {
-    long r = RouterNative.moe_jni_route_host(handle(), logits, type.code, tokens, replayIdx, replayMask, outIdx,
+    long r = HostCalls.route(handle(), backend == Backend.CPU, logits, type.code, tokens, replayIdx, replayMask, outIdx,
         outWeights);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != 0 ? "replay" : "route");
     return r;
@@ -81,7 +81,8 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits) {
-    int st = RouterNative.moe_jni_backward_host(handle(), logits, type.code, tokens, idx, gradWeights, gradLogits);
+    int st = HostCalls.backward(handle(), backend == Backend.CPU, logits, type.code, tokens, idx, gradWeights,
+        gradLogits);
     if (st != 0) throw RouterNative.error(st, "backward");
   }
 
