@@ -28,7 +28,7 @@ public final class NativeLibrary {
   /**
    * How raw-address host calls ({@code routeAddress}, {@code backwardAddress}, direct buffers and, on
    * JDK 22+, {@code MoeSegments}) reach the native library: "JNI", or "FFM" (a java.lang.foreign
-   * downcall, JDK 22+ only). {@code -Dmoerouter.hostCalls=jni|ffm} overrides the default on JDK 22+.
+   * downcall, JDK 22+ only, opt-in with {@code -Dmoerouter.hostCalls=ffm}; JNI is the default, see docs/benchmarks.md).
    */
   public static String hostCallBinding() {
     return HostCalls.binding();

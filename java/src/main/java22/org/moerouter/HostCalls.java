@@ -16,14 +16,17 @@ import org.bytedeco.javacpp.Loader;
 
 /**
  * JDK 22+ version of {@code HostCalls} (multi-release jar; the JDK 17 version calls JNI only): the raw-address
- * host calls of {@link NativeRouter} go through FFM downcalls bound to the C ABI of native/include/moe_router.h
- * ({@code moe_route_host}, {@code moe_route_backward_host}) in the library JavaCPP loaded, or through JNI.
+ * host calls of {@link NativeRouter} go through JNI ({@link RouterNative}) or through FFM downcalls bound to the
+ * C ABI of native/include/moe_router.h ({@code moe_route_host}, {@code moe_route_backward_host}) in the library
+ * JavaCPP loaded.
  *
- * <p>{@code -Dmoerouter.hostCalls=ffm|jni} picks the binding (default: {@link #DEFAULT}, the faster one in
- * docs/benchmarks.md). FFM calls of at most {@code -Dmoerouter.hostCalls.criticalTokens} tokens (default
- * {@link #DEFAULT_CRITICAL_TOKENS}; 0 turns it off) use a critical downcall: no thread-state transition, so
- * a garbage collection waits for the call, which is why only short calls take it. If FFM cannot be bound
- * (native access denied, symbol missing) the calls stay on JNI and {@link #binding()} says why.
+ * <p>The default is JNI: HostCallBenchmark (docs/benchmarks.md, JDK 25) found no difference between the two
+ * beyond the noise, a few ns per call either way against 100+ ns of routing work for one token, so the
+ * binding that behaves the same on every JDK stays. {@code -Dmoerouter.hostCalls=ffm} selects FFM; FFM
+ * calls of at most {@code -Dmoerouter.hostCalls.criticalTokens} tokens (default 0: none) on CPU routers then
+ * use a critical downcall (no thread-state transition, so a garbage collection waits for the call; it
+ * measured no faster either). If FFM cannot be bound (native access denied, symbol missing) the calls stay
+ * on JNI and {@link #binding()} says why.
  *
  * <p>Pointers are passed as {@code JAVA_LONG}: on the LP64 ABIs this library ships for (x86-64 System V),
  * a pointer and a 64-bit integer travel in the same registers, and no MemorySegment is built per call.
@@ -31,8 +34,8 @@ import org.bytedeco.javacpp.Loader;
 final class HostCalls {
   private HostCalls() {}
 
-  static final String DEFAULT = "ffm";
-  static final long DEFAULT_CRITICAL_TOKENS = 64;
+  static final String DEFAULT = "jni";
+  static final long DEFAULT_CRITICAL_TOKENS = 0;
 
   private static final MethodHandle ROUTE;
   private static final MethodHandle ROUTE_CRITICAL;

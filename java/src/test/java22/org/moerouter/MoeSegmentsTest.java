@@ -46,7 +46,7 @@ class MoeSegmentsTest {
     for (Backend backend : Backends.host())
       for (boolean grouped : new boolean[] {false, true})
         for (LogitsType type : new LogitsType[] {LogitsType.FP32, LogitsType.BF16})
-          // 64 and 65 tokens sit either side of the FFM critical-downcall threshold
+          // 64 and 65 sit either side of the critical-downcall threshold of the jdk22-tests-ffm run
           for (int tokens : new int[] {0, 1, 64, 65, 300})
             s.add(Arguments.of(backend, grouped, type, tokens));
     return s.build();
@@ -233,8 +233,9 @@ class MoeSegmentsTest {
     }
   }
 
+  /** JNI by default; the jdk22-tests-ffm execution runs this class again with -Dmoerouter.hostCalls=ffm. */
   @Test
-  void hostCallsUseTheFfmBindingByDefault() {
+  void hostCallsUseTheRequestedBinding() {
     String requested = System.getProperty("moerouter.hostCalls");
     String expected = requested == null ? HostCalls.DEFAULT : requested;
     assertEquals(expected.toUpperCase(java.util.Locale.ROOT), NativeLibrary.hostCallBinding(),
