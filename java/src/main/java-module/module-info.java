@@ -9,7 +9,6 @@
  */
 module org.moerouter {
   requires org.bytedeco.javacpp;
-  requires com.fasterxml.jackson.databind;  // trace headers (TraceFiles)
   requires jdk.unsupported;                 // sun.misc.Unsafe in HostMemory
 
   exports org.moerouter;
