@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Short JMH profile of moe-router (issue #6): live routing, replay and backward per backend, config,
 # batch size and dtype, plus the JNI overhead benchmark; prints the ns/token table with the
 # replay/live and native/Java ratios and flags rows that miss a target (it never fails on them).

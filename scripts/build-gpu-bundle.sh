@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds a self-contained GPU acceptance bundle: dist/moe-router-gpu-bundle.tar.gz with a jlink'd JRE,
 # the product jar + javacpp, the test classes and their non-JUnit test dependencies, the standalone
 # JUnit console launcher, the goldens, the CUDA self-check and benchmark binaries, and

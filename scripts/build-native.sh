@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the static kernel library with CMake (called by the javacpp-maven-plugin in `initialize`).
 # Output: PREFIX/lib/libmoe_router_all.a = kernels + (when built with CUDA) the static CUDA runtime,
 # so the JNI library links the same way with or without nvcc.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Reproducible-build check: rebuilds the library jar (CMake kernels, JNI link, jar) from a copy of this
 # checkout at another path and requires the same bytes as the jar the running build produced. `mvn -B
 # verify` runs it (java/pom.xml, execution check-reproducible; -Dreproducible.skip=true skips it).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Compiler for the JavaCPP build of the JNI library (java/pom.xml sets platform.compiler to this file):
 # puts the generated JNI functions in a fixed order, then runs the real compiler with the same arguments.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # GPU acceptance checks of a moe-router bundle (made by scripts/build-gpu-bundle.sh). Needs only the
 # NVIDIA driver on the host: no Java, Maven or network (the bundle carries a jlink'd JRE).
 #

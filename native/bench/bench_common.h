@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Error checks shared by the GPU tools (moe_check, moe_bench): report where and exit(1).
 #ifndef MOE_BENCH_COMMON_H_
 #define MOE_BENCH_COMMON_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CUDA benchmark of the routing kernels against "floor" kernels that only move the bytes an op must
 // move: live floor reads the logits once and writes idx + weights; replay floor reads idx and the k
 // replayed logits and writes idx + weights; backward floor reads idx + dW and writes dL [T, E].

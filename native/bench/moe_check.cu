@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // GPU self-check without Java: the CUDA backend against the native CPU backend through the C ABI
 // (MOE_BACKEND_CPU vs MOE_BACKEND_CUDA routers) on random inputs, bf16/fp16 ties, NaN/Inf rows,
 // poisoned outputs, replay (full, masked, in place), invalid replay rows (device and host paths),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Keeps libjnimoerouter.so loadable on glibc 2.17 (RHEL/CentOS 7, Amazon Linux 2, RHEL 8, Ubuntu 20.04)
 // when it is built on a newer glibc. Linked whole into the JNI library (never into an archive that the
 // linker may skip), so every object in the link, including the static libstdc++ and the static CUDA

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /*
  * moe-router C ABI: MoE token-to-expert routing with replay, for CPU and CUDA.
  *

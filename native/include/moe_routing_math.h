@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Per-token routing math shared by the CPU backend and the CUDA kernels (host and device).
 // The pure-Java backend (org.moerouter.JavaRouting) mirrors this file operation for operation, and
 // its Kernel.selectRow is the reference selection (plain or grouped top-k over rank_key) that the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // C ABI entry points: validation, error reporting and dispatch to the CPU or CUDA backend.
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Native CPU backend: the per-token math of moe_routing_math.h, multi-threaded over tokens.
 #include <algorithm>
 #include <atomic>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A small persistent worker pool for the CPU backend: no allocation per call, the caller
 // thread takes part, and a call that finds the pool busy (another Java thread) runs serially.
 #ifndef MOE_CPU_POOL_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Training extras on the CPU (spec section 6): dense views, aux (load-balancing) loss, z-loss.
 // They run once per step and layer, so they favour determinism over speed: per-expert sums are
 // accumulated in double over fixed row chunks and merged in chunk order, whatever the thread count.

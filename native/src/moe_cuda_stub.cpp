@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CUDA entry points for a build without nvcc: every CUDA call reports MOE_ERR_UNSUPPORTED.
 #include "moe_internal.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Internal declarations shared by the backend sources (not part of the C ABI).
 #ifndef MOE_INTERNAL_H_
 #define MOE_INTERNAL_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Routing agreement of two selections on the device (moe_routing_agreement_device): per row the
 // number of common experts (sum over i, j of a_i == b_j, as the host version), rows whose sets
 // differ, and optionally a per-row flag. One thread per row; one atomic pair per warp.

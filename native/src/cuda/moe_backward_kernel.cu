@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Backward of the weights (spec section 5): grad_logits [T, E] from grad_weights [T, k].
 // A team per token (a warp for E <= 512, a 256-thread block above) builds the output row in shared
 // memory (zeros, or -P * dot for pre-softmax), scatters the k selected values, then writes the

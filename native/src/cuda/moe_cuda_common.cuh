@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared pieces of the CUDA backend: router state, launch declarations (the "ops" of each .cu file)
 // and the device helpers every kernel uses.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CUDA backend entry points (moe_internal.h): router state, device-pointer calls (asynchronous,
 // graph-capturable: memsets and kernels only), host-staging variants, replay error reporting.
 #include <new>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Replay: weights at given experts (spec section 4), validated on the device.
 //
 // Validation runs first (one thread per row, moe::check_replay_row); a bad row is recorded with

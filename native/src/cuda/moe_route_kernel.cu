@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fused live routing: scores + bias + group-limited selection + top-k + weights + scaling, one pass
 // over the logits. A team per token: one warp (4 tokens per 128-thread block) for E <= 512, a
 // 256-thread block per token above. The row is staged once in shared memory as float (16-byte

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Scalar-only wrappers over the C ABI for the JavaCPP binding: handles travel as jlong and
 // results come back as "value >= 0, or -status", so hot calls need no out-parameters.
 #ifndef MOE_JNI_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /**
  * moe-router: MoE token routing with record/replay over pure-Java, native CPU and CUDA backends.
  *

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
 /** Where routing runs. {@link #AUTO} picks CUDA, then native CPU, then pure Java. */

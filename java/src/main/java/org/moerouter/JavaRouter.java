@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
 /** The pure-Java backend: reference semantics and fallback. Calls are serialised per router. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
 /** Element type of the logits; BF16 and FP16 travel as raw 16-bit values ({@code short}). */

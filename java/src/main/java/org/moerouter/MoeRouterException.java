@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
 /** The one exception type of moe-router: a failed routing call or a rejected input. */

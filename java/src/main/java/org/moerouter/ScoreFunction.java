@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
 /** How router logits become scores (ROUTING_SPEC.md section 1). */

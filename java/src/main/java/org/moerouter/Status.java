@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
 /** Outcome codes of the native C ABI ({@code moe_status}), also used by the Java backend. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter.replay;
 
 /** What {@link ReplayAction#RECORD} keeps (ROUTING_SPEC.md section 7). */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter.replay;
 
 /** What a MoE layer does with routing on the next call (ROUTING_SPEC.md section 7). */
