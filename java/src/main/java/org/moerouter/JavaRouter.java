@@ -6,7 +6,6 @@ final class JavaRouter extends MoeRouter {
   private final JavaRouting.Kernel kernel;
   private final float[] row;
   private final float[] w;
-  private boolean closed;
 
   JavaRouter(RouterConfig config) {
     super(config, Backend.JAVA);
@@ -41,7 +40,6 @@ final class JavaRouter extends MoeRouter {
   @Override
   synchronized long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx,
       byte[] replayMask, int[] outIdx, float[] outWeights) {
-    ensureOpen();
     if (replayIdx != null) validate(replayIdx, replayMask, tokens, "replay");
     final int k = config.topK();
     final float scale = config.scale();
@@ -68,7 +66,6 @@ final class JavaRouter extends MoeRouter {
   @Override
   synchronized void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx,
       float[] gradWeights, float[] gradLogits) {
-    ensureOpen();
     validate(idx, null, tokens, "backward");
     final int k = config.topK(), e = config.experts();
     float[] grad = new float[e];
@@ -137,7 +134,6 @@ final class JavaRouter extends MoeRouter {
   @Override
   synchronized float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff,
       float[] outScores, byte[] outMap, int[] outCounts, float[] grad) {
-    ensureOpen();
     final int e = config.experts(), k = config.topK();
     float[] scores = new float[e];
     long[] keys = new long[k];
@@ -184,7 +180,6 @@ final class JavaRouter extends MoeRouter {
 
   @Override
   synchronized float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad) {
-    ensureOpen();
     final int e = config.experts();
     float c = tokens > 0 ? (float) (2.0 * coeff / tokens) : 0f;
     double total = 0;
@@ -206,12 +201,6 @@ final class JavaRouter extends MoeRouter {
     return tokens > 0 ? (float) ((double) coeff * total / tokens) : 0f;
   }
 
-  private void ensureOpen() {
-    if (closed) throw new MoeRouterException(Status.INVALID_ARGUMENT, "router is closed");
-  }
-
   @Override
-  public synchronized void close() {
-    closed = true;
-  }
+  void freeResources() {}
 }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.Buffer;
 import java.nio.ByteBuffer;
 import java.nio.FloatBuffer;
@@ -25,7 +27,10 @@ import java.util.Objects;
  * }
  * }</pre>
  *
- * <p>Routers are safe to call from several threads; {@link #close()} must not race with calls.
+ * <p>Threads and lifetime: routers are safe to call from several threads at once. {@link #close()} is
+ * idempotent and may race with calls: calls already inside finish normally, the native resources are
+ * freed when the last of them returns, and every call that starts after close throws
+ * {@link IllegalStateException}.
  */
 public abstract class MoeRouter implements AutoCloseable {
   final RouterConfig config;
@@ -93,19 +98,30 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /** Live routing of fp32 logits; returns the number of rows with non-finite logits. */
   public final long route(float[] logits, int tokens, int[] outIdx, float[] outWeights) {
-    checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
-    return routeArrays(logits, null, LogitsType.FP32, tokens, null, null, outIdx, outWeights);
+    acquire("route");
+    try {
+      checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
+      return routeArrays(logits, null, LogitsType.FP32, tokens, null, null, outIdx, outWeights);
+    } finally {
+      release();
+    }
   }
 
   /** Live routing of bf16/fp16 logits given as raw 16-bit values. */
   public final long route(short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights) {
-    checkHalf(type);
-    checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
-    return routeArrays(null, logits, type, tokens, null, null, outIdx, outWeights);
+    acquire("route");
+    try {
+      checkHalf(type);
+      checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
+      return routeArrays(null, logits, type, tokens, null, null, outIdx, outWeights);
+    } finally {
+      release();
+    }
   }
 
   /** Live routing into new arrays. */
   public final RoutingResult route(float[] logits, int tokens) {
+    checkTokens(tokens);
     int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
     float[] w = new float[idx.length];
     long nonfinite = route(logits, tokens, idx, w);
@@ -120,21 +136,32 @@ public abstract class MoeRouter implements AutoCloseable {
    */
   public final long replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
       float[] outWeights) {
-    checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
-        replayMask, outIdx, outWeights);
-    return routeArrays(logits, null, LogitsType.FP32, tokens, replayIdx, replayMask, outIdx, outWeights);
+    acquire("replay");
+    try {
+      checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
+          replayMask, outIdx, outWeights);
+      return routeArrays(logits, null, LogitsType.FP32, tokens, replayIdx, replayMask, outIdx, outWeights);
+    } finally {
+      release();
+    }
   }
 
   public final long replay(short[] logits, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
       int[] outIdx, float[] outWeights) {
-    checkHalf(type);
-    checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
-        replayMask, outIdx, outWeights);
-    return routeArrays(null, logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+    acquire("replay");
+    try {
+      checkHalf(type);
+      checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
+          replayMask, outIdx, outWeights);
+      return routeArrays(null, logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+    } finally {
+      release();
+    }
   }
 
   /** Replay into new arrays. */
   public final RoutingResult replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask) {
+    checkTokens(tokens);
     int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
     float[] w = new float[idx.length];
     long nonfinite = replay(logits, tokens, replayIdx, replayMask, idx, w);
@@ -148,6 +175,16 @@ public abstract class MoeRouter implements AutoCloseable {
    * (BF16/FP16) or a ByteBuffer holding {@code type}. replayIdx and replayMask may be null.
    */
   public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights) {
+    acquire(replayIdx != null ? "replay" : "route");
+    try {
+      return routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+    } finally {
+      release();
+    }
+  }
+
+  private long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
     Objects.requireNonNull(type, "type");
     checkTokens(tokens);
@@ -175,11 +212,16 @@ public abstract class MoeRouter implements AutoCloseable {
    */
   public final long routeAddress(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights) {
-    Objects.requireNonNull(type, "type");
-    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
-    if (tokens > 0 && (logits == 0 || outIdx == 0 || outWeights == 0)) throw invalid("logits and outputs must not be 0");
-    if (replayMask != 0 && replayIdx == 0) throw invalid("replayMask given without replayIdx");
-    return routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+    acquire(replayIdx != 0 ? "replay" : "route");
+    try {
+      Objects.requireNonNull(type, "type");
+      if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+      if (tokens > 0 && (logits == 0 || outIdx == 0 || outWeights == 0)) throw invalid("logits and outputs must not be 0");
+      if (replayMask != 0 && replayIdx == 0) throw invalid("replayMask given without replayIdx");
+      return routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -188,13 +230,25 @@ public abstract class MoeRouter implements AutoCloseable {
    * writes no output and is reported by the next {@link #checkReplay()}. {@code nonfiniteRows} is an
    * optional device int64 receiving the count.
    */
-  public void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-      long outWeights, long nonfiniteRows, long stream) {
-    throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  public final void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
+      long outIdx, long outWeights, long nonfiniteRows, long stream) {
+    acquire("routeDevice");
+    try {
+      routeDeviceImpl(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, nonfiniteRows, stream);
+    } finally {
+      release();
+    }
   }
 
   /** CUDA only: synchronises and throws if a device replay/backward call since the last check was rejected. */
-  public void checkReplay() {}
+  public final void checkReplay() {
+    acquire("checkReplay");
+    try {
+      checkReplayImpl();
+    } finally {
+      release();
+    }
+  }
 
   // ------------------------------------------------------------------ backward
 
@@ -203,31 +257,51 @@ public abstract class MoeRouter implements AutoCloseable {
    * the experts {@code idx} [tokens, k] the forward used (live or replayed). Every element is written.
    */
   public final void backward(float[] logits, int tokens, int[] idx, float[] gradWeights, float[] gradLogits) {
-    checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
-    backwardArrays(logits, null, LogitsType.FP32, tokens, idx, gradWeights, gradLogits);
+    acquire("backward");
+    try {
+      checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
+      backwardArrays(logits, null, LogitsType.FP32, tokens, idx, gradWeights, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   public final void backward(short[] logits, LogitsType type, int tokens, int[] idx, float[] gradWeights,
       float[] gradLogits) {
-    checkHalf(type);
-    checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
-    backwardArrays(null, logits, type, tokens, idx, gradWeights, gradLogits);
+    acquire("backward");
+    try {
+      checkHalf(type);
+      checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
+      backwardArrays(null, logits, type, tokens, idx, gradWeights, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   /** Backward over raw host addresses. */
   public final void backwardAddress(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long gradLogits) {
-    Objects.requireNonNull(type, "type");
-    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
-    if (tokens > 0 && (logits == 0 || idx == 0 || gradWeights == 0 || gradLogits == 0))
-      throw invalid("logits, indices and gradients must not be 0");
-    backwardHost(logits, type, tokens, idx, gradWeights, gradLogits);
+    acquire("backward");
+    try {
+      Objects.requireNonNull(type, "type");
+      if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+      if (tokens > 0 && (logits == 0 || idx == 0 || gradWeights == 0 || gradLogits == 0))
+        throw invalid("logits, indices and gradients must not be 0");
+      backwardHost(logits, type, tokens, idx, gradWeights, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   /** CUDA only: backward over device pointers on {@code stream}. */
-  public void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
-      long stream) {
-    throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  public final void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights,
+      long gradLogits, long stream) {
+    acquire("backwardDevice");
+    try {
+      backwardDeviceImpl(logits, type, tokens, idx, gradWeights, gradLogits, stream);
+    } finally {
+      release();
+    }
   }
 
   // ------------------------------------------------------------------ training extras (spec section 6)
@@ -237,6 +311,15 @@ public abstract class MoeRouter implements AutoCloseable {
    * under replay), written to {@code outCounts}, which is returned.
    */
   public final int[] tokensPerExpert(int[] idx, int tokens, int[] outCounts) {
+    acquire("tokensPerExpert");
+    try {
+      return countTokens(idx, tokens, outCounts);
+    } finally {
+      release();
+    }
+  }
+
+  private int[] countTokens(int[] idx, int tokens, int[] outCounts) {
     checkTokens(tokens);
     int k = config.topK(), e = config.experts();
     checkCapacity("idx", idx == null ? -1 : idx.length, (long) tokens * k);
@@ -260,12 +343,22 @@ public abstract class MoeRouter implements AutoCloseable {
    * {@code outProbs} [tokens, E] (weights scattered, zeros elsewhere); either may be null.
    */
   public final void denseViews(int[] idx, float[] weights, int tokens, byte[] outMap, float[] outProbs) {
-    dense(idx, weights, tokens, outMap, null, outProbs);
+    acquire("denseViews");
+    try {
+      dense(idx, weights, tokens, outMap, null, outProbs);
+    } finally {
+      release();
+    }
   }
 
   /** Routing map as bits: {@code outBits} [tokens, ceil(E / 64)] words, bit e % 64 of word e / 64. */
   public final void denseMapBits(int[] idx, int tokens, long[] outBits) {
-    dense(idx, null, tokens, null, Objects.requireNonNull(outBits, "outBits"), null);
+    acquire("denseMapBits");
+    try {
+      dense(idx, null, tokens, null, Objects.requireNonNull(outBits, "outBits"), null);
+    } finally {
+      release();
+    }
   }
 
   private void dense(int[] idx, float[] weights, int tokens, byte[] map, long[] bits, float[] probs) {
@@ -308,27 +401,47 @@ public abstract class MoeRouter implements AutoCloseable {
    */
   public final float auxLoss(float[] logits, int tokens, float coeff, float[] outScores, byte[] outTopkMap,
       int[] outCounts, float[] gradLogits) {
-    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
-    return auxLossArrays(logits, null, LogitsType.FP32, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+    acquire("auxLoss");
+    try {
+      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+      return auxLossArrays(logits, null, LogitsType.FP32, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   public final float auxLoss(short[] logits, LogitsType type, int tokens, float coeff, float[] outScores,
       byte[] outTopkMap, int[] outCounts, float[] gradLogits) {
-    checkHalf(type);
-    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
-    return auxLossArrays(null, logits, type, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+    acquire("auxLoss");
+    try {
+      checkHalf(type);
+      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+      return auxLossArrays(null, logits, type, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   /** Router z-loss {@code coeff * mean(logsumexp(L)^2)}; its gradient is ADDED to gradLogits if given. */
   public final float zLoss(float[] logits, int tokens, float coeff, float[] gradLogits) {
-    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
-    return zLossArrays(logits, null, LogitsType.FP32, tokens, coeff, gradLogits);
+    acquire("zLoss");
+    try {
+      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
+      return zLossArrays(logits, null, LogitsType.FP32, tokens, coeff, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   public final float zLoss(short[] logits, LogitsType type, int tokens, float coeff, float[] gradLogits) {
-    checkHalf(type);
-    checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
-    return zLossArrays(null, logits, type, tokens, coeff, gradLogits);
+    acquire("zLoss");
+    try {
+      checkHalf(type);
+      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
+      return zLossArrays(null, logits, type, tokens, coeff, gradLogits);
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -337,6 +450,15 @@ public abstract class MoeRouter implements AutoCloseable {
    * Returns the new bias.
    */
   public final synchronized float[] updateExpertBias(int[] tokensPerExpert, float rate) {
+    acquire("updateExpertBias");
+    try {
+      return updateBias(tokensPerExpert, rate);
+    } finally {
+      release();
+    }
+  }
+
+  private float[] updateBias(int[] tokensPerExpert, float rate) {
     if (config.scoreFunction() != ScoreFunction.SIGMOID)
       throw invalid("expert bias applies to the sigmoid score function only");
     int e = config.experts();
@@ -348,9 +470,9 @@ public abstract class MoeRouter implements AutoCloseable {
       mean += tokensPerExpert[i];
     }
     mean /= e;
-    float[] next = expertBias();
+    float[] next = currentBias();
     for (int i = 0; i < e; i++) next[i] += rate * (float) Math.signum(mean - tokensPerExpert[i]);
-    setExpertBias(next);
+    replaceBias(next);
     return next.clone();
   }
 
@@ -360,6 +482,15 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /** The expert bias currently used for selection (a copy; zeros for a sigmoid router built without one). */
   public final synchronized float[] expertBias() {
+    acquire("expertBias");
+    try {
+      return currentBias();
+    } finally {
+      release();
+    }
+  }
+
+  private float[] currentBias() {
     if (expertBias != null) return expertBias.clone();
     if (config.scoreFunction() != ScoreFunction.SIGMOID) throw invalid("softmax routers have no expert bias");
     return new float[config.experts()];
@@ -367,6 +498,15 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /** Replaces the expert bias (sigmoid routers), e.g. after an aux-loss-free balancing step. */
   public final synchronized void setExpertBias(float[] bias) {
+    acquire("setExpertBias");
+    try {
+      replaceBias(bias);
+    } finally {
+      release();
+    }
+  }
+
+  private void replaceBias(float[] bias) {
     checkBias(bias);
     applyExpertBias(bias);
     expertBias = bias.clone();
@@ -379,11 +519,81 @@ public abstract class MoeRouter implements AutoCloseable {
     return false;
   }
 
-  /** Releases native resources; idempotent. */
+  // ------------------------------------------------------------------ lifetime
+
+  /**
+   * 2 x (calls in flight) + CLOSED once close() ran: zstd-jni's AutoCloseBase use counter, except that
+   * close() during calls does not fail but leaves the free to the last call out. Once CLOSED is set the
+   * count only goes down, so exactly one thread sees the word become CLOSED and frees.
+   */
+  private volatile int state;
+
+  private static final int CLOSED = 1;
+  private static final int CALL = 2;
+  private static final VarHandle STATE;
+
+  static {
+    try {
+      STATE = MethodHandles.lookup().findVarHandle(MoeRouter.class, "state", int.class);
+    } catch (ReflectiveOperationException e) {
+      throw new ExceptionInInitializerError(e);
+    }
+  }
+
+  /** Counts a call in; throws IllegalStateException once the router is closed. */
+  final void acquire(String operation) {
+    int s = state;
+    if ((s & CLOSED) != 0 || !STATE.compareAndSet(this, s, s + CALL)) acquireContended(operation);
+  }
+
+  private void acquireContended(String operation) {
+    for (;;) {
+      int s = state;
+      if ((s & CLOSED) != 0) throw new IllegalStateException(operation + " failed: the router is closed (" + this + ")");
+      if (STATE.compareAndSet(this, s, s + CALL)) return;
+    }
+  }
+
+  /**
+   * Counts a call out. Its read-modify-write of {@code this} also keeps the router strongly reachable
+   * until the native call has returned, so a Cleaner cannot run under it.
+   */
+  final void release() {
+    if ((int) STATE.getAndAdd(this, -CALL) == CALL + CLOSED) freeResources();
+  }
+
+  /** True once {@link #close()} was called. */
+  public final boolean isClosed() {
+    return (state & CLOSED) != 0;
+  }
+
+  /**
+   * Releases the router; idempotent, and safe while other threads are inside calls: those complete
+   * normally and the native resources are freed when the last of them returns. Every later call
+   * (routing, replay, backward, losses, helpers, bias) throws {@link IllegalStateException};
+   * {@link #config()}, {@link #backend()} and {@link #isClosed()} keep working.
+   */
   @Override
-  public abstract void close();
+  public final void close() {
+    if ((int) STATE.getAndBitwiseOr(this, CLOSED) == 0) freeResources();
+  }
+
+  /** Frees what the backend owns; runs exactly once, with no call in flight. */
+  abstract void freeResources();
 
   // ------------------------------------------------------------------ backend hooks
+
+  void routeDeviceImpl(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
+      long outWeights, long nonfiniteRows, long stream) {
+    throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  }
+
+  void checkReplayImpl() {}
+
+  void backwardDeviceImpl(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
+      long stream) {
+    throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  }
 
   abstract long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx,
       byte[] replayMask, int[] outIdx, float[] outWeights);

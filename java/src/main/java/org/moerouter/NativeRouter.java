@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-import java.util.concurrent.atomic.AtomicLong;
-
 /** Router over the native library: CPU kernels, or CUDA kernels (host arrays staged, or device pointers). */
 final class NativeRouter extends MoeRouter {
   private static final int BACKEND_CPU = 1;
   private static final int BACKEND_CUDA = 2;
 
-  private final AtomicLong handle = new AtomicLong();
+  // Valid from construction until freeResources(); MoeRouter's use counter keeps calls off it after that.
+  private final long handle;
 
   NativeRouter(RouterConfig config, Backend backend) {
     super(config, backend);
@@ -17,25 +16,13 @@ final class NativeRouter extends MoeRouter {
         config.grouped() ? config.groups() : 0, config.grouped() ? config.groupTopK() : 0, config.scale(),
         config.expertBiasUnsafe());
     if (h <= 0) throw RouterNative.error((int) -h, "create " + backend + " router");
-    handle.set(h);
-  }
-
-  private long handle() {
-    long h = handle.get();
-    if (h == 0) throw new MoeRouterException(Status.INVALID_ARGUMENT, "router is closed");
-    return h;
-  }
-
-  /** CPU backend: worker threads for large calls (0 = one per hardware thread, 1 = caller only). */
-  void setThreads(int threads) {
-    int st = RouterNative.moe_jni_router_set_threads(handle(), threads);
-    if (st != 0) throw RouterNative.error(st, "setThreads");
+    handle = h;
   }
 
   @Override
   long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
       int[] outIdx, float[] outWeights) {
-    long h = handle();
+    long h = handle;
     long r = f32 != null
         ? RouterNative.moe_jni_route_host(h, f32, type.code, tokens, replayIdx, replayMask, outIdx, outWeights)
         : RouterNative.moe_jni_route_host(h, half, type.code, tokens, replayIdx, replayMask, outIdx, outWeights);
@@ -46,25 +33,25 @@ final class NativeRouter extends MoeRouter {
   @Override
   long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
       long outWeights) {
-    long r = HostCalls.route(handle(), backend == Backend.CPU, logits, type.code, tokens, replayIdx, replayMask, outIdx,
+    long r = HostCalls.route(handle, backend == Backend.CPU, logits, type.code, tokens, replayIdx, replayMask, outIdx,
         outWeights);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != 0 ? "replay" : "route");
     return r;
   }
 
   @Override
-  public void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
+  void routeDeviceImpl(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
       long outWeights, long nonfiniteRows, long stream) {
-    if (backend != Backend.CUDA) super.routeDevice(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights,
+    if (backend != Backend.CUDA) super.routeDeviceImpl(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights,
         nonfiniteRows, stream);
-    int st = RouterNative.moe_jni_route_device(handle(), logits, type.code, tokens, replayIdx, replayMask, outIdx,
+    int st = RouterNative.moe_jni_route_device(handle, logits, type.code, tokens, replayIdx, replayMask, outIdx,
         outWeights, nonfiniteRows, stream);
     if (st != 0) throw RouterNative.error(st, "routeDevice");
   }
 
   @Override
-  public void checkReplay() {
-    long r = RouterNative.moe_jni_check_replay(handle());
+  void checkReplayImpl() {
+    long r = RouterNative.moe_jni_check_replay(handle);
     if (r == -1) return;
     if (r < -1) throw RouterNative.error((int) (-r - 1), "checkReplay");
     throw RouterNative.error(Status.INVALID_REPLAY.code(), "device replay");
@@ -73,7 +60,7 @@ final class NativeRouter extends MoeRouter {
   @Override
   void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
       float[] gradLogits) {
-    long h = handle();
+    long h = handle;
     int st = f32 != null
         ? RouterNative.moe_jni_backward_host(h, f32, type.code, tokens, idx, gradWeights, gradLogits)
         : RouterNative.moe_jni_backward_host(h, half, type.code, tokens, idx, gradWeights, gradLogits);
@@ -82,16 +69,16 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits) {
-    int st = HostCalls.backward(handle(), backend == Backend.CPU, logits, type.code, tokens, idx, gradWeights,
+    int st = HostCalls.backward(handle, backend == Backend.CPU, logits, type.code, tokens, idx, gradWeights,
         gradLogits);
     if (st != 0) throw RouterNative.error(st, "backward");
   }
 
   @Override
-  public void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
+  void backwardDeviceImpl(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
       long stream) {
-    if (backend != Backend.CUDA) super.backwardDevice(logits, type, tokens, idx, gradWeights, gradLogits, stream);
-    int st = RouterNative.moe_jni_backward_device(handle(), logits, type.code, tokens, idx, gradWeights, gradLogits,
+    if (backend != Backend.CUDA) super.backwardDeviceImpl(logits, type, tokens, idx, gradWeights, gradLogits, stream);
+    int st = RouterNative.moe_jni_backward_device(handle, logits, type.code, tokens, idx, gradWeights, gradLogits,
         stream);
     if (st != 0) throw RouterNative.error(st, "backwardDevice");
   }
@@ -105,7 +92,7 @@ final class NativeRouter extends MoeRouter {
   float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
       byte[] topkMap, int[] counts, float[] grad) {
     float[] loss = new float[1];
-    long h = handle();
+    long h = handle;
     int st = f32 != null
         ? RouterNative.moe_jni_aux_loss(h, f32, type.code, tokens, coeff, scores, topkMap, counts, loss, grad)
         : RouterNative.moe_jni_aux_loss(h, half, type.code, tokens, coeff, scores, topkMap, counts, loss, grad);
@@ -116,7 +103,7 @@ final class NativeRouter extends MoeRouter {
   @Override
   float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad) {
     float[] loss = new float[1];
-    long h = handle();
+    long h = handle;
     int st = f32 != null
         ? RouterNative.moe_jni_z_loss(h, f32, type.code, tokens, coeff, loss, grad)
         : RouterNative.moe_jni_z_loss(h, half, type.code, tokens, coeff, loss, grad);
@@ -126,13 +113,12 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   void applyExpertBias(float[] bias) {
-    int st = RouterNative.moe_jni_router_set_bias(handle(), bias);
+    int st = RouterNative.moe_jni_router_set_bias(handle, bias);
     if (st != 0) throw RouterNative.error(st, "setExpertBias");
   }
 
   @Override
-  public void close() {
-    long h = handle.getAndSet(0);
-    if (h != 0) RouterNative.moe_jni_router_destroy(h);
+  void freeResources() {
+    RouterNative.moe_jni_router_destroy(handle);
   }
 }

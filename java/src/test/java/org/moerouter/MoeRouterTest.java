@@ -52,7 +52,7 @@ class MoeRouterTest {
     MoeRouter r = MoeRouter.create(CONFIG, backend);
     r.close();
     assertDoesNotThrow(r::close);
-    MoeRouterException e = assertThrows(MoeRouterException.class,
+    IllegalStateException e = assertThrows(IllegalStateException.class,
         () -> r.route(new float[48], 1, new int[6], new float[6]));
     assertTrue(e.getMessage().contains("closed"), e.getMessage());
   }
