@@ -31,6 +31,11 @@ import java.util.Objects;
  * idempotent and may race with calls: calls already inside finish normally, the native resources are
  * freed when the last of them returns, and every call that starts after close throws
  * {@link IllegalStateException}.
+ *
+ * <p>Close native routers explicitly (try-with-resources). A CPU or CUDA router that is never closed is
+ * freed by a {@link java.lang.ref.Cleaner} once the garbage collector finds it unreachable, but the
+ * collector does not see native or device memory, so that can be late or, in a JVM with little heap
+ * pressure, never before exit.
  */
 public abstract class MoeRouter implements AutoCloseable {
   final RouterConfig config;

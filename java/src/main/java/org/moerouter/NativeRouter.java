@@ -1,13 +1,36 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
+import java.lang.ref.Cleaner;
+import java.util.concurrent.atomic.AtomicLong;
+
 /** Router over the native library: CPU kernels, or CUDA kernels (host arrays staged, or device pointers). */
 final class NativeRouter extends MoeRouter {
   private static final int BACKEND_CPU = 1;
   private static final int BACKEND_CUDA = 2;
 
+  /** Backstop for routers never closed: one daemon thread for the whole library. */
+  private static final Cleaner CLEANER = Cleaner.create();
+  private static final AtomicLong LIVE = new AtomicLong();
+
   // Valid from construction until freeResources(); MoeRouter's use counter keeps calls off it after that.
   private final long handle;
+  private final Cleaner.Cleanable destroy;
+
+  /** Frees a native router exactly once: on close(), or when the Java router became unreachable. */
+  private static final class Destroy implements Runnable {
+    private final long handle;
+
+    Destroy(long handle) {
+      this.handle = handle;
+    }
+
+    @Override
+    public void run() {
+      RouterNative.moe_jni_router_destroy(handle);
+      LIVE.decrementAndGet();
+    }
+  }
 
   NativeRouter(RouterConfig config, Backend backend) {
     super(config, backend);
@@ -17,6 +40,14 @@ final class NativeRouter extends MoeRouter {
         config.expertBiasUnsafe());
     if (h <= 0) throw RouterNative.error((int) -h, "create " + backend + " router");
     handle = h;
+    LIVE.incrementAndGet();
+    // Destroy holds the handle, not the router, or the router would never become unreachable.
+    destroy = CLEANER.register(this, new Destroy(h));
+  }
+
+  /** Native routers created and not yet freed (by close() or the Cleaner); for tests. */
+  static long live() {
+    return LIVE.get();
   }
 
   @Override
@@ -119,6 +150,6 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   void freeResources() {
-    RouterNative.moe_jni_router_destroy(handle);
+    destroy.clean();
   }
 }

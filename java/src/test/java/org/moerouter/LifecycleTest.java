@@ -22,6 +22,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -156,5 +157,28 @@ class LifecycleTest {
     }
     assertEquals(backend, r.backend());
     assertSame(sigmoid, r.config());
+  }
+
+  /** A native router that is never closed is freed once unreachable (the Cleaner backstop). */
+  @Test
+  @Timeout(120)
+  void unclosedNativeRoutersAreFreedAfterTheyBecomeUnreachable() throws InterruptedException {
+    long before = NativeRouter.live();
+    for (int i = 0; i < 40; i++) {
+      MoeRouter r = MoeRouter.create(CONFIG, Backend.CPU);
+      r.route(new float[E], 1);
+    }
+    assertTrue(NativeRouter.live() >= before + 40, "live native routers: " + NativeRouter.live());
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+    while (NativeRouter.live() > before && System.nanoTime() < deadline) {
+      System.gc();
+      Thread.sleep(20);
+    }
+    assertEquals(before, NativeRouter.live(), "unclosed native routers still allocated after 20 s of GC");
+    // An explicit close and the Cleaner never both free: the count cannot go below the baseline.
+    MoeRouter r = MoeRouter.create(CONFIG, Backend.CPU);
+    r.close();
+    r.close();
+    assertEquals(before, NativeRouter.live());
   }
 }
