@@ -5,6 +5,7 @@
 #define MOE_JNI_H_
 
 #include <stdint.h>
+#include <string.h>
 #include "moe_router.h"
 
 static inline int64_t moe_jni_router_create(int backend, int device, int experts, int top_k, int score_fn,
@@ -71,6 +72,9 @@ static inline int64_t moe_jni_check_replay(int64_t h) {
   if (st == MOE_ERR_INVALID_REPLAY) return row * 4 + reason;
   return -(int64_t)st - 1;
 }
+// memcpy between a pinned Java array and a raw host address (the Java backend's address overloads).
+static inline void moe_jni_copy(void* dst, const void* src, int64_t bytes) { memcpy(dst, src, (size_t)bytes); }
+
 // Does nothing: measures the bare cost of a JNI call into this library.
 static inline int moe_jni_noop(void) { return 0; }
 

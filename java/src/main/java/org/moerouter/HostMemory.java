@@ -1,58 +1,57 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-import java.lang.reflect.Field;
 import java.nio.Buffer;
-import sun.misc.Unsafe;
 
-/** Raw host memory access (direct-buffer addresses, copies between addresses and arrays). */
+/**
+ * Checks on direct buffers, and copies between raw host addresses and Java arrays for the Java
+ * backend's address overloads. No {@code sun.misc.Unsafe}: the native backends get buffer addresses
+ * from JavaCPP (GetDirectBufferAddress), and raw-address copies are a memcpy in the JNI library.
+ */
 final class HostMemory {
   private HostMemory() {}
 
-  private static final Unsafe UNSAFE;
-  private static final long BUFFER_ADDRESS;
-
-  static {
-    try {
-      Field f = Unsafe.class.getDeclaredField("theUnsafe");
-      f.setAccessible(true);
-      UNSAFE = (Unsafe) f.get(null);
-      BUFFER_ADDRESS = UNSAFE.objectFieldOffset(Buffer.class.getDeclaredField("address"));
-    } catch (ReflectiveOperationException e) {
-      throw new ExceptionInInitializerError(e);
-    }
+  /** A direct buffer the native code may read (or, for an output, write) from its position on. */
+  static void checkDirect(Buffer b, String name, boolean output) {
+    if (b == null) return;
+    if (!b.isDirect())
+      throw MoeRouter.invalid(name + " must be a direct buffer (use the array overloads for heap memory)");
+    if (output && b.isReadOnly()) throw MoeRouter.invalid(name + " is a read-only buffer");
   }
 
-  /** Address of a direct buffer's current position (elementBytes per element). */
-  static long address(Buffer b, int elementBytes, String name) {
-    if (b == null) return 0L;
-    if (!b.isDirect())
-      throw new MoeRouterException(Status.INVALID_ARGUMENT,
-          name + " must be a direct buffer (use the array overloads for heap memory)");
-    return UNSAFE.getLong(b, BUFFER_ADDRESS) + (long) b.position() * elementBytes;
+  private static void requireNative() {
+    if (!RouterNative.available())
+      throw new MoeRouterException(Status.UNSUPPORTED, "raw host addresses need the native library, which failed"
+          + " to load (" + RouterNative.loadFailure() + "); use the array or direct-buffer overloads");
   }
 
   static void copy(long address, float[] dst, int n) {
-    UNSAFE.copyMemory(null, address, dst, Unsafe.ARRAY_FLOAT_BASE_OFFSET, 4L * n);
+    requireNative();
+    RouterNative.moe_jni_copy(dst, address, 4L * n);
   }
 
   static void copy(long address, short[] dst, int n) {
-    UNSAFE.copyMemory(null, address, dst, Unsafe.ARRAY_SHORT_BASE_OFFSET, 2L * n);
+    requireNative();
+    RouterNative.moe_jni_copy(dst, address, 2L * n);
   }
 
   static void copy(long address, int[] dst, int n) {
-    UNSAFE.copyMemory(null, address, dst, Unsafe.ARRAY_INT_BASE_OFFSET, 4L * n);
+    requireNative();
+    RouterNative.moe_jni_copy(dst, address, 4L * n);
   }
 
   static void copy(long address, byte[] dst, int n) {
-    UNSAFE.copyMemory(null, address, dst, Unsafe.ARRAY_BYTE_BASE_OFFSET, n);
+    requireNative();
+    RouterNative.moe_jni_copy(dst, address, n);
   }
 
   static void copy(float[] src, int n, long address) {
-    UNSAFE.copyMemory(src, Unsafe.ARRAY_FLOAT_BASE_OFFSET, null, address, 4L * n);
+    requireNative();
+    RouterNative.moe_jni_copy(address, src, 4L * n);
   }
 
   static void copy(int[] src, int n, long address) {
-    UNSAFE.copyMemory(src, Unsafe.ARRAY_INT_BASE_OFFSET, null, address, 4L * n);
+    requireNative();
+    RouterNative.moe_jni_copy(address, src, 4L * n);
   }
 }

@@ -1,6 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
+import java.nio.Buffer;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.nio.ShortBuffer;
+
 /** The pure-Java backend: reference semantics and fallback. Calls are serialised per router. */
 final class JavaRouter extends MoeRouter {
   private final JavaRouting.Kernel kernel;
@@ -78,7 +85,36 @@ final class JavaRouter extends MoeRouter {
     }
   }
 
-  // Raw host memory: copied in and out (the Java backend is the reference, not the fast path).
+  // Direct buffers and raw host memory: copied in and out (the Java backend is the reference, not the fast path).
+  @Override
+  long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights) {
+    int t = javaSize(tokens, config.experts());
+    int n = t * config.experts(), tk = t * config.topK();
+    float[] f32 = null;
+    short[] half = null;
+    if (logits instanceof ByteBuffer) {
+      // ByteBuffer.duplicate() resets the order to big-endian; the caller checked it was native.
+      ByteBuffer b = ((ByteBuffer) logits).duplicate().order(ByteOrder.nativeOrder());
+      if (type == LogitsType.FP32) b.asFloatBuffer().get(f32 = new float[n]);
+      else b.asShortBuffer().get(half = new short[n]);
+    } else if (logits instanceof FloatBuffer) {
+      ((FloatBuffer) logits).duplicate().get(f32 = new float[n]);
+    } else {
+      ((ShortBuffer) logits).duplicate().get(half = new short[n]);
+    }
+    int[] replay = null;
+    byte[] mask = null;
+    if (replayIdx != null) replayIdx.duplicate().get(replay = new int[tk]);
+    if (replayMask != null) replayMask.duplicate().get(mask = new byte[t]);
+    int[] idx = new int[tk];
+    float[] w = new float[tk];
+    long nonfinite = routeArrays(f32, half, type, t, replay, mask, idx, w);
+    outIdx.duplicate().put(idx);
+    outWeights.duplicate().put(w);
+    return nonfinite;
+  }
+
   @Override
   long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
       long outWeights) {

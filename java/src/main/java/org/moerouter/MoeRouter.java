@@ -7,6 +7,7 @@ import java.nio.Buffer;
 import java.nio.ByteBuffer;
 import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
+import java.nio.ShortBuffer;
 import java.util.Objects;
 
 /**
@@ -183,21 +184,23 @@ public abstract class MoeRouter implements AutoCloseable {
       IntBuffer outIdx, FloatBuffer outWeights) {
     acquire(replayIdx != null ? "replay" : "route");
     try {
-      return routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+      return checkBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
     } finally {
       release();
     }
   }
 
-  private long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+  private long checkBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
     Objects.requireNonNull(type, "type");
     checkTokens(tokens);
     long n = (long) tokens * config.experts();
+    if (logits != null && !(logits instanceof ByteBuffer)
+        && !(logits instanceof FloatBuffer && type == LogitsType.FP32)
+        && !(logits instanceof ShortBuffer && type != LogitsType.FP32))
+      throw invalid("logits buffer type " + logits.getClass().getSimpleName() + " does not hold " + type
+          + " (FP32: FloatBuffer, BF16/FP16: ShortBuffer, any: ByteBuffer)");
     long logitElems = logits instanceof ByteBuffer ? logits.remaining() / type.bytes() : logits == null ? -1 : logits.remaining();
-    int logitBytes = logits instanceof ByteBuffer ? 1 : type.bytes();
-    if (logits != null && !(logits instanceof ByteBuffer) && (logits instanceof FloatBuffer) != (type == LogitsType.FP32))
-      throw invalid("logits buffer type " + logits.getClass().getSimpleName() + " does not hold " + type);
     checkCapacity("logits", logitElems, n);
     checkCapacity("outIdx", outIdx == null ? -1 : outIdx.remaining(), (long) tokens * config.topK());
     checkCapacity("outWeights", outWeights == null ? -1 : outWeights.remaining(), (long) tokens * config.topK());
@@ -206,9 +209,12 @@ public abstract class MoeRouter implements AutoCloseable {
       if (replayIdx == null) throw invalid("replayMask given without replayIdx");
       checkCapacity("replayMask", replayMask.remaining(), tokens);
     }
-    return routeHost(HostMemory.address(logits, logitBytes, "logits"), type, tokens,
-        HostMemory.address(replayIdx, 4, "replayIdx"), HostMemory.address(replayMask, 1, "replayMask"),
-        HostMemory.address(outIdx, 4, "outIdx"), HostMemory.address(outWeights, 4, "outWeights"));
+    HostMemory.checkDirect(logits, "logits", false);
+    HostMemory.checkDirect(replayIdx, "replayIdx", false);
+    HostMemory.checkDirect(replayMask, "replayMask", false);
+    HostMemory.checkDirect(outIdx, "outIdx", true);
+    HostMemory.checkDirect(outWeights, "outWeights", true);
+    return routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
   }
 
   /**
@@ -602,6 +608,10 @@ public abstract class MoeRouter implements AutoCloseable {
 
   abstract long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx,
       byte[] replayMask, int[] outIdx, float[] outWeights);
+
+  /** Direct buffers, already checked (direct, large enough, outputs writable); read from their positions. */
+  abstract long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights);
 
   abstract long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
       long outWeights);

@@ -2,6 +2,11 @@
 package org.moerouter;
 
 import java.lang.ref.Cleaner;
+import java.nio.Buffer;
+import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.nio.ShortBuffer;
 import java.util.concurrent.atomic.AtomicLong;
 
 /** Router over the native library: CPU kernels, or CUDA kernels (host arrays staged, or device pointers). */
@@ -57,6 +62,21 @@ final class NativeRouter extends MoeRouter {
     long r = f32 != null
         ? RouterNative.moe_jni_route_host(h, f32, type.code, tokens, replayIdx, replayMask, outIdx, outWeights)
         : RouterNative.moe_jni_route_host(h, half, type.code, tokens, replayIdx, replayMask, outIdx, outWeights);
+    if (r < 0) throw RouterNative.error((int) -r, replayIdx != null ? "replay" : "route");
+    return r;
+  }
+
+  @Override
+  long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights) {
+    long r = logits instanceof FloatBuffer
+        ? RouterNative.moe_jni_route_host(handle, (FloatBuffer) logits, type.code, tokens, replayIdx, replayMask, outIdx,
+            outWeights)
+        : logits instanceof ShortBuffer
+        ? RouterNative.moe_jni_route_host(handle, (ShortBuffer) logits, type.code, tokens, replayIdx, replayMask, outIdx,
+            outWeights)
+        : RouterNative.moe_jni_route_host(handle, (ByteBuffer) logits, type.code, tokens, replayIdx, replayMask, outIdx,
+            outWeights);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != null ? "replay" : "route");
     return r;
   }

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
+import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.nio.ShortBuffer;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.annotation.Cast;
@@ -72,6 +76,23 @@ final class RouterNative {
       @Cast("const int32_t*") long replayIdx, @Cast("const uint8_t*") long replayMask,
       @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights);
 
+  // ---- routing, host memory: direct buffers. JavaCPP passes GetDirectBufferAddress plus the position
+  // (in elements of the buffer's type); the caller checks directness, byte order and remaining(). ----
+  @NoException static native long moe_jni_route_host(long handle,
+      @Cast("const void*") FloatBuffer logits, int dtype, long tokens,
+      @Cast("const int32_t*") IntBuffer replayIdx, @Cast("const uint8_t*") ByteBuffer replayMask,
+      @Cast("int32_t*") IntBuffer outIdx, FloatBuffer outWeights);
+
+  @NoException static native long moe_jni_route_host(long handle,
+      @Cast("const void*") ShortBuffer logits, int dtype, long tokens,
+      @Cast("const int32_t*") IntBuffer replayIdx, @Cast("const uint8_t*") ByteBuffer replayMask,
+      @Cast("int32_t*") IntBuffer outIdx, FloatBuffer outWeights);
+
+  @NoException static native long moe_jni_route_host(long handle,
+      @Cast("const void*") ByteBuffer logits, int dtype, long tokens,
+      @Cast("const int32_t*") IntBuffer replayIdx, @Cast("const uint8_t*") ByteBuffer replayMask,
+      @Cast("int32_t*") IntBuffer outIdx, FloatBuffer outWeights);
+
   // ---- routing, device memory (CUDA router) ----
   @NoException static native int moe_jni_route_device(long handle,
       @Cast("const void*") long logits, int dtype, long tokens,
@@ -119,6 +140,20 @@ final class RouterNative {
 
   @NoException @CriticalRegion static native int moe_jni_z_loss(long handle, @Cast("const void*") short[] logits,
       int dtype, long tokens, float coeff, float[] loss, float[] grad);
+
+  // ---- copies between raw host addresses and arrays (pinned for one memcpy) ----
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") float[] dst,
+      @Cast("const void*") long src, long bytes);
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") short[] dst,
+      @Cast("const void*") long src, long bytes);
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") int[] dst,
+      @Cast("const void*") long src, long bytes);
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") byte[] dst,
+      @Cast("const void*") long src, long bytes);
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") long dst,
+      @Cast("const void*") float[] src, long bytes);
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") long dst,
+      @Cast("const void*") int[] src, long bytes);
 
   @NoException static native int moe_jni_noop();
 

@@ -1,0 +1,83 @@
+package org.moerouter;
+
+import java.io.File;
+import java.io.IOException;
+import java.net.URISyntaxException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/** Runs a test main class in a fresh JVM (a given JDK, extra flags) and captures its output. */
+final class ChildJvm {
+  private ChildJvm() {}
+
+  static final class Result {
+    final int status;
+    final String out, err;
+
+    Result(int status, String out, String err) {
+      this.status = status;
+      this.out = out;
+      this.err = err;
+    }
+
+    @Override
+    public String toString() {
+      return "exit " + status + "\n--- stdout\n" + out + "--- stderr\n" + err;
+    }
+  }
+
+  /** Classes and test classes of this module plus the JavaCPP jar: all the children need. */
+  static String classPath(Class<?>... more) {
+    List<String> parts = new ArrayList<>();
+    for (Class<?> c : new Class<?>[] {MoeRouter.class, ChildJvm.class, org.bytedeco.javacpp.Loader.class}) parts.add(location(c));
+    for (Class<?> c : more) parts.add(location(c));
+    return String.join(File.pathSeparator, parts);
+  }
+
+  private static String location(Class<?> c) {
+    try {
+      return Paths.get(c.getProtectionDomain().getCodeSource().getLocation().toURI()).toString();
+    } catch (URISyntaxException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  static Path javaOf(Path jdk) {
+    return jdk.resolve("bin").resolve("java");
+  }
+
+  static Path currentJava() {
+    return javaOf(Paths.get(System.getProperty("java.home")));
+  }
+
+  static Result run(Path java, List<String> jvmFlags, String mainClass, String... args)
+      throws IOException, InterruptedException {
+    List<String> cmd = new ArrayList<>();
+    cmd.add(java.toString());
+    cmd.addAll(jvmFlags);
+    String cache = System.getProperty("org.bytedeco.javacpp.cachedir");
+    if (cache != null) cmd.add("-Dorg.bytedeco.javacpp.cachedir=" + cache);
+    cmd.add("-cp");
+    cmd.add(classPath());
+    cmd.add(mainClass);
+    cmd.addAll(List.of(args));
+    Path out = Files.createTempFile("child", ".out"), err = Files.createTempFile("child", ".err");
+    try {
+      Process p = new ProcessBuilder(cmd).redirectOutput(out.toFile()).redirectError(err.toFile()).start();
+      if (!p.waitFor(120, TimeUnit.SECONDS)) {
+        p.destroyForcibly();
+        throw new AssertionError("child JVM did not finish in 120 s: " + cmd);
+      }
+      return new Result(p.exitValue(), Files.readString(out, StandardCharsets.UTF_8),
+          Files.readString(err, StandardCharsets.UTF_8));
+    } finally {
+      Files.deleteIfExists(out);
+      Files.deleteIfExists(err);
+    }
+  }
+}
