@@ -178,7 +178,9 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /**
    * Routing over direct buffers (from their positions): logits is a FloatBuffer (FP32), a ShortBuffer
-   * (BF16/FP16) or a ByteBuffer holding {@code type}. replayIdx and replayMask may be null.
+   * (BF16/FP16) or a ByteBuffer holding {@code type}. replayIdx and replayMask may be null. Every buffer
+   * must be direct and in {@link java.nio.ByteOrder#nativeOrder()} (a big-endian one is rejected, not
+   * reinterpreted); outputs must be writable.
    */
   public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
@@ -209,11 +211,11 @@ public abstract class MoeRouter implements AutoCloseable {
       if (replayIdx == null) throw invalid("replayMask given without replayIdx");
       checkCapacity("replayMask", replayMask.remaining(), tokens);
     }
-    HostMemory.checkDirect(logits, "logits", false);
-    HostMemory.checkDirect(replayIdx, "replayIdx", false);
-    HostMemory.checkDirect(replayMask, "replayMask", false);
-    HostMemory.checkDirect(outIdx, "outIdx", true);
-    HostMemory.checkDirect(outWeights, "outWeights", true);
+    HostMemory.checkDirect(logits, "logits", false, true);
+    HostMemory.checkDirect(replayIdx, "replayIdx", false, true);
+    HostMemory.checkDirect(replayMask, "replayMask", false, false);
+    HostMemory.checkDirect(outIdx, "outIdx", true, true);
+    HostMemory.checkDirect(outWeights, "outWeights", true, true);
     return routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
   }
 
