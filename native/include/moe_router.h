@@ -76,7 +76,16 @@ int moe_router_create(const moe_router_config* config, int backend, int device, 
 int moe_router_destroy(moe_router* router);
 /* Replaces the expert bias (host [num_experts]); for the aux-loss-free balancing update. */
 int moe_router_set_bias(moe_router* router, const float* host_bias);
-/* CPU backend: worker threads used for large calls (1 = caller thread only; 0 = hardware). */
+/*
+ * CPU backend: large calls run on one worker pool per process, shared by every router (the caller
+ * thread works too; a call that finds the pool busy runs on its caller alone). Workers start at the
+ * first parallel call. moe_set_num_threads sets the threads per call, caller included (0 = the CPUs
+ * in this process's affinity mask, the default; 1 = no workers); it applies from the next parallel
+ * call and may be called at any time. moe_get_num_threads returns the current setting.
+ */
+int moe_set_num_threads(int threads);
+int moe_get_num_threads(void);
+/* CPU backend, one router: 0 = use the shared pool (default), 1 = run on the calling thread only. */
 int moe_router_set_threads(moe_router* router, int threads);
 
 /*

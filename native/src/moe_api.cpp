@@ -174,6 +174,13 @@ int moe_router_set_threads(moe_router* r, int threads) {
   return r->backend == MOE_BACKEND_CPU ? cpu_set_threads(r, threads) : MOE_OK;
 }
 
+int moe_set_num_threads(int threads) {
+  if (threads < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "threads must be >= 0, got %d", threads);
+  return cpu_set_num_threads(threads);
+}
+
+int moe_get_num_threads(void) { return cpu_num_threads(); }
+
 static int check_route_args(const moe_router* r, const void* logits, int dtype, int64_t tokens,
                             const int32_t* replay_idx, const uint8_t* replay_mask, const void* out_idx,
                             const void* out_w) {

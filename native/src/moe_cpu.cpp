@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <new>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include "moe_cpu_pool.h"
 #include "moe_internal.h"
@@ -377,24 +380,51 @@ int64_t grain_for(const Params& p) { return std::max<int64_t>(16, 8192 / p.exper
 
 }  // namespace
 
+// Usable CPUs: the affinity mask (taskset, cpusets) where the platform has one.
+static int usable_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return (int)std::max(1u, std::thread::hardware_concurrency());
+}
+
+// One pool per process (a router per MoE layer must not mean a pool per layer). Never destroyed:
+// its workers may be inside a call when the process exits.
+static CpuPool& shared_pool() {
+  static CpuPool* pool = new CpuPool(usable_cpus());
+  return *pool;
+}
+
+// For routers limited to their calling thread.
+static CpuPool& serial_pool() {
+  static CpuPool* pool = new CpuPool(1);
+  return *pool;
+}
+
 int cpu_router_init(moe_router* r) {
-  if (r->backend != MOE_BACKEND_CPU) return MOE_OK;
-  return cpu_set_threads(r, 0);
-}
-
-void cpu_router_release(moe_router* r) {
-  delete r->pool;
-  r->pool = nullptr;
-}
-
-int cpu_set_threads(moe_router* r, int threads) {
-  if (threads == 0) threads = (int)std::max(1u, std::thread::hardware_concurrency());
-  CpuPool* pool = new (std::nothrow) CpuPool(threads);
-  if (!pool) return fail(MOE_ERR_OUT_OF_MEMORY, "thread pool allocation failed");
-  delete r->pool;
-  r->pool = pool;
+  if (r->backend == MOE_BACKEND_CPU) r->pool = &shared_pool();
   return MOE_OK;
 }
+
+void cpu_router_release(moe_router* r) { r->pool = nullptr; }
+
+int cpu_set_threads(moe_router* r, int threads) {
+  if (threads > 1)
+    return fail(MOE_ERR_INVALID_ARGUMENT,
+                "router threads: 0 (the shared pool) or 1 (calling thread only), got %d; the pool size is "
+                "process-wide (moe_set_num_threads)",
+                threads);
+  r->pool = threads == 1 ? &serial_pool() : &shared_pool();
+  return MOE_OK;
+}
+
+int cpu_set_num_threads(int threads) {
+  shared_pool().set_threads(threads == 0 ? usable_cpus() : threads);
+  return MOE_OK;
+}
+
+int cpu_num_threads() { return shared_pool().threads(); }
 
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite) {

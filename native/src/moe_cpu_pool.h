@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// A small persistent worker pool for the CPU backend: no allocation per call, the caller
-// thread takes part, and a call that finds the pool busy (another Java thread) runs serially.
+// The CPU backend's worker pool: one per process, shared by every CPU router. No allocation per call,
+// the caller thread takes part, and a call that finds the pool busy (another thread's parallel call)
+// runs serially on its own thread, which is as correct and keeps that core busy too.
 #ifndef MOE_CPU_POOL_H_
 #define MOE_CPU_POOL_H_
 
@@ -10,6 +11,9 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <pthread.h>
+#endif
 
 namespace moe {
 
@@ -17,26 +21,27 @@ class CpuPool {
  public:
   using Body = void (*)(void* ctx, int64_t begin, int64_t end);
 
-  explicit CpuPool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
-  }
+  // Threads start at the first parallel call, not here: creating routers (or loading the library)
+  // costs no threads.
+  explicit CpuPool(int threads) : wanted_(threads < 1 ? 1 : threads) {}
 
-  ~CpuPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-      ++generation_;
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
+  ~CpuPool() { stop_workers(); }
 
-  int threads() const { return (int)workers_.size() + 1; }
+  // Threads per parallel call, the caller included. Takes effect at the next parallel call, which
+  // finds no other parallel call running (it holds call_mu_), so idle workers can be replaced.
+  void set_threads(int threads) { wanted_.store(threads < 1 ? 1 : threads, std::memory_order_relaxed); }
+  int threads() const { return wanted_.load(std::memory_order_relaxed); }
 
   // Runs body over [0, n) in chunks of `grain`.
   void run(int64_t n, int64_t grain, Body body, void* ctx) {
     if (n <= 0) return;
-    if (workers_.empty() || n <= grain || !call_mu_.try_lock()) {
+    if (n <= grain || !call_mu_.try_lock()) {
+      body(ctx, 0, n);
+      return;
+    }
+    resize_workers();
+    if (workers_.empty()) {  // one thread per call (or thread creation failed): still correct, just serial
+      call_mu_.unlock();
       body(ctx, 0, n);
       return;
     }
@@ -60,6 +65,32 @@ class CpuPool {
   }
 
  private:
+  // Caller holds call_mu_, so every worker is idle in wake_.wait.
+  void resize_workers() {
+    size_t want = (size_t)threads() - 1;
+    if (workers_.size() == want) return;
+    stop_workers();
+    std::lock_guard<std::mutex> lock(mu_);
+    try {
+      for (size_t i = 0; i < want; ++i) workers_.emplace_back([this, g = generation_] { work(g); });
+    } catch (...) {
+      // Out of threads (ulimit, memory): run with the workers that did start.
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      ++generation_;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = false;
+  }
+
   void drain() {
     for (;;) {
       int64_t b = next_.fetch_add(grain_, std::memory_order_relaxed);
@@ -68,8 +99,11 @@ class CpuPool {
     }
   }
 
-  void work() {
-    uint64_t seen = 0;
+  // `seen`: the generation at start, so a worker started after earlier calls does not run a stale one.
+  void work(uint64_t seen) {
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "moe-router-cpu");  // findable in top -H and /proc/PID/task
+#endif
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -85,6 +119,7 @@ class CpuPool {
     }
   }
 
+  std::atomic<int> wanted_;
   std::vector<std::thread> workers_;
   std::mutex call_mu_;  // one parallel call at a time
   std::mutex mu_;

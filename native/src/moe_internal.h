@@ -43,6 +43,8 @@ int replay_error(int64_t row, int reason, const int32_t* idx, int k, int experts
 int cpu_router_init(moe_router* r);
 void cpu_router_release(moe_router* r);
 int cpu_set_threads(moe_router* r, int threads);
+int cpu_set_num_threads(int threads);  // the process-wide pool; threads >= 0, 0 = usable CPUs
+int cpu_num_threads();
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite);
 int cpu_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,

@@ -92,6 +92,25 @@ public abstract class MoeRouter implements AutoCloseable {
     return null;
   }
 
+  /**
+   * Threads per large CPU-backend call, the caller's included: the CPU backend runs on one worker
+   * pool per process, shared by every router, so 58 routers (one per MoE layer) still use this many
+   * threads. Default: {@code -Dmoerouter.threads=N}, else {@link Runtime#availableProcessors()}
+   * (which honours {@code -XX:ActiveProcessorCount} and container limits). Takes effect from the next
+   * large call; 1 runs every call on its caller. No effect when the native library did not load.
+   */
+  public static void setCpuThreads(int threads) {
+    if (threads < 1) throw invalid("CPU threads must be >= 1, got " + threads);
+    if (!RouterNative.available()) return;
+    int st = RouterNative.moe_set_num_threads(threads);
+    if (st != 0) throw RouterNative.error(st, "setCpuThreads");
+  }
+
+  /** The current {@link #setCpuThreads} value (the default before any call; 1 without the native library). */
+  public static int cpuThreads() {
+    return RouterNative.available() ? RouterNative.moe_get_num_threads() : 1;
+  }
+
   public final RouterConfig config() {
     return config;
   }

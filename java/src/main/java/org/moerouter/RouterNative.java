@@ -33,10 +33,29 @@ final class RouterNative {
     Throwable failure = null;
     try {
       Loader.load();
+      // The native default counts the affinity mask; the JVM's count also honours
+      // -XX:ActiveProcessorCount and container CPU quotas. No thread starts here.
+      moe_set_num_threads(defaultCpuThreads());
     } catch (Throwable t) {
       failure = t;
     }
     LOAD_FAILURE = failure;
+  }
+
+  /** {@code -Dmoerouter.threads=N} (N >= 1), else the JVM's available processors. */
+  static int defaultCpuThreads() {
+    String p = System.getProperty("moerouter.threads");
+    if (p != null) {
+      try {
+        int n = Integer.parseInt(p.trim());
+        if (n >= 1) return n;
+      } catch (NumberFormatException ignored) {
+        // reported below
+      }
+      System.getLogger("org.moerouter").log(System.Logger.Level.WARNING,
+          "ignoring -Dmoerouter.threads=" + p + " (expected an integer >= 1)");
+    }
+    return Runtime.getRuntime().availableProcessors();
   }
 
   /** Null when the native library loaded, else why it did not. */
@@ -58,6 +77,8 @@ final class RouterNative {
   @NoException static native int moe_jni_router_destroy(long handle);
   @NoException static native int moe_jni_router_set_bias(long handle, @Cast("const float*") float[] bias);
   @NoException static native int moe_jni_router_set_threads(long handle, int threads);
+  @NoException static native int moe_set_num_threads(int threads);
+  @NoException static native int moe_get_num_threads();
 
   // ---- routing, host memory: arrays (pinned) ----
   @NoException @CriticalRegion static native long moe_jni_route_host(long handle,
