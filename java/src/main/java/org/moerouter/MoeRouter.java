@@ -9,6 +9,7 @@ import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.nio.ShortBuffer;
 import java.util.Objects;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * Routes tokens to experts (ROUTING_SPEC.md sections 1-5) on one backend, with replay.
@@ -48,10 +49,16 @@ public abstract class MoeRouter implements AutoCloseable {
     this.expertBias = config.expertBias();
   }
 
-  /** A router on the fastest available backend (CUDA, then native CPU, then Java). */
+  /**
+   * A router on the fastest available backend (CUDA, then native CPU, then Java): {@link Backend#AUTO}.
+   * The fallback to Java is logged once; {@code -Dmoerouter.requireNative=true} makes it an error.
+   */
   public static MoeRouter create(RouterConfig config) {
     return create(config, Backend.AUTO);
   }
+
+  /** System property that turns AUTO's silent-but-logged Java fallback into an exception. */
+  public static final String REQUIRE_NATIVE_PROPERTY = "moerouter.requireNative";
 
   public static MoeRouter create(RouterConfig config, Backend backend) {
     Objects.requireNonNull(config, "config");
@@ -64,12 +71,25 @@ public abstract class MoeRouter implements AutoCloseable {
         if (why != null) throw new MoeRouterException(Status.UNSUPPORTED, backend + " backend unavailable: " + why);
         return new NativeRouter(config, backend);
       }
-      default:
+      default: {
         for (Backend b : new Backend[] {Backend.CUDA, Backend.CPU})
           if (unavailableReason(b) == null) return new NativeRouter(config, b);
+        String why = unavailableReason(Backend.CPU);
+        if (backend == Backend.NATIVE)
+          throw new MoeRouterException(Status.UNSUPPORTED, "NATIVE backend unavailable (neither CUDA nor CPU): " + why);
+        if (Boolean.getBoolean(REQUIRE_NATIVE_PROPERTY))
+          throw new MoeRouterException(Status.UNSUPPORTED, "no native backend (-D" + REQUIRE_NATIVE_PROPERTY
+              + "=true forbids the Java fallback): " + why);
+        if (FALLBACK_LOGGED.compareAndSet(false, true))
+          System.getLogger("org.moerouter").log(System.Logger.Level.WARNING, "moe-router: no native backend ("
+              + why + "); routing on the pure-Java backend, several times slower. Backend.NATIVE or -D"
+              + REQUIRE_NATIVE_PROPERTY + "=true make this an error.");
         return new JavaRouter(config);
+      }
     }
   }
+
+  private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
 
   /** The backend {@link Backend#AUTO} resolves to on this machine. */
   public static Backend defaultBackend() {
@@ -86,7 +106,7 @@ public abstract class MoeRouter implements AutoCloseable {
   public static String unavailableReason(Backend backend) {
     if (backend == Backend.JAVA || backend == Backend.AUTO) return null;
     if (!RouterNative.available()) return "native library failed to load: " + RouterNative.loadFailure();
-    if (backend == Backend.CPU) return null;
+    if (backend == Backend.CPU || backend == Backend.NATIVE) return null;
     if (RouterNative.moe_cuda_compiled() == 0) return "the native library was built without CUDA (no nvcc)";
     if (RouterNative.moe_cuda_device_count() <= 0) return "no CUDA device is visible";
     return null;

@@ -75,7 +75,7 @@ public final class Main {
     try {
       return Backend.valueOf(name.toUpperCase(Locale.ROOT));
     } catch (IllegalArgumentException e) {
-      throw new Args.UsageException("--backend must be java, cpu, cuda or auto, got '" + name + "'");
+      throw new Args.UsageException("--backend must be java, cpu, cuda, native or auto, got '" + name + "'");
     }
   }
 

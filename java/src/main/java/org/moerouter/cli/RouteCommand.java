@@ -27,7 +27,7 @@ final class RouteCommand {
 
   static final String USAGE = "route --logits L.npy [--bias B.npy] --score softmax|sigmoid [--pre-softmax] --topk K"
       + " [--groups G --group-topk GK] [--scale S] [--replay IDX.npy [--replay-mask M.npy] [--minus-one-rows reject|live|arange]]"
-      + " [--grad-weights DW.npy] [--backend java|cpu|cuda|auto] --out DIR";
+      + " [--grad-weights DW.npy] [--backend java|cpu|cuda|native|auto] --out DIR";
 
   static int run(String[] argv, PrintStream out) throws IOException {
     Args a = Args.parse(argv, 1,
