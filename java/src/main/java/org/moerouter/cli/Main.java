@@ -4,6 +4,7 @@ package org.moerouter.cli;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
 import java.util.Locale;
 import org.moerouter.Backend;
@@ -58,8 +59,11 @@ public final class Main {
     } catch (AccessDeniedException e) {
       err.println("moe-router: error: permission denied: " + e.getFile());
       return 1;
+    } catch (FileSystemException e) {
+      err.println("moe-router: error: " + e.getMessage());  // "FILE: reason", or "FILE -> OTHER: reason"
+      return 1;
     } catch (IOException e) {
-      err.println("moe-router: error: " + e);
+      err.println("moe-router: error: " + e.getMessage());  // ours name the file
       return 1;
     } catch (MoeRouterException e) {
       err.println("moe-router: error: " + e.getMessage());

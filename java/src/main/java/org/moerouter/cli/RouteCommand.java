@@ -3,7 +3,7 @@ package org.moerouter.cli;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.Files;
+import java.nio.file.FileSystemException;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.Arrays;
@@ -29,6 +29,8 @@ final class RouteCommand {
       + " [--groups G --group-topk GK] [--scale S] [--replay IDX.npy [--replay-mask M.npy] [--minus-one-rows reject|live|arange]]"
       + " [--grad-weights DW.npy] [--backend java|cpu|cuda|native|auto] --out DIR";
 
+  static final String[] OUTPUTS = {"idx.npy", "weights.npy", "grad_logits.npy"};
+
   static int run(String[] argv, PrintStream out) throws IOException {
     Args a = Args.parse(argv, 1,
         Set.of("logits", "bias", "score", "topk", "groups", "group-topk", "scale", "replay", "replay-mask",
@@ -39,7 +41,7 @@ final class RouteCommand {
     Path outDir = Paths.get(a.require("out"));
     Backend backend = Main.backend(a.get("backend"));
 
-    Npy.Array logitsArr = Npy.read(logitsPath);
+    Npy.Array logitsArr = read(logitsPath);
     if (logitsArr.ndim() != 2)
       throw new TraceFormatException(logitsPath + ": logits must be 2-D [tokens, experts], got shape "
           + Arrays.toString(logitsArr.shape()));
@@ -59,7 +61,7 @@ final class RouteCommand {
       b.groups(a.intValue("groups", 0), a.intValue("group-topk", 0));
     if (a.get("bias") != null) {
       Path p = Paths.get(a.get("bias"));
-      Npy.Array bias = Npy.read(p);
+      Npy.Array bias = read(p);
       if (bias.ndim() != 1 || bias.dim(0) != experts)
         throw new TraceFormatException(p + ": bias must have shape [" + experts + "], got " + Arrays.toString(bias.shape()));
       b.expertBias(floats(bias, p, "bias"));
@@ -71,10 +73,10 @@ final class RouteCommand {
     byte[] mask = null;
     if (a.get("replay") != null) {
       Path p = Paths.get(a.get("replay"));
-      replay = indices(Npy.read(p), p, tokens, k);
+      replay = indices(read(p), p, tokens, k);
       if (a.get("replay-mask") != null) {
         Path m = Paths.get(a.get("replay-mask"));
-        mask = mask(Npy.read(m), m, tokens);
+        mask = mask(read(m), m, tokens);
       }
     } else if (a.get("replay-mask") != null || a.get("minus-one-rows") != null) {
       throw new Args.UsageException((a.get("replay-mask") != null ? "--replay-mask" : "--minus-one-rows") + " needs --replay");
@@ -90,7 +92,7 @@ final class RouteCommand {
     float[] gradWeights = null;
     if (a.get("grad-weights") != null) {
       Path p = Paths.get(a.get("grad-weights"));
-      Npy.Array g = Npy.read(p);
+      Npy.Array g = read(p);
       if (g.ndim() != 2 || g.dim(0) != tokens || g.dim(1) != k)
         throw new TraceFormatException(p + ": grad weights must have shape [" + tokens + ", " + k + "], got "
             + Arrays.toString(g.shape()));
@@ -118,14 +120,27 @@ final class RouteCommand {
     }
     double ms = (System.nanoTime() - t0) / 1e6;
 
-    Files.createDirectories(outDir);
-    Npy.write(outDir.resolve("idx.npy"), idx, tokens, k);
-    Npy.write(outDir.resolve("weights.npy"), weights, tokens, k);
-    if (gradLogits != null) Npy.write(outDir.resolve("grad_logits.npy"), gradLogits, tokens, experts);
+    OutputSet outputs = new OutputSet(outDir, OUTPUTS);
+    outputs.put("idx.npy", Npy.encode(new Npy.Array(Npy.Dtype.I4, new long[] {tokens, k}, idx)));
+    outputs.put("weights.npy", Npy.encode(new Npy.Array(Npy.Dtype.F4, new long[] {tokens, k}, weights)));
+    if (gradLogits != null)
+      outputs.put("grad_logits.npy", Npy.encode(new Npy.Array(Npy.Dtype.F4, new long[] {tokens, experts}, gradLogits)));
+    outputs.commit();
     out.printf(Locale.ROOT, "%s %d tokens x %d experts, top-%d on %s in %.2f ms; rows with non-finite logits: %d; wrote %s%n",
         replay != null ? (mask != null ? "replayed (masked)" : "replayed") : "routed", tokens, experts, k, backend, ms,
         nonfinite, outDir.resolve(gradLogits != null ? "{idx,weights,grad_logits}.npy" : "{idx,weights}.npy"));
     return 0;
+  }
+
+  /** Npy.read with the file named in every I/O error (reading a directory says only "Is a directory"). */
+  static Npy.Array read(Path p) throws IOException {
+    try {
+      return Npy.read(p);
+    } catch (FileSystemException e) {
+      throw e;
+    } catch (IOException e) {
+      throw new IOException(p + ": cannot read: " + e.getMessage(), e);
+    }
   }
 
   /** float32 as is; float64 converted. */

@@ -25,12 +25,12 @@ import org.moerouter.trace.Npy;
 class MainTest {
   @TempDir Path dir;
 
-  static final class Run {
+  public static final class Run {
     int status;
     String out, err;
   }
 
-  static Run run(String... args) {
+  public static Run run(String... args) {
     ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
     Run r = new Run();
     r.status = Main.run(args, new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8));
