@@ -45,6 +45,13 @@ final class RouteCommand {
     if (logitsArr.ndim() != 2)
       throw new TraceFormatException(logitsPath + ": logits must be 2-D [tokens, experts], got shape "
           + Arrays.toString(logitsArr.shape()));
+    // Range checks before narrowing: a shape of (0, 2^32 + 128) must not become "128 experts".
+    if (logitsArr.dim(1) < 1 || logitsArr.dim(1) > RouterConfig.MAX_EXPERTS)
+      throw new TraceFormatException(logitsPath + ": logits shape " + Arrays.toString(logitsArr.shape())
+          + ": experts (dimension 1) must be in [1, " + RouterConfig.MAX_EXPERTS + "], got " + logitsArr.dim(1));
+    if (logitsArr.dim(0) > Integer.MAX_VALUE)
+      throw new TraceFormatException(logitsPath + ": logits shape " + Arrays.toString(logitsArr.shape())
+          + ": more than " + Integer.MAX_VALUE + " tokens");
     float[] logits = floats(logitsArr, logitsPath, "logits");
     int tokens = (int) logitsArr.dim(0);
     int experts = (int) logitsArr.dim(1);
@@ -72,12 +79,12 @@ final class RouteCommand {
     int[] replay = null;
     byte[] mask = null;
     if (a.get("replay") != null) {
-      Path p = Paths.get(a.get("replay"));
-      replay = indices(read(p), p, tokens, k);
       if (a.get("replay-mask") != null) {
         Path m = Paths.get(a.get("replay-mask"));
         mask = mask(read(m), m, tokens);
       }
+      Path p = Paths.get(a.get("replay"));
+      replay = indices(read(p), p, tokens, k);
     } else if (a.get("replay-mask") != null || a.get("minus-one-rows") != null) {
       throw new Args.UsageException((a.get("replay-mask") != null ? "--replay-mask" : "--minus-one-rows") + " needs --replay");
     }

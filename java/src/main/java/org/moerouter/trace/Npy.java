@@ -119,6 +119,7 @@ public final class Npy {
       return shape.length;
     }
 
+    /** Dimension i; at most {@code Integer.MAX_VALUE} (checked on construction and read). */
     public long dim(int i) {
       return shape[i];
     }
@@ -201,6 +202,10 @@ public final class Npy {
     long n = 1;
     for (long d : shape) {
       if (d < 0) throw new TraceFormatException(where + ": negative dimension in shape " + Arrays.toString(shape));
+      // Callers index with int: a dimension must survive (int) even when another one is 0.
+      if (d > Integer.MAX_VALUE)
+        throw new TraceFormatException(where + ": dimension " + d + " in shape " + Arrays.toString(shape)
+            + " exceeds " + Integer.MAX_VALUE);
       try {
         n = Math.multiplyExact(n, d);
       } catch (ArithmeticException e) {
