@@ -12,12 +12,12 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /** Runs a test main class in a fresh JVM (a given JDK, extra flags) and captures its output. */
-final class ChildJvm {
+public final class ChildJvm {
   private ChildJvm() {}
 
-  static final class Result {
-    final int status;
-    final String out, err;
+  public static final class Result {
+    public final int status;
+    public final String out, err;
 
     Result(int status, String out, String err) {
       this.status = status;
@@ -47,15 +47,15 @@ final class ChildJvm {
     }
   }
 
-  static Path javaOf(Path jdk) {
+  public static Path javaOf(Path jdk) {
     return jdk.resolve("bin").resolve("java");
   }
 
-  static Path currentJava() {
+  public static Path currentJava() {
     return javaOf(Paths.get(System.getProperty("java.home")));
   }
 
-  static Result run(Path java, List<String> jvmFlags, String mainClass, String... args)
+  public static Result run(Path java, List<String> jvmFlags, String mainClass, String... args)
       throws IOException, InterruptedException {
     List<String> cmd = new ArrayList<>();
     cmd.add(java.toString());

@@ -24,6 +24,7 @@ import org.junit.jupiter.api.Test;
 @Tag("gpu")
 class CudaRouterTest {
   private static final boolean REQUIRE_GPU = Boolean.getBoolean("moerouter.requireGpu");
+  private static final java.util.concurrent.atomic.AtomicBoolean SKIP_NOTICE = new java.util.concurrent.atomic.AtomicBoolean();
   private static final double REL = 1e-5;
   /**
    * Backend under test: CUDA. {@code -Dmoerouter.cudaTest.backend=CPU|JAVA} runs the same checks on
@@ -39,6 +40,9 @@ class CudaRouterTest {
     String msg = "CUDA backend unavailable: " + why + " (library loaded=" + NativeLibrary.loaded()
         + ", cudaCompiled=" + NativeLibrary.cudaCompiled() + ", devices=" + NativeLibrary.cudaDeviceCount() + ")";
     if (REQUIRE_GPU) fail("moerouter.requireGpu=true but " + msg);
+    // Surefire shows a skip's reason only in its XML report: say it once on the console.
+    if (SKIP_NOTICE.compareAndSet(false, true))
+      System.out.println("[moe-router] GPU tests skipped: " + msg + " (-Dmoerouter.requireGpu=true makes this a failure)");
     Assumptions.abort(msg + "; set -Dmoerouter.requireGpu=true to make this a failure");
   }
 

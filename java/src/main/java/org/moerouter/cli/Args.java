@@ -14,10 +14,15 @@ final class Args {
   final Set<String> flags = new HashSet<>();
   final List<String> positional = new ArrayList<>();
 
+  /** Every command takes {@code --help} (or {@code -h}); a repeated option is an error, not "last wins". */
   static Args parse(String[] argv, int from, Set<String> valued, Set<String> booleans) {
     Args a = new Args();
     for (int i = from; i < argv.length; i++) {
       String s = argv[i];
+      if (s.equals("-h") || s.equals("--help")) {
+        a.flags.add("help");
+        continue;
+      }
       if (!s.startsWith("--")) {
         a.positional.add(s);
         continue;
@@ -30,11 +35,11 @@ final class Args {
         name = name.substring(0, eq);
       }
       if (booleans.contains(name) && inline == null) {
-        a.flags.add(name);
+        if (!a.flags.add(name)) throw new UsageException("option --" + name + " given twice");
       } else if (valued.contains(name)) {
         String v = inline != null ? inline : i + 1 < argv.length ? argv[++i] : null;
         if (v == null) throw new UsageException("option --" + name + " needs a value");
-        a.options.put(name, v);
+        if (a.options.put(name, v) != null) throw new UsageException("option --" + name + " given twice");
       } else {
         throw new UsageException("unknown option --" + name);
       }

@@ -36,10 +36,35 @@ import org.moerouter.trace.TraceFiles;
 final class DemoCommand {
   private DemoCommand() {}
 
-  static int run(String[] argv, PrintStream out) throws IOException {
+  static final String OPTIONS = "[--model qwen3-moe|deepseek-v3] [--layers N] [--tokens T] [--micro-batches M]"
+      + " [--hidden H] [--seed S] [--backend B] [--out DIR] [--progress|--no-progress]";
+
+  static final String HELP = String.join("\n",
+      "usage: moe-router demo " + OPTIONS,
+      "Routing replay (R3) end to end: an inference engine records its routing into a trace, a training",
+      "engine with different numerics routes live (and disagrees on some tokens), then replays the trace",
+      "(and agrees exactly). Prints the mismatch per layer, replay vs live time, and the trace it wrote.",
+      "  --model NAME        qwen3-moe (128 experts, top-8 softmax; default) or deepseek-v3 (256, top-8,",
+      "                      sigmoid + bias, 8 groups keep 4, scale 2.5)",
+      "  --layers N          MoE layers (default 12)",
+      "  --tokens T          tokens per step (default 4096), a multiple of --micro-batches",
+      "  --micro-batches M   training micro-batches, also the trace's samples (default 2)",
+      "  --hidden H          hidden size of the simulated router input (default 128)",
+      "  --seed S            random seed (default 2026)",
+      "  --backend B         java, cpu, cuda, native (cpu or cuda) or auto (default)",
+      "  --out DIR           where the trace goes (default ./moe-router-demo)",
+      "  --progress          progress bar on stderr even when it is not a terminal",
+      "  --no-progress       no progress output (default: a bar on a terminal, plain lines otherwise)");
+
+  static int run(String[] argv, PrintStream out, PrintStream err) throws IOException {
     Args a = Args.parse(argv, 1, Set.of("backend", "layers", "tokens", "hidden", "model", "out", "seed", "micro-batches"),
         Set.of("progress", "no-progress"));
+    if (a.flag("help")) {
+      out.println(HELP);
+      return 0;
+    }
     if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
+    if (a.flag("progress") && a.flag("no-progress")) throw new Args.UsageException("--progress and --no-progress conflict");
     Backend backend = Main.backend(a.get("backend"));
     int layers = positive(a, "layers", 12);
     int tokens = positive(a, "tokens", 4096);
@@ -61,7 +86,8 @@ final class DemoCommand {
         throw new Args.UsageException("--model must be qwen3-moe or deepseek-v3, got '" + model + "'");
     }
     Path outDir = Paths.get(a.get("out") == null ? "moe-router-demo" : a.get("out"));
-    Progress progress = new Progress(a.flag("progress") || (!a.flag("no-progress") && System.console() != null));
+    Progress progress = new Progress(err, a.flag("no-progress") ? Progress.Mode.OFF
+        : a.flag("progress") || stderrIsTerminal() ? Progress.Mode.BAR : Progress.Mode.LINES);
     final int e = config.experts(), k = config.topK();
 
     out.printf(Locale.ROOT, "R3 routing replay demo: %s router (E=%d, k=%d%s), %d layers, %d tokens, hidden %d%n", model, e,
@@ -93,7 +119,11 @@ final class DemoCommand {
       int[] recorded = new int[tokens * layers * k];  // [tokens, layers, k]
       rollout.setStaticBuffer(recorded, tokens);
       rollout.setAction(ReplayAction.RECORD);
-      for (int l = 0; l < layers; l++) rollout.layer(keys[l]).route(inference, inferenceLogits[l], LogitsType.BF16, tokens, idx, w);
+      for (int l = 0; l < layers; l++) {
+        rollout.layer(keys[l]).route(inference, inferenceLogits[l], LogitsType.BF16, tokens, idx, w);
+        progress.update("inference rollout", l + 1, layers);
+      }
+      progress.done();
       int samples = microBatches;
       int perSample = tokens / samples;
       RoutingTrace.Builder tb = RoutingTrace.builder(model + "-sim", e, k, layerIds, config.scoreFunction().name().toLowerCase(Locale.ROOT));
@@ -287,25 +317,51 @@ final class DemoCommand {
     }
   }
 
-  /** A one-line progress bar on stderr for interactive runs. */
-  static final class Progress {
-    final boolean enabled;
-    String shown;
+  /**
+   * Java cannot ask whether stderr is a terminal; the launcher can ({@code [ -t 2 ]}) and says so in
+   * {@code -Dmoerouter.stderrIsTerminal}. Without it, a console (stdin and stdout on a terminal) is the guess.
+   */
+  static boolean stderrIsTerminal() {
+    String p = System.getProperty("moerouter.stderrIsTerminal");
+    return p != null ? Boolean.parseBoolean(p) : System.console() != null;
+  }
 
-    Progress(boolean enabled) {
-      this.enabled = enabled;
+  /**
+   * Progress on stderr: a redrawn bar on a terminal; plain lines when stderr is a pipe or a log (a
+   * line when a phase ends, and at most every {@link #LINE_INTERVAL_NS} in between), so a long run
+   * never sits silent.
+   */
+  static final class Progress {
+    enum Mode { OFF, BAR, LINES }
+
+    static final long LINE_INTERVAL_NS = 5_000_000_000L;
+    final PrintStream err;
+    final Mode mode;
+    String shown;
+    long lastLine = System.nanoTime();
+
+    Progress(PrintStream err, Mode mode) {
+      this.err = err;
+      this.mode = mode;
     }
 
     void update(String what, int done, int total) {
-      if (!enabled) return;
+      if (mode == Mode.LINES) {
+        long now = System.nanoTime();
+        if (done < total && now - lastLine < LINE_INTERVAL_NS) return;
+        lastLine = now;
+        err.printf(Locale.ROOT, "moe-router demo: %s %d/%d%n", what, done, total);
+        return;
+      }
+      if (mode != Mode.BAR) return;
       int width = 30, filled = (int) ((long) width * done / Math.max(1, total));
-      System.err.printf(Locale.ROOT, "\r%-24s [%s%s] %3d%%", what, "#".repeat(filled), ".".repeat(width - filled),
+      err.printf(Locale.ROOT, "\r%-24s [%s%s] %3d%%", what, "#".repeat(filled), ".".repeat(width - filled),
           100L * done / Math.max(1, total));
       shown = what;
     }
 
     void done() {
-      if (enabled && shown != null) System.err.print("\r" + " ".repeat(70) + "\r");
+      if (mode == Mode.BAR && shown != null) err.print("\r" + " ".repeat(70) + "\r");
       shown = null;
     }
   }

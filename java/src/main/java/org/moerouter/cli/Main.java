@@ -2,11 +2,14 @@
 package org.moerouter.cli;
 
 import java.io.IOException;
+import java.io.InputStream;
 import java.io.PrintStream;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.NoSuchFileException;
 import java.util.Locale;
+import java.util.Properties;
+import java.util.Set;
 import org.moerouter.Backend;
 import org.moerouter.MoeRouter;
 import org.moerouter.MoeRouterException;
@@ -18,11 +21,16 @@ public final class Main {
   private Main() {}
 
   static final String USAGE = String.join("\n",
-      "usage: moe-router <command> [options]",
-      "  demo  [--backend B] [--layers N] [--tokens T] [--out DIR]   R3 routing-replay demo (the main job)",
+      "usage: moe-router <command> [options]      (moe-router <command> --help for a command's options)",
+      "  demo  " + DemoCommand.OPTIONS,
+      "        R3 routing-replay demo (the main job)",
       "  " + RouteCommand.USAGE,
       "  trace inspect FILE | trace convert [--from|--to slime|miles|verl|megatron] IN OUT | trace diff A B",
-      "  info                                                      backends available here");
+      "  info                backends available here",
+      "  --version           the version of moe-router");
+
+  /** Every error, whatever the command, starts with this. */
+  static final String ERROR = "moe-router: error: ";
 
   public static void main(String[] args) {
     System.exit(run(args, System.out, System.err));
@@ -34,43 +42,67 @@ public final class Main {
       (args.length == 0 ? err : out).println(USAGE);
       return args.length == 0 ? 2 : 0;
     }
+    if (args[0].equals("--version") || args[0].equals("version")) {
+      out.println("moe-router " + version());
+      return 0;
+    }
+    String command = args[0];
     try {
-      switch (args[0]) {
+      switch (command) {
         case "route":
           return RouteCommand.run(args, out);
         case "demo":
-          return DemoCommand.run(args, out);
+          return DemoCommand.run(args, out, err);
         case "trace":
           String[] rest = new String[args.length - 1];
           System.arraycopy(args, 1, rest, 0, rest.length);
           return TraceCli.run(rest, out, err);
         case "info":
+          Args a = Args.parse(args, 1, Set.of(), Set.of());
+          if (a.flag("help")) {
+            out.println("usage: moe-router info\nWhich backends load here, and why the others do not.");
+            return 0;
+          }
+          if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
           return info(out);
         default:
+          command = null;
           throw new Args.UsageException("unknown command '" + args[0] + "'");
       }
     } catch (Args.UsageException e) {
-      err.println("moe-router: " + e.getMessage());
-      err.println("run 'moe-router --help' for usage");
+      err.println(ERROR + e.getMessage());
+      err.println("run 'moe-router " + (command == null ? "" : command + " ") + "--help' for usage");
       return 2;
     } catch (NoSuchFileException e) {
-      err.println("moe-router: error: no such file: " + e.getFile());
+      err.println(ERROR + "no such file: " + e.getFile());
       return 1;
     } catch (AccessDeniedException e) {
-      err.println("moe-router: error: permission denied: " + e.getFile());
+      err.println(ERROR + "permission denied: " + e.getFile());
       return 1;
     } catch (FileSystemException e) {
-      err.println("moe-router: error: " + e.getMessage());  // "FILE: reason", or "FILE -> OTHER: reason"
+      err.println(ERROR + e.getMessage());  // "FILE: reason", or "FILE -> OTHER: reason"
       return 1;
     } catch (IOException e) {
-      err.println("moe-router: error: " + e.getMessage());  // ours name the file
+      err.println(ERROR + e.getMessage());  // ours name the file
       return 1;
     } catch (MoeRouterException e) {
-      err.println("moe-router: error: " + e.getMessage());
+      err.println(ERROR + e.getMessage());
       return 1;
     } catch (RuntimeException | OutOfMemoryError e) {
-      err.println("moe-router: internal error: " + e);
+      err.println(ERROR + "internal: " + e);
       return 1;
+    }
+  }
+
+  /** The project version, from a resource Maven fills in. */
+  static String version() {
+    try (InputStream in = Main.class.getResourceAsStream("/org/moerouter/version.properties")) {
+      if (in == null) return "(unknown version)";
+      Properties p = new Properties();
+      p.load(in);
+      return p.getProperty("version", "(unknown version)");
+    } catch (IOException e) {
+      return "(unknown version)";
     }
   }
 

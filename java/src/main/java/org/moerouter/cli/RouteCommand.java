@@ -29,6 +29,27 @@ final class RouteCommand {
       + " [--groups G --group-topk GK] [--scale S] [--replay IDX.npy [--replay-mask M.npy] [--minus-one-rows reject|live|arange]]"
       + " [--grad-weights DW.npy] [--backend java|cpu|cuda|native|auto] --out DIR";
 
+  static final String HELP = String.join("\n",
+      "usage: moe-router " + USAGE,
+      "Routes (or replays) the logits [tokens, experts] of a .npy file and writes DIR/idx.npy [tokens, k] int32,",
+      "DIR/weights.npy [tokens, k] float32 and, with --grad-weights, DIR/grad_logits.npy [tokens, experts].",
+      "The three files are replaced as a set: a failed run leaves the previous set, a run without",
+      "--grad-weights removes an old grad_logits.npy.",
+      "  --logits L.npy        float32 or float64 [tokens, experts]",
+      "  --score FN            softmax or sigmoid",
+      "  --topk K              experts per token",
+      "  --pre-softmax         softmax only: rank and weight by the softmax over all experts",
+      "  --groups G --group-topk GK   group-limited routing: keep the best GK of G expert groups (both >= 1)",
+      "  --bias B.npy          sigmoid only: expert bias [experts] added for selection",
+      "  --scale S             multiplies the weights (default 1)",
+      "  --replay IDX.npy      integer [tokens, k]: use these experts instead of selecting (-1 rows: see below)",
+      "  --replay-mask M.npy   [tokens]: rows with 0 are routed live (needs --replay)",
+      "  --minus-one-rows P    rows of -1 (slime/miles padding): reject (default), live (route them live) or",
+      "                        arange (experts 0..k-1) (needs --replay)",
+      "  --grad-weights DW.npy float [tokens, k]: also write the gradient w.r.t. the logits",
+      "  --backend B           java, cpu, cuda, native (cpu or cuda) or auto (default)",
+      "  --out DIR             output folder (created if missing)");
+
   static final String[] OUTPUTS = {"idx.npy", "weights.npy", "grad_logits.npy"};
 
   static int run(String[] argv, PrintStream out) throws IOException {
@@ -36,10 +57,30 @@ final class RouteCommand {
         Set.of("logits", "bias", "score", "topk", "groups", "group-topk", "scale", "replay", "replay-mask",
             "minus-one-rows", "grad-weights", "backend", "out"),
         Set.of("pre-softmax"));
+    if (a.flag("help")) {
+      out.println(HELP);
+      return 0;
+    }
     if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
     Path logitsPath = Paths.get(a.require("logits"));
     Path outDir = Paths.get(a.require("out"));
     Backend backend = Main.backend(a.get("backend"));
+    String score = a.require("score").toLowerCase(Locale.ROOT);
+    if (!score.equals("softmax") && !score.equals("sigmoid"))
+      throw new Args.UsageException("--score must be softmax or sigmoid, got '" + score + "'");
+    if (a.get("topk") == null) throw new Args.UsageException("missing required option --topk");
+    boolean grouped = a.get("groups") != null || a.get("group-topk") != null;
+    if (grouped) {
+      for (String g : new String[] {"groups", "group-topk"}) {
+        if (a.get(g) == null) throw new Args.UsageException("--groups and --group-topk go together (--" + g + " missing)");
+        if (a.intValue(g, 0) < 1)
+          throw new Args.UsageException("--" + g + " must be >= 1, got " + a.intValue(g, 0)
+              + " (leave out --groups and --group-topk for no group limit)");
+      }
+    }
+    for (String needsReplay : new String[] {"replay-mask", "minus-one-rows"})
+      if (a.get(needsReplay) != null && a.get("replay") == null)
+        throw new Args.UsageException("--" + needsReplay + " needs --replay");
 
     Npy.Array logitsArr = read(logitsPath);
     if (logitsArr.ndim() != 2)
@@ -56,16 +97,11 @@ final class RouteCommand {
     int tokens = (int) logitsArr.dim(0);
     int experts = (int) logitsArr.dim(1);
 
-    String score = a.require("score").toLowerCase(Locale.ROOT);
-    if (!score.equals("softmax") && !score.equals("sigmoid"))
-      throw new Args.UsageException("--score must be softmax or sigmoid, got '" + score + "'");
     RouterConfig.Builder b = RouterConfig.builder(experts, a.intValue("topk", -1))
         .scoreFunction(score.equals("sigmoid") ? ScoreFunction.SIGMOID : ScoreFunction.SOFTMAX)
         .preSoftmax(a.flag("pre-softmax"))
         .scale(a.floatValue("scale", 1f));
-    if (a.get("topk") == null) throw new Args.UsageException("missing required option --topk");
-    if (a.get("groups") != null || a.get("group-topk") != null)
-      b.groups(a.intValue("groups", 0), a.intValue("group-topk", 0));
+    if (grouped) b.groups(a.intValue("groups", 0), a.intValue("group-topk", 0));
     if (a.get("bias") != null) {
       Path p = Paths.get(a.get("bias"));
       Npy.Array bias = read(p);
@@ -85,8 +121,6 @@ final class RouteCommand {
       }
       Path p = Paths.get(a.get("replay"));
       replay = indices(read(p), p, tokens, k);
-    } else if (a.get("replay-mask") != null || a.get("minus-one-rows") != null) {
-      throw new Args.UsageException((a.get("replay-mask") != null ? "--replay-mask" : "--minus-one-rows") + " needs --replay");
     }
     MinusOneRows minusOne = MinusOneRows.REJECT;
     if (a.get("minus-one-rows") != null) {
@@ -110,8 +144,10 @@ final class RouteCommand {
     float[] weights = new float[tokens * k];
     float[] gradLogits = gradWeights != null ? new float[tokens * experts] : null;
     long nonfinite;
-    long t0 = System.nanoTime();
+    double ms;
+    // Created before the clock starts: loading the native library is not routing time.
     try (MoeRouter router = MoeRouter.create(config, backend)) {
+      long t0 = System.nanoTime();
       if (replay != null) {
         // One layer of a replay registry: its targets follow section 7's rules, -1 rows included.
         ReplayRegistry registry = ReplayRegistry.builder().minusOneRows(minusOne).build();
@@ -123,9 +159,9 @@ final class RouteCommand {
         nonfinite = router.route(logits, tokens, idx, weights);
       }
       if (gradLogits != null) router.backward(logits, tokens, idx, gradWeights, gradLogits);
+      ms = (System.nanoTime() - t0) / 1e6;
       backend = router.backend();
     }
-    double ms = (System.nanoTime() - t0) / 1e6;
 
     OutputSet outputs = new OutputSet(outDir, OUTPUTS);
     outputs.put("idx.npy", Npy.encode(new Npy.Array(Npy.Dtype.I4, new long[] {tokens, k}, idx)));

@@ -27,17 +27,22 @@ import org.moerouter.RoutingAgreement;
  * trace diff A B                          routing agreement per layer and overall
  * </pre>
  * IN for --from: .npy, .npz, .safetensors (as Python writes them, no checksum needed) or a directory of .npy.
- * Exit codes: 0 success, 1 bad or unreadable file, 2 usage error. Errors are one line on {@code err}.
+ * Exit codes: 0 success, 1 bad or unreadable file, 2 usage error. Errors are one line on {@code err},
+ * starting {@code moe-router: error: }; {@code --help} after any command prints the usage.
  */
 public final class TraceCli {
   private TraceCli() {}
+
+  /** The prefix of every error of the moe-router command line. */
+  private static final String ERROR = "moe-router: error: ";
 
   public static void main(String[] args) {
     System.exit(run(args, System.out, System.err));
   }
 
   public static int run(String[] args, PrintStream out, PrintStream err) {
-    if (args.length == 0 || args[0].equals("-h") || args[0].equals("--help") || args[0].equals("help")) {
+    if (args.length == 0 || args[0].equals("help") || java.util.Arrays.asList(args).contains("--help")
+        || java.util.Arrays.asList(args).contains("-h")) {
       usage(args.length == 0 ? err : out);
       return args.length == 0 ? 2 : 0;
     }
@@ -57,16 +62,16 @@ public final class TraceCli {
     } catch (UsageException e) {
       return usageError(err, e.getMessage());
     } catch (NoSuchFileException e) {
-      err.println("error: " + e.getFile() + ": no such file");
+      err.println(ERROR + e.getFile() + ": no such file");
       return 1;
     } catch (IOException e) {
-      err.println("error: " + e.getMessage());
+      err.println(ERROR + e.getMessage());
       return 1;
     } catch (MoeRouterException e) {
-      err.println("error: " + e.getMessage());
+      err.println(ERROR + e.getMessage());
       return 1;
     } catch (RuntimeException e) {
-      err.println("error: " + e);
+      err.println(ERROR + e);
       return 1;
     }
   }
@@ -92,7 +97,8 @@ public final class TraceCli {
   }
 
   private static int usageError(PrintStream err, String message) {
-    err.println("error: " + message + " (moe-router trace --help)");
+    err.println(ERROR + message);
+    err.println("run 'moe-router trace --help' for usage");
     return 2;
   }
 
@@ -177,12 +183,14 @@ public final class TraceCli {
     TraceInterop.MaskedRows masked = null;
     boolean noAlign = false;
     Path attentionMask = null;
+    java.util.Set<String> seen = new java.util.HashSet<>();
     for (int i = 1; i < args.length; i++) {
       String a = args[i];
       if (a.equals("--no-align")) {
         noAlign = true;
       } else if (a.startsWith("--")) {
         if (i + 1 >= args.length) throw new UsageException(a + " needs a value");
+        if (!seen.add(a)) throw new UsageException("option " + a + " given twice");
         String v = args[++i];
         switch (a) {
           case "--experts": experts = (int) parseLong(a, v); if (experts < 1) throw new UsageException("--experts must be >= 1"); break;

@@ -57,13 +57,13 @@ class TraceCliTest {
     Path bad = dir.resolve("bad.safetensors");
     Files.write(bad, new byte[] {1, 2, 3});
     assertEquals(1, run("inspect", bad.toString()));
-    assertEquals("error: " + bad + ": truncated: 3 bytes is too short for a safetensors header length\n", err);
+    assertEquals("moe-router: error: " + bad + ": truncated: 3 bytes is too short for a safetensors header length\n", err);
     assertEquals(1, run("inspect", dir.resolve("missing.safetensors").toString()));
-    assertEquals("error: " + dir.resolve("missing.safetensors") + ": no such file\n", err);
+    assertEquals("moe-router: error: " + dir.resolve("missing.safetensors") + ": no such file\n", err);
     Path badNpy = dir.resolve("x.npy");
     Files.write(badNpy, "not numpy at all".getBytes());
     assertEquals(1, run("convert", badNpy.toString(), dir.resolve("y.safetensors").toString()));
-    assertEquals("error: " + badNpy + ": not a .npy file (bad magic string)\n", err);
+    assertEquals("moe-router: error: " + badNpy + ": not a .npy file (bad magic string)\n", err);
     assertEquals(2, run("convert", "a.txt", "b.txt"));
     assertEquals(2, run("frobnicate"));
     assertEquals(2, run());
@@ -106,7 +106,7 @@ class TraceCliTest {
     assertEquals(0, run("convert", "--from", "verl", verl.toString(), dir.resolve("v.safetensors").toString()), err);
     assertTrue(TraceFiles.read(dir.resolve("v.safetensors")).contentEquals(TraceFiles.read(trace)));
     assertEquals(1, run("convert", "--to", "megatron", trace.toString(), dir.resolve("m.npy").toString()));
-    assertEquals("error: megatron has no per-token mask: sample 0 token 2 was not recorded (mask 0);"
+    assertEquals("moe-router: error: megatron has no per-token mask: sample 0 token 2 was not recorded (mask 0);"
         + " to write it anyway choose --masked-rows minus-one, arange or zeros (MaskedRows)\n", err);
     assertFalse(Files.exists(dir.resolve("m.npy")), "nothing written");
     assertEquals(0, run("convert", "--to", "megatron", trace.toString(), dir.resolve("m.npy").toString(), "--masked-rows", "arange"), err);
