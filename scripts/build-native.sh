@@ -3,6 +3,10 @@
 # Builds the static kernel library with CMake (called by the javacpp-maven-plugin in `initialize`).
 # Output: PREFIX/lib/libmoe_router_all.a = kernels + (when built with CUDA) the static CUDA runtime,
 # so the JNI library links the same way with or without nvcc.
+# Arguments: SRC (repository root), BUILD (CMake build dir), PREFIX (install prefix).
+# Environment: MOE_ROUTER_CUDA=OFF skips the CUDA kernels; MOE_ROUTER_VERBOSE=1 prints the build steps
+# (by default only problems are printed: compiler warnings, a missing nvcc, a failed step's whole log).
+# Exit codes: 0 built, non-zero when a step failed (its log is printed).
 set -euo pipefail
 SRC="${1:?source dir}"; BUILD="${2:?build dir}"; PREFIX="${3:?install prefix}"
 mkdir -p "$(dirname "$BUILD")"
@@ -13,8 +17,19 @@ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$
       ${CMAKE_CUDA_ARCHITECTURES:+-DCMAKE_CUDA_ARCHITECTURES=$CMAKE_CUDA_ARCHITECTURES} \
       ${MOE_ROUTER_CUDA:+-DMOE_ROUTER_CUDA=$MOE_ROUTER_CUDA} >"$BUILD.cmake.log" 2>&1 \
   || { cat "$BUILD.cmake.log"; exit 1; }
-grep -E "moe-router:" "$BUILD.cmake.log" || true
-cmake --build "$BUILD" --target install -j "$(nproc)"
+# Quiet unless something is wrong: a clean build prints nothing (MOE_ROUTER_VERBOSE=1 shows the steps).
+if [[ "${MOE_ROUTER_VERBOSE:-0}" == 1 ]]; then
+  grep -E "moe-router:" "$BUILD.cmake.log" || true
+  cmake --build "$BUILD" --target install -j "$(nproc)"
+else
+  cmake --build "$BUILD" --target install -j "$(nproc)" >"$BUILD.build.log" 2>&1 \
+    || { cat "$BUILD.build.log"; exit 1; }
+  # Compiler warnings are problems: show them even when the build succeeded.
+  grep -iE "warning[: ]" "$BUILD.build.log" || true
+fi
+if [[ "${MOE_ROUTER_CUDA:-ON}" != OFF ]] && grep -q "moe-router: CUDA kernels OFF" "$BUILD.cmake.log"; then
+  echo "[build-native] warning: nvcc not found: the library has no CUDA kernels (MOE_ROUTER_CUDA=OFF silences this)" >&2
+fi
 
 cudart=""
 if grep -q "moe-router: CUDA kernels ON" "$BUILD.cmake.log"; then
@@ -34,4 +49,6 @@ fi
   echo "END"
 } | ar -M
 mv "$PREFIX/lib/libmoe_router_all.a.tmp" "$PREFIX/lib/libmoe_router_all.a"
-echo "[build-native] $PREFIX/lib/libmoe_router_all.a (cudart: ${cudart:-none})"
+if [[ "${MOE_ROUTER_VERBOSE:-0}" == 1 ]]; then
+  echo "[build-native] $PREFIX/lib/libmoe_router_all.a (cudart: ${cudart:-none})"
+fi

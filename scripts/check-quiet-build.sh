@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks that a build from a clean clone prints nothing but problems: `mvn -B -q verify` may print only
+# the one-line GPU-test skip notice, and `mvn -B verify` no [WARNING] other than skipped-test counts.
+#
+# Usage: scripts/check-quiet-build.sh [REPO]     (default: this checkout; HEAD is cloned, not the work tree)
+# Environment: MOE_ROUTER_CUDA as for the build.
+# Exit codes: 0 quiet, 1 unexpected output (printed), 2 the build failed.
+set -uo pipefail
+REPO="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+git clone -q "$REPO" "$WORK/repo" || exit 2
+cd "$WORK/repo" || exit 2
+mvn -B -q verify >"$WORK/q.log" 2>&1 || { cat "$WORK/q.log"; exit 2; }
+unexpected_q=$(grep -v '^\[moe-router\] GPU tests skipped: ' "$WORK/q.log")
+mvn -B verify >"$WORK/full.log" 2>&1 || { cat "$WORK/full.log"; exit 2; }
+unexpected_full=$(grep -E '\[WARNING\]|warning:' "$WORK/full.log" | grep -vE '\[WARNING\] Tests run: .*Skipped: [1-9]')
+status=0
+if [[ -n "$unexpected_q" ]]; then echo "mvn -B -q verify printed:"; printf '%s\n' "$unexpected_q" | cat -A; status=1; fi
+if [[ -n "$unexpected_full" ]]; then echo "mvn -B verify warned:"; printf '%s\n' "$unexpected_full"; status=1; fi
+[[ $status == 0 ]] && echo "quiet build: OK"
+exit $status
