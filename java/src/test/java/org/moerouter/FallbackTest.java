@@ -33,6 +33,8 @@ class FallbackTest {
     assertTrue(r.err.contains("WARNING"), r.toString());
     assertTrue(r.out.contains("native-error=UNSUPPORTED: NATIVE backend unavailable (neither CUDA nor CPU): native"
         + " library failed to load"), r.toString());
+    assertTrue(r.out.contains("java-buffers=ok"), r.toString());
+    assertTrue(r.out.contains("java-address-error=UNSUPPORTED: raw host addresses need the native library"), r.toString());
   }
 
   @Test
@@ -70,6 +72,20 @@ class FallbackTest {
         System.out.println("native=" + r.backend());
       } catch (MoeRouterException e) {
         System.out.println("native-error=" + e.status() + ": " + e.getMessage());
+      }
+      // The Java backend's direct-buffer path is pure Java; its raw-address path needs the library.
+      try (MoeRouter r = MoeRouter.create(MemoryPaths.CONFIG, Backend.JAVA)) {
+        int t = 2, e = MemoryPaths.CONFIG.experts(), k = MemoryPaths.CONFIG.topK();
+        java.nio.FloatBuffer l = MemoryPaths.direct(4 * t * e).asFloatBuffer();
+        java.nio.IntBuffer idx = MemoryPaths.direct(4 * t * k).asIntBuffer();
+        java.nio.FloatBuffer w = MemoryPaths.direct(4 * t * k).asFloatBuffer();
+        r.route(l, LogitsType.FP32, t, null, null, idx, w);
+        System.out.println("java-buffers=ok");
+        try {
+          r.routeAddress(8, LogitsType.FP32, t, 0, 0, 16, 24);
+        } catch (MoeRouterException ex) {
+          System.out.println("java-address-error=" + ex.status() + ": " + ex.getMessage());
+        }
       }
     }
   }
