@@ -27,7 +27,7 @@ else
   # Compiler warnings are problems: show them even when the build succeeded.
   grep -iE "warning[: ]" "$BUILD.build.log" || true
 fi
-if [[ "${MOE_ROUTER_CUDA:-ON}" != OFF ]] && grep -q "moe-router: CUDA kernels OFF" "$BUILD.cmake.log"; then
+if grep -q "^MOE_ROUTER_CUDA:BOOL=ON" "$BUILD/CMakeCache.txt" && grep -q "moe-router: CUDA kernels OFF" "$BUILD.cmake.log"; then
   echo "[build-native] warning: nvcc not found: the library has no CUDA kernels (MOE_ROUTER_CUDA=OFF silences this)" >&2
 fi
 

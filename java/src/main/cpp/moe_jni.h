@@ -72,6 +72,9 @@ static inline int64_t moe_jni_check_replay(int64_t h) {
   if (st == MOE_ERR_INVALID_REPLAY) return row * 4 + reason;
   return -(int64_t)st - 1;
 }
+// The address JavaCPP computed for a direct-buffer argument (GetDirectBufferAddress + position).
+static inline int64_t moe_jni_address(const void* p) { return (int64_t)(intptr_t)p; }
+
 // memcpy between a pinned Java array and a raw host address (the Java backend's address overloads).
 static inline void moe_jni_copy(void* dst, const void* src, int64_t bytes) { memcpy(dst, src, (size_t)bytes); }
 

@@ -2,11 +2,11 @@
 package org.moerouter;
 
 import java.lang.ref.Cleaner;
+import java.lang.ref.Reference;
 import java.nio.Buffer;
 import java.nio.ByteBuffer;
 import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
-import java.nio.ShortBuffer;
 import java.util.concurrent.atomic.AtomicLong;
 
 /** Router over the native library: CPU kernels, or CUDA kernels (host arrays staged, or device pointers). */
@@ -66,17 +66,24 @@ final class NativeRouter extends MoeRouter {
     return r;
   }
 
+  // Direct-buffer addresses per argument position (see AddressCache).
+  private final HostMemory.AddressCache logitsAt = new HostMemory.AddressCache();
+  private final HostMemory.AddressCache replayAt = new HostMemory.AddressCache();
+  private final HostMemory.AddressCache maskAt = new HostMemory.AddressCache();
+  private final HostMemory.AddressCache idxAt = new HostMemory.AddressCache();
+  private final HostMemory.AddressCache weightsAt = new HostMemory.AddressCache();
+
   @Override
   long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
-    long r = logits instanceof FloatBuffer
-        ? RouterNative.moe_jni_route_host(handle, (FloatBuffer) logits, type.code, tokens, replayIdx, replayMask, outIdx,
-            outWeights)
-        : logits instanceof ShortBuffer
-        ? RouterNative.moe_jni_route_host(handle, (ShortBuffer) logits, type.code, tokens, replayIdx, replayMask, outIdx,
-            outWeights)
-        : RouterNative.moe_jni_route_host(handle, (ByteBuffer) logits, type.code, tokens, replayIdx, replayMask, outIdx,
-            outWeights);
+    long r = RouterNative.moe_jni_route_host(handle, logitsAt.address(logits), type.code, tokens,
+        replayAt.address(replayIdx), maskAt.address(replayMask), idxAt.address(outIdx), weightsAt.address(outWeights));
+    // Raw addresses do not keep the buffers alive: the native code must not outlive them.
+    Reference.reachabilityFence(logits);
+    Reference.reachabilityFence(replayIdx);
+    Reference.reachabilityFence(replayMask);
+    Reference.reachabilityFence(outIdx);
+    Reference.reachabilityFence(outWeights);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != null ? "replay" : "route");
     return r;
   }

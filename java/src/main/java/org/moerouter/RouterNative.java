@@ -97,22 +97,11 @@ final class RouterNative {
       @Cast("const int32_t*") long replayIdx, @Cast("const uint8_t*") long replayMask,
       @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights);
 
-  // ---- routing, host memory: direct buffers. JavaCPP passes GetDirectBufferAddress plus the position
-  // (in elements of the buffer's type); the caller checks directness, byte order and remaining(). ----
-  @NoException static native long moe_jni_route_host(long handle,
-      @Cast("const void*") FloatBuffer logits, int dtype, long tokens,
-      @Cast("const int32_t*") IntBuffer replayIdx, @Cast("const uint8_t*") ByteBuffer replayMask,
-      @Cast("int32_t*") IntBuffer outIdx, FloatBuffer outWeights);
-
-  @NoException static native long moe_jni_route_host(long handle,
-      @Cast("const void*") ShortBuffer logits, int dtype, long tokens,
-      @Cast("const int32_t*") IntBuffer replayIdx, @Cast("const uint8_t*") ByteBuffer replayMask,
-      @Cast("int32_t*") IntBuffer outIdx, FloatBuffer outWeights);
-
-  @NoException static native long moe_jni_route_host(long handle,
-      @Cast("const void*") ByteBuffer logits, int dtype, long tokens,
-      @Cast("const int32_t*") IntBuffer replayIdx, @Cast("const uint8_t*") ByteBuffer replayMask,
-      @Cast("int32_t*") IntBuffer outIdx, FloatBuffer outWeights);
+  // ---- direct-buffer addresses: GetDirectBufferAddress, plus the position JavaCPP adds (in elements) ----
+  @NoException static native long moe_jni_address(@Cast("const void*") ByteBuffer b);
+  @NoException static native long moe_jni_address(@Cast("const void*") ShortBuffer b);
+  @NoException static native long moe_jni_address(@Cast("const void*") IntBuffer b);
+  @NoException static native long moe_jni_address(@Cast("const void*") FloatBuffer b);
 
   // ---- routing, device memory (CUDA router) ----
   @NoException static native int moe_jni_route_device(long handle,

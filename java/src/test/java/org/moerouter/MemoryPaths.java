@@ -51,6 +51,17 @@ final class MemoryPaths {
       same(backend + " buffers: indices", ref.indices(), gotIdx);
       same(backend + " buffers: weights", ref.weights(), gotW);
 
+      // The same buffer objects again, at other positions: the address follows the position.
+      RoutingResult tail = r.route(Arrays.copyOfRange(l, e, l.length), t - 1);
+      logits.position(3 + e);
+      idx.position(0);
+      r.route(logits, LogitsType.FP32, t - 1, null, null, idx, w);
+      int[] tailIdx = new int[(t - 1) * k];
+      idx.get(0, tailIdx);
+      same(backend + " buffers at new positions: indices", tail.indices(), tailIdx);
+      logits.position(3);
+      idx.position(1);
+
       // Raw addresses.
       try (FloatPointer pl = new FloatPointer(l); IntPointer pi = new IntPointer((long) t * k);
           FloatPointer pw = new FloatPointer((long) t * k); IntPointer pri = new IntPointer(ref.indices());
