@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks that a build from a clean clone prints nothing but problems: `mvn -B -q verify` may print only
 # the one-line GPU-test skip notice, and `mvn -B verify` no [WARNING] other than skipped-test counts.
 #

@@ -76,7 +76,7 @@ final class NativeRouter extends MoeRouter {
   @Override
   long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
-    long r = RouterNative.moe_jni_route_host(handle, logitsAt.address(logits), type.code, tokens,
+    long r = HostCalls.route(handle, backend == Backend.CPU, logitsAt.address(logits), type.code, tokens,
         replayAt.address(replayIdx), maskAt.address(replayMask), idxAt.address(outIdx), weightsAt.address(outWeights));
     // Raw addresses do not keep the buffers alive: the native code must not outlive them.
     Reference.reachabilityFence(logits);
