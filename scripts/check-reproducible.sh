@@ -15,7 +15,8 @@
 #
 # Environment: MOE_ROUTER_CUDA and CMAKE_CUDA_ARCHITECTURES pass through to the rebuild, so it builds what
 # the first build built. MOE_REPRO_KEEP=1 keeps the temporary copy. MOE_REPRO_MVN_ARGS adds Maven
-# arguments (for example -Dmaven.repo.local=...).
+# arguments (for example -Dmaven.repo.local=...). Quiet when the jars match, as the rest of a clean build;
+# MOE_ROUTER_VERBOSE=1 prints the steps.
 # Exit status: 0 identical, 1 different (the differing jar entries are listed), 2 usage or build error.
 set -euo pipefail
 
@@ -24,6 +25,8 @@ JAR="$(cd "$(dirname "${2:?jar built by this build}")" && pwd)/$(basename "$2")"
 MVN="${3:-mvn}"
 if [[ -n "${4:-}" ]]; then export JAVA_HOME="$4"; fi
 [[ -f "$JAR" ]] || { echo "[repro] $JAR does not exist: run the package phase first" >&2; exit 2; }
+
+say() { if [[ "${MOE_ROUTER_VERBOSE:-0}" == 1 ]]; then echo "$@"; fi; }
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/moe-router-repro.XXXXXX")"
 if [[ "${MOE_REPRO_KEEP:-0}" != 1 ]]; then trap 'rm -rf "$work"' EXIT; fi
@@ -40,7 +43,7 @@ else
   (cd "$ROOT" && tar --exclude='./*/target' --exclude=./target --exclude=./build -cf - .) | tar -C "$copy" -xf -
 fi
 
-echo "[repro] rebuilding the java module in $copy"
+say "[repro] rebuilding the java module in $copy"
 start=$SECONDS
 # shellcheck disable=SC2086
 if ! "$MVN" -B -q -o -f "$copy/pom.xml" -pl java -DskipTests -Dreproducible.skip=true ${MOE_REPRO_MVN_ARGS:-} \
@@ -50,12 +53,12 @@ if ! "$MVN" -B -q -o -f "$copy/pom.xml" -pl java -DskipTests -Dreproducible.skip
   exit 2
 fi
 other="$copy/java/target/$(basename "$JAR")"
-echo "[repro] rebuilt in $((SECONDS - start)) s"
+say "[repro] rebuilt in $((SECONDS - start)) s"
 
 a=$(sha256sum "$JAR" | cut -d' ' -f1)
 b=$(sha256sum "$other" | cut -d' ' -f1)
 if [[ "$a" == "$b" ]]; then
-  echo "[repro] identical: $(basename "$JAR") sha256 $a"
+  say "[repro] identical: $(basename "$JAR") sha256 $a"
   exit 0
 fi
 
