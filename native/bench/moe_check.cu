@@ -129,13 +129,21 @@ struct DBuf {
   size_t n = 0;
   explicit DBuf(size_t count) : n(count) { CK(cudaMalloc(&p, count * sizeof(T) + 16)); }
   ~DBuf() { cudaFree(p); }
-  void up(const T* h) { CK(cudaMemcpy(p, h, n * sizeof(T), cudaMemcpyHostToDevice)); }
+  // cudaMemcpy from pageable memory and cudaMemset may return before the device memory is written,
+  // and the legacy stream does not order the non-blocking streams used below: wait for them.
+  void up(const T* h) {
+    CK(cudaMemcpy(p, h, n * sizeof(T), cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize());
+  }
   std::vector<T> down() const {
     std::vector<T> h(n);
     CK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
     return h;
   }
-  void poison() { CK(cudaMemset(p, 0xff, n * sizeof(T) + 16)); }
+  void poison() {
+    CK(cudaMemset(p, 0xff, n * sizeof(T) + 16));
+    CK(cudaDeviceSynchronize());
+  }
 };
 
 std::string label(const Config& c, int dtype, int64_t T, int mode, const char* what) {
