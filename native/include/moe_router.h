@@ -115,9 +115,14 @@ int moe_route_backward_host(moe_router* router, const void* logits, int dtype, i
 
 /*
  * CUDA: replay validation happens on the device; a rejected call leaves its outputs untouched
- * and records the first bad row here. This call synchronises the router's last stream.
- * Returns MOE_ERR_INVALID_REPLAY (with bad_row and reason set) if a call since the last check
- * was rejected, else MOE_OK. CPU routers report synchronously and always return MOE_OK here.
+ * and records its first bad row here. This call waits for every device-pointer call enqueued on
+ * this router before it (any thread, any stream; launches of captured graphs must be synchronised
+ * by the caller first), then takes the record in one atomic step.
+ * Returns MOE_ERR_INVALID_REPLAY (with bad_row and reason set: the lowest row among the calls
+ * rejected since the last check) or MOE_OK. CPU routers report synchronously and always return MOE_OK.
+ * Device-pointer calls may run concurrently from several threads and streams and may be captured
+ * into CUDA graphs (a captured replay/backward call reserves one of 1024 per-router verdict slots
+ * until its graph and executables are destroyed). The router never keeps the caller's stream.
  */
 int moe_router_check_replay(moe_router* router, int64_t* bad_row, int* reason);
 

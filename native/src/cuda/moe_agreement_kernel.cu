@@ -44,8 +44,7 @@ cudaError_t launch_agreement(const int32_t* a, const int32_t* b, int64_t rows, i
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev_id) != cudaSuccess)
     sms = 1;
   const unsigned grid = grid_for(rows, 256, sms, 8);
-  agreement_kernel<<<grid, 256, 0, stream>>>(a, b, rows, k, row_stride, out2, row_differs);
-  return cudaGetLastError();
+  return launch_kernel(agreement_kernel, grid, 256, 0, stream, a, b, rows, k, row_stride, out2, row_differs);
 }
 
 }  // namespace moe

@@ -112,9 +112,8 @@ cudaError_t launch_bw_t(const Params& p, const void* logits, int64_t tokens, con
   const int vec_in = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
   const int vec_out = ((uintptr_t)grad_logits % 16 == 0) && (p.experts % 4 == 0);
   const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
-  backward_kernel<DT, TW><<<grid, threads, smem, stream>>>(p, logits, tokens, idx, grad_w, grad_logits, vec_in,
-                                                           vec_out, call_bad);
-  return cudaGetLastError();
+  return launch_kernel(backward_kernel<DT, TW>, grid, threads, smem, stream, p, logits, tokens, idx, grad_w,
+                       grad_logits, vec_in, vec_out, call_bad);
 }
 
 template <int DT>

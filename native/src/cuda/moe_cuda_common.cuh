@@ -14,7 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <atomic>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "../moe_internal.h"
 
@@ -23,20 +26,48 @@ namespace moe {
 // "No bad row" value of the replay-error slots (packed as row * 4 + reason).
 constexpr unsigned long long kNoBadRow = ~0ull;
 
+// Per-call verdict slots of direct (uncaptured) device-pointer calls. Slot i is reused by call
+// i + kCallSlots, which first waits (on the device) for slot_done[i], recorded after the call that
+// used it last: the slot is never shared by two calls in flight, and the host never blocks.
+constexpr int kCallSlots = 32;
+// Verdict slots for calls captured into CUDA graphs: each captured validated call owns one for the
+// lifetime of its graph (a launch of a graph reuses it, and CUDA serialises launches of one
+// executable graph); it returns to the pool when the graph and its executables are destroyed.
+constexpr int kGraphSlots = 1024;
+
+// Free graph slots. Shared by the router and by the user objects its captures attach to graphs,
+// which may outlive it: the last owner frees it.
+struct GraphSlotPool {
+  std::mutex mu;
+  std::vector<int> free;
+  std::atomic<int> owners{1};
+  void release() {
+    if (--owners == 0) delete this;
+  }
+};
+
 // Per-router device state. Everything a device-pointer call needs is allocated at creation, so that
-// moe_route / moe_route_backward only enqueue memsets and kernels (CUDA-graph capturable).
+// moe_route / moe_route_backward only enqueue memsets, kernels and event operations (CUDA-graph
+// capturable). The router never keeps a caller's stream: it waits for its own calls through the
+// slot events, so a stream destroyed by the caller is never touched again.
 struct CudaState {
   int device = 0;
   int sm_count = 1;
-  Params dparams{};  // Params with bias -> d_bias (device)
+  Params dparams{};  // Params with bias -> d_bias (device); sigmoid routers always have d_bias (zeros
+                     // when no bias was given), so that graphs read the bias current at their launch.
   float* d_bias = nullptr;
-  // d_flags[0]: per-call scratch (first bad row of the call being enqueued);
-  // d_flags[1]: router error slot, atomicMin over rejected calls, read and reset by check_replay.
-  unsigned long long* d_flags = nullptr;
-  cudaStream_t host_stream = nullptr;  // used by the *_host variants, set_bias and check_replay
-  cudaStream_t last_stream = nullptr;  // stream of the last device-pointer call
-  bool has_last_stream = false;
-  std::mutex mu;  // host variants share the staging buffers
+  // d_words[kErrorWord]: router error slot, atomicMin over rejected calls, atomically taken by
+  // check_replay; d_words[kTakenWord]: where check_replay's exchange lands; then the kCallSlots
+  // direct-call slots and the kGraphSlots graph slots.
+  unsigned long long* d_words = nullptr;
+  static constexpr int kErrorWord = 0, kTakenWord = 1, kFirstCallSlot = 2, kFirstGraphSlot = 2 + kCallSlots,
+                       kWords = 2 + kCallSlots + kGraphSlots;
+  cudaEvent_t slot_done[kCallSlots] = {};
+  unsigned next_slot = 0;
+  GraphSlotPool* graph_slots = nullptr;
+  std::mutex enqueue_mu;  // direct device-pointer calls: slot choice + enqueue, as one step
+  std::mutex staging_mu;  // host variants: staging buffers and host_stream
+  cudaStream_t host_stream = nullptr;  // router-owned: *_host variants, set_bias, check_replay
 
   struct Buf {
     void* p = nullptr;
@@ -45,15 +76,30 @@ struct CudaState {
   Buf st_logits, st_idx_in, st_mask, st_idx_out, st_w, st_grad, st_nf;
 };
 
+// Kernel launch that returns its own error. `kernel<<<>>>` reports only through cudaGetLastError,
+// which also returns (and clears) an error the application left pending: never use it here.
+template <typename... P, typename... A>
+cudaError_t launch_kernel(void (*kernel)(P...), unsigned grid, unsigned block, size_t smem, cudaStream_t stream,
+                          A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(block);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+}
+
 // ---------------------------------------------------------------------------------- launches
 // Each returns cudaSuccess or the launch error. `call_bad` (nullable): device per-call slot; when it
 // holds a row the kernels return without writing anything.
 
-// Replay validation (moe_replay_kernel.cu): first bad row (mask 0 rows skipped) -> atomicMin into
-// call_bad and err_slot, packed row * 4 + reason.
+// Replay validation (moe_replay_kernel.cu): resets call_bad, then first bad row (mask 0 rows
+// skipped) -> atomicMin into call_bad and err_slot, packed row * 4 + reason.
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
                                  unsigned long long* call_bad, unsigned long long* err_slot, int sm_count,
                                  cudaStream_t stream);
+// *taken = the error slot's value, and the slot reset, in one atomic exchange (check_replay).
+cudaError_t launch_take_error(unsigned long long* err_slot, unsigned long long* taken, cudaStream_t stream);
 // Zeroes *nonfinite unless the call was rejected (keeps "a rejected call writes no output").
 cudaError_t launch_zero_if_valid(unsigned long long* nonfinite, const unsigned long long* call_bad,
                                  cudaStream_t stream);

@@ -1,6 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 // CUDA backend entry points (moe_internal.h): router state, device-pointer calls (asynchronous,
-// graph-capturable: memsets and kernels only), host-staging variants, replay error reporting.
+// graph-capturable: memsets, kernels and event operations only), host-staging variants, replay
+// error reporting.
+//
+// Concurrency design (any number of threads, streams and graph launches on one router):
+// - Per-call state never lives in a per-router slot. A validated device-pointer call (replay,
+//   backward) writes its verdict into a slot that no other call in flight uses:
+//   * uncaptured calls take the next of kCallSlots ring slots; the call first makes its stream wait
+//     for the router-owned event recorded after the slot's previous user, and records that event
+//     after its own kernels. Slot choice and enqueue happen under enqueue_mu, so the event always
+//     covers the slot's latest user. No host wait, no allocation.
+//   * captured calls take a graph slot, owned by the graph through a CUDA user object until the
+//     graph and its executables are destroyed (launches of one executable graph are serialised by
+//     CUDA, so its launches may share it); no event enters the capture.
+// - The router keeps no caller stream. Waiting for "every call enqueued so far" (destroy, set_bias,
+//   check_replay) means synchronising the kCallSlots router-owned events: the latest user of each
+//   slot waited for the earlier ones. Graph launches are the caller's to synchronise.
+// - check_replay takes the router error slot with one atomic exchange on the device.
+// - The CUDA error state of the calling thread is left as it was found: launches return their
+//   own error (launch_kernel), and an entry point that found no pending error clears what its own
+//   failed calls left (ErrorStateScope). An error the application left pending stays pending.
 #include <new>
 
 #include "moe_cuda_common.cuh"
@@ -12,11 +31,24 @@ int cuda_fail(cudaError_t e, const char* what) {
   return fail(MOE_ERR_CUDA, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-#define MOE_CUDA_TRY(expr, what)             \
-  do {                                       \
-    cudaError_t err_ = (expr);               \
+#define MOE_CUDA_TRY(expr, what)                           \
+  do {                                                     \
+    cudaError_t err_ = (expr);                             \
     if (err_ != cudaSuccess) return cuda_fail(err_, what); \
   } while (0)
+
+// Restores the thread's "no pending CUDA error" state on exit if it held on entry: the library
+// reports its failures through its own status, never through cudaGetLastError.
+class ErrorStateScope {
+ public:
+  ErrorStateScope() : clean_(cudaPeekAtLastError() == cudaSuccess) {}
+  ~ErrorStateScope() {
+    if (clean_) (void)cudaGetLastError();
+  }
+
+ private:
+  bool clean_;
+};
 
 // Makes the router's device current for the scope of a call and restores the caller's.
 class DeviceScope {
@@ -46,7 +78,6 @@ cudaError_t ensure(CudaState::Buf& b, size_t bytes) {
   want = (want + 255) & ~(size_t)255;
   cudaError_t e = cudaMalloc(&b.p, want);
   if (e != cudaSuccess) {
-    cudaGetLastError();
     b.p = nullptr;
     return e;
   }
@@ -60,18 +91,98 @@ void free_buf(CudaState::Buf& b) {
   b.cap = 0;
 }
 
-// Enqueues one routing call on `stream` (all pointers device). `validate`: check replay rows on the
-// device (the device-pointer API); the host variants validate on the host before staging.
+// The graph user object's destructor (an internal CUDA thread; no CUDA calls): the slot is free again.
+struct GraphSlotRef {
+  GraphSlotPool* pool;
+  int slot;
+};
+
+void release_graph_slot(void* p) {
+  GraphSlotRef* ref = static_cast<GraphSlotRef*>(p);
+  {
+    std::lock_guard<std::mutex> lock(ref->pool->mu);
+    ref->pool->free.push_back(ref->slot);
+  }
+  ref->pool->release();
+  delete ref;
+}
+
+// A direct or captured device-pointer call in progress (see the head comment). Caller holds enqueue_mu.
+struct Call {
+  unsigned long long* verdict = nullptr;  // this call's slot (validated calls)
+  int ring = -1;                          // ring slot whose event to record at the end
+};
+
+int begin_call(CudaState* s, cudaStream_t stream, bool validated, Call* call) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  cudaGraph_t graph = nullptr;
+  MOE_CUDA_TRY(cudaStreamGetCaptureInfo(stream, &status, nullptr, &graph), "stream capture query");
+  if (status == cudaStreamCaptureStatusInvalidated)
+    return cuda_fail(cudaErrorStreamCaptureInvalidated, "the stream's capture was already invalidated");
+  if (status == cudaStreamCaptureStatusActive) {
+    if (!validated) return MOE_OK;
+    int slot;
+    {
+      std::lock_guard<std::mutex> lock(s->graph_slots->mu);
+      if (s->graph_slots->free.empty())
+        return fail(MOE_ERR_OUT_OF_MEMORY,
+                    "captured replay/backward calls: all %d graph slots of this router are owned by live graphs "
+                    "(destroy unused graphs and executables)",
+                    kGraphSlots);
+      slot = s->graph_slots->free.back();
+      s->graph_slots->free.pop_back();
+    }
+    GraphSlotRef* ref = new (std::nothrow) GraphSlotRef{s->graph_slots, slot};
+    cudaUserObject_t obj = nullptr;
+    cudaError_t e = ref ? cudaUserObjectCreate(&obj, ref, release_graph_slot, 1, cudaUserObjectNoDestructorSync)
+                        : cudaErrorMemoryAllocation;
+    if (e == cudaSuccess) {
+      ++s->graph_slots->owners;
+      e = cudaGraphRetainUserObject(graph, obj, 1, cudaGraphUserObjectMove);
+      if (e != cudaSuccess) cudaUserObjectRelease(obj, 1);  // runs release_graph_slot
+    } else {
+      std::lock_guard<std::mutex> lock(s->graph_slots->mu);
+      s->graph_slots->free.push_back(slot);
+      delete ref;
+    }
+    MOE_CUDA_TRY(e, "graph slot for a captured call");
+    call->verdict = &s->d_words[CudaState::kFirstGraphSlot + slot];
+    return MOE_OK;
+  }
+  const int i = (int)(s->next_slot++ % kCallSlots);
+  MOE_CUDA_TRY(cudaStreamWaitEvent(stream, s->slot_done[i], 0), "wait for the previous call of this slot");
+  call->ring = i;
+  call->verdict = &s->d_words[CudaState::kFirstCallSlot + i];
+  return MOE_OK;
+}
+
+int end_call(CudaState* s, cudaStream_t stream, const Call& call, int rc) {
+  if (call.ring < 0) return rc;
+  // Recorded even after a failed enqueue: the wait above is in the stream and later users need an event.
+  cudaError_t e = cudaEventRecord(s->slot_done[call.ring], stream);
+  if (rc == MOE_OK && e != cudaSuccess) return cuda_fail(e, "record the call's completion event");
+  return rc;
+}
+
+// Waits until every direct device-pointer call enqueued so far has finished.
+int wait_direct_calls(CudaState* s, const char* what) {
+  for (int i = 0; i < kCallSlots; ++i)
+    if (s->slot_done[i]) MOE_CUDA_TRY(cudaEventSynchronize(s->slot_done[i]), what);
+  return MOE_OK;
+}
+
+// Enqueues one routing call on `stream` (all pointers device). `call_bad`: the call's verdict slot
+// (device-pointer API, validated on the device), or null (host variants validate on the host).
 int enqueue_route(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* replay,
-                  const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nonfinite, bool validate,
-                  cudaStream_t stream) {
+                  const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nonfinite,
+                  unsigned long long* verdict, cudaStream_t stream) {
   const Params& p = s->dparams;
   const unsigned long long* call_bad = nullptr;
-  if (replay && validate) {
-    MOE_CUDA_TRY(launch_validate_rows(replay, mask, tokens, p.k, p.experts, &s->d_flags[0], &s->d_flags[1],
-                                      s->sm_count, stream),
+  if (replay && verdict) {
+    MOE_CUDA_TRY(launch_validate_rows(replay, mask, tokens, p.k, p.experts, verdict,
+                                      &s->d_words[CudaState::kErrorWord], s->sm_count, stream),
                  "replay validation launch");
-    call_bad = &s->d_flags[0];
+    call_bad = verdict;
   }
   if (nonfinite) {
     if (call_bad)
@@ -98,16 +209,13 @@ int enqueue_route(CudaState* s, const void* logits, int dtype, int64_t tokens, c
 }
 
 int enqueue_backward(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                     const float* grad_w, float* grad_logits, bool validate, cudaStream_t stream) {
+                     const float* grad_w, float* grad_logits, unsigned long long* verdict, cudaStream_t stream) {
   const Params& p = s->dparams;
-  const unsigned long long* call_bad = nullptr;
-  if (validate) {
-    MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, p.k, p.experts, &s->d_flags[0], &s->d_flags[1],
-                                      s->sm_count, stream),
+  if (verdict)
+    MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, p.k, p.experts, verdict,
+                                      &s->d_words[CudaState::kErrorWord], s->sm_count, stream),
                  "index validation launch");
-    call_bad = &s->d_flags[0];
-  }
-  MOE_CUDA_TRY(launch_backward(p, logits, dtype, tokens, idx, grad_w, grad_logits, call_bad, s->sm_count, stream),
+  MOE_CUDA_TRY(launch_backward(p, logits, dtype, tokens, idx, grad_w, grad_logits, verdict, s->sm_count, stream),
                "backward kernel launch");
   return MOE_OK;
 }
@@ -119,43 +227,47 @@ int no_state() { return fail(MOE_ERR_INVALID_ARGUMENT, "router has no CUDA state
 int cuda_compiled() { return 1; }
 
 int cuda_device_count() {
+  ErrorStateScope errors;  // no driver / no device must not leave an error behind
   int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    cudaGetLastError();  // no driver / no device: not sticky, clear it
-    return 0;
-  }
-  return n;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
 int cuda_router_init(moe_router* r, int device) {
+  ErrorStateScope errors;
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    cudaGetLastError();
+  if (e != cudaSuccess || n == 0)
     return fail(MOE_ERR_NO_DEVICE, "no usable CUDA device: %s",
                 e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount returned 0");
-  }
   if (device < 0 || device >= n)
     return fail(MOE_ERR_NO_DEVICE, "CUDA device %d does not exist (%d visible)", device, n);
   CudaState* s = new (std::nothrow) CudaState();
   if (!s) return fail(MOE_ERR_OUT_OF_MEMORY, "CUDA router state allocation failed");
   r->cuda = s;  // released by cuda_router_release on failure (moe_router_destroy)
   s->device = device;
+  s->graph_slots = new (std::nothrow) GraphSlotPool();
+  if (!s->graph_slots) return fail(MOE_ERR_OUT_OF_MEMORY, "CUDA router state allocation failed");
+  for (int i = kGraphSlots - 1; i >= 0; --i) s->graph_slots->free.push_back(i);
   DeviceScope scope(device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
   MOE_CUDA_TRY(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, device), "device attributes");
   MOE_CUDA_TRY(cudaStreamCreateWithFlags(&s->host_stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  MOE_CUDA_TRY(cudaMalloc(&s->d_flags, 2 * sizeof(unsigned long long)), "cudaMalloc(replay flags)");
-  MOE_CUDA_TRY(cudaMemsetAsync(s->d_flags, 0xff, 2 * sizeof(unsigned long long), s->host_stream),
-               "cudaMemset(replay flags)");
+  for (int i = 0; i < kCallSlots; ++i)
+    MOE_CUDA_TRY(cudaEventCreateWithFlags(&s->slot_done[i], cudaEventDisableTiming), "cudaEventCreate");
+  MOE_CUDA_TRY(cudaMalloc(&s->d_words, CudaState::kWords * sizeof(unsigned long long)), "cudaMalloc(replay slots)");
+  MOE_CUDA_TRY(cudaMemsetAsync(s->d_words, 0xff, CudaState::kWords * sizeof(unsigned long long), s->host_stream),
+               "cudaMemset(replay slots)");
   s->dparams = r->params;
   s->dparams.bias = nullptr;
-  if (r->params.bias) {
+  if (r->params.score_fn == MOE_SCORE_SIGMOID) {
     MOE_CUDA_TRY(cudaMalloc(&s->d_bias, sizeof(float) * r->params.experts), "cudaMalloc(bias)");
-    MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts,
-                                 cudaMemcpyHostToDevice, s->host_stream),
-                 "cudaMemcpy(bias)");
+    if (r->params.bias)
+      MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts,
+                                   cudaMemcpyHostToDevice, s->host_stream),
+                   "cudaMemcpy(bias)");
+    else  // adding +0 changes no routing key (score_key folds -0 into +0), so zeros equal "no bias"
+      MOE_CUDA_TRY(cudaMemsetAsync(s->d_bias, 0, sizeof(float) * r->params.experts, s->host_stream),
+                   "cudaMemset(bias)");
     s->dparams.bias = s->d_bias;
   }
   MOE_CUDA_TRY(cudaStreamSynchronize(s->host_stream), "router init");
@@ -166,10 +278,12 @@ void cuda_router_release(moe_router* r) {
   CudaState* s = r->cuda;
   if (!s) return;
   {
+    ErrorStateScope errors;
+    std::lock_guard<std::mutex> enqueue_lock(s->enqueue_mu);
+    std::lock_guard<std::mutex> staging_lock(s->staging_mu);
     DeviceScope scope(s->device);
+    (void)wait_direct_calls(s, "router destroy");
     if (s->host_stream) cudaStreamSynchronize(s->host_stream);
-    if (s->has_last_stream) cudaStreamSynchronize(s->last_stream);
-    cudaGetLastError();
     free_buf(s->st_logits);
     free_buf(s->st_idx_in);
     free_buf(s->st_mask);
@@ -178,10 +292,12 @@ void cuda_router_release(moe_router* r) {
     free_buf(s->st_grad);
     free_buf(s->st_nf);
     if (s->d_bias) cudaFree(s->d_bias);
-    if (s->d_flags) cudaFree(s->d_flags);
+    if (s->d_words) cudaFree(s->d_words);
+    for (cudaEvent_t e : s->slot_done)
+      if (e) cudaEventDestroy(e);
     if (s->host_stream) cudaStreamDestroy(s->host_stream);
-    cudaGetLastError();
   }
+  if (s->graph_slots) s->graph_slots->release();  // graphs still alive keep it until they go
   delete s;
   r->cuda = nullptr;
 }
@@ -189,20 +305,18 @@ void cuda_router_release(moe_router* r) {
 int cuda_set_bias(moe_router* r) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
-  std::lock_guard<std::mutex> lock(s->mu);
+  ErrorStateScope errors;
+  // No direct call may be enqueued while the bias changes; those already enqueued finish first.
+  std::lock_guard<std::mutex> enqueue_lock(s->enqueue_mu);
+  std::lock_guard<std::mutex> staging_lock(s->staging_mu);
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
-  if (!s->d_bias) {
-    MOE_CUDA_TRY(cudaMalloc(&s->d_bias, sizeof(float) * r->params.experts), "cudaMalloc(bias)");
-  }
-  // Calls already enqueued keep reading the old bias until they ran: the caller orders set_bias
-  // after its last routing call (as for any parameter update).
-  if (s->has_last_stream) MOE_CUDA_TRY(cudaStreamSynchronize(s->last_stream), "set_bias: stream synchronize");
+  int rc = wait_direct_calls(s, "set_bias: wait for the calls in flight");
+  if (rc != MOE_OK) return rc;
   MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts, cudaMemcpyHostToDevice,
                                s->host_stream),
                "cudaMemcpy(bias)");
   MOE_CUDA_TRY(cudaStreamSynchronize(s->host_stream), "set_bias");
-  s->dparams.bias = s->d_bias;
   return MOE_OK;
 }
 
@@ -210,13 +324,17 @@ int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, con
                const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite, void* stream) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
+  ErrorStateScope errors;
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  s->last_stream = st;
-  s->has_last_stream = true;
-  return enqueue_route(s, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
-                       reinterpret_cast<unsigned long long*>(out_nonfinite), true, st);
+  std::lock_guard<std::mutex> lock(s->enqueue_mu);
+  Call call;
+  int rc = begin_call(s, st, replay_idx != nullptr, &call);
+  if (rc != MOE_OK) return rc;
+  rc = enqueue_route(s, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
+                     reinterpret_cast<unsigned long long*>(out_nonfinite), replay_idx ? call.verdict : nullptr, st);
+  return end_call(s, st, call, rc);
 }
 
 int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
@@ -224,12 +342,16 @@ int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, 
   CudaState* s = r->cuda;
   if (!s) return no_state();
   if (tokens == 0) return MOE_OK;
+  ErrorStateScope errors;
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  s->last_stream = st;
-  s->has_last_stream = true;
-  return enqueue_backward(s, logits, dtype, tokens, idx, grad_w, grad_logits, true, st);
+  std::lock_guard<std::mutex> lock(s->enqueue_mu);
+  Call call;
+  int rc = begin_call(s, st, true, &call);
+  if (rc != MOE_OK) return rc;
+  rc = enqueue_backward(s, logits, dtype, tokens, idx, grad_w, grad_logits, call.verdict, st);
+  return end_call(s, st, call, rc);
 }
 
 int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
@@ -246,7 +368,8 @@ int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens
     if (out_nonfinite) *out_nonfinite = 0;
     return MOE_OK;
   }
-  std::lock_guard<std::mutex> lock(s->mu);
+  ErrorStateScope errors;
+  std::lock_guard<std::mutex> lock(s->staging_mu);
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
   const size_t lbytes = (size_t)tokens * E * dtype_bytes(dtype);
@@ -273,7 +396,7 @@ int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens
   }
   unsigned long long* d_nf = static_cast<unsigned long long*>(s->st_nf.p);
   int rc = enqueue_route(s, s->st_logits.p, dtype, tokens, d_replay, d_mask, static_cast<int32_t*>(s->st_idx_out.p),
-                         static_cast<float*>(s->st_w.p), d_nf, false, st);
+                         static_cast<float*>(s->st_w.p), d_nf, nullptr, st);
   if (rc != MOE_OK) {
     cudaStreamSynchronize(st);
     return rc;
@@ -296,7 +419,8 @@ int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tok
   int64_t bad = first_bad_row(idx, nullptr, tokens, k, E, &reason);
   if (bad >= 0) return replay_error(bad, reason, idx, k, E);
   if (tokens == 0) return MOE_OK;
-  std::lock_guard<std::mutex> lock(s->mu);
+  ErrorStateScope errors;
+  std::lock_guard<std::mutex> lock(s->staging_mu);
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
   const size_t lbytes = (size_t)tokens * E * dtype_bytes(dtype);
@@ -312,7 +436,7 @@ int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tok
   MOE_CUDA_TRY(cudaMemcpyAsync(s->st_idx_in.p, idx, ibytes, cudaMemcpyHostToDevice, st), "copy indices");
   MOE_CUDA_TRY(cudaMemcpyAsync(s->st_w.p, grad_w, wbytes, cudaMemcpyHostToDevice, st), "copy weight gradients");
   int rc = enqueue_backward(s, s->st_logits.p, dtype, tokens, static_cast<const int32_t*>(s->st_idx_in.p),
-                            static_cast<const float*>(s->st_w.p), static_cast<float*>(s->st_grad.p), false, st);
+                            static_cast<const float*>(s->st_w.p), static_cast<float*>(s->st_grad.p), nullptr, st);
   if (rc != MOE_OK) {
     cudaStreamSynchronize(st);
     return rc;
@@ -325,18 +449,20 @@ int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tok
 int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
-  std::lock_guard<std::mutex> lock(s->mu);
+  ErrorStateScope errors;
+  std::lock_guard<std::mutex> lock(s->staging_mu);
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
-  if (s->has_last_stream) MOE_CUDA_TRY(cudaStreamSynchronize(s->last_stream), "check_replay: stream synchronize");
+  int rc = wait_direct_calls(s, "check_replay: wait for the calls in flight");
+  if (rc != MOE_OK) return rc;
   unsigned long long packed = kNoBadRow;
   cudaStream_t st = s->host_stream;
-  MOE_CUDA_TRY(cudaMemcpyAsync(&packed, &s->d_flags[1], sizeof packed, cudaMemcpyDeviceToHost, st),
-               "check_replay: read error slot");
+  MOE_CUDA_TRY(launch_take_error(&s->d_words[CudaState::kErrorWord], &s->d_words[CudaState::kTakenWord], st),
+               "check_replay: take the error slot");
+  MOE_CUDA_TRY(cudaMemcpyAsync(&packed, &s->d_words[CudaState::kTakenWord], sizeof packed, cudaMemcpyDeviceToHost, st),
+               "check_replay: read the error slot");
   MOE_CUDA_TRY(cudaStreamSynchronize(st), "check_replay");
   if (packed == kNoBadRow) return MOE_OK;
-  MOE_CUDA_TRY(cudaMemsetAsync(&s->d_flags[1], 0xff, sizeof(unsigned long long), st), "check_replay: reset slot");
-  MOE_CUDA_TRY(cudaStreamSynchronize(st), "check_replay");
   const int64_t row = (int64_t)(packed >> 2);
   const int why = (int)(packed & 3u);
   if (bad_row) *bad_row = row;
@@ -351,6 +477,7 @@ int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
 int cuda_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts,
                            int64_t* d_out2, uint8_t* d_row_differs, void* stream) {
   (void)experts;
+  ErrorStateScope errors;
   MOE_CUDA_TRY(launch_agreement(a, b, rows, k, row_stride, reinterpret_cast<unsigned long long*>(d_out2),
                                 d_row_differs, static_cast<cudaStream_t>(stream)),
                "routing agreement kernel launch");

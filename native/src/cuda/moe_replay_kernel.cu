@@ -2,9 +2,9 @@
 // Replay: weights at given experts (spec section 4), validated on the device.
 //
 // Validation runs first (one thread per row, moe::check_replay_row); a bad row is recorded with
-// atomicMin(row * 4 + reason) in the call's scratch slot and in the router's error slot. Every
-// later kernel of the call reads the scratch slot and returns at once when it holds a row, so a
-// rejected call writes nothing and the host never waits.
+// atomicMin(row * 4 + reason) in the call's own verdict slot (CudaState: never shared by two calls
+// in flight) and in the router's error slot. Every later kernel of the call reads the verdict slot
+// and returns at once when it holds a row, so a rejected call writes nothing and the host never waits.
 //
 // Post-softmax and sigmoid replay read only the k replayed logits per row: a segment of W lanes
 // (W = next power of two >= k, at most 32) per token, so small k packs several tokens per warp.
@@ -26,6 +26,11 @@ __global__ void validate_rows_kernel(const int32_t* __restrict__ idx, const uint
       atomicMin(err_slot, packed);
     }
   }
+}
+
+// Read and reset in one step: a rejection landing between a read and a reset would be lost.
+__global__ void take_error_kernel(unsigned long long* err_slot, unsigned long long* taken) {
+  *taken = atomicExch(err_slot, kNoBadRow);
 }
 
 __global__ void zero_if_valid_kernel(unsigned long long* nonfinite, const unsigned long long* call_bad) {
@@ -83,9 +88,8 @@ cudaError_t launch_replay_w(const Params& p, const void* logits, int64_t tokens,
   constexpr int threads = 256;
   constexpr int tokens_per_block = threads / 32 * (32 / W);
   const unsigned grid = grid_for(tokens, tokens_per_block, sm_count, 8);
-  route_replay_kernel<DT, W><<<grid, threads, 0, stream>>>(p, logits, tokens, replay, mask, out_idx, out_w, nf,
-                                                           call_bad);
-  return cudaGetLastError();
+  return launch_kernel(route_replay_kernel<DT, W>, grid, threads, 0, stream, p, logits, tokens, replay, mask, out_idx,
+                       out_w, nf, call_bad);
 }
 
 template <int DT>
@@ -107,14 +111,16 @@ cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_
   cudaError_t e = cudaMemsetAsync(call_bad, 0xff, sizeof(unsigned long long), stream);
   if (e != cudaSuccess || tokens <= 0) return e;
   const unsigned grid = grid_for(tokens, 256, sm_count, 8);
-  validate_rows_kernel<<<grid, 256, 0, stream>>>(idx, mask, tokens, k, experts, call_bad, err_slot);
-  return cudaGetLastError();
+  return launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts, call_bad, err_slot);
+}
+
+cudaError_t launch_take_error(unsigned long long* err_slot, unsigned long long* taken, cudaStream_t stream) {
+  return launch_kernel(take_error_kernel, 1, 1, 0, stream, err_slot, taken);
 }
 
 cudaError_t launch_zero_if_valid(unsigned long long* nonfinite, const unsigned long long* call_bad,
                                  cudaStream_t stream) {
-  zero_if_valid_kernel<<<1, 1, 0, stream>>>(nonfinite, call_bad);
-  return cudaGetLastError();
+  return launch_kernel(zero_if_valid_kernel, 1, 1, 0, stream, nonfinite, call_bad);
 }
 
 cudaError_t launch_route_replay(const Params& p, const void* logits, int dtype, int64_t tokens,

@@ -199,9 +199,8 @@ cudaError_t launch_live_t(const Params& p, const void* logits, int64_t tokens, c
   const size_t row_bytes = (size_t)p.experts * dtype_bytes(DT);
   const int vec = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
   const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
-  route_live_kernel<DT, TW><<<grid, threads, smem, stream>>>(p, logits, tokens, replay, mask, skip ? 1 : 0, vec,
-                                                             out_idx, out_w, nf, call_bad);
-  return cudaGetLastError();
+  return launch_kernel(route_live_kernel<DT, TW>, grid, threads, smem, stream, p, logits, tokens, replay, mask,
+                       skip ? 1 : 0, vec, out_idx, out_w, nf, call_bad);
 }
 
 template <int DT>
