@@ -9,7 +9,9 @@ import java.nio.ByteBuffer;
 import java.nio.channels.WritableByteChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
@@ -89,6 +91,19 @@ class TraceCrashSafetyTest {
     assertThrows(IOException.class, () -> TraceFiles.write(t, dir.resolve("no/such/dir/t.safetensors")));
   }
 
+  /**
+   * The child JVM's class path: java.class.path plus where the classes it runs come from. Under
+   * Surefire java.class.path has them all; under the JUnit console launcher (the GPU bundle) it is
+   * only the launcher jar, and the test classes live in a class loader of their own.
+   */
+  private static String childClassPath() throws Exception {
+    Set<String> parts = new LinkedHashSet<>(List.of(System.getProperty("java.class.path").split(File.pathSeparator)));
+    for (Class<?> c : List.of(SlowTraceWriter.class, TraceFiles.class, com.fasterxml.jackson.databind.ObjectMapper.class,
+        com.fasterxml.jackson.core.JsonFactory.class, com.fasterxml.jackson.annotation.JsonProperty.class))
+      parts.add(Path.of(c.getProtectionDomain().getCodeSource().getLocation().toURI()).toString());
+    return String.join(File.pathSeparator, parts);
+  }
+
   @Test
   void killedWriterLeavesOldFileIntact() throws Exception {
     Path p = dir.resolve("t.safetensors");
@@ -96,7 +111,7 @@ class TraceCrashSafetyTest {
     TraceFiles.write(old, p);
     byte[] before = Files.readAllBytes(p);
     String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    Process child = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), SlowTraceWriter.class.getName(), p.toString())
+    Process child = new ProcessBuilder(java, "-cp", childClassPath(), SlowTraceWriter.class.getName(), p.toString())
         .redirectErrorStream(true).redirectOutput(dir.resolve("child.log").toFile()).start();
     try {
       long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
