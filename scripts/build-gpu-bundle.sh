@@ -5,13 +5,23 @@
 # JUnit console launcher, the goldens, the CUDA self-check and benchmark binaries, and
 # run-gpu-checks.sh (one command on a GPU host that has only the NVIDIA driver).
 #
-#   scripts/build-gpu-bundle.sh            # from the repository root or anywhere
+#   scripts/build-gpu-bundle.sh [--prebuilt] [--self-test]
 #
-# Needs here: JDK 17+ (jlink), Maven, nvcc (CUDA 12+), cmake. Environment:
+#   --prebuilt   use what `mvn package` already left in java/target (jar, runtime and test dependencies,
+#                console launcher: the java module copies them in `package`) instead of running Maven
+#   --self-test  then unpack the tarball in a temporary folder and run its run-gpu-checks.sh without a GPU
+#                (MOE_REQUIRE_GPU=0): the bundle's CPU part must pass. `mvn verify` runs
+#                `--prebuilt --self-test` (java/pom.xml), so the bundle cannot rot. Without CUDA kernels
+#                (no nvcc) the self-test reports SKIPPED and exits 0.
+#
+# Needs here: JDK 17+ (jlink), Maven, nvcc (CUDA 12+), cmake. The bundle's CUDA runtime is the static
+# one of this nvcc: the GPU host's driver must support that CUDA version (CUDA 13 needs driver >= 580,
+# CUDA 12 needs >= 525; see README). Environment:
 #   CMAKE_CUDA_ARCHITECTURES  GPU architectures (default "80;90")
 #   MOE_GOLDENS               goldens directory (default: ../shared/goldens next to the repository, else java/src/test/goldens)
 #   MVN_OFFLINE=1             run Maven offline (-o); the console launcher must then be in ~/.m2
 #   DIST_DIR                  output directory (default <repo>/dist)
+# Exit status: 0 on success, 1 on a failed step (the self-test's run-gpu-checks.sh status otherwise).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,16 +33,30 @@ GOLDENS="${MOE_GOLDENS:-$ROOT/../shared/goldens}"
 [[ -d "$GOLDENS" || -n "${MOE_GOLDENS:-}" ]] || GOLDENS="$ROOT/java/src/test/goldens"  # the copy in the repository
 MVN=(mvn -B -q)
 [[ "${MVN_OFFLINE:-0}" == "1" ]] && MVN+=(-o)
+PREBUILT=0
+SELF_TEST=0
+for arg in "$@"; do
+  case "$arg" in
+    --prebuilt) PREBUILT=1 ;;
+    --self-test) SELF_TEST=1 ;;
+    *) echo "usage: $0 [--prebuilt] [--self-test]" >&2; exit 1 ;;
+  esac
+done
 
 log() { echo "[gpu-bundle] $*"; }
 die() { echo "[gpu-bundle] ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------- tools
-command -v mvn >/dev/null || die "mvn not found"
 command -v cmake >/dev/null || die "cmake not found"
 JLINK="$(command -v jlink || true)"
 [[ -n "$JLINK" ]] || { [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/jlink" ]] && JLINK="$JAVA_HOME/bin/jlink"; }
 [[ -n "$JLINK" ]] || die "jlink not found (install a JDK, not a JRE)"
+JAVA_TARGET="$ROOT/java/target"
+DEPS="$JAVA_TARGET/bundle-deps"  # test-lib/ and junit/ (java/pom.xml, phase package)
+if ((SELF_TEST)) && ! grep -q "moe-router: CUDA kernels ON" "$JAVA_TARGET/cmake.cmake.log" 2>/dev/null; then
+  log "SKIPPED: the native library was built without CUDA kernels (no nvcc); a bundle needs them"
+  exit 0
+fi
 if ! command -v nvcc >/dev/null 2>&1; then
   [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH" || die "nvcc not found: the bundle needs the CUDA kernels"
 fi
@@ -40,23 +64,18 @@ JUNIT_PLATFORM_VERSION="$(sed -n 's:.*<junit.platform.version>\(.*\)</junit.plat
 [[ -n "$JUNIT_PLATFORM_VERSION" ]] || die "junit.platform.version not found in pom.xml"
 
 # ---------------------------------------------------------------------------------- Maven build
-log "Maven package (native CUDA build for sm ${CMAKE_CUDA_ARCHITECTURES}; tests compiled, not run)"
-(cd "$ROOT" && "${MVN[@]}" -DskipTests package)
-JAVA_TARGET="$ROOT/java/target"
-[[ -f "$JAVA_TARGET/moe-router.jar" ]] || die "java/target/moe-router.jar missing after the build"
-[[ -d "$JAVA_TARGET/test-classes" ]] || (cd "$ROOT" && "${MVN[@]}" -pl java test-compile)
+if ((PREBUILT == 0)); then
+  command -v mvn >/dev/null || die "mvn not found"
+  log "Maven package (native CUDA build for sm ${CMAKE_CUDA_ARCHITECTURES}; tests compiled, not run)"
+  (cd "$ROOT" && "${MVN[@]}" -DskipTests -Dbundle.skip=true package)
+  [[ -d "$JAVA_TARGET/test-classes" ]] || (cd "$ROOT" && "${MVN[@]}" -pl java test-compile)
+fi
+[[ -f "$JAVA_TARGET/moe-router.jar" ]] || die "java/target/moe-router.jar missing (run mvn package first)"
+[[ -d "$JAVA_TARGET/test-classes" ]] || die "java/target/test-classes missing"
+[[ -d "$DEPS/test-lib" && -f "$DEPS/junit/junit-platform-console-standalone.jar" ]] ||
+  die "test dependencies or the console launcher missing under $DEPS (java/pom.xml copies them in package)"
 grep -q "moe-router: CUDA kernels ON" "$JAVA_TARGET/cmake.cmake.log" 2>/dev/null ||
   die "the native library was built without CUDA (see $JAVA_TARGET/cmake.cmake.log)"
-
-log "test dependencies (without the JUnit jars: the console launcher carries its own engine)"
-rm -rf "$DIST/test-lib" "$DIST/junit"
-(cd "$ROOT" && "${MVN[@]}" -pl java dependency:copy-dependencies -DincludeScope=test \
-  -DexcludeGroupIds=org.junit.jupiter,org.junit.platform,org.junit,org.opentest4j,org.apiguardian \
-  -DoutputDirectory="$DIST/test-lib")
-log "junit-platform-console-standalone $JUNIT_PLATFORM_VERSION"
-(cd "$ROOT" && "${MVN[@]}" -N dependency:copy \
-  -Dartifact="org.junit.platform:junit-platform-console-standalone:$JUNIT_PLATFORM_VERSION" \
-  -DoutputDirectory="$DIST/junit" -Dmdep.stripVersion=true)
 
 # ---------------------------------------------------------------------------------- CUDA tools
 log "moe_check / moe_bench (reusing the Maven CMake build directory)"
@@ -70,15 +89,17 @@ log "jlink JRE"
   --strip-debug --no-header-files --no-man-pages --compress=2 --output "$STAGE/jre"
 cp "$JAVA_TARGET/moe-router.jar" "$STAGE/lib/"
 cp "$JAVA_TARGET"/lib/*.jar "$STAGE/lib/"           # runtime dependencies (javacpp)
-for j in "$DIST"/test-lib/*.jar; do                 # test-only dependencies not already there
+for j in "$DEPS"/test-lib/*.jar; do                 # test-only dependencies not already there
   [[ -e "$j" ]] || continue
   [[ -e "$STAGE/lib/$(basename "$j")" ]] || cp "$j" "$STAGE/lib/"
 done
 rm -f "$STAGE"/lib/moe-router-[0-9]*.jar             # never a second copy of the product
 cp -r "$JAVA_TARGET/test-classes" "$STAGE/test-classes"
-cp "$DIST/junit/junit-platform-console-standalone.jar" "$STAGE/junit/"
+cp "$DEPS/junit/junit-platform-console-standalone.jar" "$STAGE/junit/"
 cp "$JAVA_TARGET/cmake/native/moe_check" "$JAVA_TARGET/cmake/native/moe_bench" "$STAGE/bin/"
 cp "$ROOT/scripts/run-gpu-checks.sh" "$STAGE/"
+CUDA_RUNTIME="$(nvcc --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p' | head -1)"
+echo "$CUDA_RUNTIME" >"$STAGE/cuda-runtime-version"   # read by run-gpu-checks.sh (driver check)
 chmod +x "$STAGE/run-gpu-checks.sh" "$STAGE"/bin/*
 if [[ -d "$GOLDENS" ]]; then
   cp -r "$GOLDENS" "$STAGE/goldens"
@@ -91,6 +112,7 @@ fi
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
   echo "commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
   echo "cuda archs: $CMAKE_CUDA_ARCHITECTURES; nvcc: $(nvcc --version | tail -1)"
+  echo "cuda runtime: $CUDA_RUNTIME (static; the driver must support it: CUDA 13 needs >= 580, CUDA 12 >= 525)"
   echo "java: $("$STAGE/jre/bin/java" -version 2>&1 | head -1)"
   echo
   echo "Run on a GPU host (needs only the NVIDIA driver):"
@@ -102,3 +124,11 @@ log "tarball"
 tar -C "$DIST" -czf "$DIST/$NAME.tar.gz" "$NAME"
 log "$(du -sh "$STAGE" | cut -f1) staged, $(du -h "$DIST/$NAME.tar.gz" | cut -f1) compressed: $DIST/$NAME.tar.gz"
 log "on the GPU host: tar xzf $NAME.tar.gz && cd $NAME && ./run-gpu-checks.sh"
+
+if ((SELF_TEST)); then
+  check_dir="$(mktemp -d)"
+  trap 'rm -rf "$check_dir"' EXIT
+  log "self-test: unpacking into $check_dir and running run-gpu-checks.sh with MOE_REQUIRE_GPU=0"
+  tar -C "$check_dir" -xzf "$DIST/$NAME.tar.gz"
+  MOE_REQUIRE_GPU=0 MOE_RUN_BENCH=0 "$check_dir/$NAME/run-gpu-checks.sh"
+fi

@@ -5,10 +5,13 @@
 #
 #   ./run-gpu-checks.sh
 #
-# Steps: nvidia-smi, moe_check (CUDA vs CPU through the C ABI), compute-sanitizer memcheck and
-# racecheck over `moe_check --quick` (when compute-sanitizer is installed), the JUnit suite with the
-# `gpu`-tagged tests required to run, and the benchmark table. Exit status: 0 when every step passed,
-# 1 when a step failed, 3 when no GPU was found.
+# Steps: nvidia-smi, the driver against the bundle's CUDA runtime (cuda-runtime-version: CUDA 13 needs
+# driver >= 580, CUDA 12 >= 525; a mismatch is reported plainly and stops the GPU steps), moe_check
+# (CUDA vs CPU through the C ABI, with the goldens), compute-sanitizer memcheck and racecheck over
+# `moe_check --quick` (when compute-sanitizer is installed), the JUnit suite with the `gpu`-tagged
+# tests required to run, and the benchmark table. Without a GPU (MOE_REQUIRE_GPU=0) moe_check must
+# start and say why no device is usable (exit 2), and the JUnit suite runs with the GPU tests skipped.
+# Exit status: 0 when every step passed, 1 when a step failed, 3 when no GPU was found.
 #
 # Environment:
 #   MOE_REQUIRE_GPU=0     no GPU is not an error: run the CPU parts (JUnit; gpu tests skipped)
@@ -71,6 +74,26 @@ else
   have_gpu=1
 fi
 
+# The bundle's static CUDA runtime needs a driver that supports its CUDA version.
+runtime_version="$(cat "$HERE/cuda-runtime-version" 2>/dev/null || echo unknown)"
+driver_ok=1
+if ((have_gpu)); then
+  driver_version="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)"
+  driver_cuda="$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -1)"
+  echo "driver ${driver_version:-unknown} (supports CUDA ${driver_cuda:-unknown}); bundle CUDA runtime $runtime_version"
+  if [[ -n "$driver_cuda" && "$runtime_version" != unknown ]] &&
+     [[ "$(printf '%s\n%s\n' "$driver_cuda" "$runtime_version" | sort -V | head -1)" != "$runtime_version" ]]; then
+    need="a newer driver"
+    [[ "${runtime_version%%.*}" == 13 ]] && need="driver >= 580"
+    [[ "${runtime_version%%.*}" == 12 ]] && need="driver >= 525"
+    echo "ERROR: driver/runtime mismatch: the NVIDIA driver ${driver_version:-?} supports CUDA $driver_cuda, but this" >&2
+    echo "       bundle carries the CUDA $runtime_version runtime, which needs $need. Update the driver, or build" >&2
+    echo "       the bundle with an older CUDA toolkit (README: GPU bundle). GPU steps skipped." >&2
+    failures+=("driver: supports CUDA $driver_cuda < bundle runtime $runtime_version ($need)")
+    driver_ok=0
+  fi
+fi
+
 if ((have_gpu == 0)); then
   if [[ "$REQUIRE_GPU" != "0" ]]; then
     echo "ERROR: no GPU found: $gpu_why" >&2
@@ -79,9 +102,18 @@ if ((have_gpu == 0)); then
   fi
   echo "WARNING: no GPU found ($gpu_why); MOE_REQUIRE_GPU=0: running the CPU parts only"
   skipped+=("nvidia-smi, moe_check, compute-sanitizer, bench (no GPU)")
-else
+  # The binary must still load and explain itself: exit 2 with the reason.
+  no_device_check() {
+    "$HERE/bin/moe_check" --quick
+    local rc=$?
+    ((rc == 2)) && return 0
+    echo "moe_check without a device exited $rc (expected 2: no device)"
+    return 1
+  }
+  step moe_check-no-device no_device_check
+elif ((driver_ok)); then
   step nvidia-smi nvidia-smi
-  step moe_check "$HERE/bin/moe_check"
+  step moe_check "$HERE/bin/moe_check" --goldens "$HERE/goldens"
   if [[ "$RUN_SANITIZER" != "0" ]]; then
     sanitizer="$(command -v compute-sanitizer 2>/dev/null || true)"
     if [[ -z "$sanitizer" ]]; then
@@ -104,18 +136,18 @@ fi
 
 # ---------------------------------------------------------------------------------- JUnit
 require_prop=true
-[[ "$have_gpu" == 1 ]] || require_prop=false
+[[ "$have_gpu" == 1 && "$driver_ok" == 1 ]] || require_prop=false
 cp="$HERE/test-classes"
 for j in "$HERE"/lib/*.jar; do cp="$cp:$j"; done
 step junit "$HERE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
   "-Dorg.bytedeco.javacpp.cachedir=${MOE_JAVACPP_CACHE:-$HERE/.javacpp-cache}" \
-  "-Dmoerouter.requireGpu=$require_prop" "-Dmoerouter.goldens=$HERE/goldens" \
+  "-Dmoerouter.requireGpu=$require_prop" "-Dmoerouter.goldens=$HERE/goldens" -Dmoerouter.simt=skip \
   -jar "$HERE/junit/junit-platform-console-standalone.jar" execute \
   --disable-banner --disable-ansi-colors --details=tree --fail-if-no-tests --reports-dir="$LOG_DIR/junit-reports" \
   -cp "$cp" --scan-classpath "$HERE/test-classes" ${JUNIT_ARGS:-}
 
 # ---------------------------------------------------------------------------------- bench
-if ((have_gpu)); then
+if ((have_gpu && driver_ok)); then
   if [[ "$RUN_BENCH" != "0" ]]; then
     # shellcheck disable=SC2086
     step bench "$HERE/bin/moe_bench" ${MOE_BENCH_ARGS:-}
