@@ -169,6 +169,18 @@ int moe_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int 
 int moe_routing_agreement_device(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride,
                                  int experts, int64_t* d_out2, uint8_t* d_row_differs, void* stream);
 
+/*
+ * Device memory and streams for bindings without a CUDA runtime of their own (the Java GPU tests
+ * drive the device-pointer calls through them). MOE_ERR_UNSUPPORTED without CUDA.
+ * moe_cuda_memcpy copies in any direction (unified addressing) and returns when the copy is done.
+ */
+int moe_cuda_malloc(int device, int64_t bytes, void** out);
+int moe_cuda_free(void* ptr);
+int moe_cuda_memcpy(void* dst, const void* src, int64_t bytes);
+int moe_cuda_stream_create(int device, void** out); /* a non-blocking stream */
+int moe_cuda_stream_destroy(void* stream);
+int moe_cuda_stream_synchronize(void* stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -350,4 +350,27 @@ int moe_routing_agreement_device(const int32_t* a, const int32_t* b, int64_t row
   return cuda_routing_agreement(a, b, rows, k, row_stride, experts, d_out2, d_row_differs, stream);
 }
 
+int moe_cuda_malloc(int device, int64_t bytes, void** out) {
+  if (!out || bytes < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "cuda_malloc: bad arguments (bytes=%lld)", (long long)bytes);
+  *out = nullptr;
+  return cuda_malloc(device, bytes, out);
+}
+
+int moe_cuda_free(void* ptr) { return ptr ? cuda_free(ptr) : MOE_OK; }
+
+int moe_cuda_memcpy(void* dst, const void* src, int64_t bytes) {
+  if (bytes < 0 || (bytes > 0 && (!dst || !src)))
+    return fail(MOE_ERR_INVALID_ARGUMENT, "cuda_memcpy: bad arguments (bytes=%lld)", (long long)bytes);
+  return bytes == 0 ? MOE_OK : cuda_memcpy(dst, src, bytes);
+}
+
+int moe_cuda_stream_create(int device, void** out) {
+  if (!out) return fail(MOE_ERR_INVALID_ARGUMENT, "cuda_stream_create: out is null");
+  *out = nullptr;
+  return cuda_stream_create(device, out);
+}
+
+int moe_cuda_stream_destroy(void* stream) { return stream ? cuda_stream_destroy(stream) : MOE_OK; }
+int moe_cuda_stream_synchronize(void* stream) { return cuda_stream_synchronize(stream); }
+
 }  // extern "C"

@@ -28,6 +28,12 @@ int cuda_backward_host(moe_router*, const void*, int, int64_t, const int32_t*, c
   return no_cuda();
 }
 int cuda_check_replay(moe_router*, int64_t*, int*) { return no_cuda(); }
+int cuda_malloc(int, int64_t, void**) { return no_cuda(); }
+int cuda_free(void*) { return no_cuda(); }
+int cuda_memcpy(void*, const void*, int64_t) { return no_cuda(); }
+int cuda_stream_create(int, void**) { return no_cuda(); }
+int cuda_stream_destroy(void*) { return no_cuda(); }
+int cuda_stream_synchronize(void*) { return no_cuda(); }
 int cuda_routing_agreement(const int32_t*, const int32_t*, int64_t, int, int64_t, int, int64_t*, uint8_t*, void*) {
   return no_cuda();
 }

@@ -74,6 +74,12 @@ int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, 
 int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                        const float* grad_w, float* grad_logits);
 int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason);
+int cuda_malloc(int device, int64_t bytes, void** out);
+int cuda_free(void* ptr);
+int cuda_memcpy(void* dst, const void* src, int64_t bytes);
+int cuda_stream_create(int device, void** out);
+int cuda_stream_destroy(void* stream);
+int cuda_stream_synchronize(void* stream);
 int cuda_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts,
                            int64_t* d_out2, uint8_t* d_row_differs, void* stream);
 

@@ -474,6 +474,50 @@ int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
   return fail(MOE_ERR_INVALID_REPLAY, "row %lld: an expert appears twice (rejected on the device)", (long long)row);
 }
 
+int cuda_malloc(int device, int64_t bytes, void** out) {
+  ErrorStateScope errors;
+  DeviceScope scope(device);
+  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
+  MOE_CUDA_TRY(cudaMalloc(out, (size_t)bytes), "cudaMalloc");
+  return MOE_OK;
+}
+
+int cuda_free(void* ptr) {
+  ErrorStateScope errors;
+  MOE_CUDA_TRY(cudaFree(ptr), "cudaFree");
+  return MOE_OK;
+}
+
+int cuda_memcpy(void* dst, const void* src, int64_t bytes) {
+  ErrorStateScope errors;
+  MOE_CUDA_TRY(cudaMemcpy(dst, src, (size_t)bytes, cudaMemcpyDefault), "cudaMemcpy");
+  // A pageable source may still be in flight to the device when cudaMemcpy returns.
+  MOE_CUDA_TRY(cudaDeviceSynchronize(), "cudaMemcpy: wait for the copy");
+  return MOE_OK;
+}
+
+int cuda_stream_create(int device, void** out) {
+  ErrorStateScope errors;
+  DeviceScope scope(device);
+  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
+  cudaStream_t s = nullptr;
+  MOE_CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  *out = s;
+  return MOE_OK;
+}
+
+int cuda_stream_destroy(void* stream) {
+  ErrorStateScope errors;
+  MOE_CUDA_TRY(cudaStreamDestroy(static_cast<cudaStream_t>(stream)), "cudaStreamDestroy");
+  return MOE_OK;
+}
+
+int cuda_stream_synchronize(void* stream) {
+  ErrorStateScope errors;
+  MOE_CUDA_TRY(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
+  return MOE_OK;
+}
+
 int cuda_routing_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride, int experts,
                            int64_t* d_out2, uint8_t* d_row_differs, void* stream) {
   (void)experts;

@@ -78,6 +78,27 @@ static inline int64_t moe_jni_address(const void* p) { return (int64_t)(intptr_t
 // memcpy between a pinned Java array and a raw host address (the Java backend's address overloads).
 static inline void moe_jni_copy(void* dst, const void* src, int64_t bytes) { memcpy(dst, src, (size_t)bytes); }
 
+// Device memory and streams (tests of the device-pointer calls): pointer/handle >= 0, or -status.
+static inline int64_t moe_jni_cuda_malloc(int device, int64_t bytes) {
+  void* p = 0;
+  int st = moe_cuda_malloc(device, bytes, &p);
+  return st == MOE_OK ? (int64_t)(intptr_t)p : -(int64_t)st;
+}
+static inline int moe_jni_cuda_free(int64_t p) { return moe_cuda_free((void*)(intptr_t)p); }
+static inline int moe_jni_cuda_upload(int64_t dst, const void* src, int64_t bytes) {
+  return moe_cuda_memcpy((void*)(intptr_t)dst, src, bytes);
+}
+static inline int moe_jni_cuda_download(void* dst, int64_t src, int64_t bytes) {
+  return moe_cuda_memcpy(dst, (const void*)(intptr_t)src, bytes);
+}
+static inline int64_t moe_jni_cuda_stream_create(int device) {
+  void* s = 0;
+  int st = moe_cuda_stream_create(device, &s);
+  return st == MOE_OK ? (int64_t)(intptr_t)s : -(int64_t)st;
+}
+static inline int moe_jni_cuda_stream_destroy(int64_t s) { return moe_cuda_stream_destroy((void*)(intptr_t)s); }
+static inline int moe_jni_cuda_stream_synchronize(int64_t s) { return moe_cuda_stream_synchronize((void*)(intptr_t)s); }
+
 // Does nothing: measures the bare cost of a JNI call into this library.
 static inline int moe_jni_noop(void) { return 0; }
 

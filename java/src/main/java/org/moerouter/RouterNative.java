@@ -167,6 +167,20 @@ final class RouterNative {
 
   @NoException static native int moe_jni_noop();
 
+  // Device memory and streams, for the tests of the device-pointer calls (CudaRouterTest).
+  @NoException static native long moe_jni_cuda_malloc(int device, long bytes);
+  @NoException static native int moe_jni_cuda_free(long ptr);
+  @NoException @CriticalRegion static native int moe_jni_cuda_upload(long dst, @Cast("const void*") float[] src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_upload(long dst, @Cast("const void*") int[] src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_upload(long dst, @Cast("const void*") short[] src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_upload(long dst, @Cast("const void*") byte[] src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") float[] dst, long src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") int[] dst, long src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") long[] dst, long src, long bytes);
+  @NoException static native long moe_jni_cuda_stream_create(int device);
+  @NoException static native int moe_jni_cuda_stream_destroy(long stream);
+  @NoException static native int moe_jni_cuda_stream_synchronize(long stream);
+
   @NoException @CriticalRegion static native int moe_jni_routing_agreement(@Cast("const int32_t*") int[] a,
       @Cast("const int32_t*") int[] b, long rows, int k, long rowStride, int experts,
       @Cast("int64_t*") long[] out2, @Cast("uint8_t*") byte[] rowDiffers);

@@ -16,8 +16,9 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 
 /**
- * CUDA backend against the native CPU backend (and the float64 goldens): indices exact, weights and
- * gradients within 1e-5 relative. Tagged {@code gpu} (select them with {@code --include-tag gpu}).
+ * CUDA backend against the native CPU backend (bit for bit: indices, weights and gradients) and the
+ * float64 goldens (indices exact, weights and gradients within 1e-5 relative), through the host-staged
+ * and the device-pointer calls. Tagged {@code gpu} (select them with {@code --include-tag gpu}).
  * Without a usable CUDA device each test is skipped with the reason, unless
  * {@code -Dmoerouter.requireGpu=true}, in which case they fail.
  */
@@ -106,6 +107,11 @@ class CudaRouterTest {
       compareWithCpu(name + " live bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, null, null);
       compareWithCpu(name + " replay bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, replayIdx, null);
       compareBackward(name + " bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, liveIdx, dw);
+      // and as fp16
+      short[] h = toF16(logits);
+      compareWithCpu(name + " live fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, null, null);
+      compareWithCpu(name + " replay fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, replayIdx, null);
+      compareBackward(name + " fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, replayIdx, dw);
       gpu.checkReplay();
     }
   }
@@ -245,6 +251,210 @@ class CudaRouterTest {
     }
   }
 
+  // ------------------------------------------------------------------------------------ device pointers
+
+  /** Every golden, fp32/bf16/fp16, live, replay and backward through routeDevice/backwardDevice. */
+  @Test
+  void goldensThroughDevicePointers() {
+    requireCudaBackend();
+    List<Goldens.Case> cases = Goldens.all();
+    try (CudaMemory mem = new CudaMemory()) {
+      long stream = mem.stream();
+      for (Goldens.Case c : cases) {
+        int t = c.tokens, k = c.config.topK(), e = c.config.experts();
+        try (MoeRouter gpu = MoeRouter.create(c.config, Backend.CUDA);
+            MoeRouter cpu = MoeRouter.create(c.config, Backend.CPU)) {
+          for (LogitsType type : LogitsType.values()) {
+            String what = c.name + " " + type + " device";
+            short[] half = type == LogitsType.BF16 ? toBf16(c.logits) : type == LogitsType.FP16 ? toF16(c.logits) : null;
+            long dLogits = half == null ? mem.upload(c.logits) : mem.upload(half);
+            long dRep = mem.upload(c.replayIdx), dDw = mem.upload(c.gradWeights);
+            for (int replay = 0; replay < 2; replay++) {
+              int[] rep = replay == 1 ? c.replayIdx : null;
+              int[] ci = new int[t * k];
+              float[] cw = new float[t * k];
+              long cnf = route(cpu, half == null ? c.logits : null, half, type, t, rep, null, ci, cw);
+              long dIdx = mem.poisoned(4L * t * k), dW = mem.poisoned(4L * t * k), dNf = mem.poisoned(8);
+              gpu.routeDevice(dLogits, type, t, replay == 1 ? dRep : 0, 0, dIdx, dW, dNf, stream);
+              CudaMemory.sync(stream);
+              int[] gi = mem.ints(dIdx, t * k);
+              float[] gw = mem.floats(dW, t * k);
+              String w = what + (replay == 1 ? " replay" : " live");
+              assertArrayEquals(ci, gi, w + ": indices CUDA vs CPU");
+              for (int i = 0; i < gw.length; i++) assertSameBits(cw[i], gw[i], w + ": weight " + i);
+              assertEquals(cnf, mem.oneLong(dNf), w + ": non-finite rows");
+              if (type == LogitsType.FP32) {
+                assertArrayEquals(replay == 1 ? c.replayIdx : c.liveIdx, gi, w + ": indices vs golden");
+                assertClose(replay == 1 ? c.replayWeights : c.liveWeights, gw, w + ": weights vs golden");
+              }
+              float[] cg = new float[t * e];
+              if (half == null) cpu.backward(c.logits, t, ci, c.gradWeights, cg);
+              else cpu.backward(half, type, t, ci, c.gradWeights, cg);
+              long dGrad = mem.poisoned(4L * t * e);
+              gpu.backwardDevice(dLogits, type, t, dIdx, dDw, dGrad, stream);
+              CudaMemory.sync(stream);
+              float[] gg = mem.floats(dGrad, t * e);
+              for (int i = 0; i < gg.length; i++) assertSameBits(cg[i], gg[i], w + " backward: grad " + i);
+            }
+          }
+          gpu.checkReplay();
+        }
+      }
+    }
+  }
+
+  /** A rejected device replay writes nothing and is reported once by checkReplay. */
+  @Test
+  void deviceRejectionIsReportedOnceByCheckReplay() {
+    requireCudaBackend();
+    RouterConfig config = RouterConfig.builder(64, 6).build();
+    int tokens = 300, k = 6;
+    Random rnd = new Random(8);
+    float[] f = randomLogits(rnd, tokens, 64, 0);
+    int[] rep = TestData.randomSelection(rnd, tokens, k, 64);
+    rep[211 * k + 4] = rep[211 * k];
+    try (CudaMemory mem = new CudaMemory(); MoeRouter gpu = MoeRouter.create(config, Backend.CUDA)) {
+      long stream = mem.stream();
+      long dIdx = mem.poisoned(4L * tokens * k), dW = mem.poisoned(4L * tokens * k);
+      gpu.routeDevice(mem.upload(f), LogitsType.FP32, tokens, mem.upload(rep), 0, dIdx, dW, 0, stream);
+      CudaMemory.sync(stream);
+      assertTrue(Arrays.stream(mem.ints(dIdx, tokens * k)).allMatch(v -> v == -1), "rejected call wrote indices");
+      MoeRouterException ex = assertThrows(MoeRouterException.class, gpu::checkReplay);
+      assertEquals(Status.INVALID_REPLAY, ex.status());
+      assertTrue(ex.getMessage().contains("row 211"), ex.getMessage());
+      gpu.checkReplay(); // reported once
+    }
+  }
+
+  /** T = 0 on every path: nothing written, no error. */
+  @Test
+  void zeroTokensWriteNothing() {
+    for (RouterConfig config : randomConfigs(new Random(4))) {
+      try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST)) {
+        int[] idx = filled(config.topK(), -7);
+        float[] w = filled(config.topK(), -1f);
+        assertEquals(0, gpu.route(new float[0], 0, idx, w));
+        assertEquals(0, gpu.replay(new float[0], 0, new int[0], null, idx, w));
+        gpu.backward(new float[0], 0, new int[0], new float[0], w);
+        assertEquals(-7, idx[0], config + ": T=0 wrote indices");
+        assertEquals(-1f, w[0], config + ": T=0 wrote weights");
+        if (UNDER_TEST == Backend.CUDA) {
+          try (CudaMemory mem = new CudaMemory()) {
+            long stream = mem.stream(), dIdx = mem.poisoned(64), dW = mem.poisoned(64), dNf = mem.poisoned(8);
+            gpu.routeDevice(dIdx, LogitsType.BF16, 0, dIdx, 0, dIdx, dW, dNf, stream);
+            gpu.backwardDevice(dW, LogitsType.FP16, 0, dIdx, dW, dW, stream);
+            CudaMemory.sync(stream);
+            assertEquals(0, mem.oneLong(dNf), config + ": T=0 non-finite count");
+            assertEquals(-1, mem.ints(dIdx, 1)[0], config + ": T=0 wrote device indices");
+          }
+        }
+        gpu.checkReplay();
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------ large T
+
+  /**
+   * Token counts that make every grid-stride loop run many times, one not a multiple of any block's
+   * token count: live, masked replay and backward, CUDA vs CPU bit for bit.
+   */
+  @Test
+  void largeTokenCountsMatchCpu() {
+    Random rnd = new Random(20000);
+    RouterConfig[] configs = {
+      RouterConfig.builder(64, 6).build(),
+      RouterConfig.builder(256, 8).scoreFunction(ScoreFunction.SIGMOID).groups(8, 4).scale(2.5f).build(),
+      RouterConfig.builder(600, 40).build(),
+      RouterConfig.builder(2048, 16).preSoftmax(true).build(),
+    };
+    for (RouterConfig config : configs) {
+      for (int tokens : config.experts() >= 2048 ? new int[] {4099} : new int[] {20000, 20001}) {
+        try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+          String what = config + " T=" + tokens;
+          float[] f = randomLogits(rnd, tokens, config.experts(), 1);
+          short[] bf = toBf16(f);
+          int[] rep = TestData.randomSelection(rnd, tokens, config.topK(), config.experts());
+          byte[] mask = new byte[tokens];
+          for (int t = 0; t < tokens; t++) mask[t] = (byte) (rnd.nextInt(4) == 0 ? 0 : 1);
+          float[] dw = new float[tokens * config.topK()];
+          for (int i = 0; i < dw.length; i++) dw[i] = (float) rnd.nextGaussian();
+          compareWithCpu(what + " live", cpu, gpu, f, null, LogitsType.FP32, tokens, null, null);
+          compareWithCpu(what + " live bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, null, null);
+          compareWithCpu(what + " replay+mask", cpu, gpu, f, null, LogitsType.FP32, tokens, rep, mask);
+          compareBackward(what + " backward", cpu, gpu, f, null, LogitsType.FP32, tokens, rep, dw);
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------ concurrency
+
+  /**
+   * Threads share one router: host-staged calls and device-pointer calls on their own streams, some
+   * of them rejected; every valid call equals the CPU, rejected ones write nothing, and checkReplay
+   * then reports the lowest bad row once.
+   */
+  @Test
+  void threadsShareOneRouter() throws Exception {
+    RouterConfig config = RouterConfig.builder(128, 8).build();
+    int tokens = 500, k = 8, threads = 4;
+    Random rnd = new Random(44);
+    float[] f = randomLogits(rnd, tokens, 128, 0);
+    int[] rep = TestData.randomSelection(rnd, tokens, k, 128);
+    int[] bad = rep.clone();
+    bad[123 * k + 7] = bad[123 * k];
+    try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+      int[] ci = new int[tokens * k];
+      float[] cw = new float[tokens * k];
+      cpu.replay(f, tokens, rep, null, ci, cw);
+      boolean device = UNDER_TEST == Backend.CUDA;
+      List<Throwable> errors = java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+      List<Thread> pool = new java.util.ArrayList<>();
+      for (int th = 0; th < threads; th++) {
+        final int id = th;
+        pool.add(new Thread(() -> {
+          try (CudaMemory mem = device ? new CudaMemory() : null) {
+            long stream = device ? mem.stream() : 0;
+            long dLogits = device ? mem.upload(f) : 0, dRep = device ? mem.upload(rep) : 0, dBad = device ? mem.upload(bad) : 0;
+            for (int i = 0; i < 6; i++) {
+              String what = "thread " + id + " call " + i;
+              if (!device || (i + id) % 2 == 0) {
+                int[] gi = filled(tokens * k, -7);
+                float[] gw = filled(tokens * k, Float.NaN);
+                gpu.replay(f, tokens, rep, null, gi, gw);
+                assertArrayEquals(ci, gi, what + " (host)");
+                for (int j = 0; j < gw.length; j++) assertSameBits(cw[j], gw[j], what + " (host) weight " + j);
+              } else {
+                boolean rejected = i % 3 == 0;
+                long dIdx = mem.poisoned(4L * tokens * k), dW = mem.poisoned(4L * tokens * k);
+                gpu.routeDevice(dLogits, LogitsType.FP32, tokens, rejected ? dBad : dRep, 0, dIdx, dW, 0, stream);
+                CudaMemory.sync(stream);
+                int[] gi = mem.ints(dIdx, tokens * k);
+                if (rejected) assertTrue(Arrays.stream(gi).allMatch(v -> v == -1), what + ": rejected call wrote");
+                else assertArrayEquals(ci, gi, what + " (device)");
+              }
+            }
+          } catch (Throwable t) {
+            errors.add(t);
+          }
+        }));
+      }
+      for (Thread t : pool) t.start();
+      for (Thread t : pool) t.join();
+      if (!errors.isEmpty()) throw new AssertionError(errors.size() + " thread(s) failed", errors.get(0));
+      if (device) {
+        MoeRouterException ex = assertThrows(MoeRouterException.class, gpu::checkReplay);
+        assertTrue(ex.getMessage().contains("row 123"), ex.getMessage());
+      }
+      gpu.checkReplay();
+    }
+  }
+
+  private static void requireCudaBackend() {
+    Assumptions.assumeTrue(UNDER_TEST == Backend.CUDA, "device pointers need the CUDA backend (under test: " + UNDER_TEST + ")");
+  }
+
   // ------------------------------------------------------------------------------------ helpers
 
   private static long route(MoeRouter r, float[] f32, short[] half, LogitsType type, int tokens, int[] rep,
@@ -264,7 +474,7 @@ class CudaRouterTest {
     long gnf = route(gpu, f32, half, type, tokens, rep, mask, gi, gw);
     assertArrayEquals(ci, gi, what + ": indices CUDA vs CPU");
     assertEquals(cnf, gnf, what + ": non-finite rows CUDA vs CPU");
-    for (int i = 0; i < n; i++) assertRel(cw[i], gw[i], what + ": weight " + i + " CUDA vs CPU");
+    for (int i = 0; i < n; i++) assertSameBits(cw[i], gw[i], what + ": weight " + i + " CUDA vs CPU");
   }
 
   private static void compareBackward(String what, MoeRouter cpu, MoeRouter gpu, float[] f32, short[] half,
@@ -279,14 +489,14 @@ class CudaRouterTest {
       cpu.backward(half, type, tokens, idx, dw, cg);
       gpu.backward(half, type, tokens, idx, dw, gg);
     }
-    for (int i = 0; i < n; i++) assertRel(cg[i], gg[i], what + ": grad " + i + " CUDA vs CPU");
+    for (int i = 0; i < n; i++) assertSameBits(cg[i], gg[i], what + ": grad " + i + " CUDA vs CPU");
   }
 
-  private static void assertRel(float expected, float actual, String what) {
+  // CUDA equals the CPU backend bit for bit; NaN matches NaN (payloads are not part of the contract).
+  private static void assertSameBits(float expected, float actual, String what) {
     if (Float.floatToIntBits(expected) == Float.floatToIntBits(actual)) return;
-    if (Float.isNaN(expected) && Float.isNaN(actual)) return;
-    double tol = REL * Math.max(Math.abs(expected), Math.abs(actual));
-    if (!(Math.abs((double) expected - actual) <= tol)) fail(what + ": expected " + expected + ", got " + actual);
+    fail(what + ": expected " + expected + " (bits " + Integer.toHexString(Float.floatToRawIntBits(expected))
+        + "), got " + actual + " (bits " + Integer.toHexString(Float.floatToRawIntBits(actual)) + ")");
   }
 
   private static void assertClose(double[] expected, float[] actual, String what) {
