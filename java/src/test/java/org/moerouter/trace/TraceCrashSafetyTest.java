@@ -94,7 +94,8 @@ class TraceCrashSafetyTest {
   /**
    * The child JVM's class path: java.class.path plus where the classes it runs come from. Under
    * Surefire java.class.path has them all; under the JUnit console launcher (the GPU bundle) it is
-   * only the launcher jar, and the test classes live in a class loader of their own.
+   * only the launcher jar, and the test classes live in a class loader of their own. The child's
+   * TraceTestSupport uses Jackson (test scope).
    */
   private static String childClassPath() throws Exception {
     Set<String> parts = new LinkedHashSet<>(List.of(System.getProperty("java.class.path").split(File.pathSeparator)));
