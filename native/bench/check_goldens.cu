@@ -127,19 +127,6 @@ bool read_config(const std::string& path, std::map<std::string, std::string>* kv
   return true;
 }
 
-std::vector<uint8_t> to_dtype(const std::vector<float>& f, int dtype) {
-  std::vector<uint8_t> out(f.size() * (dtype == MOE_DTYPE_F32 ? 4 : 2));
-  for (size_t i = 0; i < f.size(); ++i) {
-    if (dtype == MOE_DTYPE_F32) {
-      memcpy(&out[i * 4], &f[i], 4);
-    } else {
-      uint16_t h = dtype == MOE_DTYPE_BF16 ? (uint16_t)(f[i] != f[i] ? 0x7fc0 : fbits(f[i]) >> 16) : to_half(f[i]);
-      memcpy(&out[i * 2], &h, 2);
-    }
-  }
-  return out;
-}
-
 // |cuda - golden| <= rel * |golden| + abs, element by element (the golden README's rule).
 void compare_golden(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double rel,
                     double abs_tol) {

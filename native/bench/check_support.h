@@ -60,6 +60,20 @@ inline uint16_t to_half(float f) {  // truncating float -> binary16 (inputs only
   return (uint16_t)(sign | (e << 10) | ((b >> 13) & 0x3ff));
 }
 
+// Floats as `dtype` bytes (bf16 by truncation, fp16 by to_half; NaN stays NaN).
+inline std::vector<uint8_t> to_dtype(const std::vector<float>& f, int dtype) {
+  std::vector<uint8_t> out(f.size() * (dtype == MOE_DTYPE_F32 ? 4 : 2));
+  for (size_t i = 0; i < f.size(); ++i) {
+    if (dtype == MOE_DTYPE_F32) {
+      memcpy(&out[i * 4], &f[i], 4);
+    } else {
+      uint16_t h = dtype == MOE_DTYPE_BF16 ? (uint16_t)(f[i] != f[i] ? 0x7fc0 : fbits(f[i]) >> 16) : to_half(f[i]);
+      memcpy(&out[i * 2], &h, 2);
+    }
+  }
+  return out;
+}
+
 // Logits in `dtype` bytes. mode 0: normal; 1: heavy ties (quantised); 2: wide (saturating sigmoid);
 // 3: normal with NaN/Inf rows.
 inline std::vector<uint8_t> make_logits(std::mt19937_64& rng, int64_t T, int E, int dtype, int mode) {
@@ -83,17 +97,7 @@ inline std::vector<uint8_t> make_logits(std::mt19937_64& rng, int64_t T, int E, 
         for (int i = 0; i < E; i += 2) row[i] = -inf;
     }
   }
-  std::vector<uint8_t> out((size_t)T * E * (dtype == MOE_DTYPE_F32 ? 4 : 2));
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (dtype == MOE_DTYPE_F32) {
-      memcpy(&out[i * 4], &v[i], 4);
-    } else {
-      uint16_t h = dtype == MOE_DTYPE_BF16 ? (uint16_t)(fbits(v[i]) >> 16) : to_half(v[i]);
-      if (dtype == MOE_DTYPE_BF16 && v[i] != v[i]) h = 0x7fc0;
-      memcpy(&out[i * 2], &h, 2);
-    }
-  }
-  return out;
+  return to_dtype(v, dtype);
 }
 
 inline std::vector<int32_t> random_replay(std::mt19937_64& rng, int64_t T, int E, int k) {
