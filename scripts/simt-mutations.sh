@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Shows that the SIMT harness can fail: plants known bugs in a temporary copy of the CUDA sources,
 # rebuilds moe_check_simt there and expects a failing run for each (docs/cuda-harness.md has the
 # last results). The unmodified copy must pass first. Not part of `mvn verify` (a few minutes).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // moe_check section "concurrency": one router used from several threads, streams and graph
 // launches at once (moe_cuda_router.cu's head comment gives the design under test). Each case
 // checks that valid calls produce the CPU backend's outputs, rejected calls write nothing, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // moe_check sections "goldens" and "edges": the float64 reference cases (java/src/test/goldens,
 // ../shared/goldens) on live, replay and backward in fp32/bf16/fp16 through the device-pointer and
 // host-staged paths, and edge inputs (T = 0, signed zeros, NaN and infinite rows, subnormals, huge

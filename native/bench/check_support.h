@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared pieces of moe_check (CUDA backend vs native CPU backend through the C ABI): counters,
 // input generators, device buffers and the bit-exact comparisons. Header-only (inline) so that
 // every check source of the GPU tool and of the SIMT harness build includes it.

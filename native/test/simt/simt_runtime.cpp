@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SIMT host emulation of the CUDA runtime: fibers, collectives, the emulated device, memory,
 // streams, events, capture and graphs (see include/cuda_runtime.h and docs/cuda-harness.md).
 //

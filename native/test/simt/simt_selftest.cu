@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Self-test of the SIMT emulation (include/cuda_runtime.h, simt_runtime.cpp): the semantics the
 // kernel checks rely on. Compiled through simt_transform.cmake like the kernels, so the <<<>>> and
 // extern __shared__ rewrites are exercised here too. Exit status 0 = pass.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The only change the SIMT harness makes to CUDA sources, applied at build time (never by hand):
 #   kernel<<<cfg>>>(args);             ->  ::simt::Chevron(cfg)(kernel, args);
 #   extern __shared__ T name[];        ->  T* name = reinterpret_cast<T*>(::simt::dynamic_shared());

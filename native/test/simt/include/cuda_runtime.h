@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SIMT host emulation of the CUDA runtime (moe-router's kernel harness, docs/cuda-harness.md).
 // The kernel sources of native/src/cuda/ compile against this header with g++ and run on the CPU:
 // every CUDA thread is a fiber, warp collectives and block barriers are real rendezvous points, and
