@@ -15,7 +15,8 @@ if [[ -z "${CMAKE_CUDA_COMPILER:-}" ]] && ! command -v nvcc >/dev/null 2>&1 && [
 fi
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" \
       ${CMAKE_CUDA_ARCHITECTURES:+-DCMAKE_CUDA_ARCHITECTURES=$CMAKE_CUDA_ARCHITECTURES} \
-      ${MOE_ROUTER_CUDA:+-DMOE_ROUTER_CUDA=$MOE_ROUTER_CUDA} >"$BUILD.cmake.log" 2>&1 \
+      ${MOE_ROUTER_CUDA:+-DMOE_ROUTER_CUDA=$MOE_ROUTER_CUDA} ${MOE_ROUTER_SIMT:+-DMOE_ROUTER_SIMT=$MOE_ROUTER_SIMT} \
+      >"$BUILD.cmake.log" 2>&1 \
   || { cat "$BUILD.cmake.log"; exit 1; }
 # Quiet unless something is wrong: a clean build prints nothing (MOE_ROUTER_VERBOSE=1 shows the steps).
 if [[ "${MOE_ROUTER_VERBOSE:-0}" == 1 ]]; then

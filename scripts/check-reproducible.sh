@@ -14,9 +14,9 @@
 #            manifest records its version
 #
 # Environment: MOE_ROUTER_CUDA and CMAKE_CUDA_ARCHITECTURES pass through to the rebuild, so it builds what
-# the first build built. MOE_REPRO_KEEP=1 keeps the temporary copy. MOE_REPRO_MVN_ARGS adds Maven
-# arguments (for example -Dmaven.repo.local=...). Quiet when the jars match, as the rest of a clean build;
-# MOE_ROUTER_VERBOSE=1 prints the steps.
+# the first build built (not the SIMT test harness: nothing of it goes into the jar). MOE_REPRO_KEEP=1 keeps
+# the temporary copy. MOE_REPRO_MVN_ARGS adds Maven arguments (for example -Dmaven.repo.local=...). Quiet when
+# the jars match, as the rest of a clean build; MOE_ROUTER_VERBOSE=1 prints the steps.
 # Exit status: 0 identical, 1 different (the differing jar entries are listed), 2 usage or build error.
 set -euo pipefail
 
@@ -46,7 +46,7 @@ fi
 say "[repro] rebuilding the java module in $copy"
 start=$SECONDS
 # shellcheck disable=SC2086
-if ! "$MVN" -B -q -o -f "$copy/pom.xml" -pl java -DskipTests -Dreproducible.skip=true ${MOE_REPRO_MVN_ARGS:-} \
+if ! MOE_ROUTER_SIMT=OFF "$MVN" -B -q -o -f "$copy/pom.xml" -pl java -DskipTests -Dreproducible.skip=true ${MOE_REPRO_MVN_ARGS:-} \
       package >"$work/rebuild.log" 2>&1; then
   tail -n 60 "$work/rebuild.log" >&2
   echo "[repro] the rebuild failed (log above)" >&2
