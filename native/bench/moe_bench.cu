@@ -56,10 +56,13 @@ __global__ void floor_replay(const T* __restrict__ logits, int64_t tokens, int E
     const int32_t e = __ldg(rep + i);
     const T v = logits[t * E + e];
     float f;
-    if (sizeof(T) == 4)
-      f = *reinterpret_cast<const float*>(&v);
-    else
-      f = __uint_as_float((uint32_t)(*reinterpret_cast<const uint16_t*>(&v)) << 16);
+    if (sizeof(T) == 4) {
+      memcpy(&f, &v, sizeof f);  // memcpy, not a pointer cast: no strict-aliasing violation
+    } else {
+      uint16_t h;
+      memcpy(&h, &v, sizeof h);
+      f = __uint_as_float((uint32_t)h << 16);
+    }
     idx[i] = e;
     w[i] = f;
   }
