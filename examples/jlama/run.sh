@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the jlama example (jlama's Mixtral routed by moe-router) on a JDK 22+.
+#
+#   examples/jlama/run.sh [r3] [options]     R3 record/replay demo (JlamaR3; --help lists the options)
+#   examples/jlama/run.sh bench [JMH args]   routing-share benchmark (docs/benchmarks.md, "jlama")
+#
+# Environment: JLAMA_JDK  JDK 22+ to run with (default /usr/lib/jvm/temurin-25-jdk-amd64)
+#              REBUILD=1  rebuild the module first (it is built when missing)
+# Exit status: that of the program (JlamaR3: 0 replay exact, 1 not, 2 bad arguments).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+JDK=${JLAMA_JDK:-/usr/lib/jvm/temurin-25-jdk-amd64}
+MOD="$ROOT/examples/jlama"
+[[ -x "$JDK/bin/java" ]] || { echo "run.sh: no JDK at $JDK (set JLAMA_JDK to a JDK 22+)" >&2; exit 2; }
+
+if [[ ${REBUILD:-0} == 1 || ! -f "$MOD/target/classes/org/moerouter/examples/jlama/JlamaR3.class" || ! -d "$MOD/target/lib" ]]; then
+  echo "[run.sh] building examples/jlama (mvn -B -q -Pjlama -pl examples/jlama -am -DskipTests package)" >&2
+  (cd "$ROOT" && mvn -B -q -Pjlama -Djlama.jdk="$JDK" -pl examples/jlama -am -DskipTests package)
+fi
+
+CP="$MOD/target/classes:$MOD/target/lib/*"
+# JMH forks inherit these options.
+JVM=("$JDK/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
+     -Dorg.bytedeco.javacpp.cachedir="$MOD/target/javacpp-cache")
+case "${1:-r3}" in
+  bench) shift; exec "${JVM[@]}" -cp "$CP" org.openjdk.jmh.Main 'org.moerouter.examples.jlama.bench.*' "$@" ;;
+  r3) shift; exec "${JVM[@]}" -cp "$CP" org.moerouter.examples.jlama.JlamaR3 "$@" ;;
+  *) exec "${JVM[@]}" -cp "$CP" org.moerouter.examples.jlama.JlamaR3 "$@" ;;
+esac
