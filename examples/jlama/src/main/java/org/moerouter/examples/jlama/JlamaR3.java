@@ -37,8 +37,8 @@ public final class JlamaR3 {
       "  --prompt TEXT             default: \"The quick brown fox jumps over the lazy dog\"",
       "  --new-tokens N            tokens to generate (default 48)",
       "  --trace FILE              where the rollout trace goes (default: <tmp>/rollout-trace.safetensors)",
-      "  --rollout-precision P     checkpoint | fp32 | q4 (default checkpoint)",
-      "  --trainer-precision P     checkpoint | fp32 | q4 (default fp32)",
+      "  --rollout-precision P     checkpoint | fp32 (default checkpoint)",
+      "  --trainer-precision P     checkpoint | fp32 (default fp32)",
       "  --backend B               moe-router backend: auto | cpu | java (default auto)",
       "  --seed S                  seed of the tiny model (default 1)");
 
@@ -189,7 +189,7 @@ public final class JlamaR3 {
     try {
       return RoutedMixtralModel.Precision.valueOf(v.toUpperCase(Locale.ROOT));
     } catch (IllegalArgumentException e) {
-      throw new IllegalArgumentException(option + " must be checkpoint, fp32 or q4, got " + v);
+      throw new IllegalArgumentException(option + " must be checkpoint or fp32, got " + v);
     }
   }
 

@@ -68,7 +68,6 @@ public final class MoeRouterFeedForward implements FeedForward {
   private float[] weights = new float[0];
   private int[] rowToken = new int[0];
   private int[] rowSlot = new int[0];
-  private boolean perTokenOnly;
 
   /**
    * A layer over jlama tensors: {@code gate} [E, D], and per expert {@code w1} [F, D] (gate projection),
@@ -100,11 +99,6 @@ public final class MoeRouterFeedForward implements FeedForward {
     return layer;
   }
 
-  /** Test hook: run experts one token at a time even when rows could be gathered. */
-  void perTokenOnly(boolean on) {
-    this.perTokenOnly = on;
-  }
-
   @Override
   public AbstractTensor forward(AbstractTensor input, Optional<Consumer<List<AbstractTensor>>> tensorReducer) {
     if (tensorReducer.isPresent())
@@ -112,26 +106,21 @@ public final class MoeRouterFeedForward implements FeedForward {
     int tokens = input.shape().first();
     if (input.shape().last() != dim)
       throw new IllegalArgumentException("layer " + layer + ": input is " + input.shape() + ", expected [T, " + dim + "]");
+    if (!ExpertScratch.gatherable(input))
+      throw new IllegalArgumentException("layer " + layer + ": matmul inputs of type " + input.dType() + " are not supported"
+          + " (fp32 or bf16: load with Precision.CHECKPOINT or FP32)");
     grow(tokens);
     gateLogits(input, tokens);
     model.router().route(layer, logits, tokens, idx, weights);
     groupByExpert(tokens);
     AbstractTensor out = model.makeTensor(tokens, dim);  // jlama's cache hands out zeroed tensors
     ExpertScratch scratch = model.expertScratch();
-    boolean gather = !perTokenOnly && ExpertScratch.gatherable(input);
-    scratch.ensure(gather ? maxRows() : 1, input.dType());
+    scratch.ensure(maxRows(), input.dType());
     for (int e = 0; e < experts; e++) {
       int from = rowStart[e], n = rowStart[e + 1] - from;
       if (n == 0) continue;
-      if (gather) {
-        AbstractTensor y = expert(e, scratch.gather(input, rowToken, from, n), n, scratch);
-        for (int j = 0; j < n; j++) combine(out, rowToken[from + j], rowSlot[from + j], y.slice(j));
-      } else {
-        for (int j = 0; j < n; j++) {
-          int t = rowToken[from + j];
-          combine(out, t, rowSlot[from + j], expert(e, input.slice(true, t), 1, scratch).slice(0));
-        }
-      }
+      AbstractTensor y = expert(e, scratch.gather(input, rowToken, from, n), n, scratch);
+      for (int j = 0; j < n; j++) combine(out, rowToken[from + j], rowSlot[from + j], y.slice(j));
     }
     return out;
   }

@@ -13,7 +13,6 @@ import com.github.tjake.jlama.safetensors.SafeTensorSupport;
 import com.github.tjake.jlama.safetensors.WeightLoader;
 import com.github.tjake.jlama.safetensors.tokenizer.Tokenizer;
 import com.github.tjake.jlama.tensor.AbstractTensor;
-import com.github.tjake.jlama.tensor.KvBufferCache;
 import com.github.tjake.jlama.tensor.operations.TensorOperationsProvider;
 import com.github.tjake.jlama.util.JsonSupport;
 import java.io.File;
@@ -51,13 +50,12 @@ public final class RoutedMixtralModel extends MixtralModel {
   public enum Precision {
     /**
      * jlama's default for the checkpoint as stored: bf16 weights stay bf16 and jlama rounds every matmul
-     * input to bf16 (an inference engine's bf16 path); fp32 weights stay fp32.
+     * input to bf16 (an inference engine's bf16 path); weights stored otherwise stay as stored, with fp32
+     * matmul inputs.
      */
     CHECKPOINT(Optional.empty(), DType.F32),
     /** Weights widened to fp32 at load and fp32 matmul inputs (a trainer's fp32 path). */
-    FP32(Optional.of(DType.F32), DType.F32),
-    /** Weights quantized to Q4 at load, matmul inputs to I8 (jlama's fast CPU path for large checkpoints). */
-    Q4(Optional.of(DType.Q4), DType.I8);
+    FP32(Optional.of(DType.F32), DType.F32);
 
     final Optional<DType> modelQType;
     final DType workingQType;
@@ -183,11 +181,6 @@ public final class RoutedMixtralModel extends MixtralModel {
   /** The type matmul inputs are rounded to (bf16 for a bf16 checkpoint at {@link Precision#CHECKPOINT}). */
   public DType matmulInputType() {
     return workingQType;
-  }
-
-  /** A fresh KV cache for one sequence. */
-  public KvBufferCache.KvBuffer newKvBuffer() {
-    return kvBufferCache.getEphemeralKvBuffer();
   }
 
   /** h as the down-projection reads it: itself when already of the matmul input type, else a rounded copy to close. */

@@ -130,23 +130,6 @@ class MoeRouterFeedForwardTest {
     }
   }
 
-  @Test
-  void expertsRunOneTokenAtATimeGiveTheGroupedResult() {
-    RoutedMixtralModel m = checkpoint;
-    int d = m.getConfig().embeddingLength, tokens = 31;
-    AbstractTensor x = TinyModels.input(tokens, d, 31, m.matmulInputType());
-    MoeRouterFeedForward ff = m.moeLayer(0);
-    try (AbstractTensor grouped = ff.forward(x, Optional.empty())) {
-      ff.perTokenOnly(true);
-      try (AbstractTensor perToken = ff.forward(x, Optional.empty())) {
-        for (int t = 0; t < tokens; t++)
-          assertArrayEquals(TinyModels.row(grouped, t), TinyModels.row(perToken, t), "token " + t);
-      } finally {
-        ff.perTokenOnly(false);
-      }
-    }
-  }
-
   @ParameterizedTest(name = "E={0}")
   @ValueSource(ints = {8, 64})
   void moeRouterPicksJlamasExpertsWithItsRenormalisedProbabilities(int experts) {
@@ -183,6 +166,10 @@ class MoeRouterFeedForwardTest {
     IllegalArgumentException llama = assertThrows(IllegalArgumentException.class,
         () -> RoutedMixtralModel.load(dir, RoutedMixtralModel.Precision.FP32));
     assertTrue(llama.getMessage().contains("LLAMA checkpoint"), llama.getMessage());
+
+    AbstractTensor int8 = TinyModels.input(2, fp32.getConfig().embeddingLength, 3, DType.I8);
+    IllegalArgumentException i8 = assertThrows(IllegalArgumentException.class, () -> fp32.moeLayer(0).forward(int8, Optional.empty()));
+    assertTrue(i8.getMessage().contains("layer 0: matmul inputs of type I8 are not supported"), i8.getMessage());
 
     RoutedMixtralModel unrouted = RoutedMixtralModel.load(TinyModels.small(), RoutedMixtralModel.Precision.FP32);
     IllegalStateException none = assertThrows(IllegalStateException.class,
