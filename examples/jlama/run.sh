@@ -2,7 +2,8 @@
 # Runs the jlama example (jlama's Mixtral routed by moe-router) on a JDK 22+.
 #
 #   examples/jlama/run.sh [r3] [options]     R3 record/replay demo (JlamaR3; --help lists the options)
-#   examples/jlama/run.sh bench [JMH args]   routing-share benchmark (docs/benchmarks.md, "jlama")
+#   examples/jlama/run.sh bench [options]    routing-share benchmark and table (docs/benchmarks.md, "jlama");
+#                                            --out FILE.json --shapes MIXTRAL,E64K8 --tokens 1,512 --wi 4 --i 3
 #
 # Environment: JLAMA_JDK  JDK 22+ to run with (default /usr/lib/jvm/temurin-25-jdk-amd64)
 #              REBUILD=1  rebuild the module first (it is built when missing)
@@ -23,7 +24,7 @@ CP="$MOD/target/classes:$MOD/target/lib/*"
 JVM=("$JDK/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
      -Dorg.bytedeco.javacpp.cachedir="$MOD/target/javacpp-cache")
 case "${1:-r3}" in
-  bench) shift; exec "${JVM[@]}" -cp "$CP" org.openjdk.jmh.Main 'org.moerouter.examples.jlama.bench.*' "$@" ;;
+  bench) shift; cd "$ROOT"; exec "${JVM[@]}" -cp "$CP" org.moerouter.examples.jlama.bench.ShareReport "$@" ;;
   r3) shift; exec "${JVM[@]}" -cp "$CP" org.moerouter.examples.jlama.JlamaR3 "$@" ;;
   *) exec "${JVM[@]}" -cp "$CP" org.moerouter.examples.jlama.JlamaR3 "$@" ;;
 esac

@@ -90,6 +90,7 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
   private int[] replayLayer;  // model layer -> position in replayTrace
   private final long[] replayed;  // tokens replayed so far, per layer
   private final int[] calls;  // forward calls per layer, the replay "micro-batch" number in error messages
+  private final int[][] targets;  // per layer, reused: RouterReplay lets go of a target at clear()
   private Observer observer;
 
   /** Mixtral's router config: softmax post (the default), top-k of E. */
@@ -106,6 +107,7 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
     for (int l = 0; l < layers; l++) layerReplay[l] = registry.addLayer(l);
     this.replayed = new long[layers];
     this.calls = new int[layers];
+    this.targets = new int[layers][0];
   }
 
   public int experts() {
@@ -237,13 +239,18 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
       if (from + tokens > replayEnd)
         throw new IllegalStateException("layer " + layer + ": replay past the end of the recorded sample ("
             + (replayEnd - replayFirst) + " tokens, " + replayed[layer] + " replayed, this call routes " + tokens + ")");
-      // Referenced by RouterReplay until consumed, so a fresh array per call (T*k ints).
-      int[] target = new int[tokens * topK];
+      // Exactly [tokens, k]: a target is the whole of its array.
+      if (targets[layer].length != tokens * topK) targets[layer] = new int[tokens * topK];
+      int[] target = targets[layer];
       replayTrace.copyTokens(from, from + tokens, replayLayer[layer], replayLayer[layer] + 1, target, 0);
       r.setTarget(calls[layer], target, null, tokens);
-      r.route(router, logits, tokens, outIdx, outWeights);
-      // REPLAY_FORWARD queues the entry for a backward recompute; an inference engine has none.
-      r.clear();
+      try {
+        r.route(router, logits, tokens, outIdx, outWeights);
+      } finally {
+        // REPLAY_FORWARD queues the entry for a backward recompute; an inference engine has none. This also
+        // drops RouterReplay's reference to the target, so the array is free for the next call.
+        r.clear();
+      }
       replayed[layer] += tokens;
     } else {
       r.route(router, logits, tokens, outIdx, outWeights);
