@@ -3,7 +3,7 @@
 #
 #   examples/jlama/run.sh [r3] [options]     R3 record/replay demo (JlamaR3; --help lists the options)
 #   examples/jlama/run.sh bench [options]    routing-share benchmark and table (docs/benchmarks.md, "jlama");
-#                                            --out FILE.json --shapes MIXTRAL,E64K8 --tokens 1,512 --wi 4 --i 3
+#                                            --out FILE.json --shapes MIXTRAL,E64K8 --tokens 1,512 --wi 5 --i 7
 #
 # Environment: JLAMA_JDK  JDK 22+ to run with (default /usr/lib/jvm/temurin-25-jdk-amd64)
 #              REBUILD=1  rebuild the module first (it is built when missing)

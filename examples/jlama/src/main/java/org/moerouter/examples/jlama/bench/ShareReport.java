@@ -24,7 +24,7 @@ import org.openjdk.jmh.runner.options.TimeValue;
  * jlama's routing and with moe-router (live, replay), the share of the layer spent routing, replay/live.
  *
  * <pre>
- *   examples/jlama/run.sh bench [--out FILE.json] [--shapes MIXTRAL,E64K8] [--tokens 1,512] [--wi 4] [--i 3]
+ *   examples/jlama/run.sh bench [--out FILE.json] [--shapes MIXTRAL,E64K8] [--tokens 1,512] [--wi 5] [--i 7]
  * </pre>
  */
 public final class ShareReport {
@@ -32,7 +32,7 @@ public final class ShareReport {
 
   public static void main(String[] args) throws RunnerException, IOException {
     String out = "examples/jlama/target/jlama-bench.json", shapes = "MIXTRAL,E64K8", tokens = "1,512";
-    int wi = 4, i = 3;
+    int wi = 5, i = 7;
     for (int a = 0; a < args.length; a++) {
       String v = a + 1 < args.length ? args[a + 1] : null;
       if (v == null) throw new IllegalArgumentException(args[a] + " needs a value");
@@ -62,7 +62,11 @@ public final class ShareReport {
     System.out.println("JMH JSON: " + json);
   }
 
-  /** The markdown table; scores are microseconds per call (avgt), one fork. */
+  /**
+   * The markdown table: microseconds per call (avgt, one fork), the median of the measurement iterations
+   * with their range, because a shared machine makes single iterations spike; shares and ratios are of
+   * medians.
+   */
   static String table(Collection<RunResult> results) {
     Map<String, Result> byKey = new LinkedHashMap<>();
     List<String> rows = new ArrayList<>();
@@ -86,7 +90,7 @@ public final class ShareReport {
         s.append("| ").append(first ? p[0] : "").append(" | ").append(first ? p[1] : "").append(" | ")
             .append(first ? us(byKey.get(row + "|gate|")) : "").append(" | ").append(routing).append(" | ")
             .append(us(route)).append(" | ").append(us(layer)).append(" | ")
-            .append(String.format(Locale.ROOT, "%.3f%%", 100 * route.getScore() / layer.getScore())).append(" | ");
+            .append(String.format(Locale.ROOT, "%.3f%%", 100 * median(route) / median(layer))).append(" | ");
         if (routing.equals("replay")) {
           s.append(ratio(route, byKey.get(row + "|route|live"))).append(" | ").append(ratio(layer, byKey.get(row + "|layer|live")));
         } else {
@@ -98,14 +102,21 @@ public final class ShareReport {
     return s.toString();
   }
 
+  private static double median(Result r) {
+    return r.getStatistics().getPercentile(50);
+  }
+
   private static String us(Result r) {
     if (r == null) return "-";
-    double v = r.getScore(), e = r.getScoreError();
-    String f = v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.3f";
-    return String.format(Locale.ROOT, f, v) + (Double.isNaN(e) ? "" : " ± " + String.format(Locale.ROOT, f, e));
+    double v = median(r);
+    return num(v) + " (" + num(r.getStatistics().getMin()) + "–" + num(r.getStatistics().getMax()) + ")";
+  }
+
+  private static String num(double v) {
+    return String.format(Locale.ROOT, v >= 100 ? "%.0f" : v >= 10 ? "%.1f" : "%.2f", v);
   }
 
   private static String ratio(Result a, Result b) {
-    return b == null ? "-" : String.format(Locale.ROOT, "%.2f", a.getScore() / b.getScore());
+    return b == null ? "-" : String.format(Locale.ROOT, "%.2f", median(a) / median(b));
   }
 }
