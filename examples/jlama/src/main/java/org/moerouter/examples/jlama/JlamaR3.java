@@ -103,7 +103,7 @@ public final class JlamaR3 {
     RoutingTrace recorded;
     try (MixtralRouting routing = new MixtralRouting(rollout.experts(), rollout.topK(), rollout.layers(), backend)) {
       rollout.setRouter(routing);
-      routing.record(promptTokens.length + newTokens);
+      routing.record();
       long t0 = System.nanoTime();
       sequence = Generation.greedy(rollout, promptTokens, newTokens, Generation.Prefill.BATCHED, -1);
       long ms = (System.nanoTime() - t0) / 1_000_000;

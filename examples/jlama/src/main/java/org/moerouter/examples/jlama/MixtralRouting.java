@@ -8,6 +8,8 @@ import java.util.Objects;
 import org.moerouter.Backend;
 import org.moerouter.MoeRouter;
 import org.moerouter.RouterConfig;
+import org.moerouter.replay.LayerKey;
+import org.moerouter.replay.RecordMode;
 import org.moerouter.replay.ReplayAction;
 import org.moerouter.replay.ReplayRegistry;
 import org.moerouter.replay.RouterReplay;
@@ -24,7 +26,7 @@ import org.moerouter.trace.TraceFiles;
  *
  * <pre>{@code
  * try (MixtralRouting routing = new MixtralRouting(8, 2, 32, Backend.AUTO)) {
- *   routing.record(4096);                         // rollout: live routing, every layer recorded
+ *   routing.record();                             // rollout: live routing, every layer recorded
  *   generate(model);                              // MoeRouterFeedForward calls route(layer, ...)
  *   routing.writeRecording("mixtral", trace);     // [tokens, layers, k] safetensors
  *   routing.replay(TraceFiles.read(trace), 0);    // another run: the recorded experts, live weights
@@ -72,14 +74,23 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
       for (int l = 1; l < layers; l++)
         if (filled[l] != filled[0])
           throw new IllegalStateException("layer " + l + " routed " + filled[l] / topK + " tokens, layer 0 " + filled[0] / topK);
-      return stack(model, experts, topK, scoreFunction, rows, filled[0] / topK);
+      int tokens = filled[0] / topK;
+      int[] stacked = new int[Math.multiplyExact(tokens, layers * topK)];
+      int[] ids = new int[layers];
+      for (int l = 0; l < layers; l++) {
+        ids[l] = l;
+        for (int i = 0; i < tokens; i++) System.arraycopy(rows[l], i * topK, stacked, (i * layers + l) * topK, topK);
+      }
+      return RoutingTrace.builder(model, experts, topK, LayerKey.decoders(ids), scoreFunction).addSample(stacked).build();
     }
   }
 
   private enum Mode { LIVE, RECORD, REPLAY }
 
   private final MoeRouter router;
-  private final ReplayRegistry registry = new ReplayRegistry();
+  // APPEND: a rollout routes each layer once for the prompt, then once per decode step; all are kept.
+  private final ReplayRegistry registry = ReplayRegistry.builder().recordMode(RecordMode.APPEND).build();
+  private final LayerKey[] keys;
   private final RouterReplay[] layerReplay;
   private final int experts;
   private final int topK;
@@ -89,7 +100,6 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
   private long replayEnd;
   private int[] replayLayer;  // model layer -> position in replayTrace
   private final long[] replayed;  // tokens replayed so far, per layer
-  private final int[] calls;  // forward calls per layer, the replay "micro-batch" number in error messages
   private final int[][] targets;  // per layer, reused: RouterReplay lets go of a target at clear()
   private Observer observer;
 
@@ -103,10 +113,13 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
     this.router = MoeRouter.create(mixtralConfig(experts, topK), Objects.requireNonNull(backend, "backend"));
     this.experts = experts;
     this.topK = topK;
+    this.keys = new LayerKey[layers];
     this.layerReplay = new RouterReplay[layers];
-    for (int l = 0; l < layers; l++) layerReplay[l] = registry.addLayer(l);
+    for (int l = 0; l < layers; l++) {
+      keys[l] = LayerKey.decoder(l);
+      layerReplay[l] = registry.addLayer(keys[l], router.config());
+    }
     this.replayed = new long[layers];
-    this.calls = new int[layers];
     this.targets = new int[layers][0];
   }
 
@@ -140,13 +153,11 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
   }
 
   /**
-   * Live routing that records every layer's experts, for at most {@code capacityTokens} tokens (all
-   * forward calls together, as run: prefill rows then one row per decode step).
+   * Live routing that records every layer's experts, all forward calls in order (prefill rows, then one row
+   * per decode step), into the layers' own growing buffers.
    */
-  public void record(int capacityTokens) {
-    if (capacityTokens < 1) throw new IllegalArgumentException("record capacity must be >= 1 token, got " + capacityTokens);
+  public void record() {
     live();
-    for (RouterReplay r : layerReplay) r.setRecordBuffer(new int[Math.multiplyExact(capacityTokens, topK)]);
     registry.setAction(ReplayAction.RECORD);
     mode = Mode.RECORD;
   }
@@ -154,15 +165,7 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
   /** The recording so far as a one-sample trace [tokens, layers, k]; every layer must have seen the same tokens. */
   public RoutingTrace recording(String model) {
     if (mode != Mode.RECORD) throw new IllegalStateException("no recording: call record() before the rollout");
-    long tokens = layerReplay[0].recordedTokens();
-    int layers = layerReplay.length;
-    for (RouterReplay r : layerReplay)
-      if (r.recordedTokens() != tokens)
-        throw new IllegalStateException("layer " + r.layerId() + " recorded " + r.recordedTokens() + " tokens, layer 0 "
-            + tokens + ": a forward call stopped between layers");
-    int[][] perLayer = new int[layers][];
-    for (int l = 0; l < layers; l++) perLayer[l] = layerReplay[l].recordBuffer();
-    return stack(model, experts, topK, scoreFunction(), perLayer, Math.toIntExact(tokens));
+    return RoutingTrace.builder(model, experts, topK, keys, scoreFunction()).addSample(registry.recordedStacked(keys)).build();
   }
 
   /** The score function name traces carry ("softmax"). */
@@ -170,16 +173,6 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
     return router.config().scoreFunction().name().toLowerCase(Locale.ROOT);
   }
 
-  /** Per-layer [tokens, k] rows of layers 0..L-1 as a one-sample trace [tokens, layers, k]. */
-  private static RoutingTrace stack(String model, int experts, int topK, String scoreFunction, int[][] perLayer, int tokens) {
-    int layers = perLayer.length;
-    int[] stacked = new int[Math.multiplyExact(tokens, layers * topK)];
-    for (int l = 0; l < layers; l++)
-      for (int i = 0; i < tokens; i++) System.arraycopy(perLayer[l], i * topK, stacked, (i * layers + l) * topK, topK);
-    int[] ids = new int[layers];
-    for (int l = 0; l < layers; l++) ids[l] = l;
-    return RoutingTrace.builder(model, experts, topK, ids, scoreFunction).addSample(stacked).build();
-  }
 
   /** Writes {@link #recording} as a trace file (safetensors, readable from Python). */
   public RoutingTrace writeRecording(String model, Path file) throws IOException {
@@ -199,9 +192,9 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
           + ", this model " + experts + " top-" + topK);
     int[] pos = new int[layerReplay.length];
     for (int l = 0; l < pos.length; l++) {
-      pos[l] = trace.layerIndex(l);
-      if (pos[l] < 0) throw new IllegalArgumentException("trace has no layer " + l + " (it holds layers "
-          + Arrays.toString(trace.layerIds()) + ")");
+      pos[l] = trace.layerIndex(keys[l]);
+      if (pos[l] < 0) throw new IllegalArgumentException("trace has no " + keys[l] + " (it holds "
+          + Arrays.toString(trace.layerKeys()) + ")");
     }
     long first = trace.sampleOffset(sample);  // checks the sample number
     live();
@@ -212,7 +205,6 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
     replayFirst = first;
     replayEnd = trace.sampleOffset(sample + 1);
     Arrays.fill(replayed, 0);
-    Arrays.fill(calls, 0);
   }
 
   /**
@@ -239,23 +231,22 @@ public final class MixtralRouting implements ExpertRouter, AutoCloseable {
       if (from + tokens > replayEnd)
         throw new IllegalStateException("layer " + layer + ": replay past the end of the recorded sample ("
             + (replayEnd - replayFirst) + " tokens, " + replayed[layer] + " replayed, this call routes " + tokens + ")");
-      // Exactly [tokens, k]: a target is the whole of its array.
+      // Targets are exactly [tokens, k]: the array is the target.
       if (targets[layer].length != tokens * topK) targets[layer] = new int[tokens * topK];
       int[] target = targets[layer];
       replayTrace.copyTokens(from, from + tokens, replayLayer[layer], replayLayer[layer] + 1, target, 0);
-      r.setTarget(calls[layer], target, null, tokens);
+      r.setTargetIndices(target, tokens, null);
       try {
         r.route(router, logits, tokens, outIdx, outWeights);
       } finally {
-        // REPLAY_FORWARD queues the entry for a backward recompute; an inference engine has none. This also
-        // drops RouterReplay's reference to the target, so the array is free for the next call.
+        // Each set also queues the target for a backward recompute (ON_SET); an inference engine has none, so
+        // the queue is emptied, and with it RouterReplay's reference to the array, free for the next call.
         r.clear();
       }
       replayed[layer] += tokens;
     } else {
       r.route(router, logits, tokens, outIdx, outWeights);
     }
-    calls[layer]++;
     if (observer != null) observer.routed(layer, tokens, logits, outIdx, outWeights);
   }
 

@@ -53,7 +53,7 @@ class R3EndToEndTest {
       rollout.setRouter(routing);
       MixtralRouting.Log seen = new MixtralRouting.Log(rollout.layers(), rollout.topK());
       routing.observe(seen);
-      routing.record(prompt.length + NEW_TOKENS);
+      routing.record();
       sequence = Generation.greedy(rollout, prompt, NEW_TOKENS, Generation.Prefill.BATCHED, -1);
       traceFile = tmp.resolve("rollout.safetensors");
       routing.writeRecording("tiny-r3", traceFile);
@@ -195,7 +195,7 @@ class R3EndToEndTest {
     }
     try (MixtralRouting routing = new MixtralRouting(8, 2, 9, Backend.AUTO)) {
       IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> routing.replay(recorded, 0));
-      assertTrue(e.getMessage().contains("no layer 8"), e.getMessage());
+      assertTrue(e.getMessage().contains("no decoder layer 8"), e.getMessage());
     }
     try (MixtralRouting routing = new MixtralRouting(8, 2, 8, Backend.AUTO)) {
       trainer.setRouter(routing);

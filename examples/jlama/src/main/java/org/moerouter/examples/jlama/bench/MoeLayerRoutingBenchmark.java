@@ -85,7 +85,7 @@ public class MoeLayerRoutingBenchmark {
         router = moeRouter;
         break;
       case "replay":
-        moeRouter.record(tokens);
+        moeRouter.record();
         moeRouter.route(0, logits, tokens, idx, weights);
         moeRouter.replay(moeRouter.recording("bench"), 0);
         router = moeRouter;
