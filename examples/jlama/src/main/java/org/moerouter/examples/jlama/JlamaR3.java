@@ -55,6 +55,21 @@ public final class JlamaR3 {
   }
 
   static int run(String[] args, PrintStream out) throws IOException {
+    Path[] made = new Path[1];
+    try {
+      return run(args, out, made);
+    } finally {
+      if (made[0] != null) deleteTree(made[0]);
+    }
+  }
+
+  private static void deleteTree(Path dir) throws IOException {
+    try (java.util.stream.Stream<Path> s = Files.walk(dir)) {
+      for (Path p : (Iterable<Path>) s.sorted(java.util.Comparator.reverseOrder())::iterator) Files.deleteIfExists(p);
+    }
+  }
+
+  private static int run(String[] args, PrintStream out, Path[] made) throws IOException {
     Path model = null, trace = null;
     String prompt = "The quick brown fox jumps over the lazy dog";
     int newTokens = 48;
@@ -85,9 +100,10 @@ public final class JlamaR3 {
     Path tmp = Files.createTempDirectory("jlama-r3");
     String modelName;
     if (model == null) {
+      made[0] = tmp.resolve("tiny-mixtral");
       model = TinyMixtral.builder().layers(8).seed(seed).write(tmp.resolve("tiny-mixtral"));
       modelName = "tiny-mixtral-seed" + seed;
-      out.println("model: tiny random Mixtral (seed " + seed + ", bf16 weights) in " + model);
+      out.println("model: tiny random Mixtral (seed " + seed + ", bf16 weights; its text is noise), deleted at the end");
     } else {
       modelName = model.getFileName().toString();
       out.println("model: " + model);
