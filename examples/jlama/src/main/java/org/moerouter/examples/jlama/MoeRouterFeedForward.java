@@ -29,10 +29,11 @@ import java.util.function.Consumer;
  *   <li>combine: {@code y_t = sum_j w_tj * expert_{idx_tj}(x_t)} ({@link Combine#MIXTRAL}), or the unweighted
  *       sum jlama 0.8.4's MoEBlock computes ({@link Combine#UNWEIGHTED}, for the parity check).</li>
  * </ol>
- * Experts are visited in index order and each expert's rows in token order, so a call's result depends only
- * on its input and the routing, not on how tokens were batched around it. Inputs that cannot be gathered
- * by copying rows (quantized I8 activations, whose block scales live apart) run the experts one token at a
- * time on row slices, in the same order.
+ * Experts are visited in index order and each expert's rows in token order, so a token's sum is formed in
+ * the same order whatever else is in the batch. The last bits still move: jlama's Vector API dot products
+ * end in {@code reduceLanes(ADD)}, whose order differs before and after the JIT compiles them, so the same
+ * call on the same input changes in the last place while the JVM warms up. Matmul inputs must be fp32 or
+ * bf16 (rows are gathered by copying; I8 activations keep their block scales apart).
  *
  * <p>Unlike MoEBlock 0.8.4, a batch of T &gt; 1 tokens is handled row by row correctly (MoEBlock writes the
  * first expert of every token into row 0). Not thread-safe: one forward at a time per model, as in jlama.

@@ -25,6 +25,8 @@ import org.moerouter.Backend;
 
 /** One routed MoE layer against a float64 Mixtral reference, against jlama's MoEBlock, and its routing against jlama's top-k. */
 class MoeRouterFeedForwardTest {
+  /** Differences left by jlama's JIT-dependent reductions (a few float ulps through two matmuls). */
+  private static final float LAST_BITS = 1e-6f;
   private static RoutedMixtralModel fp32;
   private static RoutedMixtralModel checkpoint;
   private static MixtralRouting routing;
@@ -67,9 +69,14 @@ class MoeRouterFeedForwardTest {
     }
   }
 
+  /**
+   * Same kernels, same order of the two expert outputs: equal up to the last bits, which jlama's Vector API
+   * reductions change while the JIT warms up (the same call, same input, moves by an ulp: see
+   * MoeRouterFeedForward), so not bit for bit across two calls.
+   */
   @ParameterizedTest(name = "{0}")
   @EnumSource(value = RoutedMixtralModel.Precision.class, names = {"CHECKPOINT", "FP32"})
-  void unweightedCombineEqualsJlamasMoEBlockBitForBitOneTokenAtATime(RoutedMixtralModel.Precision precision) {
+  void unweightedCombineEqualsJlamasMoEBlockOneTokenAtATime(RoutedMixtralModel.Precision precision) {
     RoutedMixtralModel m = model(precision);
     m.setCombine(MoeRouterFeedForward.Combine.UNWEIGHTED);
     try {
@@ -80,8 +87,8 @@ class MoeRouterFeedForwardTest {
         try (AbstractTensor ours = m.moeLayer(0).forward(x, Optional.empty());
             AbstractTensor theirs = jlama.forward(x, Optional.empty())) {
           for (int i = 0; i < d; i++)
-            assertEquals(Float.floatToIntBits(theirs.get(0, i)), Float.floatToIntBits(ours.get(0, i)),
-                precision + " token " + t + " [" + i + "]: " + ours.get(0, i) + " vs MoEBlock " + theirs.get(0, i));
+            assertEquals(theirs.get(0, i), ours.get(0, i), LAST_BITS * Math.max(1, Math.abs(theirs.get(0, i))),
+                precision + " token " + t + " [" + i + "]");
         }
       }
     } finally {
@@ -109,14 +116,12 @@ class MoeRouterFeedForwardTest {
   }
 
   @Test
-  void batchedRowsEqualTheSameTokensRoutedAloneInFp32() {
-    // jlama's fp32 GEMM computes every entry with the same operations whatever the tile; its bf16 GEMM
-    // does not (the CHECKPOINT path of a bf16 checkpoint moves by rounding with the batch size).
-    assertBatchInvariance(fp32, 0f);
-    assertBatchInvariance(checkpoint, 1e-5f);
+  void batchedRowsEqualTheSameTokensRoutedAlone() {
+    assertBatchInvariance(fp32);
+    assertBatchInvariance(checkpoint);
   }
 
-  private static void assertBatchInvariance(RoutedMixtralModel m, float tolerance) {
+  private static void assertBatchInvariance(RoutedMixtralModel m) {
     int d = m.getConfig().embeddingLength, tokens = 23;
     AbstractTensor x = TinyModels.input(tokens, d, 901, m.matmulInputType());
     try (AbstractTensor batch = m.moeLayer(1).forward(x, Optional.empty())) {
@@ -124,7 +129,7 @@ class MoeRouterFeedForwardTest {
         try (AbstractTensor one = m.moeLayer(1).forward(x.slice(true, t), Optional.empty())) {
           float[] a = TinyModels.row(one, 0), b = TinyModels.row(batch, t);
           for (int i = 0; i < d; i++)
-            assertEquals(a[i], b[i], tolerance * Math.max(1, Math.abs(a[i])), m.matmulInputType() + " token " + t + " of " + tokens + " [" + i + "]");
+            assertEquals(a[i], b[i], LAST_BITS * Math.max(1, Math.abs(a[i])), m.matmulInputType() + " token " + t + " of " + tokens + " [" + i + "]");
         }
       }
     }
