@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs the jlama example (jlama's Mixtral routed by moe-router) on a JDK 22+.
 #
 #   examples/jlama/run.sh [r3] [options]     R3 record/replay demo (JlamaR3; --help lists the options)
@@ -18,8 +19,8 @@ MOD="$ROOT/examples/jlama"
 STAMP="$MOD/target/run.stamp"
 if [[ ${REBUILD:-0} == 1 || ! -f "$STAMP" || -n $(find "$ROOT/pom.xml" "$ROOT/native" "$ROOT/java/pom.xml" "$ROOT/java/src/main" \
       "$MOD/pom.xml" "$MOD/src/main" -newer "$STAMP" -print -quit) ]]; then
-  echo "[run.sh] building examples/jlama (mvn -B -q -Pjlama -pl examples/jlama -am -DskipTests package)" >&2
-  (cd "$ROOT" && mvn -B -q -Pjlama -Djlama.jdk="$JDK" -pl examples/jlama -am -DskipTests package)
+  echo "[run.sh] building examples/jlama (mvn -B -q -Djdk22=$JDK -pl examples/jlama -am -DskipTests package)" >&2
+  (cd "$ROOT" && mvn -B -q -Djdk22="$JDK" -pl examples/jlama -am -DskipTests package)
   touch "$STAMP"
 fi
 

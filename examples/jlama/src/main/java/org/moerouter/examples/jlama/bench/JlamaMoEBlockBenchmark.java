@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 package org.moerouter.examples.jlama.bench;
 
 import com.github.tjake.jlama.model.MoEBlock;
