@@ -39,11 +39,11 @@ Inputs make_inputs(const Config& c, int64_t bad_row, std::mt19937_64& rng, Route
   in.live_w.resize(n);
   in.replay_w.resize(n);
   in.grad.resize((size_t)kT * c.E);
-  MK(moe_route(r.cpu, in.logits.data(), MOE_DTYPE_F32, kT, nullptr, nullptr, in.live_idx.data(), in.live_w.data(),
+  MK(moe_route(r.cpu, in.logits.data(), MOE_DTYPE_F32, kT, nullptr, nullptr, in.live_idx.data(), in.live_w.data(), nullptr,
                nullptr, nullptr));
   MK(moe_route(r.cpu, in.logits.data(), MOE_DTYPE_F32, kT, in.valid.data(), nullptr, in.replay_idx.data(),
-               in.replay_w.data(), nullptr, nullptr));
-  MK(moe_route_backward(r.cpu, in.logits.data(), MOE_DTYPE_F32, kT, in.valid.data(), in.dw.data(), in.grad.data(),
+               in.replay_w.data(), nullptr, nullptr, nullptr));
+  MK(moe_route_backward(r.cpu, in.logits.data(), MOE_DTYPE_F32, kT, in.valid.data(), in.dw.data(), nullptr, in.grad.data(),
                         nullptr));
   return in;
 }
@@ -125,9 +125,9 @@ void rejection_beside_valid_call(const Config& c) {
   for (int i = 0; i < 6; ++i) {
     Slot& s = *slots[i];
     const bool bad = i % 2 == 0;
-    MK(moe_route(r.gpu, s.logits.p, MOE_DTYPE_F32, kT, bad ? s.invalid.p : s.valid.p, nullptr, s.idx.p, s.w.p, s.nf.p,
+    MK(moe_route(r.gpu, s.logits.p, MOE_DTYPE_F32, kT, bad ? s.invalid.p : s.valid.p, nullptr, s.idx.p, s.w.p, nullptr, s.nf.p,
                  (i / 2) % 2 ? a : b));
-    MK(moe_route_backward(r.gpu, s.logits.p, MOE_DTYPE_F32, kT, bad ? s.invalid.p : s.valid.p, s.dw.p, s.grad.p,
+    MK(moe_route_backward(r.gpu, s.logits.p, MOE_DTYPE_F32, kT, bad ? s.invalid.p : s.valid.p, s.dw.p, nullptr, s.grad.p,
                           (i / 2) % 2 ? b : a));
   }
   CK(cudaStreamSynchronize(a));
@@ -170,7 +170,7 @@ void threads_and_streams(const Config& c, bool quick) {
         const bool bad = (i + t) % 3 == 0;
         slot.poison();
         if (moe_route(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, bad ? slot.invalid.p : slot.valid.p, nullptr, slot.idx.p,
-                      slot.w.p, slot.nf.p, s) != MOE_OK) {
+                      slot.w.p, nullptr, slot.nf.p, s) != MOE_OK) {
           ++failures[t];
           continue;
         }
@@ -200,8 +200,8 @@ void destroyed_stream() {
   Inputs in = make_inputs(c, 30, rng, r);
   Slot ok(in), bad(in);
   cudaStream_t s = new_stream();
-  MK(moe_route(r.gpu, ok.logits.p, MOE_DTYPE_F32, kT, ok.valid.p, nullptr, ok.idx.p, ok.w.p, ok.nf.p, s));
-  MK(moe_route(r.gpu, bad.logits.p, MOE_DTYPE_F32, kT, bad.invalid.p, nullptr, bad.idx.p, bad.w.p, bad.nf.p, s));
+  MK(moe_route(r.gpu, ok.logits.p, MOE_DTYPE_F32, kT, ok.valid.p, nullptr, ok.idx.p, ok.w.p, nullptr, ok.nf.p, s));
+  MK(moe_route(r.gpu, bad.logits.p, MOE_DTYPE_F32, kT, bad.invalid.p, nullptr, bad.idx.p, bad.w.p, nullptr, bad.nf.p, s));
   CK(cudaStreamDestroy(s));  // legal with work pending: it still runs
   expect_check(r.gpu, 30, "destroyed stream");
   expect_replayed("destroyed stream", in, ok);
@@ -223,14 +223,14 @@ void graphs(const Config& c) {
   auto capture = [&](bool with_bad, cudaGraphExec_t* exec) {
     cudaGraph_t g;
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    int st1 = moe_route(r.gpu, good.logits.p, MOE_DTYPE_F32, kT, good.valid.p, nullptr, good.idx.p, good.w.p,
+    int st1 = moe_route(r.gpu, good.logits.p, MOE_DTYPE_F32, kT, good.valid.p, nullptr, good.idx.p, good.w.p, nullptr,
                         good.nf.p, s);
-    int st2 = moe_route_backward(r.gpu, good.logits.p, MOE_DTYPE_F32, kT, good.valid.p, good.dw.p, good.grad.p, s);
-    int st3 = with_bad ? moe_route(r.gpu, bad.logits.p, MOE_DTYPE_F32, kT, bad.invalid.p, nullptr, bad.idx.p, bad.w.p,
+    int st2 = moe_route_backward(r.gpu, good.logits.p, MOE_DTYPE_F32, kT, good.valid.p, good.dw.p, nullptr, good.grad.p, s);
+    int st3 = with_bad ? moe_route(r.gpu, bad.logits.p, MOE_DTYPE_F32, kT, bad.invalid.p, nullptr, bad.idx.p, bad.w.p, nullptr,
                                    bad.nf.p, s)
-                       : moe_route(r.gpu, live.logits.p, MOE_DTYPE_F32, kT, nullptr, nullptr, live.idx.p, live.w.p,
+                       : moe_route(r.gpu, live.logits.p, MOE_DTYPE_F32, kT, nullptr, nullptr, live.idx.p, live.w.p, nullptr,
                                    live.nf.p, s);
-    int st4 = moe_route(r.gpu, live.logits.p, MOE_DTYPE_F32, 0, live.valid.p, nullptr, live.idx.p, live.w.p, nullptr, s);
+    int st4 = moe_route(r.gpu, live.logits.p, MOE_DTYPE_F32, 0, live.valid.p, nullptr, live.idx.p, live.w.p, nullptr, nullptr, s);
     cudaError_t e = cudaStreamEndCapture(s, &g);
     ++g_checks;
     if (st1 || st2 || st3 || st4 || e != cudaSuccess) {
@@ -298,7 +298,7 @@ void graph_slots_recycle(const Config& c, int rounds) {
     for (int attempt = 0; attempt < 200 && st == MOE_ERR_OUT_OF_MEMORY; ++attempt) {
       cudaGraph_t g;
       CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-      st = moe_route_backward(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, slot.valid.p, slot.dw.p, slot.grad.p, s);
+      st = moe_route_backward(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, slot.valid.p, slot.dw.p, nullptr, slot.grad.p, s);
       CK(cudaStreamEndCapture(s, &g));
       if (st == MOE_OK) {
         cudaGraphExec_t x;
@@ -333,9 +333,9 @@ void caller_error_state(const Config& c) {
   std::vector<int32_t> hi(in.valid.size());
   std::vector<float> hw(in.valid.size());
   int st[5];
-  st[0] = moe_route(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, slot.valid.p, nullptr, slot.idx.p, slot.w.p, slot.nf.p, s);
-  st[1] = moe_route_backward(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, slot.valid.p, slot.dw.p, slot.grad.p, s);
-  st[2] = moe_route_host(r.gpu, in.logits.data(), MOE_DTYPE_F32, kT, nullptr, nullptr, hi.data(), hw.data(), nullptr);
+  st[0] = moe_route(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, slot.valid.p, nullptr, slot.idx.p, slot.w.p, nullptr, slot.nf.p, s);
+  st[1] = moe_route_backward(r.gpu, slot.logits.p, MOE_DTYPE_F32, kT, slot.valid.p, slot.dw.p, nullptr, slot.grad.p, s);
+  st[2] = moe_route_host(r.gpu, in.logits.data(), MOE_DTYPE_F32, kT, nullptr, nullptr, hi.data(), hw.data(), nullptr, nullptr);
   st[3] = moe_router_check_replay(r.gpu, nullptr, nullptr);
   st[4] = moe_cuda_device_count() > 0 ? MOE_OK : MOE_ERR_NO_DEVICE;
   const cudaError_t after = cudaPeekAtLastError();
@@ -354,7 +354,7 @@ void caller_error_state(const Config& c) {
   std::vector<float> big((size_t)300000 * c.E);
   std::vector<int32_t> bi((size_t)300000 * c.k);
   std::vector<float> bw(bi.size());
-  const int fs = moe_route_host(r.gpu, big.data(), MOE_DTYPE_F32, 300000, nullptr, nullptr, bi.data(), bw.data(), nullptr);
+  const int fs = moe_route_host(r.gpu, big.data(), MOE_DTYPE_F32, 300000, nullptr, nullptr, bi.data(), bw.data(), nullptr, nullptr);
   simt::set_device_memory_limit((size_t)16 << 30);
   ++g_checks;
   if (fs != MOE_ERR_CUDA || cudaPeekAtLastError() != cudaSuccess)
@@ -372,9 +372,9 @@ void check_replay_takes_all(const Config& c) {
   Inputs late = make_inputs(c, 7, rng, r), early = make_inputs(c, 3, rng, r);
   Slot s7(late), s3(early);
   cudaStream_t a = new_stream(), b = new_stream();
-  MK(moe_route(r.gpu, s7.logits.p, MOE_DTYPE_F32, kT, s7.invalid.p, nullptr, s7.idx.p, s7.w.p, s7.nf.p, a));
+  MK(moe_route(r.gpu, s7.logits.p, MOE_DTYPE_F32, kT, s7.invalid.p, nullptr, s7.idx.p, s7.w.p, nullptr, s7.nf.p, a));
   CK(cudaStreamSynchronize(a));
-  MK(moe_route(r.gpu, s3.logits.p, MOE_DTYPE_F32, kT, s3.invalid.p, nullptr, s3.idx.p, s3.w.p, s3.nf.p, b));
+  MK(moe_route(r.gpu, s3.logits.p, MOE_DTYPE_F32, kT, s3.invalid.p, nullptr, s3.idx.p, s3.w.p, nullptr, s3.nf.p, b));
   expect_check(r.gpu, 3, "two streams' rejections");
   expect_check(r.gpu, -1, "two streams' rejections, second check");
   CK(cudaStreamDestroy(a));

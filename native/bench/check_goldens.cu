@@ -224,16 +224,16 @@ void check_golden(const Golden& g, int dtype, cudaStream_t stream) {
     std::vector<int32_t> ci((size_t)T * k), hi((size_t)T * k, -7);
     std::vector<float> cw((size_t)T * k), hw((size_t)T * k, -1.0f);
     int64_t cnf = -1, hnf = -1;
-    MK(moe_route(r.cpu, logits.data(), dtype, T, rep, nullptr, ci.data(), cw.data(), &cnf, nullptr));
+    MK(moe_route(r.cpu, logits.data(), dtype, T, rep, nullptr, ci.data(), cw.data(), nullptr, &cnf, nullptr));
     d_idx.poison();
     d_w.poison();
     d_nf.poison();
-    MK(moe_route(r.gpu, d_logits.p, dtype, T, replay ? d_rep.p : nullptr, nullptr, d_idx.p, d_w.p, d_nf.p, stream));
+    MK(moe_route(r.gpu, d_logits.p, dtype, T, replay ? d_rep.p : nullptr, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
     CK(cudaStreamSynchronize(stream));
     const std::vector<int32_t> gi = d_idx.down();
     const std::vector<float> gw = d_w.down();
     compare_route(tag + what + "/device", T, k, ci, cw, cnf, gi, gw, d_nf.down()[0]);
-    MK(moe_route_host(r.gpu, logits.data(), dtype, T, rep, nullptr, hi.data(), hw.data(), &hnf));
+    MK(moe_route_host(r.gpu, logits.data(), dtype, T, rep, nullptr, hi.data(), hw.data(), nullptr, &hnf));
     compare_route(tag + what + "/host", T, k, ci, cw, cnf, hi, hw, hnf);
     if (dtype == MOE_DTYPE_F32) {
       ++g_checks;
@@ -243,13 +243,13 @@ void check_golden(const Golden& g, int dtype, cudaStream_t stream) {
     // backward at the indices just used
     const std::vector<int32_t>& ix = replay ? g.replay_idx : g.live_idx;
     std::vector<float> cg((size_t)T * E), hg((size_t)T * E, 7.0f);
-    MK(moe_route_backward(r.cpu, logits.data(), dtype, T, ix.data(), g.dw.data(), cg.data(), nullptr));
+    MK(moe_route_backward(r.cpu, logits.data(), dtype, T, ix.data(), g.dw.data(), nullptr, cg.data(), nullptr));
     d_grad.poison();
-    MK(moe_route_backward(r.gpu, d_logits.p, dtype, T, replay ? d_rep.p : d_live.p, d_dw.p, d_grad.p, stream));
+    MK(moe_route_backward(r.gpu, d_logits.p, dtype, T, replay ? d_rep.p : d_live.p, d_dw.p, nullptr, d_grad.p, stream));
     CK(cudaStreamSynchronize(stream));
     const std::vector<float> gg = d_grad.down();
     compare_grad(tag + what + " backward/device", cg, gg);
-    MK(moe_route_backward_host(r.gpu, logits.data(), dtype, T, ix.data(), g.dw.data(), hg.data()));
+    MK(moe_route_backward_host(r.gpu, logits.data(), dtype, T, ix.data(), g.dw.data(), nullptr, hg.data()));
     compare_grad(tag + what + " backward/host", cg, hg);
     if (dtype == MOE_DTYPE_F32) compare_golden(tag + what + " gradients", gg, replay ? g.replay_grad : g.live_grad, kRel, 1e-6);
   }
@@ -316,19 +316,19 @@ void check_empty(const Config& c, cudaStream_t stream) {
   d_grad.poison();
   d_nf.poison();
   ++g_checks;
-  int st1 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, 0, nullptr, nullptr, d_idx.p, d_w.p, d_nf.p, stream);
+  int st1 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, 0, nullptr, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream);
   CK(cudaStreamSynchronize(stream));
   const int64_t nf1 = d_nf.down()[0];
   d_nf.poison();
-  int st2 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, 0, d_rep.p, d_mask.p, d_idx.p, d_w.p, d_nf.p, stream);
-  int st3 = moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F16, 0, d_rep.p, d_w.p, d_grad.p, stream);
+  int st2 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, 0, d_rep.p, d_mask.p, d_idx.p, d_w.p, nullptr, d_nf.p, stream);
+  int st3 = moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F16, 0, d_rep.p, d_w.p, nullptr, d_grad.p, stream);
   CK(cudaStreamSynchronize(stream));
   const int64_t nf2 = d_nf.down()[0];
   int64_t hnf = -1;
   int32_t hi = -7;
   float hw = -1.0f, hg = -1.0f;
-  int st4 = moe_route_host(r.gpu, &hw, MOE_DTYPE_F32, 0, &hi, nullptr, &hi, &hw, &hnf);
-  int st5 = moe_route_backward_host(r.gpu, &hw, MOE_DTYPE_F32, 0, &hi, &hw, &hg);
+  int st4 = moe_route_host(r.gpu, &hw, MOE_DTYPE_F32, 0, &hi, nullptr, &hi, &hw, nullptr, &hnf);
+  int st5 = moe_route_backward_host(r.gpu, &hw, MOE_DTYPE_F32, 0, &hi, &hw, nullptr, &hg);
   int st6 = moe_router_check_replay(r.gpu, nullptr, nullptr);
   bool untouched = true;
   for (int32_t v : d_idx.down()) untouched &= v == -1;

@@ -188,7 +188,8 @@ struct Routers {
     std::normal_distribution<float> nd(0.0f, 0.05f);
     for (auto& b : bias) b = nd(rng);
     const float* b = c.bias_values ? c.bias_values : c.bias ? bias.data() : nullptr;
-    moe_router_config cfg{c.E, c.k, c.score, c.pre, c.G, c.Gk, c.scale, b};
+    moe_router_config cfg{c.E, c.k, c.score, c.pre, c.G, c.Gk, c.scale, b, MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM,
+                          MOE_NONFINITE_PROPAGATE, MOE_MINUS_ONE_REJECT};
     MK(moe_router_create(&cfg, MOE_BACKEND_CPU, 0, &cpu));
     MK(moe_router_create(&cfg, MOE_BACKEND_CUDA, 0, &gpu));
   }
@@ -217,14 +218,14 @@ inline void check_case_logits(const Config& c, int dtype, int64_t T, int mode, c
   std::vector<int32_t> ci((size_t)T * k, -7), hi((size_t)T * k, -7);
   std::vector<float> cw((size_t)T * k, -1.0f), hw((size_t)T * k, -1.0f);
   int64_t cnf = -1, hnf = -1;
-  MK(moe_route(r.cpu, logits.data(), dtype, T, nullptr, nullptr, ci.data(), cw.data(), &cnf, nullptr));
+  MK(moe_route(r.cpu, logits.data(), dtype, T, nullptr, nullptr, ci.data(), cw.data(), nullptr, &cnf, nullptr));
   d_idx.poison();
   d_w.poison();
   d_nf.poison();
-  MK(moe_route(r.gpu, d_logits.p, dtype, T, nullptr, nullptr, d_idx.p, d_w.p, d_nf.p, stream));
+  MK(moe_route(r.gpu, d_logits.p, dtype, T, nullptr, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
   CK(cudaStreamSynchronize(stream));
   compare_route(label(c, dtype, T, mode, "live/device"), T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
-  MK(moe_route_host(r.gpu, logits.data(), dtype, T, nullptr, nullptr, hi.data(), hw.data(), &hnf));
+  MK(moe_route_host(r.gpu, logits.data(), dtype, T, nullptr, nullptr, hi.data(), hw.data(), nullptr, &hnf));
   compare_route(label(c, dtype, T, mode, "live/host"), T, k, ci, cw, cnf, hi, hw, hnf);
 
   // ---- replay: full, masked, in place
@@ -236,7 +237,7 @@ inline void check_case_logits(const Config& c, int dtype, int64_t T, int mode, c
   for (int variant = 0; variant < 3; ++variant) {
     const uint8_t* hmask = variant == 1 ? mask.data() : nullptr;
     const char* vname = variant == 0 ? "replay" : variant == 1 ? "replay+mask" : "replay in place";
-    MK(moe_route(r.cpu, logits.data(), dtype, T, rep.data(), hmask, ci.data(), cw.data(), &cnf, nullptr));
+    MK(moe_route(r.cpu, logits.data(), dtype, T, rep.data(), hmask, ci.data(), cw.data(), nullptr, &cnf, nullptr));
     d_w.poison();
     d_nf.poison();
     const int32_t* rp = d_replay.p;
@@ -247,7 +248,7 @@ inline void check_case_logits(const Config& c, int dtype, int64_t T, int mode, c
     } else {
       d_idx.poison();
     }
-    MK(moe_route(r.gpu, d_logits.p, dtype, T, rp, variant == 1 ? d_mask.p : nullptr, d_idx.p, d_w.p, d_nf.p, stream));
+    MK(moe_route(r.gpu, d_logits.p, dtype, T, rp, variant == 1 ? d_mask.p : nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
     CK(cudaStreamSynchronize(stream));
     int64_t bad_row = 0;
     int reason = 0;
@@ -258,7 +259,7 @@ inline void check_case_logits(const Config& c, int dtype, int64_t T, int mode, c
     compare_route(l + "/device", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
     std::fill(hi.begin(), hi.end(), -7);
     std::fill(hw.begin(), hw.end(), -1.0f);
-    MK(moe_route_host(r.gpu, logits.data(), dtype, T, rep.data(), hmask, hi.data(), hw.data(), &hnf));
+    MK(moe_route_host(r.gpu, logits.data(), dtype, T, rep.data(), hmask, hi.data(), hw.data(), nullptr, &hnf));
     compare_route(l + "/host", T, k, ci, cw, cnf, hi, hw, hnf);
   }
 
@@ -270,18 +271,18 @@ inline void check_case_logits(const Config& c, int dtype, int64_t T, int mode, c
   d_dw.up(dw.data());
   std::vector<int32_t> live_idx((size_t)T * k);
   std::vector<float> tmpw((size_t)T * k);
-  MK(moe_route(r.cpu, logits.data(), dtype, T, nullptr, nullptr, live_idx.data(), tmpw.data(), nullptr, nullptr));
+  MK(moe_route(r.cpu, logits.data(), dtype, T, nullptr, nullptr, live_idx.data(), tmpw.data(), nullptr, nullptr, nullptr));
   for (int which = 0; which < 2; ++which) {
     const std::vector<int32_t>& ix = which == 0 ? live_idx : rep;
     std::vector<float> cg((size_t)T * E, 7.0f), hg((size_t)T * E, 7.0f);
-    MK(moe_route_backward(r.cpu, logits.data(), dtype, T, ix.data(), dw.data(), cg.data(), nullptr));
+    MK(moe_route_backward(r.cpu, logits.data(), dtype, T, ix.data(), dw.data(), nullptr, cg.data(), nullptr));
     d_replay.up(ix.data());
     d_grad.poison();
-    MK(moe_route_backward(r.gpu, d_logits.p, dtype, T, d_replay.p, d_dw.p, d_grad.p, stream));
+    MK(moe_route_backward(r.gpu, d_logits.p, dtype, T, d_replay.p, d_dw.p, nullptr, d_grad.p, stream));
     CK(cudaStreamSynchronize(stream));
     std::string l = label(c, dtype, T, mode, which == 0 ? "backward(live idx)" : "backward(replay idx)");
     compare_grad(l + "/device", cg, d_grad.down());
-    MK(moe_route_backward_host(r.gpu, logits.data(), dtype, T, ix.data(), dw.data(), hg.data()));
+    MK(moe_route_backward_host(r.gpu, logits.data(), dtype, T, ix.data(), dw.data(), nullptr, hg.data()));
     compare_grad(l + "/host", cg, hg);
   }
 }

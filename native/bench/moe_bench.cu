@@ -182,7 +182,8 @@ int main(int argc, char** argv) {
   for (const Config& c : configs) {
     std::vector<float> bias(c.E);
     for (auto& b : bias) b = nd(rng) * 0.05f;
-    moe_router_config cfg{c.E, c.k, c.score, 0, c.G, c.Gk, c.scale, c.bias ? bias.data() : nullptr};
+    moe_router_config cfg{c.E, c.k, c.score, 0, c.G, c.Gk, c.scale, c.bias ? bias.data() : nullptr,
+                          MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_PROPAGATE, MOE_MINUS_ONE_REJECT};
     moe_router* r = nullptr;
     MK(moe_router_create(&cfg, MOE_BACKEND_CUDA, 0, &r));
     for (int dtype : dtypes)
@@ -223,14 +224,14 @@ int main(int argc, char** argv) {
             (unsigned)std::min<int64_t>(((int64_t)ik + 255) / 256, (int64_t)prop.multiProcessorCount * 16);
 
         double live = timer.median_us(iters, [&](int i) {
-          MK(moe_route(r, L(i), dtype, T, nullptr, nullptr, d_idx, d_w, d_nf, s));
+          MK(moe_route(r, L(i), dtype, T, nullptr, nullptr, d_idx, d_w, nullptr, d_nf, s));
         }, s);
         double live_floor = timer.median_us(iters, [&](int i) {
           floor_live<<<warps_grid, 256, 0, s>>>(reinterpret_cast<const uint4*>(L(i)), T, (int)(c.E * esz / 16), c.k,
                                                 d_idx, d_w);
         }, s);
         double rep = timer.median_us(iters, [&](int i) {
-          MK(moe_route(r, L(i), dtype, T, R(i), nullptr, d_idx, d_w, d_nf, s));
+          MK(moe_route(r, L(i), dtype, T, R(i), nullptr, d_idx, d_w, nullptr, d_nf, s));
         }, s);
         double rep_floor = timer.median_us(iters, [&](int i) {
           if (dtype == MOE_DTYPE_F32)
@@ -241,7 +242,7 @@ int main(int argc, char** argv) {
                                                             R(i), d_idx, d_w);
         }, s);
         double bwd = timer.median_us(iters, [&](int i) {
-          MK(moe_route_backward(r, L(i), dtype, T, R(i), DW(i), d_grad, s));
+          MK(moe_route_backward(r, L(i), dtype, T, R(i), DW(i), nullptr, d_grad, s));
         }, s);
         double bwd_floor = timer.median_us(iters, [&](int i) {
           floor_backward<<<warps_grid, 256, 0, s>>>(T, c.E, c.k, R(i), DW(i), d_grad);

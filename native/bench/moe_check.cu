@@ -46,8 +46,8 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   CK(cudaMemset(d_dw.p, 0, rep.size() * 4));
   CK(cudaDeviceSynchronize());  // cudaMemset is asynchronous; the legacy stream does not order `stream`
   ++g_checks;
-  MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, nullptr, d_idx.p, d_w.p, d_nf.p, stream));
-  MK(moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_dw.p, d_grad.p, stream));
+  MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
+  MK(moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_dw.p, nullptr, d_grad.p, stream));
   CK(cudaStreamSynchronize(stream));
   for (int32_t v : d_idx.down())
     if (v != -1) {
@@ -80,7 +80,7 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   std::vector<int32_t> hi(rep.size(), -7);
   std::vector<float> hw(rep.size(), -1.0f);
   int64_t nf = -3;
-  st = moe_route_host(r.gpu, logits.data(), MOE_DTYPE_F32, T, rep.data(), nullptr, hi.data(), hw.data(), &nf);
+  st = moe_route_host(r.gpu, logits.data(), MOE_DTYPE_F32, T, rep.data(), nullptr, hi.data(), hw.data(), nullptr, &nf);
   char expect[64];
   snprintf(expect, sizeof expect, "row %lld", (long long)first);
   if (st != MOE_ERR_INVALID_REPLAY || !strstr(moe_last_error_message(), expect))
@@ -97,14 +97,14 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   mask[oor_row] = 0;
   DBuf<uint8_t> d_mask((size_t)T);
   d_mask.up(mask.data());
-  MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_mask.p, d_idx.p, d_w.p, d_nf.p, stream));
+  MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_mask.p, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
   CK(cudaStreamSynchronize(stream));
   if (moe_router_check_replay(r.gpu, &bad_row, &reason) != MOE_OK)
     failf("%s masked-out bad rows were rejected (row %lld)", c.name, (long long)bad_row);
   std::vector<int32_t> ci(rep.size());
   std::vector<float> cw(rep.size());
   int64_t cnf = 0;
-  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_F32, T, rep.data(), mask.data(), ci.data(), cw.data(), &cnf, nullptr));
+  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_F32, T, rep.data(), mask.data(), ci.data(), cw.data(), nullptr, &cnf, nullptr));
   compare_route(std::string(c.name) + " masked bad rows", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
 }
 
@@ -129,9 +129,9 @@ void check_graph(const Config& c, std::mt19937_64& rng) {
   cudaGraphExec_t exec;
   ++g_checks;
   CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  int s1 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, nullptr, nullptr, d_idx.p, d_w.p, d_nf.p, s);
-  int s2 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, nullptr, d_idx2.p, d_w2.p, d_nf2.p, s);
-  int s3 = moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, d_dw.p, d_grad.p, s);
+  int s1 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, nullptr, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, s);
+  int s2 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, nullptr, d_idx2.p, d_w2.p, nullptr, d_nf2.p, s);
+  int s3 = moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, d_dw.p, nullptr, d_grad.p, s);
   cudaError_t ce = cudaStreamEndCapture(s, &graph);
   if (s1 != MOE_OK || s2 != MOE_OK || s3 != MOE_OK || ce != cudaSuccess) {
     failf("%s graph capture failed: %d %d %d %s (%s)", c.name, s1, s2, s3, cudaGetErrorString(ce),
@@ -152,9 +152,9 @@ void check_graph(const Config& c, std::mt19937_64& rng) {
   std::vector<int32_t> ci(rep.size()), ci2(rep.size());
   std::vector<float> cw(rep.size()), cw2(rep.size()), cg((size_t)T * E);
   int64_t cnf = 0, cnf2 = 0;
-  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, nullptr, nullptr, ci.data(), cw.data(), &cnf, nullptr));
-  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), nullptr, ci2.data(), cw2.data(), &cnf2, nullptr));
-  MK(moe_route_backward(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), dw.data(), cg.data(), nullptr));
+  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, nullptr, nullptr, ci.data(), cw.data(), nullptr, &cnf, nullptr));
+  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), nullptr, ci2.data(), cw2.data(), nullptr, &cnf2, nullptr));
+  MK(moe_route_backward(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), dw.data(), nullptr, cg.data(), nullptr));
   compare_route(std::string(c.name) + " graph live", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
   compare_route(std::string(c.name) + " graph replay", T, k, ci2, cw2, cnf2, d_idx2.down(), d_w2.down(),
                 d_nf2.down()[0]);

@@ -2,7 +2,8 @@
 /*
  * moe-router C ABI: MoE token-to-expert routing with replay, for CPU and CUDA.
  *
- * Semantics: ROUTING_SPEC.md (scores, group-limited top-k, weights, replay, backward).
+ * Semantics: ROUTING_SPEC.md (scores, group-limited top-k, weights, replay, backward, the
+ * non-finite policy and replay rows of -1: sections 1-5).
  * Every function returns a moe_status (0 = MOE_OK); moe_status_string() names a code and
  * moe_last_error_message() gives the detail of the calling thread's last failure.
  *
@@ -28,12 +29,29 @@ typedef enum moe_status {
   MOE_ERR_NO_DEVICE = 4,        /* CUDA compiled in, but no usable device */
   MOE_ERR_CUDA = 5,             /* a CUDA runtime call failed */
   MOE_ERR_OUT_OF_MEMORY = 6,
-  MOE_ERR_INTERNAL = 7
+  MOE_ERR_INTERNAL = 7,
+  MOE_ERR_NONFINITE = 8         /* non-finite policy ERROR: a logit the call reads is NaN or +-inf */
 } moe_status;
 
 typedef enum moe_backend { MOE_BACKEND_CPU = 1, MOE_BACKEND_CUDA = 2 } moe_backend;
 typedef enum moe_dtype { MOE_DTYPE_F32 = 0, MOE_DTYPE_BF16 = 1, MOE_DTYPE_F16 = 2 } moe_dtype;
-typedef enum moe_score_fn { MOE_SCORE_SOFTMAX = 0, MOE_SCORE_SIGMOID = 1 } moe_score_fn;
+typedef enum moe_score_fn { MOE_SCORE_SOFTMAX = 0, MOE_SCORE_SIGMOID = 1, MOE_SCORE_SQRTSOFTPLUS = 2 } moe_score_fn;
+/* Weight renormalisation (spec section 3). DEFAULT: on for sigmoid and sqrtsoftplus, off for softmax
+ * pre; softmax post is normalised by construction and rejects OFF. k = 1 is never normalised. */
+typedef enum moe_normalize { MOE_NORMALIZE_DEFAULT = 0, MOE_NORMALIZE_ON = 1, MOE_NORMALIZE_OFF = 2 } moe_normalize;
+/* Group score from the routing scores R of a group (spec section 2): the sum of its top
+ * floor(k / group_topk) values, of its top 2 values, or its largest value. */
+typedef enum moe_group_score { MOE_GROUP_TOPK_SUM = 0, MOE_GROUP_TOP2_SUM = 1, MOE_GROUP_MAX = 2 } moe_group_score;
+/* Rows whose read logits hold NaN or +-inf (spec section 2): weights may be NaN (PROPAGATE), weights
+ * and logit gradients are 0 (ZERO), or the call is rejected naming the first such row (ERROR). */
+typedef enum moe_nonfinite { MOE_NONFINITE_PROPAGATE = 0, MOE_NONFINITE_ZERO = 1, MOE_NONFINITE_ERROR = 2 } moe_nonfinite;
+/* Replay rows that are all -1 (spec section 4): rejected, routed live, or replayed as 0..k-1.
+ * A row mixing -1 and experts is always rejected. */
+typedef enum moe_minus_one_rows {
+  MOE_MINUS_ONE_REJECT = 0,
+  MOE_MINUS_ONE_LIVE = 1,
+  MOE_MINUS_ONE_ARANGE = 2
+} moe_minus_one_rows;
 
 /* Limits shared by every backend (the Java reference enforces the same ones). */
 #define MOE_MAX_EXPERTS 4096
@@ -47,7 +65,9 @@ typedef enum moe_score_fn { MOE_SCORE_SOFTMAX = 0, MOE_SCORE_SIGMOID = 1 } moe_s
 
 typedef struct moe_router moe_router; /* opaque */
 
-/* Router configuration. num_groups = 0 (or 1 with group_topk 1) means no group limit. */
+/* Router configuration. num_groups = 0 (or 1 with group_topk 1) means no group limit.
+ * Fields after expert_bias were added later: 0 is the spec default, so positional initialisers
+ * that stop at expert_bias keep their meaning. */
 typedef struct moe_router_config {
   int32_t num_experts;
   int32_t top_k;
@@ -56,7 +76,11 @@ typedef struct moe_router_config {
   int32_t num_groups;
   int32_t group_topk;
   float scale;              /* multiplies the weights; 1 for none */
-  const float* expert_bias; /* host [num_experts] or NULL; sigmoid only; copied at creation */
+  const float* expert_bias; /* host [num_experts] or NULL; sigmoid, sqrtsoftplus or softmax pre; copied */
+  int32_t normalize;        /* moe_normalize */
+  int32_t group_score;      /* moe_group_score (with num_groups only) */
+  int32_t nonfinite;        /* moe_nonfinite */
+  int32_t minus_one_rows;   /* moe_minus_one_rows */
 } moe_router_config;
 
 const char* moe_status_string(int status);
@@ -74,7 +98,8 @@ int moe_cuda_compiled(void);
 int moe_router_create(const moe_router_config* config, int backend, int device, moe_router** out);
 /* NULL is accepted and ignored, so callers can close idempotently. */
 int moe_router_destroy(moe_router* router);
-/* Replaces the expert bias (host [num_experts]); for the aux-loss-free balancing update. */
+/* Replaces the expert bias (host [num_experts]); for the aux-loss-free balancing update. A router
+ * created without a bias ranks by the logits; once a bias is set it ranks by R = score + bias. */
 int moe_router_set_bias(moe_router* router, const float* host_bias);
 /*
  * CPU backend: large calls run on one worker pool per process, shared by every router (the caller
@@ -91,27 +116,39 @@ int moe_router_set_threads(moe_router* router, int threads);
 /*
  * Routes `tokens` rows of logits [tokens, E] (dtype moe_dtype, row-major) to out_idx [tokens, k]
  * and out_weights [tokens, k].
- * replay_idx [tokens, k] (optional): use these experts instead of selecting (spec section 4);
+ * replay_idx [tokens, k] (optional): use these experts instead of selecting (spec section 4); rows
+ * of -1 follow the router's minus_one_rows; out_idx may alias replay_idx.
  * replay_mask [tokens] (optional, with replay_idx): rows with mask 0 are routed live.
- * Invalid replay rows are rejected before any output is written.
- * out_nonfinite_rows (optional): number of rows in which a logit read was NaN or +-inf.
+ * A live row reads its whole row of logits; a replayed row reads its k logits (softmax pre: the
+ * whole row). Invalid replay rows, and under nonfinite ERROR a read NaN or +-inf
+ * (MOE_ERR_NONFINITE, naming the first such row), are rejected before any output is written.
+ * out_nonfinite_flags [tokens] (optional): 1 where a logit the row read was NaN or +-inf, else 0
+ * (what moe_route_backward takes under ZERO). CUDA routers: not implemented yet (MOE_ERR_UNSUPPORTED).
+ * out_nonfinite_rows (optional): the number of such rows.
  */
 int moe_route(moe_router* router, const void* logits, int dtype, int64_t tokens,
               const int32_t* replay_idx, const uint8_t* replay_mask,
-              int32_t* out_idx, float* out_weights, int64_t* out_nonfinite_rows, void* stream);
+              int32_t* out_idx, float* out_weights, uint8_t* out_nonfinite_flags,
+              int64_t* out_nonfinite_rows, void* stream);
 int moe_route_host(moe_router* router, const void* logits, int dtype, int64_t tokens,
                    const int32_t* replay_idx, const uint8_t* replay_mask,
-                   int32_t* out_idx, float* out_weights, int64_t* out_nonfinite_rows);
+                   int32_t* out_idx, float* out_weights, uint8_t* out_nonfinite_flags,
+                   int64_t* out_nonfinite_rows);
 
 /*
  * Backward of the weights (spec section 5): grad_logits [tokens, E] from grad_weights [tokens, k]
- * for the experts idx [tokens, k] that the forward used (live or replayed). Every element of
- * grad_logits is written.
+ * for the experts idx [tokens, k] that the forward used (live or replayed: its out_idx, never -1).
+ * Every element of grad_logits is written.
+ * nonfinite_flags [tokens]: the forward's out_nonfinite_flags. Required under nonfinite ZERO (flagged
+ * rows get a zero gradient: a live row read the whole row, which idx alone does not tell);
+ * ignored otherwise. Under ERROR a non-finite logit this call reads rejects it (MOE_ERR_NONFINITE).
  */
 int moe_route_backward(moe_router* router, const void* logits, int dtype, int64_t tokens,
-                       const int32_t* idx, const float* grad_weights, float* grad_logits, void* stream);
+                       const int32_t* idx, const float* grad_weights, const uint8_t* nonfinite_flags,
+                       float* grad_logits, void* stream);
 int moe_route_backward_host(moe_router* router, const void* logits, int dtype, int64_t tokens,
-                            const int32_t* idx, const float* grad_weights, float* grad_logits);
+                            const int32_t* idx, const float* grad_weights, const uint8_t* nonfinite_flags,
+                            float* grad_logits);
 
 /*
  * CUDA: replay validation happens on the device; a rejected call leaves its outputs untouched
@@ -140,7 +177,8 @@ int moe_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, i
                     uint64_t* map_bits, float* probs);
 
 /*
- * Aux-loss path: full-row aux scores (softmax(L), or sigmoid(L) / (sum + 1e-20) for sigmoid routers),
+ * Aux-loss path: full-row aux scores (softmax(L), or S / (sum S + 1e-20) with S the sigmoid or
+ * sqrtsoftplus score of the router),
  * a plain top-k over them (no groups, no bias), and the switch load-balancing loss
  * coeff * E * sum_i f_i * P_i with f_i = count_i / (tokens * k), P_i the mean aux score of expert i.
  * Outputs optional except out_loss: scores [tokens, E], topk_map [tokens, E] bytes, counts [E].

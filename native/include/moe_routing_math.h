@@ -15,6 +15,7 @@
 #define MOE_HD __host__ __device__ __forceinline__
 #else
 #define MOE_HD inline
+#include <math.h>
 #include <string.h>
 #endif
 
@@ -105,6 +106,63 @@ MOE_HD float exp_det(float x) {
 
 MOE_HD float sigmoid_det(float x) { return 1.0f / (1.0f + exp_det(-x)); }
 
+// Correctly rounded square root (IEEE): sqrtss on the host, __fsqrt_rn on the device, and
+// (float)Math.sqrt((double)x) in Java (double rounding is exact for sqrt), so all three agree.
+MOE_HD float sqrt_rn(float x) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(x);
+#else
+  return sqrtf(x);
+#endif
+}
+
+// log(x) for finite x >= 1 (the range log1p_det needs), Cephes logf: x = m * 2^e with m in
+// [sqrt(1/2), sqrt(2)) split exactly from the bits, a degree-9 polynomial in m - 1 (exact by
+// Sterbenz), ln 2 in two parts. Fixed +, -, * order and no library call, as exp_det.
+MOE_HD float log_det(float x) {
+  const uint32_t b = float_to_bits(x);
+  int32_t e = (int32_t)((b >> 23) & 0xffu) - 126;
+  float m = bits_to_float((b & 0x007fffffu) | 0x3f000000u);  // [0.5, 1)
+  const bool low = m < 0.707106781186547524f;
+  e = e - (low ? 1 : 0);
+  m = low ? (m + m) - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m;
+  y = y * z;
+  const float fe = (float)e;
+  y = y + fe * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  float r = m + y;
+  return r + fe * 0.693359375f;
+}
+
+// log1p(y) for y >= 0 (NaN propagates): log(u) of u = 1 + y plus the rounding error of u,
+// (y - (u - 1)) / u, which is exact to first order (u - 1 is exact for u >= 1). For y < 2^-24,
+// u == 1 and the result is y itself. Branch-free: the special cases are selected at the end.
+MOE_HD float log1p_det(float y) {
+  const float u = 1.0f + y;
+  const float r = log_det(u) + (y - (u - 1.0f)) / u;
+  return y == bits_to_float(0x7f800000u) ? y : r;
+}
+
+// Megatron / TE sqrtsoftplus score (spec section 1): sqrt(softplus(x)), softplus(x) = x for
+// x > 20, else log1p(exp(x)). Both sides are computed and one is selected, so loops vectorise.
+MOE_HD float softplus_det(float x) {
+  const float s = log1p_det(exp_det(x));
+  return x > 20.0f ? x : s;
+}
+
+MOE_HD float sqrtsoftplus_det(float x) { return sqrt_rn(softplus_det(x)); }
+
 // Total order on routing scores as an unsigned key: larger key = better. NaN is below every
 // number (including -inf); -0 and +0 are equal.
 MOE_HD uint32_t score_key(float r) {
@@ -145,13 +203,22 @@ struct Params {
   int groups;      // 1 when not group-limited
   int group_topk;  // groups kept (== groups when not group-limited)
   float scale;
-  const float* bias;  // [experts] or nullptr (sigmoid only)
+  const float* bias;  // [experts] or nullptr (sigmoid, sqrtsoftplus, softmax pre)
+  bool normalize;     // effective: k > 1 and the weights are renormalised (never for softmax post)
+  int group_terms;    // values of R summed per group score: floor(k / Gk), 2 (TOP2_SUM) or 1 (MAX)
+  int nonfinite;      // moe_nonfinite
+  int minus_one_rows; // moe_minus_one_rows
 
   MOE_HD bool grouped() const { return groups > 1 && group_topk < groups; }
   MOE_HD int group_size() const { return experts / groups; }
-  MOE_HD int per_group() const { return k / group_topk; }
+  MOE_HD int per_group() const { return group_terms; }
   // Whether routing/weights need the whole row (softmax denominator) rather than k logits.
   MOE_HD bool needs_full_row() const { return score_fn == MOE_SCORE_SOFTMAX && pre_softmax; }
+  // softmax post: the weights are a softmax over the k selected logits.
+  MOE_HD bool post_softmax() const { return score_fn == MOE_SCORE_SOFTMAX && !pre_softmax; }
+  // Ranking key K (spec section 1): R with a bias, else the logit itself. Scores are monotone in
+  // the logit, so this only decides the ties float32 creates (sigmoid(17) == sigmoid(30) == 1.0f).
+  MOE_HD bool rank_by_logit() const { return bias == nullptr; }
 };
 
 // Checks one replay row: k distinct experts in [0, E). Returns MOE_REPLAY_* code.
@@ -163,6 +230,28 @@ MOE_HD int check_replay_row(const int32_t* idx, int k, int experts) {
       if (idx[m] == e) return MOE_REPLAY_DUPLICATE;
   }
   return MOE_REPLAY_OK;
+}
+
+// A replay row of k times -1: padding in slime/miles traces (spec section 4, minus_one_rows).
+MOE_HD bool is_minus_one_row(const int32_t* idx, int k) {
+  for (int j = 0; j < k; ++j)
+    if (idx[j] != -1) return false;
+  return true;
+}
+
+// Score S of a sigmoid or sqrtsoftplus router (softmax scores need the row statistics).
+MOE_HD float score_of(int score_fn, float logit) {
+  return score_fn == MOE_SCORE_SQRTSOFTPLUS ? sqrtsoftplus_det(logit) : sigmoid_det(logit);
+}
+
+// dS/dL of a sigmoid or sqrtsoftplus score s = score_of(l) (spec section 5, TE form for
+// sqrtsoftplus: the 1e-20 keeps it finite where S underflows to 0).
+MOE_HD float score_grad(int score_fn, float l, float s) {
+  if (score_fn == MOE_SCORE_SQRTSOFTPLUS) {
+    const float d = l > 20.0f ? 1.0f : sigmoid_det(l);
+    return d / (2.0f * s + kSigmoidNormEps);
+  }
+  return s * (1.0f - s);
 }
 
 // Canonical softmax statistics of a row: max and denominator in the fixed lane order.
@@ -196,14 +285,12 @@ MOE_HD RowSoftmax row_softmax(const Load& load, int experts) {
   return s;
 }
 
-// Routing score R of one expert (spec section 1).
+// Routing score R of one expert (spec section 1): what group scores use; the ranking key is R
+// with a bias and the logit without (Params::rank_by_logit).
 MOE_HD float routing_score(const Params& p, float logit, int expert, const RowSoftmax& sm) {
-  if (p.score_fn == MOE_SCORE_SIGMOID) {
-    float s = sigmoid_det(logit);
-    return p.bias ? s + p.bias[expert] : s;
-  }
-  if (p.pre_softmax) return exp_det(logit - sm.max) / sm.sum;
-  return logit;
+  if (p.post_softmax()) return logit;
+  const float s = p.pre_softmax ? exp_det(logit - sm.max) / sm.sum : score_of(p.score_fn, logit);
+  return p.bias ? s + p.bias[expert] : s;
 }
 
 // Group score: the top per_group routing scores of the group summed in descending key order.
@@ -214,41 +301,42 @@ MOE_HD float group_score_from_sorted(const uint64_t* top_keys, int n, const floa
 }
 
 // Weights of k chosen experts (spec section 3), unscaled (scale applied by the caller).
-// Also reports whether a logit that was read is non-finite.
+// Also reports whether a logit that was read is non-finite (softmax pre reads the whole row: its
+// caller checks that). The bias never enters the weights.
 template <typename Load>
 MOE_HD void unscaled_weights(const Params& p, const Load& load, const int32_t* idx, const RowSoftmax* sm,
                              float* w, bool& nonfinite) {
   const int k = p.k;
-  if (p.score_fn == MOE_SCORE_SIGMOID) {
-    float denom = 0.0f;
+  if (p.post_softmax()) {
+    float m = bits_to_float(0xff800000u);
     for (int j = 0; j < k; ++j) {
       float l = load(idx[j]);
       if (!is_finite(l)) nonfinite = true;
-      w[j] = sigmoid_det(l);
-      denom = denom + w[j];
+      if (l > m) m = l;
     }
-    if (k > 1) {
-      denom = denom + kSigmoidNormEps;
-      for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      w[j] = exp_det(load(idx[j]) - m);
+      sum = sum + w[j];
     }
+    for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
     return;
   }
-  if (p.pre_softmax) {
-    for (int j = 0; j < k; ++j) w[j] = exp_det(load(idx[j]) - sm->max) / sm->sum;
-    return;
-  }
-  float m = bits_to_float(0xff800000u);
+  float denom = 0.0f;
   for (int j = 0; j < k; ++j) {
     float l = load(idx[j]);
-    if (!is_finite(l)) nonfinite = true;
-    if (l > m) m = l;
+    if (p.pre_softmax) {
+      w[j] = exp_det(l - sm->max) / sm->sum;
+    } else {
+      if (!is_finite(l)) nonfinite = true;
+      w[j] = score_of(p.score_fn, l);
+    }
+    denom = denom + w[j];
   }
-  float sum = 0.0f;
-  for (int j = 0; j < k; ++j) {
-    w[j] = exp_det(load(idx[j]) - m);
-    sum = sum + w[j];
+  if (p.normalize) {
+    denom = denom + kSigmoidNormEps;
+    for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
   }
-  for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
 }
 
 // Backward of one row (spec section 5): grad [E] from dw [k] at experts idx[k].
@@ -258,38 +346,48 @@ template <typename Load>
 MOE_HD void backward_row(const Params& p, const Load& load, const int32_t* idx, const float* w_unscaled,
                          const RowSoftmax& sm, const float* dw, float* grad) {
   const int k = p.k;
-  if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
+  if (p.post_softmax()) {
+    for (int i = 0; i < p.experts; ++i) grad[i] = 0.0f;
     float dot = 0.0f;
     for (int j = 0; j < k; ++j) dot = dot + w_unscaled[j] * (p.scale * dw[j]);
-    for (int i = 0; i < p.experts; ++i) grad[i] = -(exp_det(load(i) - sm.max) / sm.sum) * dot;
     for (int j = 0; j < k; ++j) grad[idx[j]] = w_unscaled[j] * (p.scale * dw[j] - dot);
+    return;
+  }
+  // du: d(loss)/d(u) of the un-normalised values u (P or S at idx). Normalised (w = u / Z with
+  // Z = sum u + eps): du_m = (g_m - sum_j g_j w_j) / Z; otherwise du = g.
+  float du[MOE_MAX_TOPK];
+  if (p.normalize) {
+    float z = 0.0f, dot = 0.0f;
+    for (int j = 0; j < k; ++j) {
+      const float l = load(idx[j]);
+      z = z + (p.pre_softmax ? exp_det(l - sm.max) / sm.sum : score_of(p.score_fn, l));
+    }
+    z = z + kSigmoidNormEps;
+    for (int j = 0; j < k; ++j) dot = dot + (p.scale * dw[j]) * w_unscaled[j];
+    for (int j = 0; j < k; ++j) du[j] = (p.scale * dw[j] - dot) / z;
+  } else {
+    for (int j = 0; j < k; ++j) du[j] = p.scale * dw[j];
+  }
+  if (p.pre_softmax) {  // dL = P * (h - sum(P * h)), h = du scattered
+    float dot = 0.0f;
+    float pj[MOE_MAX_TOPK];
+    for (int j = 0; j < k; ++j) {
+      pj[j] = p.normalize ? exp_det(load(idx[j]) - sm.max) / sm.sum : w_unscaled[j];
+      dot = dot + pj[j] * du[j];
+    }
+    for (int i = 0; i < p.experts; ++i) grad[i] = -(exp_det(load(i) - sm.max) / sm.sum) * dot;
+    for (int j = 0; j < k; ++j) grad[idx[j]] = pj[j] * (du[j] - dot);
     return;
   }
   for (int i = 0; i < p.experts; ++i) grad[i] = 0.0f;
-  if (p.score_fn == MOE_SCORE_SOFTMAX) {
-    float dot = 0.0f;
-    for (int j = 0; j < k; ++j) dot = dot + w_unscaled[j] * (p.scale * dw[j]);
-    for (int j = 0; j < k; ++j) grad[idx[j]] = w_unscaled[j] * (p.scale * dw[j] - dot);
-    return;
-  }
-  // sigmoid: w_j = S_j / Z (k > 1) with Z = sum S + eps; dS_m = (g_m - sum_j g_j w_j) / Z.
-  if (k == 1) {
-    float s = sigmoid_det(load(idx[0]));
-    grad[idx[0]] = p.scale * dw[0] * (s * (1.0f - s));
-    return;
-  }
-  float z = 0.0f, dot = 0.0f;
-  for (int j = 0; j < k; ++j) z = z + sigmoid_det(load(idx[j]));
-  z = z + kSigmoidNormEps;
-  for (int j = 0; j < k; ++j) dot = dot + (p.scale * dw[j]) * w_unscaled[j];
   for (int j = 0; j < k; ++j) {
-    float s = sigmoid_det(load(idx[j]));
-    grad[idx[j]] = ((p.scale * dw[j] - dot) / z) * (s * (1.0f - s));
+    const float l = load(idx[j]);
+    grad[idx[j]] = du[j] * score_grad(p.score_fn, l, score_of(p.score_fn, l));
   }
 }
 
-// Aux-loss scores of one row (spec section 6): softmax over the row, or sigmoid normalised by
-// the canonical lane sum. Also reports the row's logsumexp (softmax statistics) for the z-loss.
+// Aux-loss scores of one row (spec section 6): softmax over the row, or the sigmoid / sqrtsoftplus
+// scores normalised by the canonical lane sum.
 template <typename Load>
 MOE_HD void aux_scores_row(int score_fn, const Load& load, int experts, float* out) {
   if (score_fn == MOE_SCORE_SOFTMAX) {
@@ -300,7 +398,7 @@ MOE_HD void aux_scores_row(int score_fn, const Load& load, int experts, float* o
   float lanes[kSumLanes];
   for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
   for (int i = 0; i < experts; ++i) {
-    out[i] = sigmoid_det(load(i));
+    out[i] = score_of(score_fn, load(i));
     lanes[i % kSumLanes] += out[i];
   }
   float z = fold_lanes(lanes) + kSigmoidNormEps;
@@ -308,8 +406,8 @@ MOE_HD void aux_scores_row(int score_fn, const Load& load, int experts, float* o
 }
 
 // Gradient of sum_i f_i * S_i (S = aux scores of the row) w.r.t. the row's logits, times c,
-// added into grad. Softmax: c * S_e * (f_e - dot); sigmoid/sum: c * s'_e / Z * (f_e - dot),
-// with dot = sum_i f_i S_i.
+// added into grad. Softmax: c * S_e * (f_e - dot); sigmoid/sqrtsoftplus over their sum:
+// c * s'_e / Z * (f_e - dot), with dot = sum_i f_i S_i.
 template <typename Load>
 MOE_HD void aux_grad_row(int score_fn, const Load& load, int experts, const float* scores, const float* f, float c,
                          float* grad) {
@@ -321,11 +419,11 @@ MOE_HD void aux_grad_row(int score_fn, const Load& load, int experts, const floa
   }
   float lanes[kSumLanes];
   for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
-  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += sigmoid_det(load(i));
+  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += score_of(score_fn, load(i));
   float z = fold_lanes(lanes) + kSigmoidNormEps;
   for (int i = 0; i < experts; ++i) {
-    float s = sigmoid_det(load(i));
-    grad[i] = grad[i] + c * ((s * (1.0f - s)) / z * (f[i] - dot));
+    const float l = load(i);
+    grad[i] = grad[i] + c * (score_grad(score_fn, l, score_of(score_fn, l)) / z * (f[i] - dot));
   }
 }
 

@@ -31,16 +31,62 @@ Params params_from_config(const moe_router_config& c, const float* bias) {
   p.group_topk = grouped ? c.group_topk : 1;
   p.scale = c.scale;
   p.bias = bias;
+  p.normalize = c.top_k > 1 && !(c.score_fn == MOE_SCORE_SOFTMAX && !p.pre_softmax) &&
+                (c.normalize == MOE_NORMALIZE_DEFAULT ? c.score_fn != MOE_SCORE_SOFTMAX : c.normalize == MOE_NORMALIZE_ON);
+  p.group_terms = c.group_score == MOE_GROUP_TOP2_SUM ? 2 : c.group_score == MOE_GROUP_MAX ? 1 : p.k / p.group_topk;
+  p.nonfinite = c.nonfinite;
+  p.minus_one_rows = c.minus_one_rows;
   return p;
+}
+
+const char* group_score_name(int g) {
+  return g == MOE_GROUP_TOP2_SUM ? "TOP2_SUM" : g == MOE_GROUP_MAX ? "MAX" : "TOPK_SUM";
+}
+
+bool bias_allowed(const moe_router_config& c) {
+  return c.score_fn != MOE_SCORE_SOFTMAX || c.pre_softmax != 0;
+}
+
+int bias_rejected() {
+  return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias with the softmax score function needs pre-softmax (R = P + b)");
+}
+
+int cuda_check_options(const moe_router_config& c) {
+  const char* what = nullptr;
+  char buf[96];
+  const Params p = params_from_config(c, c.expert_bias);
+  if (c.score_fn == MOE_SCORE_SQRTSOFTPLUS) {
+    what = "score function sqrtsoftplus";
+  } else if (c.score_fn == MOE_SCORE_SOFTMAX && c.expert_bias) {
+    what = "softmax with an expert bias";
+  } else if (p.normalize != (c.score_fn == MOE_SCORE_SIGMOID && c.top_k > 1)) {
+    snprintf(buf, sizeof buf, "normalize=%s for %s", p.normalize ? "true" : "false",
+             c.score_fn == MOE_SCORE_SIGMOID ? "sigmoid" : "softmax pre");
+    what = buf;
+  } else if (p.grouped() && c.group_score != MOE_GROUP_TOPK_SUM) {
+    snprintf(buf, sizeof buf, "group score %s", group_score_name(c.group_score));
+    what = buf;
+  } else if (p.grouped() && c.top_k % c.group_topk != 0) {
+    snprintf(buf, sizeof buf, "topK (%d) not a multiple of group topK (%d)", c.top_k, c.group_topk);
+    what = buf;
+  } else if (c.nonfinite != MOE_NONFINITE_PROPAGATE) {
+    what = c.nonfinite == MOE_NONFINITE_ZERO ? "non-finite policy ZERO" : "non-finite policy ERROR";
+  } else if (c.minus_one_rows != MOE_MINUS_ONE_REJECT) {
+    what = c.minus_one_rows == MOE_MINUS_ONE_LIVE ? "minus-one rows LIVE" : "minus-one rows ARANGE";
+  }
+  if (!what) return MOE_OK;
+  return fail(MOE_ERR_UNSUPPORTED, "%s is not implemented by the CUDA kernels yet", what);
 }
 
 bool valid_dtype(int dtype) {
   return dtype == MOE_DTYPE_F32 || dtype == MOE_DTYPE_BF16 || dtype == MOE_DTYPE_F16;
 }
 
-int64_t first_bad_row(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts, int* reason) {
+int64_t first_bad_row(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts, int* reason,
+                      bool minus_one_ok) {
   for (int64_t t = 0; t < tokens; ++t) {
     if (mask && mask[t] == 0) continue;
+    if (minus_one_ok && is_minus_one_row(idx + t * k, k)) continue;
     int why = check_replay_row(idx + t * k, k, experts);
     if (why != MOE_REPLAY_OK) {
       *reason = why;
@@ -50,12 +96,25 @@ int64_t first_bad_row(const int32_t* idx, const uint8_t* mask, int64_t tokens, i
   return -1;
 }
 
+int nonfinite_error(int64_t row, int expert, float l) {
+  const char* what = l != l ? "NaN" : l > 0.0f ? "+inf" : "-inf";
+  return fail(MOE_ERR_NONFINITE, "row %lld: the logit of expert %d is %s (non-finite policy ERROR)", (long long)row,
+              expert, what);
+}
+
 int replay_error(int64_t row, int reason, const int32_t* idx, int k, int experts) {
   const int32_t* r = idx + row * k;
+  // Rows of -1 get the rule that applies to them (spec section 4), after the range message.
+  const char* why = "";
+  if (reason == MOE_REPLAY_OUT_OF_RANGE && r[0] == -1 && is_minus_one_row(r, k))
+    why = " (a padding row of -1: rejected by minus-one rows REJECT; LIVE or ARANGE accept it)";
+  else if (reason == MOE_REPLAY_OUT_OF_RANGE)
+    for (int j = 0; j < k; ++j)
+      if (r[j] == -1) why = " (a row mixing -1 and experts is always rejected)";
   for (int j = 0; j < k; ++j) {
     if (reason == MOE_REPLAY_OUT_OF_RANGE && (r[j] < 0 || r[j] >= experts))
-      return fail(MOE_ERR_INVALID_REPLAY, "row %lld: expert %d at position %d is out of range [0, %d)",
-                  (long long)row, r[j], j, experts);
+      return fail(MOE_ERR_INVALID_REPLAY, "row %lld: expert %d at position %d is out of range [0, %d)%s",
+                  (long long)row, r[j], j, experts, why);
     if (reason == MOE_REPLAY_DUPLICATE)
       for (int m = 0; m < j; ++m)
         if (r[m] == r[j])
@@ -72,7 +131,8 @@ using namespace moe;
 extern "C" {
 
 const char* moe_status_string(int status) {
-  switch (status) {
+  // Switch on the enum with no default: a new moe_status without a text here is a compiler warning.
+  switch (static_cast<moe_status>(status)) {
     case MOE_OK: return "ok";
     case MOE_ERR_INVALID_ARGUMENT: return "invalid argument";
     case MOE_ERR_INVALID_REPLAY: return "invalid replay indices";
@@ -81,12 +141,15 @@ const char* moe_status_string(int status) {
     case MOE_ERR_CUDA: return "CUDA error";
     case MOE_ERR_OUT_OF_MEMORY: return "out of memory";
     case MOE_ERR_INTERNAL: return "internal error";
-    default: return "unknown status";
+    case MOE_ERR_NONFINITE: return "non-finite logits";
   }
+  return "unknown status";
 }
 
 const char* moe_last_error_message(void) { return g_error; }
 
+// The rules and messages are mirrored by RouterConfig.Builder.build() (Java), in the same order;
+// RouterConfigTest checks that both reject the same configurations with the same text.
 int moe_config_validate(const moe_router_config* c) {
   if (!c) return fail(MOE_ERR_INVALID_ARGUMENT, "config is null");
   const int E = c->num_experts, k = c->top_k;
@@ -95,14 +158,26 @@ int moe_config_validate(const moe_router_config* c) {
   if (k < 1 || k > MOE_MAX_TOPK)
     return fail(MOE_ERR_INVALID_ARGUMENT, "topK must be in [1, %d], got %d", MOE_MAX_TOPK, k);
   if (k > E) return fail(MOE_ERR_INVALID_ARGUMENT, "topK (%d) exceeds the number of experts (%d)", k, E);
-  if (c->score_fn != MOE_SCORE_SOFTMAX && c->score_fn != MOE_SCORE_SIGMOID)
+  if (c->score_fn != MOE_SCORE_SOFTMAX && c->score_fn != MOE_SCORE_SIGMOID && c->score_fn != MOE_SCORE_SQRTSOFTPLUS)
     return fail(MOE_ERR_INVALID_ARGUMENT, "unknown score function %d", c->score_fn);
   if (c->pre_softmax && c->score_fn != MOE_SCORE_SOFTMAX)
     return fail(MOE_ERR_INVALID_ARGUMENT, "pre-softmax applies to the softmax score function only");
-  if (c->expert_bias && c->score_fn != MOE_SCORE_SIGMOID)
-    return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias applies to the sigmoid score function only");
+  if (c->normalize != MOE_NORMALIZE_DEFAULT && c->normalize != MOE_NORMALIZE_ON && c->normalize != MOE_NORMALIZE_OFF)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "unknown normalize value %d", c->normalize);
+  if (c->normalize == MOE_NORMALIZE_OFF && c->score_fn == MOE_SCORE_SOFTMAX && !c->pre_softmax)
+    return fail(MOE_ERR_INVALID_ARGUMENT,
+                "normalize=false needs pre-softmax: softmax post is normalised by construction");
+  if (c->expert_bias && !bias_allowed(*c)) return bias_rejected();
   if (!(c->scale > 0.0f) || !is_finite(c->scale))
     return fail(MOE_ERR_INVALID_ARGUMENT, "scale must be finite and > 0, got %g", (double)c->scale);
+  if (c->group_score != MOE_GROUP_TOPK_SUM && c->group_score != MOE_GROUP_TOP2_SUM && c->group_score != MOE_GROUP_MAX)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "unknown group score %d", c->group_score);
+  if (c->nonfinite != MOE_NONFINITE_PROPAGATE && c->nonfinite != MOE_NONFINITE_ZERO &&
+      c->nonfinite != MOE_NONFINITE_ERROR)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "unknown non-finite policy %d", c->nonfinite);
+  if (c->minus_one_rows != MOE_MINUS_ONE_REJECT && c->minus_one_rows != MOE_MINUS_ONE_LIVE &&
+      c->minus_one_rows != MOE_MINUS_ONE_ARANGE)
+    return fail(MOE_ERR_INVALID_ARGUMENT, "unknown minus-one rows policy %d", c->minus_one_rows);
   const int G = c->num_groups, Gk = c->group_topk;
   if (G < 0 || Gk < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "groups (%d) and group topK (%d) must be >= 0", G, Gk);
   if (G > 1 || Gk > 0) {
@@ -111,9 +186,18 @@ int moe_config_validate(const moe_router_config* c) {
     if (E % G != 0) return fail(MOE_ERR_INVALID_ARGUMENT, "experts (%d) not divisible by groups (%d)", E, G);
     if (Gk < 1 || Gk > G)
       return fail(MOE_ERR_INVALID_ARGUMENT, "group topK must be in [1, groups=%d], got %d", G, Gk);
-    if (k % Gk != 0) return fail(MOE_ERR_INVALID_ARGUMENT, "topK (%d) not divisible by group topK (%d)", k, Gk);
-    if (k / Gk > E / G)
-      return fail(MOE_ERR_INVALID_ARGUMENT, "topK/groupTopK (%d) exceeds the group size (%d)", k / Gk, E / G);
+    if (Gk * (E / G) < k)
+      return fail(MOE_ERR_INVALID_ARGUMENT,
+                  "the %d kept groups of %d experts hold fewer experts than topK (%d)", Gk, E / G, k);
+    if (c->group_score == MOE_GROUP_TOPK_SUM && k / Gk < 1)
+      return fail(MOE_ERR_INVALID_ARGUMENT,
+                  "TOPK_SUM sums the top floor(topK / groupTopK) scores of a group, which is 0 for topK %d and "
+                  "groupTopK %d (use TOP2_SUM or MAX)", k, Gk);
+    if (c->group_score == MOE_GROUP_TOP2_SUM && E / G < 2)
+      return fail(MOE_ERR_INVALID_ARGUMENT, "TOP2_SUM needs at least 2 experts per group, got %d", E / G);
+  } else if (c->group_score != MOE_GROUP_TOPK_SUM) {
+    return fail(MOE_ERR_INVALID_ARGUMENT, "group score %s applies to group-limited routing only (no groups set)",
+                group_score_name(c->group_score));
   }
   if (c->expert_bias)
     for (int i = 0; i < E; ++i)
@@ -158,8 +242,9 @@ int moe_router_destroy(moe_router* r) {
 
 int moe_router_set_bias(moe_router* r, const float* host_bias) {
   if (!r || !host_bias) return fail(MOE_ERR_INVALID_ARGUMENT, "router and bias must not be null");
-  if (r->config.score_fn != MOE_SCORE_SIGMOID)
-    return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias applies to the sigmoid score function only");
+  if (!bias_allowed(r->config)) return bias_rejected();
+  if (r->backend == MOE_BACKEND_CUDA && r->config.score_fn == MOE_SCORE_SOFTMAX)
+    return fail(MOE_ERR_UNSUPPORTED, "softmax with an expert bias is not implemented by the CUDA kernels yet");
   for (int i = 0; i < r->config.num_experts; ++i)
     if (!is_finite(host_bias[i])) return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias[%d] is not finite", i);
   r->bias_host.assign(host_bias, host_bias + r->config.num_experts);
@@ -193,50 +278,67 @@ static int check_route_args(const moe_router* r, const void* logits, int dtype, 
   return MOE_OK;
 }
 
+static int cuda_flags_unsupported() {
+  return fail(MOE_ERR_UNSUPPORTED, "per-row non-finite flags are not implemented by the CUDA kernels yet");
+}
+
 int moe_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite, void* stream) {
+              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags, int64_t* out_nonfinite,
+              void* stream) {
   int st = check_route_args(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w);
   if (st != MOE_OK) return st;
-  if (r->backend == MOE_BACKEND_CUDA)
+  if (r->backend == MOE_BACKEND_CUDA) {
+    if (out_flags) return cuda_flags_unsupported();
     return cuda_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite, stream);
-  return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
+  }
+  return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags, out_nonfinite);
 }
 
 int moe_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-                   const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite) {
+                   const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                   int64_t* out_nonfinite) {
   int st = check_route_args(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w);
   if (st != MOE_OK) return st;
-  if (r->backend == MOE_BACKEND_CUDA)
+  if (r->backend == MOE_BACKEND_CUDA) {
+    if (out_flags) return cuda_flags_unsupported();
     return cuda_route_host(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
-  return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
+  }
+  return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags, out_nonfinite);
 }
 
 static int check_backward_args(const moe_router* r, const void* logits, int dtype, int64_t tokens,
-                               const int32_t* idx, const float* grad_w, const float* grad_logits) {
+                               const int32_t* idx, const float* grad_w, const uint8_t* flags,
+                               const float* grad_logits) {
   if (!r) return fail(MOE_ERR_INVALID_ARGUMENT, "router is null (closed?)");
   if (!valid_dtype(dtype)) return fail(MOE_ERR_INVALID_ARGUMENT, "unknown dtype %d", dtype);
   if (tokens < 0) return fail(MOE_ERR_INVALID_ARGUMENT, "tokens must be >= 0, got %lld", (long long)tokens);
   if (tokens > 0 && (!logits || !idx || !grad_w || !grad_logits))
     return fail(MOE_ERR_INVALID_ARGUMENT, "logits, indices and gradients must not be null");
+  if (tokens > 0 && !flags && r->params.nonfinite == MOE_NONFINITE_ZERO)
+    return fail(MOE_ERR_INVALID_ARGUMENT,
+                "non-finite policy ZERO: backward needs the forward's non-finite row flags (a live row read its "
+                "whole row, which the indices alone do not tell)");
   return MOE_OK;
 }
 
+// The CUDA kernels implement PROPAGATE only (cuda_router_init rejects the others), where the flags
+// change nothing: they are accepted and not read.
 int moe_route_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                       const float* grad_w, float* grad_logits, void* stream) {
-  int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+                       const float* grad_w, const uint8_t* flags, float* grad_logits, void* stream) {
+  int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
   if (st != MOE_OK) return st;
   if (r->backend == MOE_BACKEND_CUDA)
     return cuda_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits, stream);
-  return cpu_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+  return cpu_backward(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
 }
 
 int moe_route_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                            const float* grad_w, float* grad_logits) {
-  int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+                            const float* grad_w, const uint8_t* flags, float* grad_logits) {
+  int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
   if (st != MOE_OK) return st;
   if (r->backend == MOE_BACKEND_CUDA)
     return cuda_backward_host(r, logits, dtype, tokens, idx, grad_w, grad_logits);
-  return cpu_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+  return cpu_backward(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
 }
 
 int moe_router_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
@@ -267,7 +369,7 @@ int moe_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, i
   if (tokens > 0 && (!idx || (probs && !w)))
     return fail(MOE_ERR_INVALID_ARGUMENT, "dense_views: indices (and weights, for probs) must not be null");
   int reason = 0;
-  int64_t bad = first_bad_row(idx, nullptr, tokens, k, experts, &reason);
+  int64_t bad = first_bad_row(idx, nullptr, tokens, k, experts, &reason, false);
   if (bad >= 0) return replay_error(bad, reason, idx, k, experts);
   return cpu_dense_views(idx, w, tokens, k, experts, map, map_bits, probs);
 }

@@ -118,33 +118,59 @@ void sigmoid_row(const Load& load, int E, float* out) {
   for (int i = 0; i < E; ++i) out[i] = sigmoid_det(load(i));
 }
 
-// Routing scores R and their 32-bit keys for a whole row; returns whether a logit is non-finite.
+// sqrtsoftplus_det over a row.
 template <typename Load>
-bool row_scores(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys) {
+void sqrtsoftplus_row(const Load& load, int E, float* out) {
+  for (int i = 0; i < E; ++i) out[i] = sqrtsoftplus_det(load(i));
+}
+
+// Keys of one row for selection (spec sections 1-2): `kk` the ranking key K of every expert, `rk` the
+// keys of the routing scores R (group scores sum R, `scores`). K = R with a bias; without one K is
+// the logit, and R is computed only when group scores need it. Returns whether a logit is non-finite.
+struct RowKeys {
+  const uint32_t* kk;
+  const uint32_t* rk;
+};
+
+template <typename Load>
+bool row_keys(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
+              uint32_t* lkeys, RowKeys& out) {
   const int E = p.experts;
   uint32_t bad = 0;
-  if (p.score_fn == MOE_SCORE_SIGMOID) {
-    const float* bias = p.bias;
-    for (int i = 0; i < E; ++i) bad |= nonfinite_bit(load(i));
-    sigmoid_row(load, E, scores);
-    if (bias)
-      for (int i = 0; i < E; ++i) scores[i] = scores[i] + bias[i];
-    for (int i = 0; i < E; ++i) skeys[i] = score_key(scores[i]);
-  } else if (p.pre_softmax) {
-    for (int i = 0; i < E; ++i) {
-      const float l = load(i);
-      bad |= nonfinite_bit(l);
-      scores[i] = exp_det(l - sm.max) / sm.sum;
-      skeys[i] = score_key(scores[i]);
-    }
-  } else {
+  if (p.post_softmax()) {  // R = K = L
     for (int i = 0; i < E; ++i) {
       const float l = load(i);
       bad |= nonfinite_bit(l);
       scores[i] = l;
       skeys[i] = score_key(l);
     }
+    out.kk = out.rk = skeys;
+    return bad != 0;
   }
+  const bool by_logit = p.rank_by_logit();
+  if (by_logit) {
+    for (int i = 0; i < E; ++i) {
+      const float l = load(i);
+      bad |= nonfinite_bit(l);
+      lkeys[i] = score_key(l);
+    }
+    out.kk = lkeys;
+    out.rk = skeys;
+    if (!p.grouped()) return bad != 0;  // R is not needed
+  } else {
+    for (int i = 0; i < E; ++i) bad |= nonfinite_bit(load(i));
+    out.kk = out.rk = skeys;
+  }
+  if (p.pre_softmax) {
+    for (int i = 0; i < E; ++i) scores[i] = exp_det(load(i) - sm.max) / sm.sum;
+  } else if (p.score_fn == MOE_SCORE_SIGMOID) {
+    sigmoid_row(load, E, scores);
+  } else {
+    sqrtsoftplus_row(load, E, scores);
+  }
+  if (p.bias)
+    for (int i = 0; i < E; ++i) scores[i] = scores[i] + p.bias[i];
+  for (int i = 0; i < E; ++i) skeys[i] = score_key(scores[i]);
   return bad != 0;
 }
 
@@ -186,19 +212,20 @@ void topk_keys(const uint32_t* sk, int n, int cap, IndexOf index_of, uint64_t* o
 // Live selection with the result of JavaRouting.Kernel.selectRow (plain or group-limited).
 template <typename Load>
 bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
-                    uint64_t* keys, int32_t* idx) {
-  const bool nonfinite = row_scores(p, load, sm, scores, skeys);
+                    uint32_t* lkeys, uint64_t* keys, int32_t* idx) {
+  RowKeys rk;
+  const bool nonfinite = row_keys(p, load, sm, scores, skeys, lkeys, rk);
   if (!p.grouped()) {
-    topk_keys(skeys, p.experts, p.k, [](int i) { return i; }, keys);
+    topk_keys(rk.kk, p.experts, p.k, [](int i) { return i; }, keys);
   } else {
-    const int gs = p.group_size(), per = p.per_group();
+    const int gs = p.group_size(), terms = p.per_group();
     uint64_t group_top[MOE_MAX_TOPK];
     uint64_t group_keys[MOE_MAX_GROUPS];
     int gcount = 0;
     for (int g = 0; g < p.groups; ++g) {
       const int base = g * gs;
-      topk_keys(skeys + base, gs, per, [base](int i) { return base + i; }, group_top);
-      topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(group_top, per, scores), g));
+      topk_keys(rk.rk + base, gs, terms, [base](int i) { return base + i; }, group_top);
+      topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(group_top, terms, scores), g));
     }
     // The kept groups' keys side by side, in ascending group order (so positions ascend with index).
     uint64_t kept = 0;
@@ -208,7 +235,7 @@ bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, flo
     uint32_t packed[MOE_MAX_EXPERTS];
     for (int g = 0; g < p.groups; ++g)
       if ((kept >> g) & 1ull) {
-        std::copy(skeys + g * gs, skeys + (g + 1) * gs, packed + nk * gs);
+        std::copy(rk.kk + g * gs, rk.kk + (g + 1) * gs, packed + nk * gs);
         order[nk++] = g;
       }
     topk_keys(packed, nk * gs, p.k, [&order, gs](int i) { return order[i / gs] * gs + i % gs; }, keys);
@@ -239,33 +266,39 @@ void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const Ro
 #else
   const bool lanes = false;
 #endif
-  if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
+  if (p.post_softmax()) {
+    for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
+    if (bad) nf = true;
+    float m = bits_to_float(0xff800000u);
+    for (int j = 0; j < k; ++j) m = l[j] > m ? l[j] : m;
+    exp_shifted(lanes, l, m, w, k);
+    float sum = 0.0f;
+    for (int j = 0; j < k; ++j) sum = sum + w[j];
+    for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
+    return;
+  }
+  if (p.pre_softmax) {  // the caller checked the whole row
     exp_shifted(lanes, l, sm.max, w, k);
     for (int j = 0; j < k; ++j) w[j] = w[j] / sm.sum;
-    return;
-  }
-  for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
-  if (bad) nf = true;
-  if (p.score_fn == MOE_SCORE_SIGMOID) {
+  } else {
+    for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
+    if (bad) nf = true;
+    if (p.score_fn == MOE_SCORE_SIGMOID) {
 #if MOE_CPU_AVX2_SIGMOID
-    if (lanes)
-      sigmoid_row_avx2(l, w, k);
-    else
+      if (lanes)
+        sigmoid_row_avx2(l, w, k);
+      else
 #endif
-      for (int j = 0; j < k; ++j) w[j] = sigmoid_det(l[j]);
-    if (k == 1) return;
-    float denom = 0.0f;
-    for (int j = 0; j < k; ++j) denom = denom + w[j];
-    denom = denom + kSigmoidNormEps;
-    for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
-    return;
+        for (int j = 0; j < k; ++j) w[j] = sigmoid_det(l[j]);
+    } else {
+      for (int j = 0; j < k; ++j) w[j] = sqrtsoftplus_det(l[j]);
+    }
   }
-  float m = bits_to_float(0xff800000u);
-  for (int j = 0; j < k; ++j) m = l[j] > m ? l[j] : m;
-  exp_shifted(lanes, l, m, w, k);
-  float sum = 0.0f;
-  for (int j = 0; j < k; ++j) sum = sum + w[j];
-  for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
+  if (!p.normalize) return;
+  float denom = 0.0f;
+  for (int j = 0; j < k; ++j) denom = denom + w[j];
+  denom = denom + kSigmoidNormEps;
+  for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
 }
 
 struct RouteCtx {
@@ -276,6 +309,7 @@ struct RouteCtx {
   const uint8_t* mask;
   int32_t* out_idx;
   float* out_w;
+  uint8_t* out_flags;
   std::atomic<int64_t> nonfinite{0};
 };
 
@@ -287,6 +321,20 @@ struct RouteCtx {
 #define MOE_CPU_CLONES
 #endif
 
+// What a row of a call does (spec section 4): route live, or take the experts at `src` (the replay
+// row, or 0..k-1 for an all -1 row under ARANGE). Replay rows were validated, so a row holding -1
+// is all -1 and its policy is LIVE or ARANGE.
+struct RowPlan {
+  const int32_t* src;  // nullptr: live
+};
+
+inline RowPlan plan_row(const Params& p, const int32_t* replay, const uint8_t* mask, int64_t t, const int32_t* arange) {
+  if (!replay || (mask && mask[t] == 0)) return RowPlan{nullptr};
+  const int32_t* src = replay + t * p.k;
+  if (src[0] != -1) return RowPlan{src};
+  return RowPlan{p.minus_one_rows == MOE_MINUS_ONE_ARANGE ? arange : nullptr};
+}
+
 template <int DT>
 MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
   RouteCtx& c = *static_cast<RouteCtx*>(vctx);
@@ -294,30 +342,39 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
   const int k = p.k;
   float scores[MOE_MAX_EXPERTS];
   uint32_t skeys[MOE_MAX_EXPERTS];
+  uint32_t lkeys[MOE_MAX_EXPERTS];
   uint64_t keys[MOE_MAX_TOPK + MOE_MAX_GROUPS];
   float w[MOE_MAX_TOPK];
+  int32_t arange[MOE_MAX_TOPK];
+  for (int j = 0; j < k; ++j) arange[j] = j;
+  const bool zero = p.nonfinite == MOE_NONFINITE_ZERO;
   int64_t nonfinite = 0;
   for (int64_t t = t0; t < t1; ++t) {
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     int32_t* idx = c.out_idx + t * k;
-    const bool replay = c.replay && (!c.mask || c.mask[t] != 0);
+    const RowPlan plan = plan_row(p, c.replay, c.mask, t, arange);
     RowSoftmax sm{0.0f, 1.0f};
     if (p.needs_full_row()) sm = row_softmax(load, p.experts);
     bool nf;
-    if (replay) {
-      const int32_t* src = c.replay + t * k;
+    if (plan.src) {
+      const int32_t* src = plan.src;
       if (t + kAhead < t1 && !p.needs_full_row()) {  // replay reads k scattered logits: fetch ahead
+        const int32_t* next = c.replay + (t + kAhead) * k;  // -1 or masked-out garbage: prefetch never faults
         const char* ahead = c.logits + (t + kAhead) * c.row_bytes;
-        for (int j = 0; j < k; ++j) __builtin_prefetch(ahead + (size_t)src[kAhead * k + j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
+        for (int j = 0; j < k; ++j) __builtin_prefetch(ahead + (size_t)next[j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
       }
       if (src != idx) std::copy(src, src + k, idx);
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
     } else {
-      nf = select_row_cpu(p, load, sm, scores, skeys, keys, idx);
+      nf = select_row_cpu(p, load, sm, scores, skeys, lkeys, keys, idx);
     }
     weights_cpu(p, load, idx, sm, w, nf);
     float* out = c.out_w + t * k;
-    for (int j = 0; j < k; ++j) out[j] = w[j] * p.scale;
+    if (zero && nf)
+      for (int j = 0; j < k; ++j) out[j] = 0.0f;
+    else
+      for (int j = 0; j < k; ++j) out[j] = w[j] * p.scale;
+    if (c.out_flags) c.out_flags[t] = (uint8_t)nf;
     nonfinite += nf;
   }
   c.nonfinite.fetch_add(nonfinite, std::memory_order_relaxed);
@@ -329,6 +386,7 @@ struct BackwardCtx {
   size_t row_bytes;
   const int32_t* idx;
   const float* grad_w;
+  const uint8_t* flags;
   float* grad_logits;
 };
 
@@ -336,15 +394,24 @@ template <int DT>
 MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
   BackwardCtx& c = *static_cast<BackwardCtx*>(vctx);
   const Params& p = *c.p;
+  const bool zero = p.nonfinite == MOE_NONFINITE_ZERO;
   float w[MOE_MAX_TOPK];
   for (int64_t t = t0; t < t1; ++t) {
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     const int32_t* idx = c.idx + t * p.k;
+    float* grad = c.grad_logits + t * p.experts;
+    bool nf = zero && c.flags[t] != 0;  // ZERO: the forward's flags (its read set), then our own reads
     RowSoftmax sm{0.0f, 1.0f};
-    if (p.needs_full_row()) sm = row_softmax(load, p.experts);
-    bool nf = false;
-    weights_cpu(p, load, idx, sm, w, nf);
-    backward_row(p, load, idx, w, sm, c.grad_w + t * p.k, c.grad_logits + t * p.experts);
+    if (!nf && p.needs_full_row()) {
+      sm = row_softmax(load, p.experts);
+      nf = zero && row_has_nonfinite(load, p.experts);
+    }
+    if (!nf) weights_cpu(p, load, idx, sm, w, nf);
+    if (zero && nf) {
+      std::fill(grad, grad + p.experts, 0.0f);
+      continue;
+    }
+    backward_row(p, load, idx, w, sm, c.grad_w + t * p.k, grad);
   }
 }
 
@@ -352,28 +419,86 @@ struct ValidateCtx {
   const int32_t* idx;
   const uint8_t* mask;
   int k, experts;
+  bool minus_one_ok;
   std::atomic<int64_t> first_bad;
 };
+
+inline void atomic_min(std::atomic<int64_t>& a, int64_t v) {
+  int64_t cur = a.load(std::memory_order_relaxed);
+  while (v < cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+  }
+}
 
 void validate_rows(void* vctx, int64_t t0, int64_t t1) {
   ValidateCtx& c = *static_cast<ValidateCtx*>(vctx);
   int reason;
-  int64_t bad = first_bad_row(c.idx + t0 * c.k, c.mask ? c.mask + t0 : nullptr, t1 - t0, c.k, c.experts, &reason);
-  if (bad < 0) return;
-  bad += t0;
-  int64_t cur = c.first_bad.load(std::memory_order_relaxed);
-  while (bad < cur && !c.first_bad.compare_exchange_weak(cur, bad, std::memory_order_relaxed)) {
-  }
+  int64_t bad = first_bad_row(c.idx + t0 * c.k, c.mask ? c.mask + t0 : nullptr, t1 - t0, c.k, c.experts, &reason,
+                              c.minus_one_ok);
+  if (bad >= 0) atomic_min(c.first_bad, bad + t0);
 }
 
 // Rejects the first invalid row (masked-out rows are not checked) with a detailed error.
-int validate_indices(moe_router* r, const int32_t* idx, const uint8_t* mask, int64_t tokens) {
-  ValidateCtx c{idx, mask, r->params.k, r->params.experts, {INT64_MAX}};
+int validate_indices(moe_router* r, const int32_t* idx, const uint8_t* mask, int64_t tokens, bool minus_one_ok) {
+  ValidateCtx c{idx, mask, r->params.k, r->params.experts, minus_one_ok, {INT64_MAX}};
   r->pool->run(tokens, 4096, validate_rows, &c);
   int64_t bad = c.first_bad.load();
   if (bad == INT64_MAX) return MOE_OK;
   int reason = check_replay_row(idx + bad * r->params.k, r->params.k, r->params.experts);
   return replay_error(bad, reason, idx, r->params.k, r->params.experts);
+}
+
+// Non-finite policy ERROR: the first row whose read set (spec section 2) holds a NaN or +-inf,
+// found before anything is written. Live rows read the whole row; replayed rows their k logits,
+// or the whole row for softmax pre. `idx` are replay indices (route) or the backward's indices.
+struct ReadSetCtx {
+  const Params* p;
+  const char* logits;
+  size_t row_bytes;
+  int dtype;
+  const int32_t* idx;
+  const uint8_t* mask;
+  bool backward;
+  std::atomic<int64_t> first;
+};
+
+// The first non-finite logit row t reads, as its expert index, or -1.
+int first_nonfinite_read(const ReadSetCtx& c, int64_t t, const int32_t* arange) {
+  const Params& p = *c.p;
+  const void* row = c.logits + t * c.row_bytes;
+  const int32_t* src = c.backward ? c.idx + t * p.k : plan_row(p, c.idx, c.mask, t, arange).src;
+  if (!src || p.needs_full_row()) {
+    for (int i = 0; i < p.experts; ++i)
+      if (!is_finite(load_logit(row, c.dtype, i))) return i;
+    return -1;
+  }
+  for (int j = 0; j < p.k; ++j)
+    if (!is_finite(load_logit(row, c.dtype, src[j]))) return src[j];
+  return -1;
+}
+
+void find_nonfinite_rows(void* vctx, int64_t t0, int64_t t1) {
+  ReadSetCtx& c = *static_cast<ReadSetCtx*>(vctx);
+  int32_t arange[MOE_MAX_TOPK];
+  for (int j = 0; j < c.p->k; ++j) arange[j] = j;
+  for (int64_t t = t0; t < t1; ++t)
+    if (first_nonfinite_read(c, t, arange) >= 0) {
+      atomic_min(c.first, t);
+      return;
+    }
+}
+
+int reject_nonfinite(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                     const uint8_t* mask, bool backward) {
+  const Params& p = r->params;
+  ReadSetCtx c{&p, static_cast<const char*>(logits), dtype_size(dtype) * (size_t)p.experts, dtype, idx, mask,
+               backward, {INT64_MAX}};
+  r->pool->run(tokens, std::max<int64_t>(16, 8192 / p.experts), find_nonfinite_rows, &c);
+  const int64_t t = c.first.load();
+  if (t == INT64_MAX) return MOE_OK;
+  int32_t arange[MOE_MAX_TOPK];
+  for (int j = 0; j < p.k; ++j) arange[j] = j;
+  const int e = first_nonfinite_read(c, t, arange);
+  return nonfinite_error(t, e, load_logit(c.logits + t * c.row_bytes, dtype, e));
 }
 
 int64_t grain_for(const Params& p) { return std::max<int64_t>(16, 8192 / p.experts); }
@@ -427,10 +552,15 @@ int cpu_set_num_threads(int threads) {
 int cpu_num_threads() { return shared_pool().threads(); }
 
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite) {
+              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+              int64_t* out_nonfinite) {
   const Params& p = r->params;
   if (replay_idx) {
-    int st = validate_indices(r, replay_idx, replay_mask, tokens);
+    int st = validate_indices(r, replay_idx, replay_mask, tokens, p.minus_one_rows != MOE_MINUS_ONE_REJECT);
+    if (st != MOE_OK) return st;
+  }
+  if (p.nonfinite == MOE_NONFINITE_ERROR) {
+    int st = reject_nonfinite(r, logits, dtype, tokens, replay_idx, replay_mask, false);
     if (st != MOE_OK) return st;
   }
   RouteCtx c;
@@ -441,6 +571,7 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
   c.mask = replay_mask;
   c.out_idx = out_idx;
   c.out_w = out_w;
+  c.out_flags = out_flags;
   CpuPool::Body body = dtype == MOE_DTYPE_F32    ? route_rows<MOE_DTYPE_F32>
                        : dtype == MOE_DTYPE_BF16 ? route_rows<MOE_DTYPE_BF16>
                                                  : route_rows<MOE_DTYPE_F16>;
@@ -453,11 +584,15 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
 }
 
 int cpu_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                 const float* grad_w, float* grad_logits) {
+                 const float* grad_w, const uint8_t* flags, float* grad_logits) {
   const Params& p = r->params;
-  int st = validate_indices(r, idx, nullptr, tokens);
+  int st = validate_indices(r, idx, nullptr, tokens, false);
   if (st != MOE_OK) return st;
-  BackwardCtx c{&p, static_cast<const char*>(logits), dtype_size(dtype) * (size_t)p.experts, idx, grad_w,
+  if (p.nonfinite == MOE_NONFINITE_ERROR) {
+    st = reject_nonfinite(r, logits, dtype, tokens, idx, nullptr, true);
+    if (st != MOE_OK) return st;
+  }
+  BackwardCtx c{&p, static_cast<const char*>(logits), dtype_size(dtype) * (size_t)p.experts, idx, grad_w, flags,
                 grad_logits};
   CpuPool::Body body = dtype == MOE_DTYPE_F32    ? backward_rows<MOE_DTYPE_F32>
                        : dtype == MOE_DTYPE_BF16 ? backward_rows<MOE_DTYPE_BF16>

@@ -34,9 +34,12 @@ void clear_error();
 
 Params params_from_config(const moe_router_config& c, const float* bias);
 bool valid_dtype(int dtype);
-// First bad row of replay/backward indices ([tokens, k], rows with mask 0 skipped), or -1.
+// First bad row of replay/backward indices ([tokens, k], rows with mask 0 skipped, and all -1 rows
+// when minus_one_ok), or -1.
 int64_t first_bad_row(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
-                      int* reason);
+                      int* reason, bool minus_one_ok = false);
+// MOE_ERR_NONFINITE naming `row` and the first non-finite logit it read (expert e, value l).
+int nonfinite_error(int64_t row, int expert, float l);
 int replay_error(int64_t row, int reason, const int32_t* idx, int k, int experts);
 
 // CPU backend (moe_cpu.cpp)
@@ -46,9 +49,10 @@ int cpu_set_threads(moe_router* r, int threads);
 int cpu_set_num_threads(int threads);  // the process-wide pool; threads >= 0, 0 = usable CPUs
 int cpu_num_threads();
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite);
+              const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+              int64_t* out_nonfinite);
 int cpu_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                 const float* grad_w, float* grad_logits);
+                 const float* grad_w, const uint8_t* flags, float* grad_logits);
 
 // Training extras on the CPU (moe_cpu_training.cpp); arguments already validated.
 int cpu_aux_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_scores,
@@ -57,6 +61,10 @@ int cpu_z_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, flo
                float* grad);
 int cpu_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, int experts, uint8_t* map,
                     uint64_t* bits, float* probs);
+
+// MOE_ERR_UNSUPPORTED naming the first option of a valid config that the CUDA kernels do not
+// implement yet (moe_api.cpp; called by cuda_router_init), else MOE_OK.
+int cuda_check_options(const moe_router_config& c);
 
 // CUDA backend (cuda/*.cu, or moe_cuda_stub.cpp when built without CUDA)
 int cuda_device_count();

@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     if (pre) {
       dev::stage_row<DT>(row, E, vec_in != 0, buf, tid, N);
       TeamT::sync();
-      const RowSoftmax sm = dev::team_row_softmax<TW>(buf, E, tid, sh);  // buf[i] = exp_det(l_i - max)
+      const RowSoftmax sm = dev::team_row_softmax<TW>(buf, buf, E, tid, sh);  // buf[i] = exp_det(l_i - max)
       float dot = 0.0f;
       if (warp0) {
         const float w0 = v0 ? buf[e0] / sm.sum : 0.0f, w1 = v1 ? buf[e1] / sm.sum : 0.0f;

@@ -357,12 +357,12 @@ struct Team {
   }
 };
 
-// Canonical softmax of a row staged in shared memory `x` [E] (team-wide): x[i] becomes
-// exp_det(x[i] - max) and the returned stats equal moe::row_softmax's bit for bit (the max is
-// order-free; the sum is lane j adding i = j, j+32, ... in increasing order, then the xor butterfly
-// 16, 8, 4, 2, 1, which is fold_lanes since float addition commutes).
+// Canonical softmax of a row staged in shared memory `x` [E] (team-wide): out[i] becomes
+// exp_det(x[i] - max) (out may be x) and the returned stats equal moe::row_softmax's bit for bit (the
+// max is order-free; the sum is lane j adding i = j, j+32, ... in increasing order, then the xor
+// butterfly 16, 8, 4, 2, 1, which is fold_lanes since float addition commutes).
 template <int TW>
-__device__ __forceinline__ RowSoftmax team_row_softmax(float* x, int experts, int tid,
+__device__ __forceinline__ RowSoftmax team_row_softmax(const float* x, float* out, int experts, int tid,
                                                        typename Team<TW>::Shared* sh) {
   float m = neg_inf();
   for (int i = tid; i < experts; i += Team<TW>::N) {
@@ -370,13 +370,13 @@ __device__ __forceinline__ RowSoftmax team_row_softmax(float* x, int experts, in
     if (v > m) m = v;
   }
   m = Team<TW>::max_f(m, sh);
-  for (int i = tid; i < experts; i += Team<TW>::N) x[i] = exp_det(x[i] - m);
+  for (int i = tid; i < experts; i += Team<TW>::N) out[i] = exp_det(x[i] - m);
   Team<TW>::sync();
   RowSoftmax s;
   s.max = m;
   if (tid < 32) {
     float acc = 0.0f;
-    for (int i = tid; i < experts; i += 32) acc = acc + x[i];
+    for (int i = tid; i < experts; i += 32) acc = acc + out[i];
     for (int off = 16; off > 0; off >>= 1) acc = acc + __shfl_xor_sync(kFull, acc, off);
     if (TW > 1 && tid == 0) sh->bcast = acc;
     s.sum = acc;

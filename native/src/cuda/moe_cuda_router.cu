@@ -233,6 +233,8 @@ int cuda_device_count() {
 }
 
 int cuda_router_init(moe_router* r, int device) {
+  int st = cuda_check_options(r->config);
+  if (st != MOE_OK) return st;
   ErrorStateScope errors;
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -265,7 +267,8 @@ int cuda_router_init(moe_router* r, int device) {
       MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts,
                                    cudaMemcpyHostToDevice, s->host_stream),
                    "cudaMemcpy(bias)");
-    else  // adding +0 changes no routing key (score_key folds -0 into +0), so zeros equal "no bias"
+    else  // adding +0 changes no routing score's key (score_key folds -0 into +0), so zeros equal "no bias";
+          // the ranking key (logit or R) follows Params.biased, not this buffer
       MOE_CUDA_TRY(cudaMemsetAsync(s->d_bias, 0, sizeof(float) * r->params.experts, s->host_stream),
                    "cudaMemset(bias)");
     s->dparams.bias = s->d_bias;
@@ -317,6 +320,7 @@ int cuda_set_bias(moe_router* r) {
                                s->host_stream),
                "cudaMemcpy(bias)");
   MOE_CUDA_TRY(cudaStreamSynchronize(s->host_stream), "set_bias");
+  s->dparams.biased = true;  // from now on experts rank by R = S + b (calls captured earlier keep their key)
   return MOE_OK;
 }
 

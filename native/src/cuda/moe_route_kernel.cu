@@ -7,6 +7,10 @@
 // keeps the best of its own experts, a team max picks the winner, and only the thread that owned it
 // rescans. Keys are distinct, so the result (and its descending order) does not depend on how the
 // experts are spread over threads, which keeps indices identical to the CPU's insertion sort.
+// Experts are ranked by the ranking key K of the spec (the logit without a bias, R = S + b with one);
+// group scores sum the routing scores R. Options the kernels do not implement yet (sqrtsoftplus,
+// softmax + bias, normalize switch, TOP2_SUM / MAX, k not a multiple of Gk, ZERO / ERROR, -1 rows)
+// are rejected by cuda_router_init.
 #include "moe_cuda_common.cuh"
 
 namespace moe {
@@ -115,16 +119,19 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     nf = TeamT::any(nf);  // also orders the staging writes before the reads below
     if (TW == 1) __syncwarp();
 
-    // Routing scores (pre-softmax: P in place; post: the logits themselves).
+    // Routing scores R (pre-softmax: P; post: the logits themselves) for the group scores and
+    // the weights; the ranking key `kk` is R with a bias, else the logits (lg is kept intact).
     const float* sc = lg;
     if (pre) {
-      RowSoftmax sm = dev::team_row_softmax<TW>(lg, E, tid, sh);
-      for (int i = tid; i < E; i += N) lg[i] = lg[i] / sm.sum;  // == exp_det(l - max) / sum
-    } else if (p.score_fn == MOE_SCORE_SIGMOID) {
+      RowSoftmax sm = dev::team_row_softmax<TW>(lg, sc_buf, E, tid, sh);
+      for (int i = tid; i < E; i += N) sc_buf[i] = sc_buf[i] / sm.sum;  // == exp_det(l - max) / sum
+      sc = sc_buf;
+    } else if (p.score_fn == MOE_SCORE_SIGMOID && (p.bias || grouped)) {
       RowSoftmax unused{0.0f, 1.0f};
       for (int i = tid; i < E; i += N) sc_buf[i] = routing_score(p, lg[i], i, unused);
       sc = sc_buf;
     }
+    const float* kk = p.rank_by_logit() ? lg : sc;
     TeamT::sync();
 
     // Selection: sel0 / sel1 on warp 0 lane j hold the j-th / (j+32)-th key.
@@ -141,14 +148,14 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
           kept = select_groups(p, sc, lane);
         } else {
           if (threadIdx.x < 32) {
-            unsigned long long kk = select_groups(p, sc, lane);
-            if (lane == 0) sh_kept = kk;
+            unsigned long long mask = select_groups(p, sc, lane);
+            if (lane == 0) sh_kept = mask;
           }
           __syncthreads();
           kept = sh_kept;
         }
       }
-      unsigned long long mine = local_best(sc, E, tid, N, grouped, gs, kept, ~0ull);
+      unsigned long long mine = local_best(kk, E, tid, N, grouped, gs, kept, ~0ull);
       for (int r = 0; r < k; ++r) {
         const unsigned long long win = TeamT::max_u64(mine, sh);
         if (lane == (r & 31)) {
@@ -157,7 +164,7 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
           else
             sel1 = win;
         }
-        if (mine == win) mine = local_best(sc, E, tid, N, grouped, gs, kept, win);
+        if (mine == win) mine = local_best(kk, E, tid, N, grouped, gs, kept, win);
       }
     }
 
@@ -165,10 +172,11 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     if (warp0) {
       const int e0 = rank_key_index(sel0), e1 = rank_key_index(sel1);
       const bool v0 = lane < k, v1 = lane + 32 < k;
-      const float l0 = v0 ? lg[e0] : 0.0f, l1 = v1 ? lg[e1] : 0.0f;  // pre: lg holds P
+      const float l0 = v0 ? lg[e0] : 0.0f, l1 = v1 ? lg[e1] : 0.0f;
+      const float p0 = pre && v0 ? sc[e0] : 0.0f, p1 = pre && v1 ? sc[e1] : 0.0f;  // P (no bias here)
       float w0, w1;
       bool unused_nf = false;
-      dev::seg_weights<32>(p, lane, l0, l1, l0, l1, w0, w1, unused_nf);
+      dev::seg_weights<32>(p, lane, l0, l1, p0, p1, w0, w1, unused_nf);
       if (v0) {
         out_idx[t * k + lane] = e0;
         out_w[t * k + lane] = w0 * p.scale;

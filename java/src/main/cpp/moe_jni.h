@@ -8,9 +8,9 @@
 #include <string.h>
 #include "moe_router.h"
 
-static inline int64_t moe_jni_router_create(int backend, int device, int experts, int top_k, int score_fn,
-                                            int pre_softmax, int groups, int group_topk, float scale,
-                                            const float* bias) {
+static inline moe_router_config moe_jni_config(int experts, int top_k, int score_fn, int pre_softmax, int groups,
+                                                int group_topk, float scale, const float* bias, int normalize,
+                                                int group_score, int nonfinite, int minus_one_rows) {
   moe_router_config c;
   c.num_experts = experts;
   c.top_k = top_k;
@@ -20,9 +20,31 @@ static inline int64_t moe_jni_router_create(int backend, int device, int experts
   c.group_topk = group_topk;
   c.scale = scale;
   c.expert_bias = bias;
+  c.normalize = normalize;
+  c.group_score = group_score;
+  c.nonfinite = nonfinite;
+  c.minus_one_rows = minus_one_rows;
+  return c;
+}
+
+static inline int64_t moe_jni_router_create(int backend, int device, int experts, int top_k, int score_fn,
+                                            int pre_softmax, int groups, int group_topk, float scale,
+                                            const float* bias, int normalize, int group_score, int nonfinite,
+                                            int minus_one_rows) {
+  moe_router_config c = moe_jni_config(experts, top_k, score_fn, pre_softmax, groups, group_topk, scale, bias,
+                                       normalize, group_score, nonfinite, minus_one_rows);
   moe_router* r = 0;
   int st = moe_router_create(&c, backend, device, &r);
   return st == MOE_OK ? (int64_t)(intptr_t)r : -(int64_t)st;
+}
+
+// moe_config_validate over the same scalars (tests compare its messages with RouterConfig's).
+static inline int moe_jni_config_validate(int experts, int top_k, int score_fn, int pre_softmax, int groups,
+                                          int group_topk, float scale, const float* bias, int normalize,
+                                          int group_score, int nonfinite, int minus_one_rows) {
+  moe_router_config c = moe_jni_config(experts, top_k, score_fn, pre_softmax, groups, group_topk, scale, bias,
+                                       normalize, group_score, nonfinite, minus_one_rows);
+  return moe_config_validate(&c);
 }
 
 static inline int moe_jni_router_destroy(int64_t h) { return moe_router_destroy((moe_router*)(intptr_t)h); }
@@ -38,10 +60,10 @@ static inline int moe_jni_router_set_threads(int64_t h, int threads) {
 // Host memory on any backend (CUDA stages through device buffers). Returns non-finite rows or -status.
 static inline int64_t moe_jni_route_host(int64_t h, const void* logits, int dtype, int64_t tokens,
                                          const int32_t* replay_idx, const uint8_t* replay_mask, int32_t* out_idx,
-                                         float* out_w) {
+                                         float* out_w, uint8_t* out_flags) {
   int64_t nonfinite = 0;
   int st = moe_route_host((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
-                          &nonfinite);
+                          out_flags, &nonfinite);
   return st == MOE_OK ? nonfinite : -(int64_t)st;
 }
 
@@ -49,18 +71,18 @@ static inline int64_t moe_jni_route_host(int64_t h, const void* logits, int dtyp
 static inline int moe_jni_route_device(int64_t h, const void* logits, int dtype, int64_t tokens,
                                        const int32_t* replay_idx, const uint8_t* replay_mask, int32_t* out_idx,
                                        float* out_w, int64_t* d_nonfinite, void* stream) {
-  return moe_route((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
+  return moe_route((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, 0,
                    d_nonfinite, stream);
 }
 
 static inline int moe_jni_backward_host(int64_t h, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                                        const float* grad_w, float* grad_logits) {
-  return moe_route_backward_host((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, grad_logits);
+                                        const float* grad_w, const uint8_t* flags, float* grad_logits) {
+  return moe_route_backward_host((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
 }
 
 static inline int moe_jni_backward_device(int64_t h, const void* logits, int dtype, int64_t tokens,
                                           const int32_t* idx, const float* grad_w, float* grad_logits, void* stream) {
-  return moe_route_backward((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, grad_logits, stream);
+  return moe_route_backward((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, 0, grad_logits, stream);
 }
 
 // Returns -1 when no replay was rejected, else bad_row * 4 + reason (reason < 4), or < -1 as -status - 1.

@@ -12,16 +12,17 @@ package org.moerouter;
 final class HostCalls {
   private HostCalls() {}
 
-  /** moe_route_host: rows with non-finite logits, or -status. */
+  /** moe_route_host: rows with non-finite logits, or -status. {@code outFlags} may be 0. */
   static long route(long handle, boolean cpu, long logits, int dtype, long tokens, long replayIdx, long replayMask,
-      long outIdx, long outWeights) {
-    return RouterNative.moe_jni_route_host(handle, logits, dtype, tokens, replayIdx, replayMask, outIdx, outWeights);
+      long outIdx, long outWeights, long outFlags) {
+    return RouterNative.moe_jni_route_host(handle, logits, dtype, tokens, replayIdx, replayMask, outIdx, outWeights,
+        outFlags);
   }
 
-  /** moe_route_backward_host: 0, or the status. */
+  /** moe_route_backward_host: 0, or the status. {@code flags} may be 0. */
   static int backward(long handle, boolean cpu, long logits, int dtype, long tokens, long idx, long gradWeights,
-      long gradLogits) {
-    return RouterNative.moe_jni_backward_host(handle, logits, dtype, tokens, idx, gradWeights, gradLogits);
+      long flags, long gradLogits) {
+    return RouterNative.moe_jni_backward_host(handle, logits, dtype, tokens, idx, gradWeights, flags, gradLogits);
   }
 
   /** "JNI" here; on JDK 22+ "FFM", "JNI" or "JNI (FFM unavailable: why)" (see {@link NativeLibrary#hostCallBinding()}). */

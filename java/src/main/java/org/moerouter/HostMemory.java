@@ -114,4 +114,9 @@ final class HostMemory {
     requireNative();
     RouterNative.moe_jni_copy(address, src, 4L * n);
   }
+
+  static void copy(byte[] src, int n, long address) {
+    requireNative();
+    RouterNative.moe_jni_copy(address, src, n);
+  }
 }

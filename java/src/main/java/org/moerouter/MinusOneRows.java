@@ -3,13 +3,21 @@ package org.moerouter;
 
 /**
  * What replay does with rows of -1, the padding rows of slime and miles traces (ROUTING_SPEC.md section 4).
- * A row mixing -1 and experts is always rejected; rows that are not all -1 are validated as usual.
+ * A row mixing -1 and experts is always rejected; rows that are not all -1 are validated as usual. A router
+ * option ({@link RouterConfig.Builder#minusOneRows}, honoured by every replay path) and a replay-registry
+ * option. Codes mirror moe_minus_one_rows in moe_router.h.
  */
 public enum MinusOneRows {
   /** Reject an all-(-1) row like any other invalid row (default). */
-  REJECT,
+  REJECT(0),
   /** Route an all-(-1) row live, as if its replay mask were 0. */
-  LIVE,
+  LIVE(1),
   /** Replay an all-(-1) row as experts {@code 0 .. k-1} (miles {@code _get_replay_result}). */
-  ARANGE
+  ARANGE(2);
+
+  final int code;
+
+  MinusOneRows(int code) {
+    this.code = code;
+  }
 }

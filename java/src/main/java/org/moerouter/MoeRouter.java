@@ -17,9 +17,13 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * <p>Logits are row-major [tokens, experts]: fp32 as {@code float[]}, bf16/fp16 as raw 16-bit values
  * in {@code short[]}. Outputs go into caller-provided [tokens, k] buffers (no allocation per call on
  * the native backends). Every call returns the number of rows in which a logit it read was NaN or
- * infinite. Replay calls take indices [tokens, k] (and an optional mask [tokens]; rows with mask 0 are
- * routed live); an invalid row (expert out of range, or repeated) is rejected with an error naming it,
- * before any output is written.
+ * infinite (a live row reads its whole row, a replayed row its k logits, or the whole row for softmax
+ * pre), and can write which rows those were ({@code outNonfiniteRows} [tokens], 1 or 0), which
+ * {@link #backward} needs under {@link NonFinitePolicy#ZERO}. Replay calls take indices [tokens, k] (and
+ * an optional mask [tokens]; rows with mask 0 are routed live); an invalid row (expert out of range, or
+ * repeated; all -1 rows follow {@link RouterConfig#minusOneRows()}) is rejected with an error naming it,
+ * before any output is written. Under {@link NonFinitePolicy#ERROR} a read NaN or infinity rejects the
+ * call the same way ({@link Status#NONFINITE}).
  *
  * <pre>{@code
  * try (MoeRouter router = MoeRouter.create(config)) {          // CUDA, else native CPU, else Java
@@ -27,6 +31,10 @@ import java.util.concurrent.atomic.AtomicBoolean;
  *   router.replay(logits, tokens, idx, null, idx2, weights2);   // forced experts, live weights
  *   router.backward(logits, tokens, idx, gradWeights, gradLogits);
  * }
+ * // non-finite policy ZERO: keep the forward's row flags for the backward
+ * byte[] rows = new byte[tokens];
+ * router.route(logits, tokens, idx, weights, rows);
+ * router.backward(logits, tokens, idx, gradWeights, rows, gradLogits);
  * }</pre>
  *
  * <p>Threads and lifetime: routers are safe to call from several threads at once. {@link #close()} is
@@ -143,10 +151,18 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /** Live routing of fp32 logits; returns the number of rows with non-finite logits. */
   public final long route(float[] logits, int tokens, int[] outIdx, float[] outWeights) {
+    return route(logits, tokens, outIdx, outWeights, null);
+  }
+
+  /**
+   * Live routing of fp32 logits; {@code outNonfiniteRows} [tokens] (may be null) receives 1 for each
+   * row with a non-finite logit, else 0. Returns the number of such rows.
+   */
+  public final long route(float[] logits, int tokens, int[] outIdx, float[] outWeights, byte[] outNonfiniteRows) {
     acquire("route");
     try {
-      checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
-      return routeArrays(logits, null, LogitsType.FP32, tokens, null, null, outIdx, outWeights);
+      checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights, outNonfiniteRows);
+      return routeArrays(logits, null, LogitsType.FP32, tokens, null, null, outIdx, outWeights, outNonfiniteRows);
     } finally {
       release();
     }
@@ -154,23 +170,30 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /** Live routing of bf16/fp16 logits given as raw 16-bit values. */
   public final long route(short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights) {
+    return route(logits, type, tokens, outIdx, outWeights, null);
+  }
+
+  /** Live routing of bf16/fp16 logits, with the per-row non-finite flags (may be null). */
+  public final long route(short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights,
+      byte[] outNonfiniteRows) {
     acquire("route");
     try {
       checkHalf(type);
-      checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights);
-      return routeArrays(null, logits, type, tokens, null, null, outIdx, outWeights);
+      checkArrays(logits == null ? -1 : logits.length, tokens, null, null, outIdx, outWeights, outNonfiniteRows);
+      return routeArrays(null, logits, type, tokens, null, null, outIdx, outWeights, outNonfiniteRows);
     } finally {
       release();
     }
   }
 
-  /** Live routing into new arrays. */
+  /** Live routing into new arrays (non-finite row flags included). */
   public final RoutingResult route(float[] logits, int tokens) {
     checkTokens(tokens);
     int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
     float[] w = new float[idx.length];
-    long nonfinite = route(logits, tokens, idx, w);
-    return new RoutingResult(tokens, config.topK(), idx, w, nonfinite);
+    byte[] rows = rowFlags(tokens);
+    long nonfinite = route(logits, tokens, idx, w, rows);
+    return new RoutingResult(tokens, config.topK(), idx, w, nonfinite, rows);
   }
 
   // ------------------------------------------------------------------ replay, arrays
@@ -181,11 +204,18 @@ public abstract class MoeRouter implements AutoCloseable {
    */
   public final long replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
       float[] outWeights) {
+    return replay(logits, tokens, replayIdx, replayMask, outIdx, outWeights, null);
+  }
+
+  /** Replay with the per-row non-finite flags {@code outNonfiniteRows} [tokens] (may be null). */
+  public final long replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
+      float[] outWeights, byte[] outNonfiniteRows) {
     acquire("replay");
     try {
       checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
-          replayMask, outIdx, outWeights);
-      return routeArrays(logits, null, LogitsType.FP32, tokens, replayIdx, replayMask, outIdx, outWeights);
+          replayMask, outIdx, outWeights, outNonfiniteRows);
+      return routeArrays(logits, null, LogitsType.FP32, tokens, replayIdx, replayMask, outIdx, outWeights,
+          outNonfiniteRows);
     } finally {
       release();
     }
@@ -193,24 +223,35 @@ public abstract class MoeRouter implements AutoCloseable {
 
   public final long replay(short[] logits, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
       int[] outIdx, float[] outWeights) {
+    return replay(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, null);
+  }
+
+  public final long replay(short[] logits, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
+      int[] outIdx, float[] outWeights, byte[] outNonfiniteRows) {
     acquire("replay");
     try {
       checkHalf(type);
       checkArrays(logits == null ? -1 : logits.length, tokens, Objects.requireNonNull(replayIdx, "replayIdx"),
-          replayMask, outIdx, outWeights);
-      return routeArrays(null, logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+          replayMask, outIdx, outWeights, outNonfiniteRows);
+      return routeArrays(null, logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outNonfiniteRows);
     } finally {
       release();
     }
   }
 
-  /** Replay into new arrays. */
+  /** Replay into new arrays (non-finite row flags included). */
   public final RoutingResult replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask) {
     checkTokens(tokens);
     int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
     float[] w = new float[idx.length];
-    long nonfinite = replay(logits, tokens, replayIdx, replayMask, idx, w);
-    return new RoutingResult(tokens, config.topK(), idx, w, nonfinite);
+    byte[] rows = rowFlags(tokens);
+    long nonfinite = replay(logits, tokens, replayIdx, replayMask, idx, w, rows);
+    return new RoutingResult(tokens, config.topK(), idx, w, nonfinite, rows);
+  }
+
+  /** Row flags for the RoutingResult forms: null on CUDA, whose kernels do not write them yet. */
+  private byte[] rowFlags(int tokens) {
+    return backend == Backend.CUDA ? null : new byte[Math.max(tokens, 0)];
   }
 
   // ------------------------------------------------------------------ direct buffers and raw addresses
@@ -223,16 +264,22 @@ public abstract class MoeRouter implements AutoCloseable {
    */
   public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
+    return route(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, null);
+  }
+
+  /** Routing over direct buffers with the per-row non-finite flags {@code outNonfiniteRows} [tokens] (may be null). */
+  public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outNonfiniteRows) {
     acquire(replayIdx != null ? "replay" : "route");
     try {
-      return checkBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+      return checkBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outNonfiniteRows);
     } finally {
       release();
     }
   }
 
   private long checkBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
-      IntBuffer outIdx, FloatBuffer outWeights) {
+      IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outFlags) {
     Objects.requireNonNull(type, "type");
     checkTokens(tokens);
     long n = (long) tokens * config.experts();
@@ -250,12 +297,14 @@ public abstract class MoeRouter implements AutoCloseable {
       if (replayIdx == null) throw invalid("replayMask given without replayIdx");
       checkCapacity("replayMask", replayMask.remaining(), tokens);
     }
+    if (outFlags != null) checkCapacity("outNonfiniteRows", outFlags.remaining(), tokens);
     HostMemory.checkDirect(logits, "logits", false, true);
     HostMemory.checkDirect(replayIdx, "replayIdx", false, true);
     HostMemory.checkDirect(replayMask, "replayMask", false, false);
     HostMemory.checkDirect(outIdx, "outIdx", true, true);
     HostMemory.checkDirect(outWeights, "outWeights", true, true);
-    return routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+    HostMemory.checkDirect(outFlags, "outNonfiniteRows", true, false);
+    return routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
   }
 
   /**
@@ -264,13 +313,19 @@ public abstract class MoeRouter implements AutoCloseable {
    */
   public final long routeAddress(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights) {
+    return routeAddress(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, 0L);
+  }
+
+  /** Routing over raw host addresses with the per-row non-finite flags at {@code outNonfiniteRows} (uint8 [tokens], or 0). */
+  public final long routeAddress(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
+      long outIdx, long outWeights, long outNonfiniteRows) {
     acquire(replayIdx != 0 ? "replay" : "route");
     try {
       Objects.requireNonNull(type, "type");
       if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
       if (tokens > 0 && (logits == 0 || outIdx == 0 || outWeights == 0)) throw invalid("logits and outputs must not be 0");
       if (replayMask != 0 && replayIdx == 0) throw invalid("replayMask given without replayIdx");
-      return routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights);
+      return routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outNonfiniteRows);
     } finally {
       release();
     }
@@ -306,13 +361,26 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /**
    * Backward of the weights (spec section 5): gradLogits [tokens, E] from gradWeights [tokens, k] for
-   * the experts {@code idx} [tokens, k] the forward used (live or replayed). Every element is written.
+   * the experts {@code idx} [tokens, k] the forward used (live or replayed: its output indices, never
+   * -1). Every element is written. Routers with {@link NonFinitePolicy#ZERO} need the overload that
+   * takes the forward's non-finite row flags.
    */
   public final void backward(float[] logits, int tokens, int[] idx, float[] gradWeights, float[] gradLogits) {
+    backward(logits, tokens, idx, gradWeights, null, gradLogits);
+  }
+
+  /**
+   * Backward with the forward's non-finite row flags {@code nonfiniteRows} [tokens] (its
+   * {@code outNonfiniteRows}). Under {@link NonFinitePolicy#ZERO} they are required and flagged rows get
+   * a zero gradient (a live row read its whole row, which the indices do not tell); otherwise they
+   * may be null and are not read. Under ERROR a non-finite logit this call reads rejects it.
+   */
+  public final void backward(float[] logits, int tokens, int[] idx, float[] gradWeights, byte[] nonfiniteRows,
+      float[] gradLogits) {
     acquire("backward");
     try {
-      checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
-      backwardArrays(logits, null, LogitsType.FP32, tokens, idx, gradWeights, gradLogits);
+      checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, nonfiniteRows, gradLogits);
+      backwardArrays(logits, null, LogitsType.FP32, tokens, idx, gradWeights, nonfiniteRows, gradLogits);
     } finally {
       release();
     }
@@ -320,11 +388,16 @@ public abstract class MoeRouter implements AutoCloseable {
 
   public final void backward(short[] logits, LogitsType type, int tokens, int[] idx, float[] gradWeights,
       float[] gradLogits) {
+    backward(logits, type, tokens, idx, gradWeights, null, gradLogits);
+  }
+
+  public final void backward(short[] logits, LogitsType type, int tokens, int[] idx, float[] gradWeights,
+      byte[] nonfiniteRows, float[] gradLogits) {
     acquire("backward");
     try {
       checkHalf(type);
-      checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, gradLogits);
-      backwardArrays(null, logits, type, tokens, idx, gradWeights, gradLogits);
+      checkBackward(logits == null ? -1 : logits.length, tokens, idx, gradWeights, nonfiniteRows, gradLogits);
+      backwardArrays(null, logits, type, tokens, idx, gradWeights, nonfiniteRows, gradLogits);
     } finally {
       release();
     }
@@ -333,13 +406,20 @@ public abstract class MoeRouter implements AutoCloseable {
   /** Backward over raw host addresses. */
   public final void backwardAddress(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long gradLogits) {
+    backwardAddress(logits, type, tokens, idx, gradWeights, 0L, gradLogits);
+  }
+
+  /** Backward over raw host addresses with the forward's non-finite row flags (uint8 [tokens], or 0). */
+  public final void backwardAddress(long logits, LogitsType type, long tokens, long idx, long gradWeights,
+      long nonfiniteRows, long gradLogits) {
     acquire("backward");
     try {
       Objects.requireNonNull(type, "type");
       if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
       if (tokens > 0 && (logits == 0 || idx == 0 || gradWeights == 0 || gradLogits == 0))
         throw invalid("logits, indices and gradients must not be 0");
-      backwardHost(logits, type, tokens, idx, gradWeights, gradLogits);
+      if (tokens > 0 && nonfiniteRows == 0) checkZeroFlags();
+      backwardHost(logits, type, tokens, idx, gradWeights, nonfiniteRows, gradLogits);
     } finally {
       release();
     }
@@ -498,8 +578,8 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /**
    * Aux-loss-free balancing step (DeepSeek-V3): {@code b_i += rate * sign(mean(tokens) - tokens_i)},
-   * applied to this router (sigmoid routers; a router built without bias starts from zeros).
-   * Returns the new bias.
+   * applied to this router (sigmoid, sqrtsoftplus or softmax pre; a router built without bias starts
+   * from zeros, and ranks by R = score + bias from then on). Returns the new bias.
    */
   public final synchronized float[] updateExpertBias(int[] tokensPerExpert, float rate) {
     acquire("updateExpertBias");
@@ -511,8 +591,7 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   private float[] updateBias(int[] tokensPerExpert, float rate) {
-    if (config.scoreFunction() != ScoreFunction.SIGMOID)
-      throw invalid("expert bias applies to the sigmoid score function only");
+    if (!config.acceptsExpertBias()) throw invalid(BIAS_NEEDS_SCORE);
     int e = config.experts();
     checkCapacity("tokensPerExpert", tokensPerExpert == null ? -1 : tokensPerExpert.length, e);
     if (!Float.isFinite(rate)) throw invalid("bias update rate is not finite: " + rate);
@@ -532,7 +611,10 @@ public abstract class MoeRouter implements AutoCloseable {
 
   private float[] expertBias;  // a copy; null when none
 
-  /** The expert bias currently used for selection (a copy; zeros for a sigmoid router built without one). */
+  /**
+   * The expert bias currently used for selection (a copy; zeros for a router built without one that
+   * accepts one: sigmoid, sqrtsoftplus, softmax pre).
+   */
   public final synchronized float[] expertBias() {
     acquire("expertBias");
     try {
@@ -544,11 +626,14 @@ public abstract class MoeRouter implements AutoCloseable {
 
   private float[] currentBias() {
     if (expertBias != null) return expertBias.clone();
-    if (config.scoreFunction() != ScoreFunction.SIGMOID) throw invalid("softmax routers have no expert bias");
+    if (!config.acceptsExpertBias()) throw invalid("softmax post routers have no expert bias");
     return new float[config.experts()];
   }
 
-  /** Replaces the expert bias (sigmoid routers), e.g. after an aux-loss-free balancing step. */
+  /**
+   * Replaces the expert bias (sigmoid, sqrtsoftplus or softmax pre routers), e.g. after an aux-loss-free
+   * balancing step. A router built without a bias ranks by R = score + bias once one is set.
+   */
   public final synchronized void setExpertBias(float[] bias) {
     acquire("setExpertBias");
     try {
@@ -648,19 +733,20 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   abstract long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx,
-      byte[] replayMask, int[] outIdx, float[] outWeights);
+      byte[] replayMask, int[] outIdx, float[] outWeights, byte[] outFlags);
 
   /** Direct buffers, already checked (direct, large enough, outputs writable); read from their positions. */
   abstract long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
-      IntBuffer outIdx, FloatBuffer outWeights);
+      IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outFlags);
 
   abstract long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-      long outWeights);
+      long outWeights, long outFlags);
 
   abstract void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
-      float[] gradLogits);
+      byte[] flags, float[] gradLogits);
 
-  abstract void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits);
+  abstract void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
+      long gradLogits);
 
   abstract float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
       byte[] topkMap, int[] counts, float[] grad);
@@ -669,17 +755,19 @@ public abstract class MoeRouter implements AutoCloseable {
 
   // ------------------------------------------------------------------ argument checks
 
+  static final String BIAS_NEEDS_SCORE = "expert bias with the softmax score function needs pre-softmax (R = P + b)";
+
   void checkBias(float[] bias) {
-    if (config.scoreFunction() != ScoreFunction.SIGMOID)
-      throw invalid("expert bias applies to the sigmoid score function only");
+    if (!config.acceptsExpertBias()) throw invalid(BIAS_NEEDS_SCORE);
     if (bias == null || bias.length != config.experts())
       throw invalid("expert bias must have " + config.experts() + " entries");
     for (int i = 0; i < bias.length; i++) if (!Float.isFinite(bias[i])) throw invalid("expert bias[" + i + "] is not finite");
   }
 
   private void checkArrays(int logitsLength, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
-      float[] outWeights) {
+      float[] outWeights, byte[] outFlags) {
     checkTokens(tokens);
+    if (outFlags != null) checkCapacity("outNonfiniteRows", outFlags.length, tokens);
     long tk = (long) tokens * config.topK();
     checkCapacity("logits", logitsLength, (long) tokens * config.experts());
     checkCapacity("outIdx", outIdx == null ? -1 : outIdx.length, tk);
@@ -688,13 +776,23 @@ public abstract class MoeRouter implements AutoCloseable {
     if (replayMask != null) checkCapacity("replayMask", replayMask.length, tokens);
   }
 
-  private void checkBackward(int logitsLength, int tokens, int[] idx, float[] gradWeights, float[] gradLogits) {
+  private void checkBackward(int logitsLength, int tokens, int[] idx, float[] gradWeights, byte[] flags,
+      float[] gradLogits) {
     checkTokens(tokens);
     long tk = (long) tokens * config.topK();
     checkCapacity("logits", logitsLength, (long) tokens * config.experts());
     checkCapacity("idx", idx == null ? -1 : idx.length, tk);
     checkCapacity("gradWeights", gradWeights == null ? -1 : gradWeights.length, tk);
     checkCapacity("gradLogits", gradLogits == null ? -1 : gradLogits.length, (long) tokens * config.experts());
+    if (flags != null) checkCapacity("nonfiniteRows", flags.length, tokens);
+    else if (tokens > 0) checkZeroFlags();
+  }
+
+  /** The native check_backward_args rule, with its text. */
+  private void checkZeroFlags() {
+    if (config.nonFinite() == NonFinitePolicy.ZERO)
+      throw invalid("non-finite policy ZERO: backward needs the forward's non-finite row flags (a live row read its "
+          + "whole row, which the indices alone do not tell)");
   }
 
   private void checkLoss(int logitsLength, int tokens, float coeff, float[] scores, byte[] map, int[] counts,

@@ -39,10 +39,11 @@ final class NativeRouter extends MoeRouter {
 
   NativeRouter(RouterConfig config, Backend backend) {
     super(config, backend);
+    // Groups go as configured (not only when grouped()): the native rules check them the same way.
     long h = RouterNative.moe_jni_router_create(backend == Backend.CUDA ? BACKEND_CUDA : BACKEND_CPU, 0,
-        config.experts(), config.topK(), config.scoreFunction().code, config.preSoftmax() ? 1 : 0,
-        config.grouped() ? config.groups() : 0, config.grouped() ? config.groupTopK() : 0, config.scale(),
-        config.expertBiasUnsafe());
+        config.experts(), config.topK(), config.scoreFunction().code, config.preSoftmax() ? 1 : 0, config.groups(),
+        config.groupTopK(), config.scale(), config.expertBiasUnsafe(), config.normalizeCode(),
+        config.groupScore().code, config.nonFinite().code, config.minusOneRows().code);
     if (h <= 0) throw RouterNative.error((int) -h, "create " + backend + " router");
     handle = h;
     LIVE.incrementAndGet();
@@ -57,11 +58,12 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
-      int[] outIdx, float[] outWeights) {
+      int[] outIdx, float[] outWeights, byte[] outFlags) {
     long h = handle;
     long r = f32 != null
-        ? RouterNative.moe_jni_route_host(h, f32, type.code, tokens, replayIdx, replayMask, outIdx, outWeights)
-        : RouterNative.moe_jni_route_host(h, half, type.code, tokens, replayIdx, replayMask, outIdx, outWeights);
+        ? RouterNative.moe_jni_route_host(h, f32, type.code, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags)
+        : RouterNative.moe_jni_route_host(h, half, type.code, tokens, replayIdx, replayMask, outIdx, outWeights,
+            outFlags);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != null ? "replay" : "route");
     return r;
   }
@@ -72,27 +74,30 @@ final class NativeRouter extends MoeRouter {
   private final HostMemory.AddressCache maskAt = new HostMemory.AddressCache();
   private final HostMemory.AddressCache idxAt = new HostMemory.AddressCache();
   private final HostMemory.AddressCache weightsAt = new HostMemory.AddressCache();
+  private final HostMemory.AddressCache flagsAt = new HostMemory.AddressCache();
 
   @Override
   long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
-      IntBuffer outIdx, FloatBuffer outWeights) {
+      IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outFlags) {
     long r = HostCalls.route(handle, backend == Backend.CPU, logitsAt.address(logits), type.code, tokens,
-        replayAt.address(replayIdx), maskAt.address(replayMask), idxAt.address(outIdx), weightsAt.address(outWeights));
+        replayAt.address(replayIdx), maskAt.address(replayMask), idxAt.address(outIdx), weightsAt.address(outWeights),
+        flagsAt.address(outFlags));
     // Raw addresses do not keep the buffers alive: the native code must not outlive them.
     Reference.reachabilityFence(logits);
     Reference.reachabilityFence(replayIdx);
     Reference.reachabilityFence(replayMask);
     Reference.reachabilityFence(outIdx);
     Reference.reachabilityFence(outWeights);
+    Reference.reachabilityFence(outFlags);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != null ? "replay" : "route");
     return r;
   }
 
   @Override
   long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-      long outWeights) {
+      long outWeights, long outFlags) {
     long r = HostCalls.route(handle, backend == Backend.CPU, logits, type.code, tokens, replayIdx, replayMask, outIdx,
-        outWeights);
+        outWeights, outFlags);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != 0 ? "replay" : "route");
     return r;
   }
@@ -117,17 +122,18 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
-      float[] gradLogits) {
+      byte[] flags, float[] gradLogits) {
     long h = handle;
     int st = f32 != null
-        ? RouterNative.moe_jni_backward_host(h, f32, type.code, tokens, idx, gradWeights, gradLogits)
-        : RouterNative.moe_jni_backward_host(h, half, type.code, tokens, idx, gradWeights, gradLogits);
+        ? RouterNative.moe_jni_backward_host(h, f32, type.code, tokens, idx, gradWeights, flags, gradLogits)
+        : RouterNative.moe_jni_backward_host(h, half, type.code, tokens, idx, gradWeights, flags, gradLogits);
     if (st != 0) throw RouterNative.error(st, "backward");
   }
 
   @Override
-  void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits) {
-    int st = HostCalls.backward(handle, backend == Backend.CPU, logits, type.code, tokens, idx, gradWeights,
+  void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
+      long gradLogits) {
+    int st = HostCalls.backward(handle, backend == Backend.CPU, logits, type.code, tokens, idx, gradWeights, flags,
         gradLogits);
     if (st != 0) throw RouterNative.error(st, "backward");
   }

@@ -5,13 +5,26 @@ import java.util.Arrays;
 import java.util.Objects;
 
 /**
- * Immutable router configuration (ROUTING_SPEC.md sections 1-3), validated when built.
+ * Immutable router configuration (ROUTING_SPEC.md sections 1-5), validated when built.
  *
  * <pre>{@code
  * RouterConfig deepseekV3 = RouterConfig.builder(256, 8)
  *     .scoreFunction(ScoreFunction.SIGMOID).expertBias(bias)
- *     .groups(8, 4).scale(2.5f).build();
+ *     .groups(8, 4).groupScore(GroupScore.TOP2_SUM).scale(2.5f).build();
  * }</pre>
+ *
+ * <p>Options and their defaults (unset = the spec default):
+ * <ul>
+ *   <li>{@link Builder#scoreFunction}: SOFTMAX (post unless {@link Builder#preSoftmax}), SIGMOID, SQRTSOFTPLUS;</li>
+ *   <li>{@link Builder#expertBias}: R = S + b (sigmoid, sqrtsoftplus) or P + b (softmax pre only); selection
+ *       only, never the weights. Without a bias experts are ranked by the logit;</li>
+ *   <li>{@link Builder#normalize}: renormalise the k weights; default true for sigmoid and sqrtsoftplus,
+ *       false for softmax pre; softmax post is normalised by construction; k = 1 never is;</li>
+ *   <li>{@link Builder#groups} and {@link Builder#groupScore} (TOPK_SUM by default);</li>
+ *   <li>{@link Builder#nonFinite}: PROPAGATE (default), ZERO or ERROR;</li>
+ *   <li>{@link Builder#minusOneRows}: what replay does with all -1 rows, REJECT (default), LIVE or ARANGE.</li>
+ * </ul>
+ * The native library checks the same rules with the same messages ({@code moe_config_validate}).
  */
 public final class RouterConfig {
   /** Limits shared by every backend (moe_router.h). */
@@ -27,6 +40,10 @@ public final class RouterConfig {
   private final int groups;
   private final int groupTopK;
   private final float scale;
+  private final Boolean normalize;  // null: the spec default
+  private final GroupScore groupScore;
+  private final NonFinitePolicy nonFinite;
+  private final MinusOneRows minusOneRows;
 
   private RouterConfig(Builder b) {
     this.experts = b.experts;
@@ -37,6 +54,10 @@ public final class RouterConfig {
     this.groups = b.groups;
     this.groupTopK = b.groupTopK;
     this.scale = b.scale;
+    this.normalize = b.normalize;
+    this.groupScore = b.groupScore;
+    this.nonFinite = b.nonFinite;
+    this.minusOneRows = b.minusOneRows;
   }
 
   public static Builder builder(int experts, int topK) {
@@ -72,6 +93,11 @@ public final class RouterConfig {
     return expertBias;
   }
 
+  /** Whether this score function takes an expert bias: sigmoid, sqrtsoftplus, or softmax with pre-softmax. */
+  public boolean acceptsExpertBias() {
+    return scoreFunction != ScoreFunction.SOFTMAX || preSoftmax;
+  }
+
   /** Number of expert groups; 0 when routing is not group-limited. */
   public int groups() {
     return groups;
@@ -87,16 +113,50 @@ public final class RouterConfig {
     return groups > 1 && groupTopK > 0 && groupTopK < groups;
   }
 
+  public GroupScore groupScore() {
+    return groupScore;
+  }
+
   public float scale() {
     return scale;
   }
 
+  /**
+   * Whether the k weights are renormalised to sum 1 (ROUTING_SPEC.md section 3): the explicit setting,
+   * else true for sigmoid and sqrtsoftplus and false for softmax pre; true for softmax post (by
+   * construction). With k = 1 it has no effect (a single weight is never normalised).
+   */
+  public boolean normalize() {
+    if (normalize != null) return normalize;
+    return scoreFunction != ScoreFunction.SOFTMAX || !preSoftmax;
+  }
+
+  /** The explicit normalize setting, or null when the spec default applies. */
+  public Boolean normalizeSetting() {
+    return normalize;
+  }
+
+  public NonFinitePolicy nonFinite() {
+    return nonFinite;
+  }
+
+  public MinusOneRows minusOneRows() {
+    return minusOneRows;
+  }
+
+  /** moe_normalize code: 0 default, 1 on, 2 off. */
+  int normalizeCode() {
+    return normalize == null ? 0 : normalize ? 1 : 2;
+  }
+
   /** A builder starting from this configuration. */
   public Builder toBuilder() {
-    Builder b = new Builder(experts, topK).scoreFunction(scoreFunction).preSoftmax(preSoftmax).scale(scale);
+    Builder b = new Builder(experts, topK).scoreFunction(scoreFunction).preSoftmax(preSoftmax).scale(scale)
+        .groupScore(groupScore).nonFinite(nonFinite).minusOneRows(minusOneRows);
     b.expertBias = expertBias == null ? null : expertBias.clone();
     b.groups = groups;
     b.groupTopK = groupTopK;
+    b.normalize = normalize;
     return b;
   }
 
@@ -111,13 +171,15 @@ public final class RouterConfig {
     RouterConfig c = (RouterConfig) o;
     return experts == c.experts && topK == c.topK && scoreFunction == c.scoreFunction
         && preSoftmax == c.preSoftmax && groups == c.groups && groupTopK == c.groupTopK
-        && Float.compare(scale, c.scale) == 0 && Arrays.equals(expertBias, c.expertBias);
+        && Float.compare(scale, c.scale) == 0 && Arrays.equals(expertBias, c.expertBias)
+        && normalize() == c.normalize() && groupScore == c.groupScore && nonFinite == c.nonFinite
+        && minusOneRows == c.minusOneRows;
   }
 
   @Override
   public int hashCode() {
-    return Objects.hash(experts, topK, scoreFunction, preSoftmax, groups, groupTopK, scale)
-        * 31 + Arrays.hashCode(expertBias);
+    return Objects.hash(experts, topK, scoreFunction, preSoftmax, groups, groupTopK, scale, normalize(), groupScore,
+        nonFinite, minusOneRows) * 31 + Arrays.hashCode(expertBias);
   }
 
   @Override
@@ -126,8 +188,12 @@ public final class RouterConfig {
         .append(", score=").append(scoreFunction.name().toLowerCase());
     if (preSoftmax) s.append(", preSoftmax");
     if (expertBias != null) s.append(", expertBias");
+    if (normalize != null) s.append(", normalize=").append(normalize);
     if (grouped()) s.append(", groups=").append(groups).append(", groupTopK=").append(groupTopK);
+    if (groupScore != GroupScore.TOPK_SUM) s.append(", groupScore=").append(groupScore);
     if (scale != 1f) s.append(", scale=").append(scale);
+    if (nonFinite != NonFinitePolicy.PROPAGATE) s.append(", nonFinite=").append(nonFinite);
+    if (minusOneRows != MinusOneRows.REJECT) s.append(", minusOneRows=").append(minusOneRows);
     return s.append('}').toString();
   }
 
@@ -141,6 +207,10 @@ public final class RouterConfig {
     private int groups;
     private int groupTopK;
     private float scale = 1f;
+    private Boolean normalize;
+    private GroupScore groupScore = GroupScore.TOPK_SUM;
+    private NonFinitePolicy nonFinite = NonFinitePolicy.PROPAGATE;
+    private MinusOneRows minusOneRows = MinusOneRows.REJECT;
 
     private Builder(int experts, int topK) {
       this.experts = experts;
@@ -152,13 +222,16 @@ public final class RouterConfig {
       return this;
     }
 
-    /** Softmax over all experts before top-k (DeepSeek-V2 style, no renormalisation). */
+    /** Softmax over all experts before top-k (DeepSeek-V2 style; not renormalised unless {@link #normalize}). */
     public Builder preSoftmax(boolean pre) {
       this.preSoftmax = pre;
       return this;
     }
 
-    /** Expert bias [experts] added to sigmoid scores for selection only; null for none. */
+    /**
+     * Expert bias [experts] added to the scores for selection only (R = S + b, or P + b with softmax pre);
+     * null for none. With a bias experts are ranked by R, without one by the logit.
+     */
     public Builder expertBias(float[] bias) {
       this.expertBias = bias == null ? null : bias.clone();
       return this;
@@ -171,12 +244,46 @@ public final class RouterConfig {
       return this;
     }
 
-    /** Multiplies the weights (routed scaling factor). */
+    /** How a group is scored (default {@link GroupScore#TOPK_SUM}); needs {@link #groups}. */
+    public Builder groupScore(GroupScore g) {
+      this.groupScore = Objects.requireNonNull(g, "groupScore");
+      return this;
+    }
+
+    /** Multiplies the weights (routed scaling factor), after normalisation. */
     public Builder scale(float scale) {
       this.scale = scale;
       return this;
     }
 
+    /**
+     * Renormalise the k weights, {@code w = u / (sum(u) + 1e-20)} (vLLM/SGLang {@code renormalize}).
+     * Unset: true for sigmoid and sqrtsoftplus, false for softmax pre. Softmax post rejects false.
+     */
+    public Builder normalize(boolean normalize) {
+      this.normalize = normalize;
+      return this;
+    }
+
+    /** Back to the spec default of {@link #normalize}. */
+    public Builder normalizeDefault() {
+      this.normalize = null;
+      return this;
+    }
+
+    /** What a call does with rows whose read logits are NaN or infinite (default PROPAGATE). */
+    public Builder nonFinite(NonFinitePolicy policy) {
+      this.nonFinite = Objects.requireNonNull(policy, "nonFinite");
+      return this;
+    }
+
+    /** What replay does with all -1 rows (default REJECT); honoured by every replay path. */
+    public Builder minusOneRows(MinusOneRows policy) {
+      this.minusOneRows = Objects.requireNonNull(policy, "minusOneRows");
+      return this;
+    }
+
+    /** Same rules, order and messages as moe_config_validate (moe_api.cpp). */
     public RouterConfig build() {
       if (experts < 1 || experts > MAX_EXPERTS)
         throw invalid("experts must be in [1, " + MAX_EXPERTS + "], got " + experts);
@@ -185,15 +292,15 @@ public final class RouterConfig {
         throw invalid("topK (" + topK + ") exceeds the number of experts (" + experts + ")");
       if (preSoftmax && scoreFunction != ScoreFunction.SOFTMAX)
         throw invalid("pre-softmax applies to the softmax score function only");
+      if (Boolean.FALSE.equals(normalize) && scoreFunction == ScoreFunction.SOFTMAX && !preSoftmax)
+        throw invalid("normalize=false needs pre-softmax: softmax post is normalised by construction");
       if (expertBias != null) {
-        if (scoreFunction != ScoreFunction.SIGMOID)
-          throw invalid("expert bias applies to the sigmoid score function only");
+        if (scoreFunction == ScoreFunction.SOFTMAX && !preSoftmax)
+          throw invalid("expert bias with the softmax score function needs pre-softmax (R = P + b)");
         if (expertBias.length != experts)
           throw invalid("expert bias has " + expertBias.length + " entries, expected " + experts);
-        for (int i = 0; i < experts; i++)
-          if (!Float.isFinite(expertBias[i])) throw invalid("expert bias[" + i + "] is not finite");
       }
-      if (!(scale > 0f) || !Float.isFinite(scale)) throw invalid("scale must be finite and > 0, got " + scale);
+      if (!(scale > 0f) || !Float.isFinite(scale)) throw invalid("scale must be finite and > 0, got " + gFormat(scale));
       if (groups < 0 || groupTopK < 0)
         throw invalid("groups (" + groups + ") and group topK (" + groupTopK + ") must be >= 0");
       if (groups > 1 || groupTopK > 0) {
@@ -203,12 +310,36 @@ public final class RouterConfig {
           throw invalid("experts (" + experts + ") not divisible by groups (" + groups + ")");
         if (groupTopK < 1 || groupTopK > groups)
           throw invalid("group topK must be in [1, groups=" + groups + "], got " + groupTopK);
-        if (topK % groupTopK != 0)
-          throw invalid("topK (" + topK + ") not divisible by group topK (" + groupTopK + ")");
-        if (topK / groupTopK > experts / groups)
-          throw invalid("topK/groupTopK (" + topK / groupTopK + ") exceeds the group size (" + experts / groups + ")");
+        if (groupTopK * (experts / groups) < topK)
+          throw invalid("the " + groupTopK + " kept groups of " + experts / groups
+              + " experts hold fewer experts than topK (" + topK + ")");
+        if (groupScore == GroupScore.TOPK_SUM && topK / groupTopK < 1)
+          throw invalid("TOPK_SUM sums the top floor(topK / groupTopK) scores of a group, which is 0 for topK "
+              + topK + " and groupTopK " + groupTopK + " (use TOP2_SUM or MAX)");
+        if (groupScore == GroupScore.TOP2_SUM && experts / groups < 2)
+          throw invalid("TOP2_SUM needs at least 2 experts per group, got " + experts / groups);
+      } else if (groupScore != GroupScore.TOPK_SUM) {
+        throw invalid("group score " + groupScore + " applies to group-limited routing only (no groups set)");
       }
+      if (expertBias != null)
+        for (int i = 0; i < experts; i++)
+          if (!Float.isFinite(expertBias[i])) throw invalid("expert bias[" + i + "] is not finite");
       return new RouterConfig(this);
+    }
+
+    /** C's %g for the values a scale check can see (0, negatives, NaN, infinities, ordinary floats). */
+    private static String gFormat(float v) {
+      if (Float.isNaN(v)) return "nan";
+      if (Float.isInfinite(v)) return v > 0 ? "inf" : "-inf";
+      String s = String.format(java.util.Locale.ROOT, "%g", (double) v);
+      // %g in Java keeps trailing zeros and never switches to the shortest form; trim like C does.
+      if (s.contains("e")) {
+        String[] parts = s.split("e");
+        String m = parts[0].contains(".") ? parts[0].replaceAll("0+$", "").replaceAll("\\.$", "") : parts[0];
+        int exp = Integer.parseInt(parts[1]);
+        return m + "e" + (exp < 0 ? "-" : "+") + (Math.abs(exp) < 10 ? "0" : "") + Math.abs(exp);
+      }
+      return s.contains(".") ? s.replaceAll("0+$", "").replaceAll("\\.$", "") : s;
     }
 
     private static MoeRouterException invalid(String message) {

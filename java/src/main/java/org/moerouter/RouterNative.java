@@ -73,7 +73,11 @@ final class RouterNative {
   @NoException static native int moe_cuda_compiled();
 
   @NoException static native long moe_jni_router_create(int backend, int device, int experts, int topK,
-      int scoreFn, int preSoftmax, int groups, int groupTopK, float scale, @Cast("const float*") float[] bias);
+      int scoreFn, int preSoftmax, int groups, int groupTopK, float scale, @Cast("const float*") float[] bias,
+      int normalize, int groupScore, int nonFinite, int minusOneRows);
+  @NoException static native int moe_jni_config_validate(int experts, int topK, int scoreFn, int preSoftmax,
+      int groups, int groupTopK, float scale, @Cast("const float*") float[] bias, int normalize, int groupScore,
+      int nonFinite, int minusOneRows);
   @NoException static native int moe_jni_router_destroy(long handle);
   @NoException static native int moe_jni_router_set_bias(long handle, @Cast("const float*") float[] bias);
   @NoException static native int moe_jni_router_set_threads(long handle, int threads);
@@ -84,18 +88,18 @@ final class RouterNative {
   @NoException @CriticalRegion static native long moe_jni_route_host(long handle,
       @Cast("const void*") float[] logits, int dtype, long tokens,
       @Cast("const int32_t*") int[] replayIdx, @Cast("const uint8_t*") byte[] replayMask,
-      @Cast("int32_t*") int[] outIdx, float[] outWeights);
+      @Cast("int32_t*") int[] outIdx, float[] outWeights, @Cast("uint8_t*") byte[] outFlags);
 
   @NoException @CriticalRegion static native long moe_jni_route_host(long handle,
       @Cast("const void*") short[] logits, int dtype, long tokens,
       @Cast("const int32_t*") int[] replayIdx, @Cast("const uint8_t*") byte[] replayMask,
-      @Cast("int32_t*") int[] outIdx, float[] outWeights);
+      @Cast("int32_t*") int[] outIdx, float[] outWeights, @Cast("uint8_t*") byte[] outFlags);
 
   // ---- routing, host memory: raw addresses (direct buffers, MemorySegment.address()) ----
   @NoException static native long moe_jni_route_host(long handle,
       @Cast("const void*") long logits, int dtype, long tokens,
       @Cast("const int32_t*") long replayIdx, @Cast("const uint8_t*") long replayMask,
-      @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights);
+      @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights, @Cast("uint8_t*") long outFlags);
 
   // ---- direct-buffer addresses: GetDirectBufferAddress, plus the position JavaCPP adds (in elements) ----
   @NoException static native long moe_jni_address(@Cast("const void*") ByteBuffer b);
@@ -113,15 +117,15 @@ final class RouterNative {
   // ---- backward ----
   @NoException @CriticalRegion static native int moe_jni_backward_host(long handle,
       @Cast("const void*") float[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] idx,
-      @Cast("const float*") float[] gradWeights, float[] gradLogits);
+      @Cast("const float*") float[] gradWeights, @Cast("const uint8_t*") byte[] flags, float[] gradLogits);
 
   @NoException @CriticalRegion static native int moe_jni_backward_host(long handle,
       @Cast("const void*") short[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] idx,
-      @Cast("const float*") float[] gradWeights, float[] gradLogits);
+      @Cast("const float*") float[] gradWeights, @Cast("const uint8_t*") byte[] flags, float[] gradLogits);
 
   @NoException static native int moe_jni_backward_host(long handle,
       @Cast("const void*") long logits, int dtype, long tokens, @Cast("const int32_t*") long idx,
-      @Cast("const float*") long gradWeights, @Cast("float*") long gradLogits);
+      @Cast("const float*") long gradWeights, @Cast("const uint8_t*") long flags, @Cast("float*") long gradLogits);
 
   @NoException static native int moe_jni_backward_device(long handle,
       @Cast("const void*") long logits, int dtype, long tokens, @Cast("const int32_t*") long idx,
@@ -162,6 +166,8 @@ final class RouterNative {
       @Cast("const void*") long src, long bytes);
   @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") long dst,
       @Cast("const void*") float[] src, long bytes);
+  @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") long dst,
+      @Cast("const void*") byte[] src, long bytes);
   @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") long dst,
       @Cast("const void*") int[] src, long bytes);
 

@@ -11,13 +11,15 @@ public final class RoutingResult {
   private final int[] indices;
   private final float[] weights;
   private final long nonfiniteRows;
+  private final byte[] nonfiniteRowFlags;
 
-  RoutingResult(int tokens, int topK, int[] indices, float[] weights, long nonfiniteRows) {
+  RoutingResult(int tokens, int topK, int[] indices, float[] weights, long nonfiniteRows, byte[] nonfiniteRowFlags) {
     this.tokens = tokens;
     this.topK = topK;
     this.indices = indices;
     this.weights = weights;
     this.nonfiniteRows = nonfiniteRows;
+    this.nonfiniteRowFlags = nonfiniteRowFlags;
   }
 
   public int tokens() {
@@ -49,6 +51,15 @@ public final class RoutingResult {
   /** Rows in which a logit that was read is NaN or infinite. */
   public long nonfiniteRows() {
     return nonfiniteRows;
+  }
+
+  /**
+   * Per row [tokens]: 1 where a logit that was read is NaN or infinite, else 0 (the result's own array).
+   * What {@link MoeRouter#backward(float[], int, int[], float[], byte[], float[])} takes under
+   * {@link NonFinitePolicy#ZERO}.
+   */
+  public byte[] nonfiniteRowFlags() {
+    return nonfiniteRowFlags;
   }
 
   private int checkIndex(int token, int slot) {

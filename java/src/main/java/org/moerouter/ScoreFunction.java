@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-/** How router logits become scores (ROUTING_SPEC.md section 1). */
+/** How router logits become scores (ROUTING_SPEC.md section 1); codes mirror moe_score_fn in moe_router.h. */
 public enum ScoreFunction {
+  /** Softmax: over the k selected logits (post, default) or over all experts (pre-softmax). */
   SOFTMAX(0),
-  SIGMOID(1);
+  /** {@code S = sigmoid(L)} (DeepSeek-V3, GLM-4.5, Llama-4 with k = 1). */
+  SIGMOID(1),
+  /** {@code S = sqrt(softplus(L))}, softplus(x) = x above 20 (DeepSeek-V4, Megatron / TE {@code sqrtsoftplus}). */
+  SQRTSOFTPLUS(2);
 
   final int code;
 

@@ -11,6 +11,8 @@ public enum Status {
   CUDA_ERROR(5, "CUDA error"),
   OUT_OF_MEMORY(6, "out of memory"),
   INTERNAL(7, "internal error"),
+  /** Non-finite policy ERROR: a logit the call reads is NaN or +-inf. */
+  NONFINITE(8, "non-finite logits"),
   UNKNOWN(-1, "unknown status");
 
   private final int code;

@@ -62,10 +62,13 @@ final class HostCalls {
         try {
           SymbolLookup lib = library();
           Linker linker = Linker.nativeLinker();
+          // moe_route_host(router, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
+          // out_nonfinite_flags, out_nonfinite_rows); moe_route_backward_host(router, logits, dtype, tokens,
+          // idx, grad_w, nonfinite_flags, grad_logits)
           FunctionDescriptor routeFn = FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_LONG,
-              JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_LONG);
+              JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_LONG);
           FunctionDescriptor backwardFn = FunctionDescriptor.of(JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_LONG,
-              JAVA_LONG, JAVA_LONG, JAVA_LONG);
+              JAVA_LONG, JAVA_LONG, JAVA_LONG, JAVA_LONG);
           MemorySegment r = find(lib, "moe_route_host"), b = find(lib, "moe_route_backward_host");
           route = linker.downcallHandle(r, routeFn);
           routeCritical = linker.downcallHandle(r, routeFn, Linker.Option.critical(false));
@@ -101,17 +104,18 @@ final class HostCalls {
 
   /** {@code cpu}: a CPU router, whose short calls may take the critical downcall (a CUDA call can wait on the device). */
   static long route(long handle, boolean cpu, long logits, int dtype, long tokens, long replayIdx, long replayMask,
-      long outIdx, long outWeights) {
+      long outIdx, long outWeights, long outFlags) {
     if (ROUTE == null)
-      return RouterNative.moe_jni_route_host(handle, logits, dtype, tokens, replayIdx, replayMask, outIdx, outWeights);
+      return RouterNative.moe_jni_route_host(handle, logits, dtype, tokens, replayIdx, replayMask, outIdx, outWeights,
+          outFlags);
     MemorySegment slot = NONFINITE.get();
     int st;
     try {
       st = cpu && tokens <= CRITICAL_TOKENS
           ? (int) ROUTE_CRITICAL.invokeExact(handle, logits, dtype, tokens, replayIdx, replayMask, outIdx, outWeights,
-              slot.address())
+              outFlags, slot.address())
           : (int) ROUTE.invokeExact(handle, logits, dtype, tokens, replayIdx, replayMask, outIdx, outWeights,
-              slot.address());
+              outFlags, slot.address());
     } catch (Throwable t) {  // a downcall throws nothing itself; invokeExact declares Throwable
       throw new AssertionError("moe_route_host downcall", t);
     }
@@ -119,13 +123,13 @@ final class HostCalls {
   }
 
   static int backward(long handle, boolean cpu, long logits, int dtype, long tokens, long idx, long gradWeights,
-      long gradLogits) {
+      long flags, long gradLogits) {
     if (BACKWARD == null)
-      return RouterNative.moe_jni_backward_host(handle, logits, dtype, tokens, idx, gradWeights, gradLogits);
+      return RouterNative.moe_jni_backward_host(handle, logits, dtype, tokens, idx, gradWeights, flags, gradLogits);
     try {
       return cpu && tokens <= CRITICAL_TOKENS
-          ? (int) BACKWARD_CRITICAL.invokeExact(handle, logits, dtype, tokens, idx, gradWeights, gradLogits)
-          : (int) BACKWARD.invokeExact(handle, logits, dtype, tokens, idx, gradWeights, gradLogits);
+          ? (int) BACKWARD_CRITICAL.invokeExact(handle, logits, dtype, tokens, idx, gradWeights, flags, gradLogits)
+          : (int) BACKWARD.invokeExact(handle, logits, dtype, tokens, idx, gradWeights, flags, gradLogits);
     } catch (Throwable t) {
       throw new AssertionError("moe_route_backward_host downcall", t);
     }
