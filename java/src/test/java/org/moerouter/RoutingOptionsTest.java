@@ -371,6 +371,39 @@ class RoutingOptionsTest {
     assertEquals(Float.POSITIVE_INFINITY, JavaRouting.log1pDet(Float.POSITIVE_INFINITY));
   }
 
+  /**
+   * The aux-loss scores of a sqrtsoftplus router are its own scores normalised per row, S / (sum S + 1e-20)
+   * (not sigmoid's), on both backends, and the backends agree on the loss and its gradient.
+   */
+  @Test
+  void auxLossOfASqrtsoftplusRouterUsesItsScores() {
+    SplittableRandom rnd = new SplittableRandom(17);
+    final int t = 50, e = 24, k = 3;
+    float[] l = new float[t * e];
+    for (int i = 0; i < l.length; i++) l[i] = (float) (rnd.nextGaussian() * 4);
+    l[7] = 26f;
+    RouterConfig c = RouterConfig.builder(e, k).scoreFunction(ScoreFunction.SQRTSOFTPLUS).build();
+    float[][] scores = new float[2][t * e], grads = new float[2][t * e];
+    float[] loss = new float[2];
+    for (int b = 0; b < 2; b++)
+      try (MoeRouter r = MoeRouter.create(c, Backends.host().get(b))) {
+        loss[b] = r.auxLoss(l, t, 0.01f, scores[b], null, null, grads[b]);
+      }
+    for (int row = 0; row < t; row++) {
+      double sum = 0;
+      for (int i = 0; i < e; i++) sum += sqrtsoftplus(l[row * e + i]);
+      for (int i = 0; i < e; i++)
+        assertEquals(sqrtsoftplus(l[row * e + i]) / sum, scores[1][row * e + i], 1e-6, "row " + row + " expert " + i);
+    }
+    BackendEquivalenceTest.assertWeights("aux scores", scores[0], scores[1]);
+    BackendEquivalenceTest.assertWeights("aux loss", new float[] {loss[0]}, new float[] {loss[1]});
+    BackendEquivalenceTest.assertWeights("aux gradient", grads[0], grads[1]);
+  }
+
+  static double sqrtsoftplus(float x) {
+    return Math.sqrt(x > 20 ? x : Math.log1p(Math.exp(x)));
+  }
+
   // ------------------------------------------------------------------ statuses and the CUDA backend
 
   @Test
