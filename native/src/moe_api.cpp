@@ -31,6 +31,7 @@ Params params_from_config(const moe_router_config& c, const float* bias) {
   p.group_topk = grouped ? c.group_topk : 1;
   p.scale = c.scale;
   p.bias = bias;
+  p.biased = bias != nullptr;
   p.normalize = c.top_k > 1 && !(c.score_fn == MOE_SCORE_SOFTMAX && !p.pre_softmax) &&
                 (c.normalize == MOE_NORMALIZE_DEFAULT ? c.score_fn != MOE_SCORE_SOFTMAX : c.normalize == MOE_NORMALIZE_ON);
   p.group_terms = c.group_score == MOE_GROUP_TOP2_SUM ? 2 : c.group_score == MOE_GROUP_MAX ? 1 : p.k / p.group_topk;
@@ -250,6 +251,7 @@ int moe_router_set_bias(moe_router* r, const float* host_bias) {
   r->bias_host.assign(host_bias, host_bias + r->config.num_experts);
   r->config.expert_bias = r->bias_host.data();
   r->params.bias = r->bias_host.data();
+  r->params.biased = true;
   return r->backend == MOE_BACKEND_CUDA ? cuda_set_bias(r) : MOE_OK;
 }
 

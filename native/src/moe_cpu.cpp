@@ -254,9 +254,11 @@ inline void exp_shifted(bool lanes, const float* in, float sub, float* out, int 
 }
 
 // moe::unscaled_weights with the k logits gathered first (same results):
-// the k exponentials vectorise, the sums keep their sequential order.
+// the k exponentials vectorise, the sums keep their sequential order. Inlined into the AVX2 clones
+// of its callers (see weights_cpu_call).
 template <typename Load>
-void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const RowSoftmax& sm, float* w, bool& nf) {
+__attribute__((always_inline)) inline void weights_cpu(const Params& p, const Load& load, const int32_t* idx,
+                                                      const RowSoftmax& sm, float* w, bool& nf) {
   const int k = p.k;
   float l[MOE_MAX_TOPK];
   uint32_t bad = 0;
@@ -299,6 +301,16 @@ void weights_cpu(const Params& p, const Load& load, const int32_t* idx, const Ro
   for (int j = 0; j < k; ++j) denom = denom + w[j];
   denom = denom + kSigmoidNormEps;
   for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
+}
+
+// weights_cpu out of line, for live routing; replay and backward inline it. Which is faster depends
+// on how the loop around it compiles, not on the work: single-threaded at T = 4096, inlining it
+// everywhere cost live E64 k6 5% (the selection's registers), and calling it everywhere cost replay
+// E128 k8 20% (its AVX2 lanes then return into baseline x86-64 code). Re-measure before changing.
+template <typename Load>
+__attribute__((noinline)) void weights_cpu_call(const Params& p, const Load& load, const int32_t* idx,
+                                                const RowSoftmax& sm, float* w, bool& nf) {
+  weights_cpu(p, load, idx, sm, w, nf);
 }
 
 struct RouteCtx {
@@ -365,10 +377,11 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
       }
       if (src != idx) std::copy(src, src + k, idx);
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
+      weights_cpu(p, load, idx, sm, w, nf);
     } else {
       nf = select_row_cpu(p, load, sm, scores, skeys, lkeys, keys, idx);
+      weights_cpu_call(p, load, idx, sm, w, nf);
     }
-    weights_cpu(p, load, idx, sm, w, nf);
     float* out = c.out_w + t * k;
     if (zero && nf)
       for (int j = 0; j < k; ++j) out[j] = 0.0f;
@@ -400,6 +413,12 @@ MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     const int32_t* idx = c.idx + t * p.k;
     float* grad = c.grad_logits + t * p.experts;
+    // The k logits of a long row are scattered cache lines: fetch them ahead (short rows stream).
+    if (t + kAhead < t1 && !p.needs_full_row() && c.row_bytes >= 1024) {
+      const int32_t* next = c.idx + (t + kAhead) * p.k;
+      const char* ahead = c.logits + (t + kAhead) * c.row_bytes;
+      for (int j = 0; j < p.k; ++j) __builtin_prefetch(ahead + (size_t)next[j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
+    }
     bool nf = zero && c.flags[t] != 0;  // ZERO: the forward's flags (its read set), then our own reads
     RowSoftmax sm{0.0f, 1.0f};
     if (!nf && p.needs_full_row()) {

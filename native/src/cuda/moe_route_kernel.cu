@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
       RowSoftmax sm = dev::team_row_softmax<TW>(lg, sc_buf, E, tid, sh);
       for (int i = tid; i < E; i += N) sc_buf[i] = sc_buf[i] / sm.sum;  // == exp_det(l - max) / sum
       sc = sc_buf;
-    } else if (p.score_fn == MOE_SCORE_SIGMOID && (p.bias || grouped)) {
+    } else if (p.score_fn == MOE_SCORE_SIGMOID && (p.biased || grouped)) {
       RowSoftmax unused{0.0f, 1.0f};
       for (int i = tid; i < E; i += N) sc_buf[i] = routing_score(p, lg[i], i, unused);
       sc = sc_buf;
