@@ -354,10 +354,11 @@ MOE_HD void unscaled_weights(const Params& p, const Load& load, const int32_t* i
 
 // Backward of one row (spec section 5): grad [E] from dw [k] at experts idx[k].
 // w_unscaled are the unscaled weights of idx (from unscaled_weights) and sm the row softmax
-// (pre-softmax only). Writes every element of grad.
+// (pre-softmax only); row_exp [E] (optional, pre-softmax) holds exp_det(l_i - max) already.
+// Writes every element of grad.
 template <typename Load>
 MOE_HDI void backward_row(const Params& p, const Load& load, const int32_t* idx, const float* w_unscaled,
-                         const RowSoftmax& sm, const float* dw, float* grad) {
+                          const RowSoftmax& sm, const float* dw, float* grad, const float* row_exp = nullptr) {
   const int k = p.k;
   if (p.post_softmax()) {
     for (int i = 0; i < p.experts; ++i) grad[i] = 0.0f;
@@ -392,7 +393,10 @@ MOE_HDI void backward_row(const Params& p, const Load& load, const int32_t* idx,
       pj[j] = p.normalize ? exp_det(load(idx[j]) - sm.max) / sm.sum : w_unscaled[j];
       dot = dot + pj[j] * du[j];
     }
-    for (int i = 0; i < p.experts; ++i) grad[i] = -(exp_det(load(i) - sm.max) / sm.sum) * dot;
+    if (row_exp)
+      for (int i = 0; i < p.experts; ++i) grad[i] = -(row_exp[i] / sm.sum) * dot;
+    else
+      for (int i = 0; i < p.experts; ++i) grad[i] = -(exp_det(load(i) - sm.max) / sm.sum) * dot;
     for (int j = 0; j < k; ++j) grad[idx[j]] = pj[j] * (du[j] - dot);
     return;
   }

@@ -118,6 +118,43 @@ void sigmoid_row(const Load& load, int E, float* out) {
   for (int i = 0; i < E; ++i) out[i] = sigmoid_det(load(i));
 }
 
+// out[i] = exp_det(in[i] - sub), on AVX2 lanes when `lanes`.
+inline void exp_shifted(bool lanes, const float* in, float sub, float* out, int n) {
+#if MOE_CPU_AVX2_SIGMOID
+  if (lanes) return exp_shifted_avx2(in, sub, out, n);
+#endif
+  (void)lanes;
+  for (int i = 0; i < n; ++i) out[i] = exp_det(in[i] - sub);
+}
+
+inline bool cpu_has_avx2_lanes() {
+#if MOE_CPU_AVX2_SIGMOID
+  return cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
+// moe::row_softmax (bit for bit: the same exp_det values summed in the same lane order), with the
+// row's exponentials on AVX2 lanes when the CPU has them. Leaves exp_det(l_i - max) in exps [E],
+// so that P = exps / sum needs no second exponential.
+template <typename Load>
+RowSoftmax row_softmax_cpu(const Load& load, int E, float* exps) {
+  float m = bits_to_float(0xff800000u);  // -inf; NaN never wins `>`
+  for (int i = 0; i < E; ++i) {
+    exps[i] = load(i);  // widened once (exact for half types)
+    m = exps[i] > m ? exps[i] : m;
+  }
+  exp_shifted(cpu_has_avx2_lanes(), exps, m, exps, E);
+  float lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
+  int i = 0;
+  for (; i + kSumLanes <= E; i += kSumLanes)
+    for (int j = 0; j < kSumLanes; ++j) lanes[j] += exps[i + j];
+  for (int j = 0; i + j < E; ++j) lanes[j] += exps[i + j];
+  return RowSoftmax{m, fold_lanes(lanes)};
+}
+
 // sqrtsoftplus_det over a row.
 template <typename Load>
 void sqrtsoftplus_row(const Load& load, int E, float* out) {
@@ -161,8 +198,8 @@ bool row_keys(const Params& p, const Load& load, const RowSoftmax& sm, float* sc
     for (int i = 0; i < E; ++i) bad |= nonfinite_bit(load(i));
     out.kk = out.rk = skeys;
   }
-  if (p.pre_softmax) {
-    for (int i = 0; i < E; ++i) scores[i] = exp_det(load(i) - sm.max) / sm.sum;
+  if (p.pre_softmax) {  // scores holds the row's exponentials (row_softmax_cpu): P = exp / sum
+    for (int i = 0; i < E; ++i) scores[i] = scores[i] / sm.sum;
   } else if (p.score_fn == MOE_SCORE_SIGMOID) {
     sigmoid_row(load, E, scores);
   } else {
@@ -242,15 +279,6 @@ bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, flo
   }
   for (int j = 0; j < p.k; ++j) idx[j] = rank_key_index(keys[j]);
   return nonfinite;
-}
-
-// out[i] = exp_det(in[i] - sub), on AVX2 lanes when `lanes`.
-inline void exp_shifted(bool lanes, const float* in, float sub, float* out, int n) {
-#if MOE_CPU_AVX2_SIGMOID
-  if (lanes) return exp_shifted_avx2(in, sub, out, n);
-#endif
-  (void)lanes;
-  for (int i = 0; i < n; ++i) out[i] = exp_det(in[i] - sub);
 }
 
 // moe::unscaled_weights with the k logits gathered first (same results):
@@ -366,7 +394,7 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
     int32_t* idx = c.out_idx + t * k;
     const RowPlan plan = plan_row(p, c.replay, c.mask, t, arange);
     RowSoftmax sm{0.0f, 1.0f};
-    if (p.needs_full_row()) sm = row_softmax(load, p.experts);
+    if (p.needs_full_row()) sm = row_softmax_cpu(load, p.experts, scores);  // row_keys turns them into P
     bool nf;
     if (plan.src) {
       const int32_t* src = plan.src;
@@ -409,6 +437,7 @@ MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
   const Params& p = *c.p;
   const bool zero = p.nonfinite == MOE_NONFINITE_ZERO;
   float w[MOE_MAX_TOPK];
+  float buf[MOE_MAX_EXPERTS];
   for (int64_t t = t0; t < t1; ++t) {
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     const int32_t* idx = c.idx + t * p.k;
@@ -422,7 +451,7 @@ MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
     bool nf = zero && c.flags[t] != 0;  // ZERO: the forward's flags (its read set), then our own reads
     RowSoftmax sm{0.0f, 1.0f};
     if (!nf && p.needs_full_row()) {
-      sm = row_softmax(load, p.experts);
+      sm = row_softmax_cpu(load, p.experts, buf);
       nf = zero && row_has_nonfinite(load, p.experts);
     }
     if (!nf) weights_cpu(p, load, idx, sm, w, nf);
@@ -430,7 +459,7 @@ MOE_CPU_CLONES void backward_rows(void* vctx, int64_t t0, int64_t t1) {
       std::fill(grad, grad + p.experts, 0.0f);
       continue;
     }
-    backward_row(p, load, idx, w, sm, c.grad_w + t * p.k, grad);
+    backward_row(p, load, idx, w, sm, c.grad_w + t * p.k, grad, p.needs_full_row() ? buf : nullptr);
   }
 }
 
