@@ -91,6 +91,54 @@ __attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* ou
   for (; i < n; ++i) out[i] = sigmoid_det(in[i]);
 }
 
+// log_det on 8 lanes (its domain, x >= 1, or NaN/inf whose results the callers select away): the
+// exponent and mantissa split as integer ops, then the same polynomial with mul and add separate.
+__attribute__((target("avx2"))) inline __m256 log_det_lanes(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i b = _mm256_castps_si256(x);
+  __m256i e = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(0xff)),
+                               _mm256_set1_epi32(126));
+  __m256 m = _mm256_castsi256_ps(
+      _mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000)));
+  const __m256 low = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm256_sub_epi32(e, _mm256_and_si256(_mm256_castps_si256(low), _mm256_set1_epi32(1)));
+  m = _mm256_blendv_ps(_mm256_sub_ps(m, one), _mm256_sub_ps(_mm256_add_ps(m, m), one), low);
+  const __m256 z = _mm256_mul_ps(m, m);
+  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.1514610310e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.1676998740e-1f));
+  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.2420140846e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.4249322787e-1f));
+  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.6668057665e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(2.0000714765e-1f));
+  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(2.4999993993e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(3.3333331174e-1f));
+  y = _mm256_mul_ps(y, m);
+  y = _mm256_mul_ps(y, z);
+  const __m256 fe = _mm256_cvtepi32_ps(e);
+  y = _mm256_add_ps(y, _mm256_mul_ps(fe, _mm256_set1_ps(-2.12194440e-4f)));
+  y = _mm256_sub_ps(y, _mm256_mul_ps(_mm256_set1_ps(0.5f), z));
+  const __m256 r = _mm256_add_ps(m, y);
+  return _mm256_add_ps(r, _mm256_mul_ps(fe, _mm256_set1_ps(0.693359375f)));
+}
+
+// out[i] = sqrtsoftplus_det(in[i]) (exp_det, log1p_det, the x > 20 select and sqrt_rn on 8 lanes, the
+// same operations); in and out may be the same array.
+__attribute__((target("avx2"))) void sqrtsoftplus_row_avx2(const float* in, float* out, int n) {
+  const __m256 one = _mm256_set1_ps(1.0f), twenty = _mm256_set1_ps(20.0f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(in + i);
+    const __m256 y = exp_det_lanes(x);
+    const __m256 u = _mm256_add_ps(one, y);
+    // log1p_det's y == inf select is not needed: exp overflows only for x > 88, where x > 20 wins.
+    const __m256 l1p = _mm256_add_ps(log_det_lanes(u), _mm256_div_ps(_mm256_sub_ps(y, _mm256_sub_ps(u, one)), u));
+    const __m256 sp = _mm256_blendv_ps(l1p, x, _mm256_cmp_ps(x, twenty, _CMP_GT_OQ));
+    _mm256_storeu_ps(out + i, _mm256_sqrt_ps(sp));
+  }
+  for (; i < n; ++i) out[i] = sqrtsoftplus_det(in[i]);
+}
+
 // out[i] = exp_det(in[i] - sub); in and out may be the same array.
 __attribute__((target("avx2"))) void exp_shifted_avx2(const float* in, float sub, float* out, int n) {
   const __m256 s = _mm256_set1_ps(sub);
@@ -155,9 +203,16 @@ RowSoftmax row_softmax_cpu(const Load& load, int E, float* exps) {
   return RowSoftmax{m, fold_lanes(lanes)};
 }
 
-// sqrtsoftplus_det over a row.
+// sqrtsoftplus_det over a row; AVX2 lanes when the CPU has them (identical results either way).
 template <typename Load>
 void sqrtsoftplus_row(const Load& load, int E, float* out) {
+#if MOE_CPU_AVX2_SIGMOID
+  if (cpu_has_avx2()) {
+    for (int i = 0; i < E; ++i) out[i] = load(i);
+    sqrtsoftplus_row_avx2(out, out, E);
+    return;
+  }
+#endif
   for (int i = 0; i < E; ++i) out[i] = sqrtsoftplus_det(load(i));
 }
 
@@ -321,7 +376,14 @@ __attribute__((always_inline)) inline void weights_cpu(const Params& p, const Lo
 #endif
         for (int j = 0; j < k; ++j) w[j] = sigmoid_det(l[j]);
     } else {
-      for (int j = 0; j < k; ++j) w[j] = sqrtsoftplus_det(l[j]);
+#if MOE_CPU_AVX2_SIGMOID
+      if (k >= 4 && cpu_has_avx2()) {  // ~25 scalar ns each: lanes pay already at 4, padded to 8
+        const int k8 = (k + 7) & ~7;      // l and w hold MOE_MAX_TOPK, a multiple of 8
+        for (int j = k; j < k8; ++j) l[j] = 0.0f;
+        sqrtsoftplus_row_avx2(l, w, k8);
+      } else
+#endif
+        for (int j = 0; j < k; ++j) w[j] = sqrtsoftplus_det(l[j]);
     }
   }
   if (!p.normalize) return;

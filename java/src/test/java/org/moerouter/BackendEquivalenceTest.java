@@ -60,7 +60,13 @@ class BackendEquivalenceTest {
         // k >= 8: the weights of the selected experts go through the SIMD exp/sigmoid lanes
         RouterConfig.builder(e, 8).build(), RouterConfig.builder(e, 9).preSoftmax(true).build(),
         RouterConfig.builder(e, 10).scoreFunction(ScoreFunction.SIGMOID).build(),
-        RouterConfig.builder(e, 6).scoreFunction(ScoreFunction.SIGMOID).expertBias(randomBias(rnd, e)).groups(3, 3).build()}) {
+        RouterConfig.builder(e, 6).scoreFunction(ScoreFunction.SIGMOID).expertBias(randomBias(rnd, e)).groups(3, 3).build(),
+        // sqrtsoftplus: scores of the row and weights on the AVX2 lanes (k >= 4), and the scalar path
+        RouterConfig.builder(e, 3).scoreFunction(ScoreFunction.SQRTSOFTPLUS).build(),
+        RouterConfig.builder(e, 5).scoreFunction(ScoreFunction.SQRTSOFTPLUS).expertBias(randomBias(rnd, e)).build(),
+        RouterConfig.builder(e, 9).scoreFunction(ScoreFunction.SQRTSOFTPLUS).normalize(false).groups(4, 2)
+            .groupScore(GroupScore.TOP2_SUM).build(),
+        RouterConfig.builder(e, 8).preSoftmax(true).expertBias(randomBias(rnd, e)).normalize(true).build()}) {
       try (MoeRouter java = MoeRouter.create(c, Backend.JAVA); MoeRouter cpu = MoeRouter.create(c, Backend.CPU)) {
         RoutingResult a = java.route(l, tokens), b = cpu.route(l, tokens);
         if (!Arrays.equals(a.indices(), b.indices())) fail(c + ": indices differ at " + firstDiff(a.indices(), b.indices()));
