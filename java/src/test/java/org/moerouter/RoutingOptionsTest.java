@@ -14,6 +14,9 @@ import java.nio.IntBuffer;
 import java.util.Arrays;
 import java.util.List;
 import java.util.SplittableRandom;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -102,23 +105,17 @@ class RoutingOptionsTest {
         }
       },
       (r, l, t, rep, m, idx, w, rows) -> {
-        ByteBuffer lb = direct(l.length * 4);
-        lb.asFloatBuffer().put(l);
-        ByteBuffer rb = direct(rep.length * 4);
-        rb.asIntBuffer().put(rep);
-        ByteBuffer mb = m == null ? null : direct(m.length).put(m).flip();
-        ByteBuffer ib = direct(idx.length * 4), wb = direct(w.length * 4), fb = direct(rows.length);
-        ib.asIntBuffer().put(idx);
-        wb.asFloatBuffer().put(w);
-        fb.put(rows).flip();
-        try {
-          return r.routeAddress(HostMemory.address(lb, 1, "l"), LogitsType.FP32, t, HostMemory.address(rb, 1, "r"),
-              mb == null ? 0 : HostMemory.address(mb, 1, "m"), HostMemory.address(ib, 1, "i"),
-              HostMemory.address(wb, 1, "w"), HostMemory.address(fb, 1, "f"));
-        } finally {
-          ib.asIntBuffer().get(idx);
-          wb.asFloatBuffer().get(w);
-          fb.get(rows);
+        try (FloatPointer pl = new FloatPointer(l); IntPointer pr = new IntPointer(rep);
+            BytePointer pm = m == null ? null : new BytePointer(m); IntPointer pi = new IntPointer(idx);
+            FloatPointer pw = new FloatPointer(w); BytePointer pf = new BytePointer(rows)) {
+          try {
+            return r.routeAddress(pl.address(), LogitsType.FP32, t, pr.address(), pm == null ? 0 : pm.address(),
+                pi.address(), pw.address(), pf.address());
+          } finally {
+            pi.get(idx);
+            pw.get(w);
+            pf.get(rows);
+          }
         }
       }};
   static final String[] PATH_NAMES = {"float[]", "short[] bf16", "direct buffers", "addresses"};
