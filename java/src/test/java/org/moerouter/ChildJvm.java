@@ -9,7 +9,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 
 /** Runs a test main class in a fresh JVM (a given JDK, extra flags) and captures its output. */
@@ -32,11 +34,16 @@ public final class ChildJvm {
     }
   }
 
-  /** Classes and test classes of this module plus the JavaCPP jar: all the children need. */
+  /**
+   * The test class path (Surefire puts all of it in java.class.path: a module's classes, its dependencies,
+   * the native library) plus where the library, these test classes and JavaCPP come from, which is all a
+   * child needs where java.class.path is only a launcher jar.
+   */
   static String classPath(Class<?>... more) {
-    List<String> parts = new ArrayList<>();
+    Set<String> parts = new LinkedHashSet<>(List.of(System.getProperty("java.class.path").split(File.pathSeparator)));
     for (Class<?> c : new Class<?>[] {MoeRouter.class, ChildJvm.class, org.bytedeco.javacpp.Loader.class}) parts.add(location(c));
     for (Class<?> c : more) parts.add(location(c));
+    parts.remove("");
     return String.join(File.pathSeparator, parts);
   }
 

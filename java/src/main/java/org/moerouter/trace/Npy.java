@@ -8,8 +8,10 @@ import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 
@@ -460,6 +462,33 @@ public final class Npy {
     b.put(data);
     b.flip();
     return b;
+  }
+
+  // ------------------------------------------------------------------ .npz
+
+  /**
+   * The arrays of a {@code .npz} archive, as {@code np.savez} and {@code np.savez_compressed} write it and
+   * {@code np.load} reads it: by name ({@code arr_0, arr_1, ...}, or the keyword names), in archive order.
+   * Errors as for {@link #read(Path)}, naming the entry; an entry that is not a {@code .npy} and an
+   * archive without arrays are {@link TraceFormatException}s.
+   */
+  public static Map<String, Array> readNpz(Path path) throws IOException {
+    List<Map.Entry<String, Array>> entries = new ArrayList<>();
+    TraceInterop.readNpz(path, entries);
+    Map<String, Array> out = new LinkedHashMap<>();
+    for (Map.Entry<String, Array> e : entries)
+      if (out.put(e.getKey(), e.getValue()) != null) throw new TraceFormatException(path + ": two arrays named '" + e.getKey() + "'");
+    return out;
+  }
+
+  /**
+   * Writes {@code arrays} as a {@code .npz} archive in map order, as {@code np.savez} does (stored entries
+   * {@code NAME.npy}, so {@code np.load(path)[NAME]} reads each back), atomically. The bytes depend only on
+   * the arrays (entry times are fixed).
+   */
+  public static void writeNpz(Path path, Map<String, Array> arrays) throws IOException {
+    Objects.requireNonNull(arrays, "arrays");
+    TraceInterop.writeNpz(path, arrays);
   }
 
   /** The raw little-endian C-order bytes of {@code array}'s data (no header). */

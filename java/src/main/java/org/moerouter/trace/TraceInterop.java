@@ -722,23 +722,7 @@ public final class TraceInterop {
       return null;
     }
     if (name.endsWith(".npz")) {
-      if (!Files.exists(in)) throw new java.nio.file.NoSuchFileException(in.toString());
-      try (ZipFile z = new ZipFile(in.toFile())) {
-        for (Enumeration<? extends ZipEntry> en = z.entries(); en.hasMoreElements();) {
-          ZipEntry e = en.nextElement();
-          if (e.isDirectory()) continue;
-          if (!e.getName().endsWith(".npy")) throw new TraceFormatException(in + ": archive entry '" + e.getName() + "' is not a .npy");
-          if (e.getSize() > Integer.MAX_VALUE - 8) throw new TraceFormatException(in + "!" + e.getName() + ": too large for one Java array");
-          byte[] bytes;
-          try (InputStream is = z.getInputStream(e)) {
-            bytes = is.readAllBytes();
-          }
-          out.add(Map.entry(stem(e.getName()), Npy.read(ByteBuffer.wrap(bytes), in + "!" + e.getName())));
-        }
-      } catch (java.util.zip.ZipException e) {
-        throw new TraceFormatException(in + ": not a readable .npz archive (" + e.getMessage() + ")", e);
-      }
-      if (out.isEmpty()) throw new TraceFormatException(in + ": archive holds no arrays");
+      readNpz(in, out);
       return null;
     }
     if (name.endsWith(".safetensors")) {
@@ -750,6 +734,27 @@ public final class TraceInterop {
       return c.header().hasMetadata() ? c.metadata() : null;
     }
     throw new MoeRouterException(Status.INVALID_ARGUMENT, in + ": expected a .npy, .npz or .safetensors file or a directory of .npy files");
+  }
+
+  /** The .npy entries of an .npz archive (stored or deflated, as np.savez or np.savez_compressed write it), in order. */
+  static void readNpz(Path in, List<Map.Entry<String, Npy.Array>> out) throws IOException {
+    if (!Files.exists(in)) throw new java.nio.file.NoSuchFileException(in.toString());
+    try (ZipFile z = new ZipFile(in.toFile())) {
+      for (Enumeration<? extends ZipEntry> en = z.entries(); en.hasMoreElements();) {
+        ZipEntry e = en.nextElement();
+        if (e.isDirectory()) continue;
+        if (!e.getName().endsWith(".npy")) throw new TraceFormatException(in + ": archive entry '" + e.getName() + "' is not a .npy");
+        if (e.getSize() > Integer.MAX_VALUE - 8) throw new TraceFormatException(in + "!" + e.getName() + ": too large for one Java array");
+        byte[] bytes;
+        try (InputStream is = z.getInputStream(e)) {
+          bytes = is.readAllBytes();
+        }
+        out.add(Map.entry(stem(e.getName()), Npy.read(ByteBuffer.wrap(bytes), in + "!" + e.getName())));
+      }
+    } catch (java.util.zip.ZipException e) {
+      throw new TraceFormatException(in + ": not a readable .npz archive (" + e.getMessage() + ")", e);
+    }
+    if (out.isEmpty()) throw new TraceFormatException(in + ": archive holds no arrays");
   }
 
   private static String stem(String file) {

@@ -17,13 +17,13 @@ import java.util.function.UnaryOperator;
 import java.util.zip.CRC32;
 
 /** Random traces and byte-level surgery on trace files. */
-final class TraceTestSupport {
+public final class TraceTestSupport {
   private TraceTestSupport() {}
 
   static final ObjectMapper JSON = new ObjectMapper();
 
   /** A random trace: each row a random set of k distinct experts. */
-  static RoutingTrace random(long seed, int experts, int k, int[] layerIds, int[] sampleTokens) {
+  public static RoutingTrace random(long seed, int experts, int k, int[] layerIds, int[] sampleTokens) {
     Random r = new Random(seed);
     RoutingTrace.Builder b = RoutingTrace.builder("test-model", experts, k, layerIds, "softmax");
     for (int tokens : sampleTokens) b.addSample(TestData.randomSelection(r, tokens * layerIds.length, k, experts));
@@ -43,7 +43,7 @@ final class TraceTestSupport {
   }
 
   /** Replaces the header with {@code edit(header)}, padded again; data bytes unchanged. */
-  static byte[] rewriteHeader(byte[] file, UnaryOperator<String> edit) {
+  public static byte[] rewriteHeader(byte[] file, UnaryOperator<String> edit) {
     byte[] json = edit.apply(headerText(file)).getBytes(StandardCharsets.UTF_8);
     int padded = (json.length + 7) / 8 * 8;
     byte[] data = Arrays.copyOfRange(file, dataStart(file), file.length);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-package org.moerouter.trace;
+package org.moerouter.cli;
 
 import static org.junit.jupiter.api.Assertions.*;
 
@@ -8,19 +8,21 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.moerouter.trace.Npy;
+import org.moerouter.trace.RoutingTrace;
+import org.moerouter.trace.TraceFiles;
+import org.moerouter.trace.TraceTestSupport;
 
-class TraceCliTest {
+class TraceCommandTest {
   @TempDir Path dir;
   String out, err;
 
   int run(String... args) {
     ByteArrayOutputStream o = new ByteArrayOutputStream(), e = new ByteArrayOutputStream();
-    int rc = TraceCli.run(args, new PrintStream(o, true, StandardCharsets.UTF_8), new PrintStream(e, true, StandardCharsets.UTF_8));
+    int rc = TraceCommand.run(args, new PrintStream(o, true, StandardCharsets.UTF_8), new PrintStream(e, true, StandardCharsets.UTF_8));
     out = o.toString(StandardCharsets.UTF_8);
     err = e.toString(StandardCharsets.UTF_8);
     return rc;
@@ -79,7 +81,7 @@ class TraceCliTest {
     arrays.put("arr_0", new Npy.Array(Npy.Dtype.I4, new long[] {2, 2, 2}, a0));
     arrays.put("arr_1", new Npy.Array(Npy.Dtype.I4, new long[] {1, 2, 2}, a1));
     Path npz = dir.resolve("slime.npz");
-    TraceInterop.writeNpz(npz, arrays);
+    Npy.writeNpz(npz, arrays);
     Path trace = dir.resolve("t.safetensors");
     assertEquals(0, run("convert", "--from", "slime", npz.toString(), trace.toString(), "--experts", "8", "--model", "glm"), err);
     assertTrue(err.contains("note: slime: 1 of 2 layer columns are all zero (dense layers), kept MoE layers [1]"), err);
@@ -92,10 +94,9 @@ class TraceCliTest {
     Path back = dir.resolve("back.npz");
     assertEquals(0, run("convert", "--to", "slime", trace.toString(), back.toString(), "--num-layers", "2"), err);
     assertEquals("wrote " + back + " (slime): 2 int32 arrays [len(tokens) - 1, 2, 2]\n", out);
-    List<Map.Entry<String, Npy.Array>> read = new ArrayList<>();
-    TraceInterop.readArrays(back, read);
-    assertArrayEquals(a0, (int[]) read.get(0).getValue().data());
-    assertArrayEquals(a1, (int[]) read.get(1).getValue().data());
+    Map<String, Npy.Array> read = Npy.readNpz(back);
+    assertArrayEquals(a0, (int[]) read.get("arr_0").data());
+    assertArrayEquals(a1, (int[]) read.get("arr_1").data());
 
     Path verl = dir.resolve("verl.safetensors");
     assertEquals(0, run("convert", "--to", "verl", trace.toString(), verl.toString()), err);

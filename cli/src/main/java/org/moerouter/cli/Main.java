@@ -14,7 +14,6 @@ import org.moerouter.Backend;
 import org.moerouter.MoeRouter;
 import org.moerouter.MoeRouterException;
 import org.moerouter.NativeLibrary;
-import org.moerouter.trace.TraceCli;
 
 /** The {@code moe-router} command line: {@code demo}, {@code route}, {@code trace}, {@code info}. */
 public final class Main {
@@ -56,7 +55,7 @@ public final class Main {
         case "trace":
           String[] rest = new String[args.length - 1];
           System.arraycopy(args, 1, rest, 0, rest.length);
-          return TraceCli.run(rest, out, err);
+          return TraceCommand.run(rest, out, err);
         case "info":
           Args a = Args.parse(args, 1, Set.of(), Set.of());
           if (a.flag("help")) {
@@ -96,7 +95,7 @@ public final class Main {
 
   /** The project version, from a resource Maven fills in. */
   static String version() {
-    try (InputStream in = Main.class.getResourceAsStream("/org/moerouter/version.properties")) {
+    try (InputStream in = Main.class.getResourceAsStream("version.properties")) {
       if (in == null) return "(unknown version)";
       Properties p = new Properties();
       p.load(in);

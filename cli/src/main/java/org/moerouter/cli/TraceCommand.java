@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-package org.moerouter.trace;
+package org.moerouter.cli;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -11,6 +11,12 @@ import java.util.Locale;
 import java.util.Map;
 import org.moerouter.MoeRouterException;
 import org.moerouter.RoutingAgreement;
+import org.moerouter.trace.Npy;
+import org.moerouter.trace.RoutingTrace;
+import org.moerouter.trace.Safetensors;
+import org.moerouter.trace.TraceFiles;
+import org.moerouter.trace.TraceInterop;
+import org.moerouter.trace.TraceMetrics;
 
 /**
  * {@code moe-router trace} commands:
@@ -30,8 +36,8 @@ import org.moerouter.RoutingAgreement;
  * Exit codes: 0 success, 1 bad or unreadable file, 2 usage error. Errors are one line on {@code err},
  * starting {@code moe-router: error: }; {@code --help} after any command prints the usage.
  */
-public final class TraceCli {
-  private TraceCli() {}
+public final class TraceCommand {
+  private TraceCommand() {}
 
   /** The prefix of every error of the moe-router command line. */
   private static final String ERROR = "moe-router: error: ";
@@ -102,6 +108,10 @@ public final class TraceCli {
     return 2;
   }
 
+  /** Trace metadata that inspect prints on lines of their own; other entries (other tools' notes) follow as "meta". */
+  private static final java.util.Set<String> SHOWN_METADATA = java.util.Set.of("format", "format_version", "model", "experts",
+      "top_k", "layer_ids", "mtp_layer_ids", "score_function", "checksum");
+
   private static boolean isNpy(Path p) {
     return p.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".npy");
   }
@@ -123,10 +133,9 @@ public final class TraceCli {
       return 0;
     }
     if (isNpz(file)) {
-      List<Map.Entry<String, Npy.Array>> arrays = new ArrayList<>();
-      TraceInterop.readArrays(file, arrays);
+      Map<String, Npy.Array> arrays = Npy.readNpz(file);
       out.println("file:   " + file + " (.npz, " + arrays.size() + " arrays)");
-      for (Map.Entry<String, Npy.Array> e : arrays)
+      for (Map.Entry<String, Npy.Array> e : arrays.entrySet())
         out.println("array " + e.getKey() + ": " + e.getValue().dtype().descr() + " " + java.util.Arrays.toString(e.getValue().shape()));
       return 0;
     }
@@ -145,15 +154,15 @@ public final class TraceCli {
     }
     RoutingTrace t = TraceFiles.read(file);
     out.println("file:           " + file);
-    Map<String, String> meta = t.source.all;
+    Map<String, String> meta = TraceFiles.metadata(file);
     out.println("format:         " + meta.get("format") + " v" + meta.get("format_version"));
     out.println("model:          " + t.model());
     out.println("experts:        " + t.experts());
     out.println("top_k:          " + t.topK());
     out.println("score_function: " + t.scoreFunction());
     int dec = t.layers() - t.mtpLayers();
-    out.println("layers:         " + t.layers() + " " + java.util.Arrays.toString(java.util.Arrays.copyOf(t.layerIdsUnsafe(), dec))
-        + (t.mtpLayers() > 0 ? " + MTP " + java.util.Arrays.toString(java.util.Arrays.copyOfRange(t.layerIdsUnsafe(), dec, t.layers())) : ""));
+    out.println("layers:         " + t.layers() + " " + java.util.Arrays.toString(java.util.Arrays.copyOf(t.layerIds(), dec))
+        + (t.mtpLayers() > 0 ? " + MTP " + java.util.Arrays.toString(java.util.Arrays.copyOfRange(t.layerIds(), dec, t.layers())) : ""));
     out.println("indices:        " + t.indexDtype() + " [" + t.totalTokens() + ", " + t.layers() + ", " + t.topK() + "]");
     out.println("samples:        " + t.samples());
     if (t.samples() > 0) {
@@ -166,8 +175,9 @@ public final class TraceCli {
           + String.format(Locale.ROOT, "%.1f", (double) t.totalTokens() / t.samples()) + ")");
     }
     if (t.hasMask()) out.println("mask:           " + t.maskedTokens() + " of " + t.totalTokens() + " tokens not recorded (route live)");
-    for (Map.Entry<String, String> e : t.source.extra.entrySet()) out.println("meta " + e.getKey() + ": " + e.getValue());
-    out.println("checksum:       " + (t.source.hasChecksum() ? meta.get("checksum") + " (verified)"
+    for (Map.Entry<String, String> e : meta.entrySet())
+      if (!SHOWN_METADATA.contains(e.getKey())) out.println("meta " + e.getKey() + ": " + e.getValue());
+    out.println("checksum:       " + (meta.containsKey("checksum") ? meta.get("checksum") + " (verified)"
         : "none (written by another tool; allowed, indices verified)"));
     return 0;
   }
