@@ -35,6 +35,10 @@ if [[ $rebuild == 1 || ! -f "$JAR" ]]; then
 fi
 
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+# benchmarks.jar has the CPU kernels; the CUDA jar, where the build made one, is preferred by the loader.
+CP="$JAR"
+CUDA_JAR="$ROOT/java/target/moe-router-linux-x86_64-cuda.jar"
+[[ -f "$CUDA_JAR" ]] && CP="$CUDA_JAR:$CP"
 # The JVM options below are inherited by the JMH forks; the JavaCPP cache stays inside the build tree.
 exec "$JAVA" -Dorg.bytedeco.javacpp.cachedir="$ROOT/benchmarks/target/javacpp-cache" \
-  -cp "$JAR" org.moerouter.bench.BenchMain "${args[@]}"
+  -cp "$CP" org.moerouter.bench.BenchMain "${args[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Builds a self-contained GPU acceptance bundle: dist/moe-router-gpu-bundle.tar.gz with a jlink'd JRE,
-# the product jar + javacpp, the test classes and their non-JUnit test dependencies, the standalone
+# the library jar, its CUDA native jar (classifier linux-x86_64-cuda) and javacpp, the test classes and their non-JUnit test dependencies, the standalone
 # JUnit console launcher, the goldens, the CUDA self-check and benchmark binaries, and
 # run-gpu-checks.sh (one command on a GPU host that has only the NVIDIA driver).
 #
@@ -71,6 +71,8 @@ if ((PREBUILT == 0)); then
   [[ -d "$JAVA_TARGET/test-classes" ]] || (cd "$ROOT" && "${MVN[@]}" -pl java test-compile)
 fi
 [[ -f "$JAVA_TARGET/moe-router.jar" ]] || die "java/target/moe-router.jar missing (run mvn package first)"
+[[ -f "$JAVA_TARGET/moe-router-linux-x86_64-cuda.jar" ]] ||
+  die "java/target/moe-router-linux-x86_64-cuda.jar missing: the CUDA native jar (built when nvcc is found)"
 [[ -d "$JAVA_TARGET/test-classes" ]] || die "java/target/test-classes missing"
 [[ -d "$DEPS/test-lib" && -f "$DEPS/junit/junit-platform-console-standalone.jar" ]] ||
   die "test dependencies or the console launcher missing under $DEPS (java/pom.xml copies them in package)"
@@ -87,7 +89,7 @@ mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/junit"
 log "jlink JRE"
 "$JLINK" --add-modules java.base,java.management,jdk.unsupported,java.logging,java.xml,java.scripting \
   --strip-debug --no-header-files --no-man-pages --compress=2 --output "$STAGE/jre"
-cp "$JAVA_TARGET/moe-router.jar" "$STAGE/lib/"
+cp "$JAVA_TARGET/moe-router.jar" "$JAVA_TARGET/moe-router-linux-x86_64-cuda.jar" "$STAGE/lib/"
 cp "$JAVA_TARGET"/lib/*.jar "$STAGE/lib/"           # runtime dependencies (javacpp)
 for j in "$DEPS"/test-lib/*.jar; do                 # test-only dependencies not already there
   [[ -e "$j" ]] || continue

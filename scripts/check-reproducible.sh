@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Reproducible-build check: rebuilds the library jar (CMake kernels, JNI link, jar) from a copy of this
-# checkout at another path and requires the same bytes as the jar the running build produced. `mvn -B
-# verify` runs it (java/pom.xml, execution check-reproducible; -Dreproducible.skip=true skips it).
+# Reproducible-build check: rebuilds the library's jars (CMake kernels, both JNI links, the classes jar and
+# the linux-x86_64 and linux-x86_64-cuda native jars) from a copy of this checkout at another path and
+# requires the same jars, byte for byte, as the running build produced. `mvn -B verify` runs it
+# (java/pom.xml, execution check-reproducible; -Dreproducible.skip=true skips it).
 #
-#   scripts/check-reproducible.sh REPO_ROOT JAR [MVN [JAVA_HOME]]
+#   scripts/check-reproducible.sh REPO_ROOT TARGET [MVN [JAVA_HOME]]
 #
 # REPO_ROOT  the checkout whose working tree was built (tracked and untracked, non-ignored files are copied)
-# JAR        the jar that build produced (java/target/moe-router.jar)
+# TARGET     the library module's build folder (java/target): every *.jar in it is compared
 # MVN        Maven launcher (default: mvn on PATH); the rebuild is offline (-o): the first build has
 #            already resolved every plugin it needs
 # JAVA_HOME  JDK for the rebuild (default: the environment's); must be the first build's, since the
@@ -21,10 +22,11 @@
 set -euo pipefail
 
 ROOT="$(cd "${1:?repository root}" && pwd)"
-JAR="$(cd "$(dirname "${2:?jar built by this build}")" && pwd)/$(basename "$2")"
+TARGET="$(cd "${2:?build folder of the java module}" && pwd)"
 MVN="${3:-mvn}"
 if [[ -n "${4:-}" ]]; then export JAVA_HOME="$4"; fi
-[[ -f "$JAR" ]] || { echo "[repro] $JAR does not exist: run the package phase first" >&2; exit 2; }
+jars_in() { (cd "$1" && find . -maxdepth 1 -name '*.jar' -printf '%f\n' | LC_ALL=C sort); }
+[[ -n "$(jars_in "$TARGET")" ]] || { echo "[repro] no jar in $TARGET: run the package phase first" >&2; exit 2; }
 
 say() { if [[ "${MOE_ROUTER_VERBOSE:-0}" == 1 ]]; then echo "$@"; fi; }
 
@@ -52,21 +54,32 @@ if ! MOE_ROUTER_SIMT=OFF "$MVN" -B -q -o -f "$copy/pom.xml" -pl java -DskipTests
   echo "[repro] the rebuild failed (log above)" >&2
   exit 2
 fi
-other="$copy/java/target/$(basename "$JAR")"
+other_target="$copy/java/target"
 say "[repro] rebuilt in $((SECONDS - start)) s"
 
-a=$(sha256sum "$JAR" | cut -d' ' -f1)
-b=$(sha256sum "$other" | cut -d' ' -f1)
-if [[ "$a" == "$b" ]]; then
-  say "[repro] identical: $(basename "$JAR") sha256 $a"
-  exit 0
+if [[ "$(jars_in "$TARGET")" != "$(jars_in "$other_target")" ]]; then
+  echo "[repro] NOT reproducible: the builds made different jars:" >&2
+  diff <(jars_in "$TARGET") <(jars_in "$other_target") >&2 || true
+  echo "[repro] a jar only in the first build: stale output in target/? Try mvn clean verify." >&2
+  exit 1
 fi
-
-echo "[repro] NOT reproducible: $JAR ($a) vs the rebuild at another path ($b)" >&2
+status=0
 jar_tool="${JAVA_HOME:+$JAVA_HOME/bin/}jar"
-mkdir -p "$work/a" "$work/b"
-(cd "$work/a" && "$jar_tool" xf "$JAR") && (cd "$work/b" && "$jar_tool" xf "$other")
-diff -rq "$work/a" "$work/b" >&2 || true
-echo "[repro] same entries but different jar bytes: entry order or times (project.build.outputTimestamp)." >&2
-echo "[repro] entries only in the first build: stale outputs in target/? Try mvn clean verify." >&2
-exit 1
+while IFS= read -r name; do
+  a=$(sha256sum "$TARGET/$name" | cut -d' ' -f1)
+  b=$(sha256sum "$other_target/$name" | cut -d' ' -f1)
+  if [[ "$a" == "$b" ]]; then
+    say "[repro] identical: $name sha256 $a"
+    continue
+  fi
+  status=1
+  echo "[repro] NOT reproducible: $TARGET/$name ($a) vs the rebuild at another path ($b)" >&2
+  mkdir -p "$work/a/$name" "$work/b/$name"
+  (cd "$work/a/$name" && "$jar_tool" xf "$TARGET/$name") && (cd "$work/b/$name" && "$jar_tool" xf "$other_target/$name")
+  diff -rq "$work/a/$name" "$work/b/$name" >&2 || true
+done < <(jars_in "$TARGET")
+if [[ $status != 0 ]]; then
+  echo "[repro] same entries but different jar bytes: entry order or times (project.build.outputTimestamp)." >&2
+  echo "[repro] entries only in the first build: stale outputs in target/? Try mvn clean verify." >&2
+fi
+exit $status

@@ -5,7 +5,8 @@
 namespace moe {
 
 static int no_cuda() {
-  return fail(MOE_ERR_UNSUPPORTED, "moe-router was built without CUDA (nvcc not found at build time)");
+  return fail(MOE_ERR_UNSUPPORTED,
+              "this moe-router library has no CUDA kernels (the CPU-only linux-x86_64 jar, or a build without nvcc)");
 }
 
 int cuda_device_count() { return 0; }

@@ -115,7 +115,9 @@ public abstract class MoeRouter implements AutoCloseable {
     if (backend == Backend.JAVA || backend == Backend.AUTO) return null;
     if (!RouterNative.available()) return "native library failed to load: " + RouterNative.loadFailure();
     if (backend == Backend.CPU || backend == Backend.NATIVE) return null;
-    if (RouterNative.moe_cuda_compiled() == 0) return "the native library was built without CUDA (no nvcc)";
+    if (RouterNative.moe_cuda_compiled() == 0)
+      return "the native library has no CUDA kernels (the linux-x86_64 jar, or a build without nvcc; the"
+          + " linux-x86_64-cuda jar has them)";
     if (RouterNative.moe_cuda_device_count() <= 0) return "no CUDA device is visible";
     return null;
   }

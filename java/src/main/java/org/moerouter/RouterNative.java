@@ -11,6 +11,7 @@ import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.CriticalRegion;
 import org.bytedeco.javacpp.annotation.NoException;
 import org.bytedeco.javacpp.annotation.Platform;
+import org.bytedeco.javacpp.annotation.Properties;
 
 /**
  * JavaCPP binding over the C ABI (native/include/moe_router.h) and its scalar shim
@@ -19,11 +20,16 @@ import org.bytedeco.javacpp.annotation.Platform;
  * <p>Hot entry points are {@code @NoException} (no C++ exception wrapper) and take Java arrays
  * through {@code @CriticalRegion} (pinned, not copied); the caller checks array lengths first.
  */
-@Platform(
-    include = {"moe_router.h", "moe_jni.h"},
-    // JavaCPP emits -l flags in reverse order: dependencies first.
-    link = {"pthread", "rt", "dl", "moe_router_all"},
-    library = "jnimoerouter")
+@Properties({
+    @Platform(
+        include = {"moe_router.h", "moe_jni.h"},
+        // JavaCPP emits -l flags in reverse order: dependencies first.
+        link = {"pthread", "rt", "dl", "moe_router_all"},
+        library = "jnimoerouter"),
+    // The native artifacts (README "Adoption"): org/moerouter/linux-x86_64 (classifier linux-x86_64) holds the
+    // CPU-only library, org/moerouter/linux-x86_64-cuda (classifier linux-x86_64-cuda) the one with the CUDA
+    // kernels. JavaCPP tries an extension's folder first, so with both jars present the CUDA library loads.
+    @Platform(value = "linux-x86_64", extension = "-cuda")})
 final class RouterNative {
   private RouterNative() {}
 
@@ -37,9 +43,27 @@ final class RouterNative {
       // -XX:ActiveProcessorCount and container CPU quotas. No thread starts here.
       moe_set_num_threads(defaultCpuThreads());
     } catch (Throwable t) {
-      failure = t;
+      failure = withArtifactHint(t);
     }
     LOAD_FAILURE = failure;
+  }
+
+  /**
+   * JavaCPP's "no jnimoerouter in java.library.path" when no native jar is there at all says which artifact
+   * is missing; a library that is there but fails to load keeps its own error.
+   */
+  private static Throwable withArtifactHint(Throwable t) {
+    if (!(t instanceof UnsatisfiedLinkError)) return t;
+    String platform = Loader.getPlatform();
+    for (String folder : new String[] {platform, platform + "-cuda"}) {
+      if (RouterNative.class.getResource(folder + "/" + System.mapLibraryName("jnimoerouter")) != null) return t;
+    }
+    UnsatisfiedLinkError e = new UnsatisfiedLinkError("no moe-router native library for " + platform + " on the class"
+        + " path: add the jar of org.moerouter:moe-router with classifier linux-x86_64 (CPU) or linux-x86_64-cuda (CPU"
+        + " and CUDA), the same version (on the module path also --add-modules org.moerouter.linux.x86_64[.cuda]);"
+        + " only linux-x86_64 is built (" + t.getMessage() + ")");
+    e.initCause(t);
+    return e;
   }
 
   /** {@code -Dmoerouter.threads=N} (N >= 1), else the JVM's available processors. */

@@ -31,6 +31,8 @@ class FallbackTest {
     assertEquals(3, count(r.out, "auto=JAVA"), r.toString());
     assertEquals(1, count(r.err, "no native backend (native library failed to load: java.lang.UnsatisfiedLinkError"),
         "the fallback is logged once, with the reason:\n" + r);
+    assertTrue(r.err.contains("no moe-router native library for linux-nosuchcpu on the class path: add the jar of"
+        + " org.moerouter:moe-router with classifier linux-x86_64 (CPU) or linux-x86_64-cuda"), "names the artifact:\n" + r);
     assertTrue(r.err.contains("WARNING"), r.toString());
     assertTrue(r.out.contains("native-error=UNSUPPORTED: NATIVE backend unavailable (neither CUDA nor CPU): native"
         + " library failed to load"), r.toString());

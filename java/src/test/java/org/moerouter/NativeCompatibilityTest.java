@@ -27,12 +27,15 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * The native compatibility floor of the bundled JNI library, as stated in README ("Native
- * compatibility"): the symbol versions it requires from the system must exist on glibc 2.17 with the
- * libgcc_s of GCC 4.2, and it must not need libstdc++ at all. A new call into glibc that only a newer
- * version provides (say the GLIBC_2.34 pthread symbols) fails here, naming the symbol.
+ * The native compatibility floor of the JNI libraries, as stated in README ("Native compatibility"):
+ * the symbol versions each requires from the system must exist on glibc 2.17 with the libgcc_s of GCC
+ * 4.2, and it must not need libstdc++ at all. A new call into glibc that only a newer version provides
+ * (say the GLIBC_2.34 pthread symbols) fails here, naming the symbol. Every library this build made is
+ * checked: the CPU one (classifier linux-x86_64) and, when CUDA was built, the CUDA one.
  */
 class NativeCompatibilityTest {
   /** Highest GLIBC_x.y version the library may require; README states the same value. */
@@ -44,34 +47,69 @@ class NativeCompatibilityTest {
       "librt.so.1", "libgcc_s.so.1", "ld-linux-x86-64.so.2");
   private static final Pattern EXPORTED = Pattern.compile("Java_.*|JNI_OnLoad.*|JNI_OnUnload.*|moe_[a-z0-9_]+");
 
-  private static Path library;
-  private static ElfDynamicInfo elf;
+  /** One JNI library: the folder it ships in (its platform and extension) and its ELF facts. */
+  static final class Library {
+    final String folder;
+    final Path path;
+    final ElfDynamicInfo elf;
 
-  @BeforeAll
-  static void readLibrary() throws IOException, URISyntaxException {
-    if (Boolean.getBoolean("moerouter.nativeSkipped"))
-      Assumptions.abort("the native build was skipped (-Dnative.skip=true): no JNI library to check");
-    URL url = RouterNative.class.getResource("linux-x86_64/libjnimoerouter.so");
-    Assumptions.assumeTrue(url != null || !isLinuxX86(), "no linux-x86_64 JNI library here");
-    assertNotNull(url, "the linux-x86_64 JNI library is missing from the class path");
-    if ("file".equals(url.getProtocol())) {
-      library = Paths.get(url.toURI());
-    } else {  // inside a jar: check the bytes that ship
-      library = Files.createTempFile("libjnimoerouter", ".so");
-      library.toFile().deleteOnExit();
-      try (InputStream in = url.openStream()) {
-        Files.copy(in, library, StandardCopyOption.REPLACE_EXISTING);
-      }
+    Library(String folder, Path path) throws IOException {
+      this.folder = folder;
+      this.path = path;
+      this.elf = ElfDynamicInfo.read(path);
     }
-    elf = ElfDynamicInfo.read(library);
+
+    @Override
+    public String toString() {
+      return folder;
+    }
   }
 
-  private static boolean isLinuxX86() {
+  private static List<Library> libraries;
+
+  @BeforeAll
+  static void readLibraries() throws IOException, URISyntaxException {
+    if (Boolean.getBoolean("moerouter.nativeSkipped"))
+      Assumptions.abort("the native build was skipped (-Dnative.skip=true): no JNI library to check");
+    Assumptions.assumeTrue(isLinuxX86(), "the JNI libraries are built for linux-x86_64 only");
+    // Under Maven the build says what it made (both libraries unless CUDA was skipped); elsewhere (the GPU
+    // bundle) every library on the class path is checked.
+    String cudaSkipped = System.getProperty("moerouter.cudaSkipped");
+    libraries = new ArrayList<>();
+    for (String folder : List.of("linux-x86_64", "linux-x86_64-cuda")) {
+      boolean required = cudaSkipped != null && (folder.equals("linux-x86_64") || cudaSkipped.equals("false"));
+      if (required || RouterNative.class.getResource(folder + "/libjnimoerouter.so") != null)
+        libraries.add(new Library(folder, locate(folder)));
+    }
+    assertFalse(libraries.isEmpty(), "no JNI library on the class path");
+  }
+
+  static List<Library> libraries() {
+    return libraries;
+  }
+
+  /** The library of one platform folder as the class path has it (a folder of the build, or a jar's bytes). */
+  static Path locate(String folder) throws IOException, URISyntaxException {
+    URL url = RouterNative.class.getResource(folder + "/libjnimoerouter.so");
+    assertNotNull(url, "the " + folder + " JNI library is missing from the class path");
+    if ("file".equals(url.getProtocol())) return Paths.get(url.toURI());
+    Path copy = Files.createTempFile("libjnimoerouter-" + folder, ".so");  // inside a jar: check the bytes that ship
+    copy.toFile().deleteOnExit();
+    try (InputStream in = url.openStream()) {
+      Files.copy(in, copy, StandardCopyOption.REPLACE_EXISTING);
+    }
+    return copy;
+  }
+
+  static boolean isLinuxX86() {
     return System.getProperty("os.name").startsWith("Linux") && System.getProperty("os.arch").equals("amd64");
   }
 
-  @Test
-  void needsOnlyBaseSystemLibraries() {
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("libraries")
+  void needsOnlyBaseSystemLibraries(Library lib) {
+    ElfDynamicInfo elf = lib.elf;
+    Path library = lib.path;
     List<String> extra = new ArrayList<>(elf.needed);
     extra.removeAll(BASE_LIBRARIES);
     assertTrue(extra.isEmpty(), library + " needs libraries outside the base system: " + extra + " (all: " + elf.needed + ")");
@@ -80,36 +118,44 @@ class NativeCompatibilityTest {
         "libpthread/libdl/librt must be listed as needed for glibc < 2.34, got " + elf.needed);
   }
 
-  @Test
-  void requiresNoLibstdcxxVersions() {
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("libraries")
+  void requiresNoLibstdcxxVersions(Library lib) {
+    ElfDynamicInfo elf = lib.elf;
     TreeSet<String> cxx = elf.versionsWithPrefix("GLIBCXX_");
     cxx.addAll(elf.versionsWithPrefix("CXXABI_"));
     assertTrue(cxx.isEmpty(), "libstdc++ must be linked statically, but the library requires " + cxx
-        + " for " + symbolsOf(cxx));
+        + " for " + symbolsOf(elf, cxx) + " (" + lib + ")");
   }
 
-  @Test
-  void glibcVersionsStayAtOrBelowTheFloor() {
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("libraries")
+  void glibcVersionsStayAtOrBelowTheFloor(Library lib) {
+    ElfDynamicInfo elf = lib.elf;
     TreeSet<String> versions = elf.versionsWithPrefix("GLIBC_");
     assertFalse(versions.isEmpty(), "no GLIBC_ versions found: the ELF reader is broken");
-    assertFalse(versions.contains("GLIBC_PRIVATE"), "GLIBC_PRIVATE is required by " + symbolsOf(Set.of("GLIBC_PRIVATE")));
+    assertFalse(versions.contains("GLIBC_PRIVATE"), "GLIBC_PRIVATE is required by " + symbolsOf(elf, Set.of("GLIBC_PRIVATE")));
     TreeSet<String> above = above(versions, "GLIBC_", GLIBC_FLOOR);
-    assertTrue(above.isEmpty(), "the floor is GLIBC_" + GLIBC_FLOOR + " but the library requires " + above + " for "
-        + symbolsOf(above) + " (pin them in native/compat/glibc_floor.cpp)");
+    assertTrue(above.isEmpty(), "the floor is GLIBC_" + GLIBC_FLOOR + " but the " + lib + " library requires " + above
+        + " for " + symbolsOf(elf, above) + " (pin them in native/compat/glibc_floor.cpp)");
   }
 
-  @Test
-  void libgccVersionsStayAtOrBelowTheFloor() {
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("libraries")
+  void libgccVersionsStayAtOrBelowTheFloor(Library lib) {
+    ElfDynamicInfo elf = lib.elf;
     TreeSet<String> above = above(elf.versionsWithPrefix("GCC_"), "GCC_", GCC_FLOOR);
-    assertTrue(above.isEmpty(), "the floor is GCC_" + GCC_FLOOR + " but the library requires " + above + " for "
-        + symbolsOf(above));
+    assertTrue(above.isEmpty(), "the floor is GCC_" + GCC_FLOOR + " but the " + lib + " library requires " + above
+        + " for " + symbolsOf(elf, above));
   }
 
-  @Test
-  void exportsOnlyJniEntryPointsAndTheCAbi() {
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("libraries")
+  void exportsOnlyJniEntryPointsAndTheCAbi(Library lib) {
+    ElfDynamicInfo elf = lib.elf;
     List<String> stray = new ArrayList<>();
     for (String s : elf.exported) if (!EXPORTED.matcher(s).matches()) stray.add(s);
-    assertTrue(stray.isEmpty(), "symbols leak out of the library (static libstdc++/CUDA runtime?): "
+    assertTrue(stray.isEmpty(), "symbols leak out of the " + lib + " library (static libstdc++/CUDA runtime?): "
         + stray.subList(0, Math.min(20, stray.size())) + (stray.size() > 20 ? " and " + (stray.size() - 20) + " more" : ""));
     // The C ABI stays visible for FFM downcalls.
     for (String s : List.of("moe_router_create", "moe_router_destroy", "moe_route_host", "moe_route_backward_host",
@@ -127,8 +173,11 @@ class NativeCompatibilityTest {
   }
 
   /** The reader agrees with binutils' readelf on NEEDED and the required versions (when readelf exists). */
-  @Test
-  void elfReaderAgreesWithReadelf() throws IOException, InterruptedException {
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("libraries")
+  void elfReaderAgreesWithReadelf(Library lib) throws IOException, InterruptedException {
+    ElfDynamicInfo elf = lib.elf;
+    Path library = lib.path;
     Process p;
     try {
       p = new ProcessBuilder("readelf", "-W", "-d", "-V", library.toString()).redirectErrorStream(true).start();
@@ -166,7 +215,7 @@ class NativeCompatibilityTest {
     return out;
   }
 
-  private static Map<String, TreeSet<String>> symbolsOf(Set<String> versions) {
+  private static Map<String, TreeSet<String>> symbolsOf(ElfDynamicInfo elf, Set<String> versions) {
     Map<String, TreeSet<String>> out = new TreeMap<>();
     for (String v : versions) out.put(v, elf.symbolsByVersion.getOrDefault(v, new TreeSet<>()));
     return out;
