@@ -36,17 +36,13 @@ import org.moerouter.trace.TraceMetrics;
  * Exit codes: 0 success, 1 bad or unreadable file, 2 usage error. Errors are one line on {@code err},
  * starting {@code moe-router: error: }; {@code --help} after any command prints the usage.
  */
-public final class TraceCommand {
+final class TraceCommand {
   private TraceCommand() {}
 
-  /** The prefix of every error of the moe-router command line. */
-  private static final String ERROR = "moe-router: error: ";
+  private static final String ERROR = Main.ERROR;
 
-  public static void main(String[] args) {
-    System.exit(run(args, System.out, System.err));
-  }
-
-  public static int run(String[] args, PrintStream out, PrintStream err) {
+  /** {@code moe-router trace ARGS}: returns the exit status (0 ok, 1 bad or unreadable file, 2 usage). */
+  static int run(String[] args, PrintStream out, PrintStream err) {
     if (args.length == 0 || args[0].equals("help") || java.util.Arrays.asList(args).contains("--help")
         || java.util.Arrays.asList(args).contains("-h")) {
       usage(args.length == 0 ? err : out);
