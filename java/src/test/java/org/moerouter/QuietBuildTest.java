@@ -33,6 +33,8 @@ class QuietBuildTest {
     assertTrue(p.waitFor(300, TimeUnit.SECONDS), "build-native.sh did not finish");
     String text = out.toString(StandardCharsets.UTF_8);
     assertEquals(0, p.exitValue(), text);
-    assertEquals("", text, "build-native.sh printed although nothing was wrong");
+    // Where there is no nvcc, saying that the CUDA jar is not built is the one line a build must print.
+    String problems = text.replaceAll("(?m)^\\[build-native\\] warning: nvcc not found: .*\\R", "");
+    assertEquals("", problems, "build-native.sh printed although nothing was wrong");
   }
 }
