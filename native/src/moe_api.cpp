@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <new>
 
+#include "moe_cpu_fpenv.h"
 #include "moe_internal.h"
 
 namespace moe {
@@ -391,6 +392,7 @@ int moe_aux_loss_host(moe_router* r, const void* logits, int dtype, int64_t toke
                       uint8_t* out_topk_map, int32_t* out_counts, float* out_loss, float* grad_logits) {
   int st = check_loss_args(r, logits, dtype, tokens, coeff, out_loss);
   if (st != MOE_OK) return st;
+  FpEnvGuard fp;  // CPU results do not depend on the caller's FTZ/DAZ (moe_cpu_fpenv.h)
   return cpu_aux_loss(r, logits, dtype, tokens, coeff, out_scores, out_topk_map, out_counts, out_loss, grad_logits);
 }
 
@@ -398,6 +400,7 @@ int moe_z_loss_host(moe_router* r, const void* logits, int dtype, int64_t tokens
                     float* grad_logits) {
   int st = check_loss_args(r, logits, dtype, tokens, coeff, out_loss);
   if (st != MOE_OK) return st;
+  FpEnvGuard fp;
   return cpu_z_loss(r, logits, dtype, tokens, coeff, out_loss, grad_logits);
 }
 

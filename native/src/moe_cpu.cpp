@@ -7,6 +7,7 @@
 #include <sched.h>
 #endif
 
+#include "moe_cpu_fpenv.h"
 #include "moe_cpu_pool.h"
 #include "moe_internal.h"
 
@@ -664,6 +665,7 @@ int cpu_num_threads() { return shared_pool().threads(); }
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
               int64_t* out_nonfinite) {
+  FpEnvGuard fp;
   const Params& p = r->params;
   if (replay_idx) {
     int st = validate_indices(r, replay_idx, replay_mask, tokens, p.minus_one_rows != MOE_MINUS_ONE_REJECT);
@@ -695,6 +697,7 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
 
 int cpu_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                  const float* grad_w, const uint8_t* flags, float* grad_logits) {
+  FpEnvGuard fp;
   const Params& p = r->params;
   int st = validate_indices(r, idx, nullptr, tokens, false);
   if (st != MOE_OK) return st;

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#include "moe_cpu_fpenv.h"
 #if defined(__linux__)
 #include <sys/prctl.h>
 #endif
@@ -113,7 +114,10 @@ class CpuPool {
         seen = generation_;
         if (stop_) return;
       }
-      drain();
+      {
+        FpEnvGuard fp;  // the caller's thread installed its own; a worker's state is its creator's
+        drain();
+      }
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (--busy_ == 0) done_.notify_one();

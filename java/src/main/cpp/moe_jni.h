@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <string.h>
 #include "moe_router.h"
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 static inline moe_router_config moe_jni_config(int experts, int top_k, int score_fn, int pre_softmax, int groups,
                                                 int group_topk, float scale, const float* bias, int normalize,
@@ -120,6 +123,40 @@ static inline int64_t moe_jni_cuda_stream_create(int device) {
 }
 static inline int moe_jni_cuda_stream_destroy(int64_t s) { return moe_cuda_stream_destroy((void*)(intptr_t)s); }
 static inline int moe_jni_cuda_stream_synchronize(int64_t s) { return moe_cuda_stream_synchronize((void*)(intptr_t)s); }
+
+// Test hook (FpEnvTest): a host route or backward called from a thread whose MXCSR has FTZ (mode bit 1)
+// and/or DAZ (bit 2) set, as a thread of a fast-math process would be; the caller's MXCSR is restored
+// before returning to the JVM. `backward` != 0: moe_route_backward_host with `replay_idx` the indices,
+// `out_w` the weight gradients and `out_grad` the logit gradients. Returns what the call returned, or
+// -MOE_ERR_UNSUPPORTED off x86-64.
+static inline int64_t moe_jni_test_fpenv_call(int64_t h, int mode, int backward, const void* logits, int dtype,
+                                              int64_t tokens, const int32_t* replay_idx, int32_t* out_idx,
+                                              float* out_w, uint8_t* out_flags, float* out_grad) {
+#if defined(__x86_64__)
+  const unsigned saved = _mm_getcsr();
+  const unsigned set = saved | ((mode & 1) ? 0x8000u : 0u) | ((mode & 2) ? 0x0040u : 0u);
+  _mm_setcsr(set);
+  int64_t r;
+  if (backward) {
+    r = -(int64_t)moe_route_backward_host((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, out_w,
+                                          out_flags, out_grad);
+  } else {
+    int64_t nonfinite = 0;
+    int st = moe_route_host((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, 0, out_idx, out_w, out_flags,
+                            &nonfinite);
+    r = st == MOE_OK ? nonfinite : -(int64_t)st;
+  }
+  const unsigned seen = _mm_getcsr();
+  _mm_setcsr(saved);
+  // The library must hand back the caller's control bits as it found them (status flags may change).
+  if ((seen & ~0x3fu) != (set & ~0x3fu)) return -(int64_t)MOE_ERR_INTERNAL;
+  return r;
+#else
+  (void)h; (void)mode; (void)backward; (void)logits; (void)dtype; (void)tokens; (void)replay_idx; (void)out_idx;
+  (void)out_w; (void)out_flags; (void)out_grad;
+  return -(int64_t)MOE_ERR_UNSUPPORTED;
+#endif
+}
 
 // Does nothing: measures the bare cost of a JNI call into this library.
 static inline int moe_jni_noop(void) { return 0; }

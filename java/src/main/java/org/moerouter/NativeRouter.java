@@ -51,6 +51,11 @@ final class NativeRouter extends MoeRouter {
     destroy = CLEANER.register(this, new Destroy(h));
   }
 
+  /** The native handle, for test hooks in this package. */
+  long handle() {
+    return handle;
+  }
+
   /** Native routers created and not yet freed (by close() or the Cleaner); for tests. */
   static long live() {
     return LIVE.get();

@@ -197,6 +197,11 @@ final class RouterNative {
 
   @NoException static native int moe_jni_noop();
 
+  /** Test hook (FpEnvTest): a host route/backward from a thread with FTZ (mode 1) and/or DAZ (mode 2) set. */
+  @NoException @CriticalRegion static native long moe_jni_test_fpenv_call(long handle, int mode, int backward,
+      @Cast("const void*") float[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] replayIdx,
+      @Cast("int32_t*") int[] outIdx, float[] outWeights, @Cast("uint8_t*") byte[] outFlags, float[] outGrad);
+
   // Device memory and streams, for the tests of the device-pointer calls (CudaRouterTest).
   @NoException static native long moe_jni_cuda_malloc(int device, long bytes);
   @NoException static native int moe_jni_cuda_free(long ptr);

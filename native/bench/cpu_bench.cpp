@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: Apache-2.0
+// CPU backend microbenchmark through the C ABI, for design work (docs/cpu-design.md): ns per token of
+// live routing, replay and backward on 1 or N threads, next to the memory floor of the same bytes, min of
+// --reps calls (interference on a shared machine only adds time). Short runs of it under
+// `valgrind --tool=callgrind` give instruction counts per token, which a loaded machine does not move.
+//   cpu_bench [--tokens N] [--reps R] [--threads 1,2] [--configs e64k6,...] [--calls live,replay,backward]
+//             [--dtype fp32|bf16]
+// The JMH profile (scripts/bench-profile.sh --cpu-goals) is where the reported numbers come from.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "moe_router.h"
+
+namespace {
+
+struct Config {
+  const char* name;
+  int experts, k, score, groups, group_topk;
+  float scale;
+  bool bias;
+  int pre;
+};
+
+const Config kConfigs[] = {
+    {"e64k6", 64, 6, MOE_SCORE_SOFTMAX, 1, 1, 1.0f, false, 0},
+    {"e128k8", 128, 8, MOE_SCORE_SOFTMAX, 1, 1, 1.0f, false, 0},
+    {"e256k8g", 256, 8, MOE_SCORE_SIGMOID, 8, 4, 2.5f, true, 0},
+    {"e512k10", 512, 10, MOE_SCORE_SOFTMAX, 1, 1, 1.0f, false, 0},
+    {"e256k8s", 256, 8, MOE_SCORE_SQRTSOFTPLUS, 1, 1, 1.0f, true, 0},
+    {"e64k6pre", 64, 6, MOE_SCORE_SOFTMAX, 1, 1, 1.0f, false, 1},
+};
+
+uint16_t to_bf16(float f) {
+  uint32_t b;
+  memcpy(&b, &f, 4);
+  return (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+}
+
+double now_ns() {
+  return (double)std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The floor: read every logit byte (vectorised OR) and write the outputs, on `threads` threads.
+volatile uint64_t g_sink;
+void floor_rows(const uint64_t* in, size_t words, int32_t* idx, float* w, size_t outs) {
+  uint64_t acc = 0;
+  for (size_t i = 0; i < words; ++i) acc |= in[i];
+  for (size_t i = 0; i < outs; ++i) {
+    idx[i] = (int32_t)i;
+    w[i] = 1.0f;
+  }
+  g_sink = acc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t tokens = 4096;
+  int reps = 30;
+  std::string threads_s = "1", configs_s = "e64k6,e128k8,e256k8g,e512k10", calls_s = "live,replay,backward,floor",
+              dtype_s = "fp32";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--tokens") tokens = atoll(argv[i + 1]);
+    else if (a == "--reps") reps = atoi(argv[i + 1]);
+    else if (a == "--threads") threads_s = argv[i + 1];
+    else if (a == "--configs") configs_s = argv[i + 1];
+    else if (a == "--calls") calls_s = argv[i + 1];
+    else if (a == "--dtype") dtype_s = argv[i + 1];
+    else {
+      fprintf(stderr, "unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  const bool bf16 = dtype_s == "bf16";
+  std::vector<int> thread_counts;
+  for (size_t p = 0; p < threads_s.size();) {
+    thread_counts.push_back(atoi(threads_s.c_str() + p));
+    p = threads_s.find(',', p);
+    if (p == std::string::npos) break;
+    ++p;
+  }
+  printf("%-9s %-4s %3s %8s %10s %10s %10s %8s\n", "config", "dt", "thr", "T", "live", "replay", "backward", "floor");
+  for (const Config& c : kConfigs) {
+    if ((std::string(",") + configs_s + ",").find(std::string(",") + c.name + ",") == std::string::npos) continue;
+    const int64_t n = tokens * c.experts;
+    std::mt19937_64 rng(0x5eed + c.experts);
+    std::normal_distribution<float> g(0.0f, 2.0f);
+    std::vector<float> f32(n);
+    for (auto& v : f32) v = g(rng);
+    std::vector<uint16_t> h(bf16 ? n : 0);
+    for (int64_t i = 0; i < (int64_t)h.size(); ++i) h[i] = to_bf16(f32[i]);
+    const void* logits = bf16 ? (const void*)h.data() : (const void*)f32.data();
+    const int dtype = bf16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+    std::vector<float> bias(c.experts);
+    for (int e = 0; e < c.experts; ++e) bias[e] = 0.1f * (float)((e * 37) % 11 - 5) / 5.0f;
+    moe_router_config rc{};
+    rc.num_experts = c.experts;
+    rc.top_k = c.k;
+    rc.score_fn = c.score;
+    rc.pre_softmax = c.pre;
+    rc.num_groups = c.groups;
+    rc.group_topk = c.group_topk;
+    rc.scale = c.scale;
+    rc.expert_bias = c.bias ? bias.data() : nullptr;
+    moe_router* r = nullptr;
+    if (moe_router_create(&rc, MOE_BACKEND_CPU, 0, &r) != MOE_OK) {
+      fprintf(stderr, "create %s failed\n", c.name);
+      return 1;
+    }
+    std::vector<int32_t> idx(tokens * c.k), idx2(tokens * c.k);
+    std::vector<float> w(tokens * c.k), w2(tokens * c.k), dw(tokens * c.k, 0.5f), grad(n);
+    moe_route_host(r, logits, dtype, tokens, nullptr, nullptr, idx.data(), w.data(), nullptr, nullptr);
+    for (int th : thread_counts) {
+      moe_set_num_threads(th);
+      auto best = [&](auto fn) {
+        double b = 1e300;
+        for (int i = 0; i < reps; ++i) {
+          double t0 = now_ns();
+          fn();
+          double t = now_ns() - t0;
+          if (t < b) b = t;
+        }
+        return b / (double)tokens;
+      };
+      auto has = [&](const char* call) { return calls_s.find(call) != std::string::npos; };
+      double live = has("live") ? best([&] {
+        moe_route_host(r, logits, dtype, tokens, nullptr, nullptr, idx2.data(), w2.data(), nullptr, nullptr);
+      })
+                                : 0;
+      double replay = has("replay") ? best([&] {
+        moe_route_host(r, logits, dtype, tokens, idx.data(), nullptr, idx2.data(), w2.data(), nullptr, nullptr);
+      })
+                                    : 0;
+      if (has("replay") && idx2 != idx) printf("  (%s: replay indices differ from live!)\n", c.name);
+      double backward = has("backward") ? best([&] {
+        moe_route_backward_host(r, logits, dtype, tokens, idx.data(), dw.data(), nullptr, grad.data());
+      })
+                                        : 0;
+      const size_t bytes = (size_t)n * (bf16 ? 2 : 4);
+      double fl = !has("floor") ? 0 : best([&] {
+        std::vector<std::thread> ts;
+        const int64_t per = (tokens + th - 1) / th;
+        for (int t = 0; t < th; ++t) {
+          int64_t t0 = t * per, t1 = std::min<int64_t>(tokens, t0 + per);
+          if (t0 >= t1) break;
+          auto job = [&, t0, t1] {
+            floor_rows((const uint64_t*)((const char*)logits + bytes / tokens * t0), bytes / tokens * (t1 - t0) / 8,
+                       idx2.data() + t0 * c.k, w2.data() + t0 * c.k, (size_t)(t1 - t0) * c.k);
+          };
+          if (t == th - 1) job();
+          else ts.emplace_back(job);
+        }
+        for (auto& x : ts) x.join();
+      });
+      printf("%-9s %-4s %3d %8lld %10.1f %10.1f %10.1f %8.1f\n", c.name, dtype_s.c_str(), th, (long long)tokens, live,
+             replay, backward, fl);
+    }
+    moe_router_destroy(r);
+  }
+  return 0;
+}
