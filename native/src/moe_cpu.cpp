@@ -152,6 +152,186 @@ bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
 }
+
+// Lane numbers of the set bits of an 8-bit mask, packed one per byte, lowest first: the shuffle that
+// compresses the selected lanes of a vector to its front (AVX2 has no vpcompressd).
+struct CompressLut {
+  uint64_t lanes[256];
+};
+constexpr CompressLut make_compress_lut() {
+  CompressLut l{};
+  for (int m = 0; m < 256; ++m) {
+    uint64_t x = 0;
+    int n = 0;
+    for (int b = 0; b < 8; ++b)
+      if ((m >> b) & 1) x |= (uint64_t)b << (8 * n++);
+    l.lanes[m] = x;
+  }
+  return l;
+}
+constexpr CompressLut kCompress = make_compress_lut();
+
+// Candidates of a vectorised selection: keys (score key ^ sign bit, so signed compares order them) and
+// expert indices, at most n + 8 of each.
+struct Candidates {
+  alignas(32) int32_t key[MOE_MAX_EXPERTS + 8];
+  alignas(32) int32_t index[MOE_MAX_EXPERTS + 8];
+};
+
+// Most candidates the rank pass takes (beyond it, ties or NaN rows: the scalar path is faster anyway).
+constexpr int kMaxCandidates = 64;
+
+// r_ge[i] = number of candidates j with key_j >= key_i, minus one (the rank of i when keys are distinct),
+// for i < nc: every candidate against every other, eight i at a time on the lanes.
+template <int NG>
+__attribute__((target("avx2"), always_inline)) inline void rank_candidates(const Candidates& c, int nc, int32_t* rank) {
+  __m256i key[NG], less[NG];
+  for (int g = 0; g < NG; ++g) {
+    key[g] = _mm256_load_si256((const __m256i*)(c.key + 8 * g));
+    less[g] = _mm256_setzero_si256();
+  }
+  for (int j = 0; j < nc; ++j) {
+    const __m256i b = _mm256_set1_epi32(c.key[j]);
+    for (int g = 0; g < NG; ++g) less[g] = _mm256_sub_epi32(less[g], _mm256_cmpgt_epi32(key[g], b));
+  }
+  const __m256i top = _mm256_set1_epi32(nc - 1);
+  for (int g = 0; g < NG; ++g) _mm256_store_si256((__m256i*)(rank + 8 * g), _mm256_sub_epi32(top, less[g]));
+}
+
+// The largest lane value x of the lane maxima a0 (A = 1) or a0 and a1 (A = 2) such that at least `cap`
+// lanes hold x or more, broadcast: the cap-th largest lane maximum. Each lane maximum is a different
+// expert, so at least cap keys are >= it: a lower bound of the cap-th largest key (unsigned keys).
+template <int A>
+__attribute__((target("avx2"), always_inline)) inline __m256i kth_lane_max(__m256i a0, __m256i a1, int cap) {
+  const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+  const __m256i s0 = _mm256_xor_si256(a0, sign), s1 = _mm256_xor_si256(a1, sign);
+  __m256i less0 = _mm256_setzero_si256(), less1 = less0;  // lanes below each lane (negated)
+  for (int j = 0; j < 8; ++j) {
+    const __m256i at = _mm256_set1_epi32(j);
+    const __m256i b0 = _mm256_permutevar8x32_epi32(s0, at);
+    less0 = _mm256_add_epi32(less0, _mm256_cmpgt_epi32(s0, b0));
+    if (A == 2) {
+      const __m256i b1 = _mm256_permutevar8x32_epi32(s1, at);
+      less0 = _mm256_add_epi32(less0, _mm256_cmpgt_epi32(s0, b1));
+      less1 = _mm256_add_epi32(less1, _mm256_add_epi32(_mm256_cmpgt_epi32(s1, b0), _mm256_cmpgt_epi32(s1, b1)));
+    }
+  }
+  // at or above x: 8 A - below(x); keep x where that is >= cap (less is negative: 8 A + less >= cap)
+  const __m256i need = _mm256_set1_epi32(cap - 8 * A - 1);
+  __m256i m = _mm256_and_si256(_mm256_cmpgt_epi32(less0, need), s0);
+  m = _mm256_or_si256(m, _mm256_andnot_si256(_mm256_cmpgt_epi32(less0, need), sign));  // others: the lowest key
+  if (A == 2) {
+    const __m256i ok1 = _mm256_cmpgt_epi32(less1, need);
+    m = _mm256_max_epi32(m, _mm256_or_si256(_mm256_and_si256(ok1, s1), _mm256_andnot_si256(ok1, sign)));
+  }
+  m = _mm256_max_epi32(m, _mm256_permute2x128_si256(m, m, 1));
+  m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0x4e));
+  return _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0xb1));  // signed form (key ^ sign bit)
+}
+
+// The exact rank of each candidate i < nc: candidates j with key_j > key_i, or key_j == key_i and j < i
+// (candidates ascend with the expert index, so this is the index tie-break). Three times the work of
+// rank_candidates: used only when keys tie.
+template <int NG>
+__attribute__((target("avx2"), always_inline)) inline void rank_candidates_ties(const Candidates& c, int nc,
+                                                                               int32_t* rank) {
+  __m256i key[NG], pos[NG], beat[NG];
+  for (int g = 0; g < NG; ++g) {
+    key[g] = _mm256_load_si256((const __m256i*)(c.key + 8 * g));
+    pos[g] = _mm256_add_epi32(_mm256_set1_epi32(8 * g), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    beat[g] = _mm256_setzero_si256();
+  }
+  for (int j = 0; j < nc; ++j) {
+    const __m256i b = _mm256_set1_epi32(c.key[j]), at = _mm256_set1_epi32(j);
+    for (int g = 0; g < NG; ++g) {
+      const __m256i eq_before = _mm256_and_si256(_mm256_cmpeq_epi32(b, key[g]), _mm256_cmpgt_epi32(pos[g], at));
+      beat[g] = _mm256_sub_epi32(beat[g], _mm256_or_si256(_mm256_cmpgt_epi32(b, key[g]), eq_before));
+    }
+  }
+  for (int g = 0; g < NG; ++g) _mm256_store_si256((__m256i*)(rank + 8 * g), beat[g]);
+}
+
+// Exact top-`cap` (cap <= 16) of n 32-bit score keys sk[0..n) (n a multiple of 8), as rank keys sorted
+// descending in out[0..cap): the result of topk_keys. vbase[v] is the expert index of sk[8 v] (nullptr: 8 v;
+// the indices of a vector ascend by one). The minimum of the lane maxima (8 lanes for cap <= 8, 16 lanes
+// otherwise) bounds the cap-th largest key from below, since each lane holds a different expert; a
+// compare-and-compress pass collects the keys at or above it (typically 1.5-3 x cap), each candidate's
+// rank is counted against all others on vector lanes, and ranks below cap are the result (counted again
+// with the index tie-break when keys tie below cap). Returns false, having decided nothing, when there are
+// too many candidates (NaN rows, massive ties): topk_keys then decides.
+__attribute__((target("avx2,popcnt"))) bool topk_keys_avx2(const uint32_t* sk, int n, int cap, const int32_t* vbase,
+                                                          Candidates& c, uint64_t* out) {
+  const int nv = n >> 3;
+  if ((n & 7) != 0 || cap > 16 || nv < (cap > 8 ? 2 : 1)) return false;
+  const __m256i* p = reinterpret_cast<const __m256i*>(sk);
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+  if (cap <= 8) {
+    for (int v = 0; v < nv; ++v) a0 = _mm256_max_epu32(a0, _mm256_loadu_si256(p + v));
+  } else {
+    int v = 0;
+    for (; v + 1 < nv; v += 2) {
+      a0 = _mm256_max_epu32(a0, _mm256_loadu_si256(p + v));
+      a1 = _mm256_max_epu32(a1, _mm256_loadu_si256(p + v + 1));
+    }
+    if (v < nv) a0 = _mm256_max_epu32(a0, _mm256_loadu_si256(p + v));
+  }
+  const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+  const __m256i b = _mm256_xor_si256(cap <= 8 ? kth_lane_max<1>(a0, a0, cap) : kth_lane_max<2>(a0, a1, cap), sign);
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int nc = 0;
+  for (int v = 0; v < nv; ++v) {
+    const __m256i x = _mm256_loadu_si256(p + v);
+    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_max_epu32(x, b), x)));
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)kCompress.lanes[m]));
+    const __m256i base = _mm256_add_epi32(_mm256_set1_epi32(vbase ? vbase[v] : 8 * v), iota);
+    _mm256_storeu_si256((__m256i*)(c.key + nc), _mm256_permutevar8x32_epi32(_mm256_xor_si256(x, sign), perm));
+    _mm256_storeu_si256((__m256i*)(c.index + nc), _mm256_permutevar8x32_epi32(base, perm));
+    nc += __builtin_popcount((unsigned)m);
+  }
+  if (nc > kMaxCandidates) return false;
+  alignas(32) int32_t rank[kMaxCandidates];
+  switch ((nc + 7) >> 3) {
+    case 1: rank_candidates<1>(c, nc, rank); break;
+    case 2: rank_candidates<2>(c, nc, rank); break;
+    case 3: rank_candidates<3>(c, nc, rank); break;
+    case 4: rank_candidates<4>(c, nc, rank); break;
+    case 5: rank_candidates<5>(c, nc, rank); break;
+    case 6: rank_candidates<6>(c, nc, rank); break;
+    case 7: rank_candidates<7>(c, nc, rank); break;
+    default: rank_candidates<8>(c, nc, rank); break;
+  }
+  // Equal keys get the same rank and leave the ranks just below it empty: every rank below cap taken
+  // exactly once means no tie decides the result.
+  int slot[17];
+  uint32_t seen = 0;
+  for (int i = 0; i < nc; ++i) {
+    const int s = rank[i] < cap ? rank[i] : cap;
+    slot[s] = i;
+    seen |= 1u << s;
+  }
+  const uint32_t all = (1u << cap) - 1u;
+  if ((seen & all) != all) {
+    switch ((nc + 7) >> 3) {
+      case 1: rank_candidates_ties<1>(c, nc, rank); break;
+      case 2: rank_candidates_ties<2>(c, nc, rank); break;
+      case 3: rank_candidates_ties<3>(c, nc, rank); break;
+      case 4: rank_candidates_ties<4>(c, nc, rank); break;
+      case 5: rank_candidates_ties<5>(c, nc, rank); break;
+      case 6: rank_candidates_ties<6>(c, nc, rank); break;
+      case 7: rank_candidates_ties<7>(c, nc, rank); break;
+      default: rank_candidates_ties<8>(c, nc, rank); break;
+    }
+    for (int i = 0; i < nc; ++i) slot[rank[i] < cap ? rank[i] : cap] = i;  // distinct ranks now
+  }
+  for (int j = 0; j < cap; ++j) {
+    const int i = slot[j];
+    out[j] = ((uint64_t)((uint32_t)c.key[i] ^ 0x80000000u) << 32) | (uint64_t)(0xffffffffu - (uint32_t)c.index[i]);
+  }
+  return true;
+}
+#else
+struct Candidates {};
+inline bool topk_keys_avx2(const uint32_t*, int, int, const int32_t*, Candidates&, uint64_t*) { return false; }
 #endif
 
 // sigmoid_det over a row; AVX2 lanes when the CPU has them (identical results either way).
@@ -226,7 +406,7 @@ struct RowKeys {
 };
 
 template <typename Load>
-bool row_keys(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
+__attribute__((always_inline)) inline bool row_keys(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
               uint32_t* lkeys, RowKeys& out) {
   const int E = p.experts;
   uint32_t bad = 0;
@@ -303,13 +483,16 @@ void topk_keys(const uint32_t* sk, int n, int cap, IndexOf index_of, uint64_t* o
 }
 
 // Live selection with the result of JavaRouting.Kernel.selectRow (plain or group-limited).
+// Inlined into the AVX2 clone of route_rows: out of line it would be baseline x86-64 code.
 template <typename Load>
-bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
-                    uint32_t* lkeys, uint64_t* keys, int32_t* idx) {
+__attribute__((always_inline)) inline bool select_row_cpu(const Params& p, const Load& load, const RowSoftmax& sm, float* scores, uint32_t* skeys,
+                    uint32_t* lkeys, uint64_t* keys, int32_t* idx, Candidates& cand) {
+  const bool lanes = cpu_has_avx2_lanes();
   RowKeys rk;
   const bool nonfinite = row_keys(p, load, sm, scores, skeys, lkeys, rk);
   if (!p.grouped()) {
-    topk_keys(rk.kk, p.experts, p.k, [](int i) { return i; }, keys);
+    if (!(lanes && topk_keys_avx2(rk.kk, p.experts, p.k, nullptr, cand, keys)))
+      topk_keys(rk.kk, p.experts, p.k, [](int i) { return i; }, keys);
   } else {
     const int gs = p.group_size(), terms = p.per_group();
     uint64_t group_top[MOE_MAX_TOPK];
@@ -347,24 +530,29 @@ __attribute__((always_inline)) inline void weights_cpu(const Params& p, const Lo
   float l[MOE_MAX_TOPK];
   uint32_t bad = 0;
   for (int j = 0; j < k; ++j) l[j] = load(idx[j]);
+  // Exponentials on 8 lanes, the rows padded to a multiple of 8 (l and w hold MOE_MAX_TOPK, a multiple
+  // of 8): one vector costs less than two scalar exp_det.
 #if MOE_CPU_AVX2_SIGMOID
-  const bool lanes = k >= 8 && cpu_has_avx2();
+  const bool lanes = k >= 2 && cpu_has_avx2();
 #else
   const bool lanes = false;
 #endif
+  const int k8 = lanes ? (k + 7) & ~7 : k;
   if (p.post_softmax()) {
     for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
     if (bad) nf = true;
     float m = bits_to_float(0xff800000u);
     for (int j = 0; j < k; ++j) m = l[j] > m ? l[j] : m;
-    exp_shifted(lanes, l, m, w, k);
+    for (int j = k; j < k8; ++j) l[j] = 0.0f;
+    exp_shifted(lanes, l, m, w, k8);
     float sum = 0.0f;
     for (int j = 0; j < k; ++j) sum = sum + w[j];
     for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
     return;
   }
+  for (int j = k; j < k8; ++j) l[j] = 0.0f;
   if (p.pre_softmax) {  // the caller checked the whole row
-    exp_shifted(lanes, l, sm.max, w, k);
+    exp_shifted(lanes, l, sm.max, w, k8);
     for (int j = 0; j < k; ++j) w[j] = w[j] / sm.sum;
   } else {
     for (int j = 0; j < k; ++j) bad |= nonfinite_bit(l[j]);
@@ -372,7 +560,7 @@ __attribute__((always_inline)) inline void weights_cpu(const Params& p, const Lo
     if (p.score_fn == MOE_SCORE_SIGMOID) {
 #if MOE_CPU_AVX2_SIGMOID
       if (lanes)
-        sigmoid_row_avx2(l, w, k);
+        sigmoid_row_avx2(l, w, k8);
       else
 #endif
         for (int j = 0; j < k; ++j) w[j] = sigmoid_det(l[j]);
@@ -438,6 +626,137 @@ inline RowPlan plan_row(const Params& p, const int32_t* replay, const uint8_t* m
   return RowPlan{p.minus_one_rows == MOE_MINUS_ONE_ARANGE ? arange : nullptr};
 }
 
+#if MOE_CPU_AVX2_SIGMOID
+// sqrtsoftplus_det on 8 lanes (the body of sqrtsoftplus_row_avx2).
+__attribute__((target("avx2"), always_inline)) inline __m256 sqrtsoftplus_lanes(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 y = exp_det_lanes(x);
+  const __m256 u = _mm256_add_ps(one, y);
+  const __m256 l1p = _mm256_add_ps(log_det_lanes(u), _mm256_div_ps(_mm256_sub_ps(y, _mm256_sub_ps(u, one)), u));
+  return _mm256_sqrt_ps(_mm256_blendv_ps(l1p, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ)));
+}
+
+// Transposes the 8 x 8 floats in t (t[i] lane j <-> t[j] lane i).
+__attribute__((target("avx2"), always_inline)) inline void transpose8_ps(__m256* t) {
+  const __m256 a0 = _mm256_unpacklo_ps(t[0], t[1]), a1 = _mm256_unpackhi_ps(t[0], t[1]);
+  const __m256 a2 = _mm256_unpacklo_ps(t[2], t[3]), a3 = _mm256_unpackhi_ps(t[2], t[3]);
+  const __m256 a4 = _mm256_unpacklo_ps(t[4], t[5]), a5 = _mm256_unpackhi_ps(t[4], t[5]);
+  const __m256 a6 = _mm256_unpacklo_ps(t[6], t[7]), a7 = _mm256_unpackhi_ps(t[6], t[7]);
+  const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xee);
+  const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xee);
+  const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xee);
+  const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xee);
+  t[0] = _mm256_permute2f128_ps(b0, b4, 0x20);
+  t[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
+  t[2] = _mm256_permute2f128_ps(b2, b6, 0x20);
+  t[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
+  t[4] = _mm256_permute2f128_ps(b0, b4, 0x31);
+  t[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
+  t[6] = _mm256_permute2f128_ps(b2, b6, 0x31);
+  t[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
+}
+
+// Largest k of the row-per-lane replay kernel (its per-row arrays live in registers and on the stack).
+constexpr int kReplayLanesMaxK = 16;
+
+// Eight replayed rows at once, one row per lane (weights_cpu's operations in its order, across rows instead
+// of along one): for each j < k a gather of the rows' j-th indices and of their logits, then the
+// exponentials, the sums in j order and the divisions on 8 lanes, so no horizontal operation and no
+// per-row branch remains. Softmax post, sigmoid and sqrtsoftplus (softmax pre needs whole rows); fp32, and
+// bf16 when row t0 - 1 exists (its 16-bit logits are the high halves of the 32-bit words that end at them).
+// Returns the rows with a non-finite logit among their k.
+template <int DT>
+__attribute__((target("avx2"))) int replay_rows8_avx2(const Params& p, const char* rows, size_t row_bytes,
+                                                     const int32_t* src, int32_t* out_idx, float* out_w,
+                                                     uint8_t* out_flags) {
+  const int k = p.k;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i at_row = _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)(row_bytes / (DT == MOE_DTYPE_F32 ? 4 : 2))));
+  __m256 x[kReplayLanesMaxK];
+  __m256i bad = _mm256_setzero_si256();
+  const __m256i expo = _mm256_set1_epi32(0x7f800000);
+  // The rows' indices, one j per vector: 8 x 8 transposes of the contiguous [8, k] block (a gather per j
+  // costs more on current cores).
+  __m256i ij[kReplayLanesMaxK];
+  for (int j0 = 0; j0 < k; j0 += 8) {
+    const int n = k - j0 < 8 ? k - j0 : 8;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    __m256 t[8];
+    for (int r = 0; r < 8; ++r)
+      t[r] = _mm256_castsi256_ps(n == 8 ? _mm256_loadu_si256((const __m256i*)(src + r * k + j0))
+                                        : _mm256_maskload_epi32(src + r * k + j0, m));
+    transpose8_ps(t);
+    for (int j = 0; j < n; ++j) ij[j0 + j] = _mm256_castps_si256(t[j]);
+  }
+  for (int j = 0; j < k; ++j) {
+    const __m256i e = _mm256_add_epi32(at_row, ij[j]);
+    __m256i bits;
+    if (DT == MOE_DTYPE_F32)
+      bits = _mm256_i32gather_epi32(reinterpret_cast<const int*>(rows), e, 4);
+    else
+      bits = _mm256_and_si256(_mm256_i32gather_epi32(reinterpret_cast<const int*>(rows - 2), e, 2),
+                              _mm256_set1_epi32((int)0xffff0000u));
+    bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(bits, expo), expo));
+    x[j] = _mm256_castsi256_ps(bits);
+  }
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  __m256 sum = zero;
+  if (p.post_softmax()) {
+    __m256 m = _mm256_set1_ps(bits_to_float(0xff800000u));
+    for (int j = 0; j < k; ++j) m = _mm256_max_ps(x[j], m);  // x > m ? x : m, as the scalar loop
+    for (int j = 0; j < k; ++j) {
+      x[j] = exp_det_lanes(_mm256_sub_ps(x[j], m));
+      sum = _mm256_add_ps(sum, x[j]);
+    }
+    for (int j = 0; j < k; ++j) x[j] = _mm256_div_ps(x[j], sum);
+  } else {
+    if (p.score_fn == MOE_SCORE_SIGMOID)
+      for (int j = 0; j < k; ++j)
+        x[j] = _mm256_div_ps(one, _mm256_add_ps(one, exp_det_lanes(_mm256_xor_ps(x[j], _mm256_set1_ps(-0.0f)))));
+    else
+      for (int j = 0; j < k; ++j) x[j] = sqrtsoftplus_lanes(x[j]);
+    if (p.normalize) {
+      for (int j = 0; j < k; ++j) sum = _mm256_add_ps(sum, x[j]);
+      sum = _mm256_add_ps(sum, _mm256_set1_ps(kSigmoidNormEps));
+      for (int j = 0; j < k; ++j) x[j] = _mm256_div_ps(x[j], sum);
+    }
+  }
+  const __m256 scale = _mm256_set1_ps(p.scale);
+  const __m256 keep = p.nonfinite == MOE_NONFINITE_ZERO ? _mm256_castsi256_ps(_mm256_xor_si256(bad, _mm256_set1_epi32(-1)))
+                                                        : _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  // Back to one row per vector: 8 x 8 transposes of j blocks (the j past k are junk lanes that the masked
+  // stores leave out).
+  for (int j = 0; j < k; ++j) x[j] = _mm256_and_ps(_mm256_mul_ps(x[j], scale), keep);
+  for (int j0 = 0; j0 < k; j0 += 8) {
+    const int n = k - j0 < 8 ? k - j0 : 8;
+    __m256 t[8];
+    for (int j = 0; j < 8; ++j) t[j] = j < n ? x[j0 + j] : zero;
+    transpose8_ps(t);
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    for (int r = 0; r < 8; ++r) {
+      if (n == 8)
+        _mm256_storeu_ps(out_w + r * k + j0, t[r]);
+      else
+        _mm256_maskstore_ps(out_w + r * k + j0, m, t[r]);
+    }
+  }
+  if (src != out_idx) std::copy(src, src + 8 * k, out_idx);
+  const int nf = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
+  if (out_flags)
+    for (int r = 0; r < 8; ++r) out_flags[r] = (uint8_t)((nf >> r) & 1);
+  return __builtin_popcount((unsigned)nf);
+}
+
+// Whether rows [t, t + 8) can take replay_rows8_avx2: all replayed (mask 1, no -1 row), f32 or bf16.
+template <int DT>
+inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8_t* mask, int64_t t) {
+  if (DT == MOE_DTYPE_F16 || (DT == MOE_DTYPE_BF16 && t == 0)) return false;
+  for (int r = 0; r < 8; ++r)
+    if ((mask && mask[t + r] == 0) || replay[(t + r) * p.k] == -1) return false;
+  return true;
+}
+#endif
+
 template <int DT>
 MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
   RouteCtx& c = *static_cast<RouteCtx*>(vctx);
@@ -452,7 +771,19 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
   for (int j = 0; j < k; ++j) arange[j] = j;
   const bool zero = p.nonfinite == MOE_NONFINITE_ZERO;
   int64_t nonfinite = 0;
+  Candidates cand;
+#if MOE_CPU_AVX2_SIGMOID
+  const bool lanes8 = c.replay && !p.needs_full_row() && k <= kReplayLanesMaxK && cpu_has_avx2();
+#endif
   for (int64_t t = t0; t < t1; ++t) {
+#if MOE_CPU_AVX2_SIGMOID
+    if (lanes8 && t + 8 <= t1 && replay_lanes_fit<DT>(p, c.replay, c.mask, t)) {
+      nonfinite += replay_rows8_avx2<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.replay + t * k, c.out_idx + t * k,
+                                         c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
+      t += 7;
+      continue;
+    }
+#endif
     RowLoader<DT> load{c.logits + t * c.row_bytes};
     int32_t* idx = c.out_idx + t * k;
     const RowPlan plan = plan_row(p, c.replay, c.mask, t, arange);
@@ -470,7 +801,7 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
       nf = p.needs_full_row() && row_has_nonfinite(load, p.experts);
       weights_cpu(p, load, idx, sm, w, nf);
     } else {
-      nf = select_row_cpu(p, load, sm, scores, skeys, lkeys, keys, idx);
+      nf = select_row_cpu(p, load, sm, scores, skeys, lkeys, keys, idx, cand);
       weights_cpu_call(p, load, idx, sm, w, nf);
     }
     float* out = c.out_w + t * k;
@@ -540,8 +871,41 @@ inline void atomic_min(std::atomic<int64_t>& a, int64_t v) {
   }
 }
 
+#if MOE_CPU_AVX2_SIGMOID
+// Rows of k <= 8 indices that are certainly valid (all in [0, experts), no two equal), 8 lanes per row:
+// lanes past k hold distinct negative fillers, and any row this test does not pass goes to the exact
+// scalar check (masked-out rows, rows of -1 and invalid rows alike). Returns the first row that needs it.
+__attribute__((target("avx2"))) int64_t first_unclear_row(const int32_t* idx, int64_t t0, int64_t t1, int k, int experts) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i used = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), lane);
+  const __m256i filler = _mm256_sub_epi32(_mm256_set1_epi32(-1), lane);
+  const __m256i hi = _mm256_set1_epi32(experts - 1), zero = _mm256_setzero_si256();
+  for (int64_t t = t0; t < t1; ++t) {
+    const __m256i v = _mm256_blendv_epi8(filler, _mm256_maskload_epi32(idx + t * k, used), used);
+    __m256i bad = _mm256_and_si256(used, _mm256_or_si256(_mm256_cmpgt_epi32(zero, v), _mm256_cmpgt_epi32(v, hi)));
+    for (int r = 1; r <= 4; ++r)
+      bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, _mm256_permutevar8x32_epi32(v, _mm256_add_epi32(lane, _mm256_set1_epi32(r)))));
+    if (!_mm256_testz_si256(bad, bad)) return t;
+  }
+  return t1;
+}
+#endif
+
 void validate_rows(void* vctx, int64_t t0, int64_t t1) {
   ValidateCtx& c = *static_cast<ValidateCtx*>(vctx);
+#if MOE_CPU_AVX2_SIGMOID
+  if (c.k <= 8 && cpu_has_avx2()) {
+    for (int64_t t = t0;; ++t) {
+      t = first_unclear_row(c.idx, t, t1, c.k, c.experts);
+      if (t >= t1) return;
+      int reason;
+      if (first_bad_row(c.idx + t * c.k, c.mask ? c.mask + t : nullptr, 1, c.k, c.experts, &reason, c.minus_one_ok) == 0) {
+        atomic_min(c.first_bad, t);
+        return;
+      }
+    }
+  }
+#endif
   int reason;
   int64_t bad = first_bad_row(c.idx + t0 * c.k, c.mask ? c.mask + t0 : nullptr, t1 - t0, c.k, c.experts, &reason,
                               c.minus_one_ok);
