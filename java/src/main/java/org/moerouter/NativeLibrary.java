@@ -35,6 +35,22 @@ public final class NativeLibrary {
     return HostCalls.binding();
   }
 
+  /**
+   * Benchmark floor of live routing (raw host addresses, no checks): reads {@code bytes} bytes at {@code in}
+   * and writes {@code outs} indices and weights, in a plain native loop. Not a routing call.
+   */
+  public static long floorStream(long in, long bytes, long outIdx, long outWeights, long outs) {
+    return RouterNative.moe_jni_floor_stream(in, bytes, outIdx, outWeights, outs);
+  }
+
+  /**
+   * Benchmark floor of replay (raw host addresses, no checks): for each of {@code tokens} rows reads the
+   * {@code k} fp32 logits named by its row of {@code idx} and writes indices and weights. Not a routing call.
+   */
+  public static long floorGather(long logits, long tokens, int experts, long idx, int k, long outIdx, long outWeights) {
+    return RouterNative.moe_jni_floor_gather(logits, tokens, experts, idx, k, outIdx, outWeights);
+  }
+
   /** An empty call into the native library: what one JNI transition costs. */
   public static int emptyCall() {
     return RouterNative.moe_jni_noop();

@@ -49,9 +49,13 @@ public final class BenchMain {
   public static void main(String[] args) throws IOException, RunnerException {
     Map<String, String> opt = parse(args);
     if (opt.containsKey("help")) {
-      System.out.println("usage: BenchMain [--full] [--out FILE.json] [--table FILE.md] [--backends JAVA,CPU,CUDA]"
+      System.out.println("usage: BenchMain [--cpu-goals] [--full] [--out FILE.json] [--table FILE.md] [--backends JAVA,CPU,CUDA]"
           + " [--configs " + String.join(",", BenchInputs.CONFIGS) + "] [--tokens 1,4096] [--dtypes fp32,bf16]"
           + " [--no-backward] [--no-jni] [--forks 1] [--wi 2] [--w 200] [--i 3] [--r 300]");
+      return;
+    }
+    if (opt.containsKey("cpu-goals")) {
+      cpuGoals(opt, args);
       return;
     }
     boolean full = opt.containsKey("full");
@@ -118,6 +122,60 @@ public final class BenchMain {
     System.out.println("[bench] JMH JSON: " + out + "  table: " + table);
   }
 
+  /**
+   * Issue 16's goal profile: {@link CpuGoalsBenchmark} over the peer configs (T 4096 and 65536 on 1 and 2
+   * threads: this library, its floor, ONNX Runtime; the Java backend at T = 4096; decode sizes T = 1 and 64
+   * against the Java backend and ONNX Runtime), all in this one run, and the {@link GoalTable}.
+   * {@code --configs} / {@code --tokens} narrow it (tokens below 4096 are the decode pass).
+   */
+  private static void cpuGoals(Map<String, String> opt, String[] args) throws IOException, RunnerException {
+    Path out = Paths.get(opt.getOrDefault("out", "benchmarks/target/cpu-goals.json"));
+    Path table = Paths.get(opt.getOrDefault("table", out.toString().replaceFirst("\\.json$", "") + ".md"));
+    String[] configs = arr(list(opt.get("configs"), String.join(",", BenchInputs.CONFIGS)));
+    List<String> tokens = list(opt.get("tokens"), "1,64,4096,65536");
+    List<String> big = new ArrayList<>(), small = new ArrayList<>();
+    for (String t : tokens) (Integer.parseInt(t) >= 4096 ? big : small).add(t);
+    List<String> softmax = new ArrayList<>();
+    for (String c : configs) if (!c.equals("e256k8g")) softmax.add(c);
+    String cls = PKG + "CpuGoalsBenchmark\\.";
+    List<ChainedOptionsBuilder> passes = new ArrayList<>();
+    if (!big.isEmpty()) {
+      passes.add(timing(opt).include(cls + "(live|replay)$").param("config", configs).param("tokens", arr(big))
+          .param("threads", "1", "2").param("impl", "moe", "floor", "ort"));
+      if (!softmax.isEmpty())
+        passes.add(timing(opt).include(cls + "live$").param("config", arr(softmax)).param("tokens", arr(big))
+            .param("threads", "1", "2").param("impl", "ortSoftmaxTopk"));
+      passes.add(timing(opt).include(cls + "(live|replay)$").param("config", configs).param("tokens", big.get(0))
+          .param("threads", "1").param("impl", "java"));
+    }
+    if (!small.isEmpty())
+      passes.add(timing(opt).include(cls + "(live|replay)$").param("config", configs).param("tokens", arr(small))
+          .param("threads", "1").param("impl", "moe", "java", "ort"));
+    if (out.getParent() != null) Files.createDirectories(out.getParent());
+    String loadBefore = loadAverage();
+    List<ReportTable.Entry> entries = new ArrayList<>();
+    List<Path> parts = new ArrayList<>();
+    for (int p = 0; p < passes.size(); p++) {
+      Path part = Paths.get(out + ".part" + p);
+      parts.add(part);
+      for (RunResult rr : new Runner(passes.get(p).resultFormat(ResultFormatType.JSON).result(part.toString()).build()).run())
+        entries.add(entry(rr));
+    }
+    mergeJson(parts, out);
+    String header = "Date: " + java.time.LocalDate.now() + "\nMachine: " + cpuModel() + ", "
+        + Runtime.getRuntime().availableProcessors() + " hardware threads\nJDK: " + System.getProperty("java.vm.name") + " "
+        + System.getProperty("java.runtime.version") + "\nLoad average (1/5/15 min) before / after: " + loadBefore + " / "
+        + loadAverage() + "\nCommand: BenchMain " + String.join(" ", args)
+        + "\nScores: JMH avgt, ns per call divided by T (ns/token), fp32 logits. ORT = ONNX Runtime 1.29 (the faster of its"
+        + " graphs); floor = a native loop reading the same bytes and writing the outputs.\n\n";
+    String report = header + GoalTable.render(entries);
+    if (table.getParent() != null) Files.createDirectories(table.getParent());
+    Files.writeString(table, report, StandardCharsets.UTF_8);
+    System.out.println();
+    System.out.println(report);
+    System.out.println("[bench] JMH JSON: " + out + "  table: " + table);
+  }
+
   static ReportTable.Entry entry(RunResult rr) {
     Map<String, String> params = new LinkedHashMap<>();
     for (String k : rr.getParams().getParamsKeys()) params.put(k, rr.getParams().getParam(k));
@@ -177,6 +235,7 @@ public final class BenchMain {
       String k = a.substring(2);
       switch (k) {
         case "full":
+        case "cpu-goals":
         case "no-backward":
         case "no-jni":
         case "help":
