@@ -229,6 +229,37 @@ __attribute__((target("avx2"), always_inline)) inline __m256i kth_lane_max(__m25
   return _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0xb1));  // signed form (key ^ sign bit)
 }
 
+// The float whose score key is `key` (score_key's inverse; NaN for key 0, +0 for the key of +-0).
+inline float score_of_key(uint32_t key) {
+  return bits_to_float((key & 0x80000000u) ? key & 0x7fffffffu : ~key);
+}
+
+// Group score (group_score_from_sorted over the group's top `terms` <= 2 keys) from the keys of its n
+// routing scores (n a multiple of 8): lane-wise top two with multiplicity, merged across lanes. Only the
+// top keys' values enter the sum, and equal keys are equal scores up to the sign of zero and NaN payloads,
+// which change no key of the sum: the group's key is the reference's bit for bit.
+__attribute__((target("avx2"))) float group_top_sum_avx2(const uint32_t* rk, int n, int terms) {
+  __m256i t1 = _mm256_setzero_si256(), t2 = t1;
+  for (int v = 0; v < n; v += 8) {
+    const __m256i x = _mm256_loadu_si256((const __m256i*)(rk + v));
+    t2 = _mm256_max_epu32(t2, _mm256_min_epu32(t1, x));
+    t1 = _mm256_max_epu32(t1, x);
+  }
+  __m256i o1 = _mm256_permute2x128_si256(t1, t1, 1), o2 = _mm256_permute2x128_si256(t2, t2, 1);
+  t2 = _mm256_max_epu32(_mm256_min_epu32(t1, o1), _mm256_max_epu32(t2, o2));
+  t1 = _mm256_max_epu32(t1, o1);
+  o1 = _mm256_shuffle_epi32(t1, 0x4e);
+  o2 = _mm256_shuffle_epi32(t2, 0x4e);
+  t2 = _mm256_max_epu32(_mm256_min_epu32(t1, o1), _mm256_max_epu32(t2, o2));
+  t1 = _mm256_max_epu32(t1, o1);
+  o1 = _mm256_shuffle_epi32(t1, 0xb1);
+  o2 = _mm256_shuffle_epi32(t2, 0xb1);
+  t2 = _mm256_max_epu32(_mm256_min_epu32(t1, o1), _mm256_max_epu32(t2, o2));
+  t1 = _mm256_max_epu32(t1, o1);
+  const float s = 0.0f + score_of_key((uint32_t)_mm256_cvtsi256_si32(t1));
+  return terms == 2 ? s + score_of_key((uint32_t)_mm256_cvtsi256_si32(t2)) : s;
+}
+
 // The exact rank of each candidate i < nc: candidates j with key_j > key_i, or key_j == key_i and j < i
 // (candidates ascend with the expert index, so this is the index tie-break). Three times the work of
 // rank_candidates: used only when keys tie.
@@ -332,6 +363,7 @@ __attribute__((target("avx2,popcnt"))) bool topk_keys_avx2(const uint32_t* sk, i
 #else
 struct Candidates {};
 inline bool topk_keys_avx2(const uint32_t*, int, int, const int32_t*, Candidates&, uint64_t*) { return false; }
+inline float group_top_sum_avx2(const uint32_t*, int, int) { return 0.0f; }
 #endif
 
 // sigmoid_det over a row; AVX2 lanes when the CPU has them (identical results either way).
@@ -498,10 +530,17 @@ __attribute__((always_inline)) inline bool select_row_cpu(const Params& p, const
     uint64_t group_top[MOE_MAX_TOPK];
     uint64_t group_keys[MOE_MAX_GROUPS];
     int gcount = 0;
+    const bool lane_groups = lanes && terms >= 1 && terms <= 2 && gs % 8 == 0;
     for (int g = 0; g < p.groups; ++g) {
       const int base = g * gs;
-      topk_keys(rk.rk + base, gs, terms, [base](int i) { return base + i; }, group_top);
-      topk_insert(group_keys, gcount, p.group_topk, rank_key(group_score_from_sorted(group_top, terms, scores), g));
+      float gscore;
+      if (lane_groups) {
+        gscore = group_top_sum_avx2(rk.rk + base, gs, terms);
+      } else {
+        topk_keys(rk.rk + base, gs, terms, [base](int i) { return base + i; }, group_top);
+        gscore = group_score_from_sorted(group_top, terms, scores);
+      }
+      topk_insert(group_keys, gcount, p.group_topk, rank_key(gscore, g));
     }
     // The kept groups' keys side by side, in ascending group order (so positions ascend with index).
     uint64_t kept = 0;
@@ -514,7 +553,12 @@ __attribute__((always_inline)) inline bool select_row_cpu(const Params& p, const
         std::copy(rk.kk + g * gs, rk.kk + (g + 1) * gs, packed + nk * gs);
         order[nk++] = g;
       }
-    topk_keys(packed, nk * gs, p.k, [&order, gs](int i) { return order[i / gs] * gs + i % gs; }, keys);
+    int32_t vbase[MOE_MAX_EXPERTS / 8];
+    const bool packed_lanes = lanes && gs % 8 == 0;
+    if (packed_lanes)
+      for (int v = 0; v < nk * gs / 8; ++v) vbase[v] = order[v * 8 / gs] * gs + (v * 8) % gs;
+    if (!(packed_lanes && topk_keys_avx2(packed, nk * gs, p.k, vbase, cand, keys)))
+      topk_keys(packed, nk * gs, p.k, [&order, gs](int i) { return order[i / gs] * gs + i % gs; }, keys);
   }
   for (int j = 0; j < p.k; ++j) idx[j] = rank_key_index(keys[j]);
   return nonfinite;
