@@ -8,6 +8,7 @@
 #   scripts/bench-profile.sh --full          # full grid (T up to 65536, backward everywhere); much longer
 #   scripts/bench-profile.sh --rebuild ...   # rebuild benchmarks.jar first
 #   scripts/bench-profile.sh --backends CPU --configs e256k8g --tokens 4096 --dtypes bf16   # one slice
+#   scripts/bench-profile.sh --cpu-goals     # issue 16: CPU vs floor, ONNX Runtime, Java, 1 and 2 threads (~10 min)
 #
 # Other options go to org.moerouter.bench.BenchMain (--help): --out FILE.json (default
 # benchmarks/target/bench-profile.json), --table FILE.md (default: --out with .md), --no-backward,
@@ -27,7 +28,9 @@ for a in "$@"; do
     *) args+=("$a") ;;
   esac
 done
-[[ $have_out == 1 ]] || args=(--out "$ROOT/benchmarks/target/bench-profile.json" ${args[@]+"${args[@]}"})
+goals=0
+for a in "${args[@]}"; do [[ "$a" == --cpu-goals ]] && goals=1; done
+[[ $have_out == 1 ]] || args=(--out "$ROOT/benchmarks/target/$([[ $goals == 1 ]] && echo cpu-goals || echo bench-profile).json" ${args[@]+"${args[@]}"})
 
 if [[ $rebuild == 1 || ! -f "$JAR" ]]; then
   echo "[bench-profile] building $JAR (mvn -B -q -DskipTests package)"
