@@ -2,7 +2,7 @@
 /*
  * moe-router C ABI: MoE token-to-expert routing with replay, for CPU and CUDA.
  *
- * Semantics: ROUTING_SPEC.md (scores, group-limited top-k, weights, replay, backward, the
+ * Semantics: docs/semantics.md (scores, group-limited top-k, weights, replay, backward, the
  * non-finite policy and replay rows of -1: sections 1-5).
  * Every function returns a moe_status (0 = MOE_OK); moe_status_string() names a code and
  * moe_last_error_message() gives the detail of the calling thread's last failure.

@@ -2,7 +2,7 @@
 package org.moerouter;
 
 /**
- * How a group of experts is scored in group-limited routing (ROUTING_SPEC.md section 2), always from
+ * How a group of experts is scored in group-limited routing (docs/semantics.md section 2), always from
  * the routing scores R (bias included). Codes mirror moe_group_score in moe_router.h.
  */
 public enum GroupScore {

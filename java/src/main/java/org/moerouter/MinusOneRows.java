@@ -2,7 +2,7 @@
 package org.moerouter;
 
 /**
- * What replay does with rows of -1, the padding rows of slime and miles traces (ROUTING_SPEC.md section 4).
+ * What replay does with rows of -1, the padding rows of slime and miles traces (docs/semantics.md section 4).
  * A row mixing -1 and experts is always rejected; rows that are not all -1 are validated as usual. A router
  * option ({@link RouterConfig.Builder#minusOneRows}, honoured by every replay path) and a replay-registry
  * option. Codes mirror moe_minus_one_rows in moe_router.h.

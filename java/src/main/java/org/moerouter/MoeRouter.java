@@ -12,7 +12,7 @@ import java.util.Objects;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
- * Routes tokens to experts (ROUTING_SPEC.md sections 1-5) on one backend, with replay.
+ * Routes tokens to experts (docs/semantics.md sections 1-5) on one backend, with replay.
  *
  * <p>Logits are row-major [tokens, experts]: fp32 as {@code float[]}, bf16/fp16 as raw 16-bit values
  * in {@code short[]}. Outputs go into caller-provided [tokens, k] buffers (no allocation per call on

@@ -2,7 +2,7 @@
 package org.moerouter;
 
 /**
- * What a call does with a row whose read logits hold NaN or +-inf (ROUTING_SPEC.md section 2). Live
+ * What a call does with a row whose read logits hold NaN or +-inf (docs/semantics.md section 2). Live
  * routing reads the whole row; replay reads the k replayed logits, or the whole row for softmax pre.
  * Codes mirror moe_nonfinite in moe_router.h.
  */

@@ -5,7 +5,7 @@ import java.util.Arrays;
 import java.util.Objects;
 
 /**
- * Immutable router configuration (ROUTING_SPEC.md sections 1-5), validated when built.
+ * Immutable router configuration (docs/semantics.md sections 1-5), validated when built.
  *
  * <pre>{@code
  * RouterConfig deepseekV3 = RouterConfig.builder(256, 8)
@@ -122,7 +122,7 @@ public final class RouterConfig {
   }
 
   /**
-   * Whether the k weights are renormalised to sum 1 (ROUTING_SPEC.md section 3): the explicit setting,
+   * Whether the k weights are renormalised to sum 1 (docs/semantics.md section 3): the explicit setting,
    * else true for sigmoid and sqrtsoftplus and false for softmax pre; true for softmax post (by
    * construction). With k = 1 it has no effect (a single weight is never normalised).
    */

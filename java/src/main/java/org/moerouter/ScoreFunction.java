@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-/** How router logits become scores (ROUTING_SPEC.md section 1); codes mirror moe_score_fn in moe_router.h. */
+/** How router logits become scores (docs/semantics.md section 1); codes mirror moe_score_fn in moe_router.h. */
 public enum ScoreFunction {
   /** Softmax: over the k selected logits (post, default) or over all experts (pre-softmax). */
   SOFTMAX(0),

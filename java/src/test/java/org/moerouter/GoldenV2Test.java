@@ -17,7 +17,7 @@ import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * Every goldens_v2 case on every host backend, for what ROUTING_SPEC.md sections 1-5 define: live
+ * Every goldens_v2 case on every host backend, for what docs/semantics.md sections 1-5 define: live
  * indices (exact, order included), live and replay weights, live and replay logit gradients (1e-5
  * norm-relative, the README's rule), the per-row non-finite flags, tokens per expert where no dropping
  * applies, and for non-finite ERROR cases the rejection naming the expected row with nothing written.
@@ -149,7 +149,7 @@ class GoldenV2Test {
   @ParameterizedTest(name = "{0}")
   @MethodSource("sectionSix")
   void sectionSixOutputsAreLeftToTheSectionSixWork(GoldensV2.Case c) {
-    Assumptions.abort("not checked here (ROUTING_SPEC.md section 6: padding, losses, dropping, bias update): "
+    Assumptions.abort("not checked here (docs/semantics.md section 6: padding, losses, dropping, bias update): "
         + c.name + ": " + String.join(", ", c.sectionSixOutputs));
   }
 

@@ -13,7 +13,10 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.moerouter.trace.Npy;
 
-/** The reference cases of ../shared/goldens (independent float64 implementation of the spec). */
+/**
+ * The reference cases in java/src/test/goldens, or ../shared/goldens when present (independent float64
+ * implementation of docs/semantics.md).
+ */
 final class Goldens {
   private Goldens() {}
 

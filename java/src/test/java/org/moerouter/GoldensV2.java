@@ -15,7 +15,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import org.moerouter.trace.Npy;
 
 /**
- * The reference cases of ../shared/goldens_v2 (ROUTING_SPEC.md sections 1-7, independent float64
+ * The reference cases of ../shared/goldens_v2 (docs/semantics.md sections 1-7, independent float64
  * implementation; format in its README.md): config.json names every option, inputs and expected
  * outputs are .npy files. Only what sections 1-5 define is loaded as typed fields; every other
  * expected output is listed in {@link Case#sectionSixOutputs}.

@@ -41,7 +41,7 @@ class RouterConfigTest {
     assertRejected(RouterConfig.builder(16, 2).scale(Float.NaN), "scale must be finite and > 0, got nan");
   }
 
-  /** Every rule of the v2 options (ROUTING_SPEC.md sections 1-4). */
+  /** Every rule of the v2 options (docs/semantics.md sections 1-4). */
   @Test
   void rejectsInvalidV2OptionCombinations() {
     assertRejected(RouterConfig.builder(16, 2).normalize(false),

@@ -23,7 +23,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * The v2 routing options (ROUTING_SPEC.md sections 1-5) on every host backend, rule by rule: the
+ * The v2 routing options (docs/semantics.md sections 1-5) on every host backend, rule by rule: the
  * ranking key (saturation ties decided by the logit), -1 replay rows under every policy on every replay
  * path, the non-finite policies ZERO and ERROR, the backward of the new scores against finite
  * differences, the deterministic sqrtsoftplus, and the CUDA backend's refusal of what its kernels lack.

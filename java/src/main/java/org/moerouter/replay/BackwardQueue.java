@@ -3,7 +3,7 @@ package org.moerouter.replay;
 
 /**
  * When a layer's backward FIFO (what {@link ReplayAction#REPLAY_BACKWARD} pops) is filled
- * (ROUTING_SPEC.md section 7). Both agree when every set is followed by exactly one forward.
+ * (docs/semantics.md section 7). Both agree when every set is followed by exactly one forward.
  */
 public enum BackwardQueue {
   /** Once per {@code setTargetIndices}, at set time (Megatron {@code RouterReplay.set_target_indices}); default. */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter.replay;
 
-/** What {@link ReplayAction#RECORD} keeps (ROUTING_SPEC.md section 7). */
+/** What {@link ReplayAction#RECORD} keeps (docs/semantics.md section 7). */
 public enum RecordMode {
   /**
    * The latest call's indices only (Megatron {@code record_indices} overwrites; with a static buffer it

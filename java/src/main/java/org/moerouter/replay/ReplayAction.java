@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter.replay;
 
-/** What a MoE layer does with routing on the next call (ROUTING_SPEC.md section 7). */
+/** What a MoE layer does with routing on the next call (docs/semantics.md section 7). */
 public enum ReplayAction {
   /** Route live; nothing is recorded or replayed. */
   NONE,

@@ -14,7 +14,7 @@ import org.moerouter.RouterConfig;
 import org.moerouter.Status;
 
 /**
- * The per-layer replay states of one model (ROUTING_SPEC.md section 7; Megatron's
+ * The per-layer replay states of one model (docs/semantics.md section 7; Megatron's
  * {@code RouterReplay.global_router_replay_instances} without the global: each model owns its registry).
  * Layers are keyed by {@link LayerKey} (kind and number) and kept in registration order, which is the
  * order of the every-layer calls ({@link #setReplayData}, {@link #setStaticBuffer}, {@link #recordedData}),

@@ -12,7 +12,7 @@ import org.moerouter.RouterConfig;
 import org.moerouter.Status;
 
 /**
- * Routing replay state of one MoE layer (ROUTING_SPEC.md section 7, Megatron's {@code RouterReplay}),
+ * Routing replay state of one MoE layer (docs/semantics.md section 7, Megatron's {@code RouterReplay}),
  * created by {@link ReplayRegistry#addLayer}. The layer's forward calls {@link #route} instead of
  * {@link MoeRouter#route}; what happens depends on the current {@link ReplayAction}:
  * <ul>

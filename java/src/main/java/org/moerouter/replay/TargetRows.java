@@ -5,7 +5,7 @@ import java.util.Arrays;
 import org.moerouter.MinusOneRows;
 
 /**
- * Set-time validation of replay targets (ROUTING_SPEC.md section 4 rows, plus the {@link MinusOneRows}
+ * Set-time validation of replay targets (docs/semantics.md section 4 rows, plus the {@link MinusOneRows}
  * policy) for one layer. Messages use the routers' wording for bad rows ("row 3: expert 17 at position 1 is
  * out of range [0, 16)") prefixed by the layer. Nothing is rewritten unless a -1 row needs it, and then
  * copies are made: the caller's arrays are never modified.

@@ -30,7 +30,7 @@ import org.moerouter.replay.LayerKind;
 
 /**
  * Routing traces in the layouts of the Python RL stacks, imported into and exported from
- * {@link RoutingTrace} (ROUTING_SPEC.md section 7; {@code docs/replay.md} lists each layout's source):
+ * {@link RoutingTrace} (docs/semantics.md section 7; {@code docs/replay.md} lists each layout's source):
  * <ul>
  *   <li>{@link Layout#SLIME}: one int32 array per sample, {@code [len(tokens) - 1, num_layers, k]}, with a
  *       column for every model layer (dense layers hold zeros); slime pads one row per sample

@@ -17,7 +17,7 @@ import org.moerouter.MoeRouterException;
 import org.moerouter.RouterConfig;
 import org.moerouter.Status;
 
-/** ROUTING_SPEC.md section 7: every rule of the replay bookkeeping, on the JAVA and CPU backends. */
+/** docs/semantics.md section 7: every rule of the replay bookkeeping, on the JAVA and CPU backends. */
 class ReplayRegistryTest {
   static final int E = 16, K = 2, T = 5;
   static final RouterConfig CONFIG = RouterConfig.builder(E, K).build();

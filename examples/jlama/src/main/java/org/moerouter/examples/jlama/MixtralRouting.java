@@ -22,7 +22,7 @@ import org.moerouter.trace.TraceFiles;
  * layer, and R3 traces (record a rollout, replay it in another run).
  *
  * <p>Mixtral routes by softmax over all experts, top-k, then renormalises the k probabilities; that is
- * moe-router's default "softmax post" (softmax over the k selected logits, ROUTING_SPEC sections 1 and 3):
+ * moe-router's default "softmax post" (softmax over the k selected logits, docs/semantics.md sections 1 and 3):
  * the same experts, weights equal up to float rounding.
  *
  * <pre>{@code
