@@ -3,7 +3,16 @@ package org.moerouter;
 
 /**
  * How a group of experts is scored in group-limited routing (docs/semantics.md section 2), always from
- * the routing scores R (bias included). Codes mirror moe_group_score in moe_router.h.
+ * the routing scores R (bias included). Codes mirror {@code moe_group_score} in {@code moe_router.h}.
+ *
+ * <pre>{@code
+ * RouterConfig v3 = RouterConfig.builder(256, 8).scoreFunction(ScoreFunction.SIGMOID).expertBias(bias)
+ *     .groups(8, 4).groupScore(GroupScore.TOP2_SUM).build();   // DeepSeek-V3
+ * }</pre>
+ *
+ * <p>Traps: a group score other than the default needs {@link RouterConfig.Builder#groups}; {@link #TOPK_SUM}
+ * needs {@code k >= groupTopK} (it sums {@code floor(k / groupTopK)} values), {@link #TOP2_SUM} two experts per
+ * group. {@link RouterConfig.Builder#build()} rejects the rest, naming the rule.
  */
 public enum GroupScore {
   /** Sum of the top {@code floor(k / groupTopK)} values (default; Megatron, TransformerEngine). */

@@ -21,6 +21,11 @@ import java.util.Objects;
  * RoutingAgreement.Result r = RoutingAgreement.compare(live, replayed, tokens, 1, k, experts);
  * r.differingRowFraction(0);  r.meanOverlap(0);  r.differingTokenFraction();
  * }</pre>
+ *
+ * <p>Traps: a row with a repeated expert or an index outside {@code [0, E)} is an error, not a
+ * disagreement, so selections padded with -1 (slime, miles) must have those rows removed first (trace
+ * comparisons leave out unrecorded tokens: {@code TraceMetrics.agreement}). A rejected chunk adds nothing
+ * to an {@link Accumulator}.
  */
 public final class RoutingAgreement {
   private RoutingAgreement() {}
@@ -35,18 +40,54 @@ public final class RoutingAgreement {
     JAVA
   }
 
-  /** Agreement of a and b, both [tokens, layers, k], on the fastest engine. */
+  /**
+   * Agreement of a and b, both [tokens, layers, k], on the fastest engine.
+   *
+   * @param a the first selection [tokens, layers, k], row-major (may be longer)
+   * @param b the second selection, same shape
+   * @param tokens tokens to compare, {@code >= 0}
+   * @param layers layers per token, {@code >= 1}
+   * @param k experts per row, in {@code [1, 64]}
+   * @param experts E, {@code >= k}: every index must lie in {@code [0, E)}
+   * @return the counts and fractions
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad size or an array too short,
+   *     {@link Status#INVALID_REPLAY} naming the selection, token and layer of the first invalid row
+   */
   public static Result compare(int[] a, int[] b, int tokens, int layers, int k, int experts) {
     return compare(a, b, tokens, layers, k, experts, Engine.AUTO);
   }
 
+  /**
+   * Agreement of a and b, both [tokens, layers, k], on the given engine.
+   *
+   * @param a the first selection [tokens, layers, k], row-major (may be longer)
+   * @param b the second selection, same shape
+   * @param tokens tokens to compare, {@code >= 0}
+   * @param layers layers per token, {@code >= 1}
+   * @param k experts per row, in {@code [1, 64]}
+   * @param experts E, {@code >= k}: every index must lie in {@code [0, E)}
+   * @param engine where the counts are computed; both engines give identical results and messages
+   * @return the counts and fractions
+   * @throws MoeRouterException as {@link #compare(int[], int[], int, int, int, int)}, and
+   *     {@link Status#UNSUPPORTED} for {@link Engine#NATIVE} when the native library did not load
+   */
   public static Result compare(int[] a, int[] b, int tokens, int layers, int k, int experts, Engine engine) {
     Accumulator acc = new Accumulator(layers, k, experts, engine);
     acc.add(a, b, tokens);
     return acc.result();
   }
 
-  /** An accumulator of agreement counts over chunks of tokens. */
+  /**
+   * An accumulator of agreement counts over chunks of tokens, for selections too large for one array.
+   *
+   * @param layers layers per token, {@code >= 1}
+   * @param k experts per row, in {@code [1, 64]}
+   * @param experts E, {@code >= k}
+   * @param engine where the counts are computed
+   * @return an empty accumulator
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad size, {@link Status#UNSUPPORTED} for
+   *     {@link Engine#NATIVE} when the native library did not load
+   */
   public static Accumulator accumulator(int layers, int k, int experts, Engine engine) {
     return new Accumulator(layers, k, experts, engine);
   }
@@ -54,6 +95,12 @@ public final class RoutingAgreement {
   /**
    * Accumulates counts over successive chunks [tokens, layers, k]. Scratch space is reused between
    * calls; not thread-safe.
+   *
+   * <pre>{@code
+   * RoutingAgreement.Accumulator acc = RoutingAgreement.accumulator(layers, k, experts, Engine.AUTO);
+   * while (reader.next(a, b)) acc.add(a, b, reader.tokens());
+   * RoutingAgreement.Result r = acc.result();
+   * }</pre>
    */
   public static final class Accumulator {
     private final int layers;
@@ -96,12 +143,26 @@ public final class RoutingAgreement {
       overlap = new long[layers];
     }
 
-    /** True when the counts come from the native library. */
+    /**
+     * Which engine this accumulator runs on.
+     *
+     * @return true when the counts come from the native library
+     */
     public boolean isNative() {
       return useNative;
     }
 
-    /** Adds {@code tokens} tokens of a and b, both [tokens, layers, k] from index 0. */
+    /**
+     * Adds {@code tokens} tokens of a and b, both [tokens, layers, k] from index 0. Tokens are numbered
+     * across chunks in error messages. All-or-nothing: a chunk with an invalid row adds nothing.
+     *
+     * @param a the first selection's chunk
+     * @param b the second selection's chunk, same shape
+     * @param tokens tokens in the chunk, {@code >= 0}
+     * @return this accumulator
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when an array is too short,
+     *     {@link Status#INVALID_REPLAY} naming the selection, token and layer of the first invalid row
+     */
     public Accumulator add(int[] a, int[] b, int tokens) {
       Objects.requireNonNull(a, "a");
       Objects.requireNonNull(b, "b");
@@ -206,6 +267,11 @@ public final class RoutingAgreement {
           }
     }
 
+    /**
+     * The counts so far; the accumulator can keep adding.
+     *
+     * @return a snapshot of the counts of every chunk added
+     */
     public Result result() {
       return new Result(tokens, k, differRows.clone(), overlap.clone(), differTokens);
     }
@@ -227,60 +293,118 @@ public final class RoutingAgreement {
       this.differTokens = differTokens;
     }
 
+    /**
+     * Tokens compared.
+     *
+     * @return the tokens of every chunk added
+     */
     public long tokens() {
       return tokens;
     }
 
+    /**
+     * Layers per token.
+     *
+     * @return the layers of the comparison
+     */
     public int layers() {
       return differRows.length;
     }
 
+    /**
+     * Experts per row.
+     *
+     * @return k
+     */
     public int topK() {
       return k;
     }
 
-    /** Rows (tokens) of {@code layer} whose expert sets differ. */
+    /**
+     * Rows (tokens) of {@code layer} whose expert sets differ.
+     *
+     * @param layer a layer position, in {@code [0, layers())}
+     * @return the number of differing rows of that layer
+     * @throws ArrayIndexOutOfBoundsException when layer is outside {@code [0, layers())}
+     */
     public long differingRows(int layer) {
       return differRows[layer];
     }
 
-    /** Fraction of the tokens of {@code layer} whose expert sets differ. */
+    /**
+     * Fraction of the tokens of {@code layer} whose expert sets differ.
+     *
+     * @param layer a layer position, in {@code [0, layers())}
+     * @return in {@code [0, 1]}; 0 when no token was compared
+     */
     public double differingRowFraction(int layer) {
       return tokens == 0 ? 0 : (double) differRows[layer] / tokens;
     }
 
-    /** Sum over the tokens of {@code layer} of |A ∩ B|. */
+    /**
+     * Sum over the tokens of {@code layer} of |A ∩ B|.
+     *
+     * @param layer a layer position, in {@code [0, layers())}
+     * @return the total overlap, at most {@code tokens() * k}
+     */
     public long overlapTotal(int layer) {
       return overlap[layer];
     }
 
-    /** Mean of |A ∩ B| / k over the tokens of {@code layer}. */
+    /**
+     * Mean of |A ∩ B| / k over the tokens of {@code layer}.
+     *
+     * @param layer a layer position, in {@code [0, layers())}
+     * @return in {@code [0, 1]}; 1 when no token was compared
+     */
     public double meanOverlap(int layer) {
       return tokens == 0 ? 1 : (double) overlap[layer] / ((double) tokens * k);
     }
 
-    /** All layers together: differing (token, layer) pairs. */
+    /**
+     * All layers together: differing (token, layer) pairs.
+     *
+     * @return the sum of {@link #differingRows(int)} over the layers
+     */
     public long differingRows() {
       long s = 0;
       for (long d : differRows) s += d;
       return s;
     }
 
-    /** Fraction of all (token, layer) pairs whose sets differ. */
+    /**
+     * Fraction of all (token, layer) pairs whose sets differ.
+     *
+     * @return in {@code [0, 1]}; 0 when no token was compared
+     */
     public double differingRowFraction() {
       return tokens == 0 ? 0 : (double) differingRows() / ((double) tokens * layers());
     }
 
-    /** Tokens with a difference in at least one layer. */
+    /**
+     * Tokens with a difference in at least one layer.
+     *
+     * @return the count of such tokens
+     */
     public long differingTokens() {
       return differTokens;
     }
 
+    /**
+     * Fraction of tokens with a difference in at least one layer: the fraction of tokens that would run
+     * through at least one different expert.
+     *
+     * @return in {@code [0, 1]}; 0 when no token was compared
+     */
     public double differingTokenFraction() {
       return tokens == 0 ? 0 : (double) differTokens / tokens;
     }
 
-    /** Mean overlap over all (token, layer) pairs. */
+    /**
+     * Mean overlap |A ∩ B| / k over all (token, layer) pairs.
+     *
+     * @return in {@code [0, 1]}; 1 when no token was compared
+     */
     public double meanOverlap() {
       long s = 0;
       for (long o : overlap) s += o;

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-/** How router logits become scores (docs/semantics.md section 1); codes mirror moe_score_fn in moe_router.h. */
+/**
+ * How router logits become scores (docs/semantics.md section 1); codes mirror {@code moe_score_fn} in
+ * {@code moe_router.h}. Set with {@link RouterConfig.Builder#scoreFunction}; the default is {@link #SOFTMAX}.
+ *
+ * <p>Traps: an expert bias needs a score to add to, so {@link #SOFTMAX} takes one only with pre-softmax; and
+ * the weights of {@link #SIGMOID} and {@link #SQRTSOFTPLUS} are renormalised by default (section 3), those of
+ * softmax pre are not.
+ */
 public enum ScoreFunction {
   /** Softmax: over the k selected logits (post, default) or over all experts (pre-softmax). */
   SOFTMAX(0),
