@@ -13,7 +13,11 @@ public enum LayerKind {
   /** A MoE layer of a multi-token-prediction block. */
   MTP;
 
-  /** Lower-case name as written in trace metadata and messages ("decoder", "mtp"). */
+  /**
+   * Lower-case name as written in trace metadata and messages.
+   *
+   * @return "decoder" or "mtp"
+   */
   public String label() {
     return this == DECODER ? "decoder" : "mtp";
   }

@@ -36,6 +36,10 @@ import org.moerouter.Status;
  *
  * Options ({@link #builder()}): {@link BackwardQueue}, {@link RecordMode}, {@link MinusOneRows}. Not
  * thread-safe (see {@link RouterReplay}).
+ *
+ * <p>Traps: registration order is the order of every all-layers call, so register layers in the model's
+ * router creation order (decoder layers, then MTP layers), as Megatron's {@code set_replay_data} expects; and
+ * {@link #clear()} keeps the actions ({@link #clearActions()} resets them).
  */
 public final class ReplayRegistry {
   private final Map<LayerKey, RouterReplay> layers = new LinkedHashMap<>();
@@ -54,7 +58,16 @@ public final class ReplayRegistry {
     this.minusOneRows = b.minusOneRows;
   }
 
-  /** A builder of a registry with non-default options. */
+  /**
+   * A builder of a registry with non-default options.
+   *
+   * <pre>{@code
+   * ReplayRegistry slimeStyle = ReplayRegistry.builder()
+   *     .recordMode(RecordMode.APPEND).backwardQueue(BackwardQueue.ON_FORWARD).build();
+   * }</pre>
+   *
+   * @return a builder with the defaults {@code ON_SET}, {@code LATEST}, {@code REJECT}
+   */
   public static Builder builder() {
     return new Builder();
   }
@@ -67,64 +80,127 @@ public final class ReplayRegistry {
 
     private Builder() {}
 
-    /** When the backward FIFO is filled; default {@link BackwardQueue#ON_SET} (Megatron). */
+    /**
+     * When the backward FIFO is filled; default {@link BackwardQueue#ON_SET} (Megatron).
+     *
+     * @param q the queueing rule of every layer
+     * @return this builder
+     */
     public Builder backwardQueue(BackwardQueue q) {
       this.backwardQueue = Objects.requireNonNull(q, "backwardQueue");
       return this;
     }
 
-    /** What RECORD keeps; default {@link RecordMode#LATEST} (Megatron); APPEND for slime/miles. */
+    /**
+     * What RECORD keeps; default {@link RecordMode#LATEST} (Megatron); APPEND for slime/miles.
+     *
+     * @param m the recording rule of every layer
+     * @return this builder
+     */
     public Builder recordMode(RecordMode m) {
       this.recordMode = Objects.requireNonNull(m, "recordMode");
       return this;
     }
 
-    /** What targets' all-(-1) rows mean; default {@link MinusOneRows#REJECT}; LIVE or ARANGE (miles). */
+    /**
+     * What targets' all-(-1) rows mean; default {@link MinusOneRows#REJECT}; LIVE or ARANGE (miles).
+     *
+     * @param m the policy applied when a target is set
+     * @return this builder
+     */
     public Builder minusOneRows(MinusOneRows m) {
       this.minusOneRows = Objects.requireNonNull(m, "minusOneRows");
       return this;
     }
 
-    /** The registry, with no layers yet. */
+    /**
+     * The registry, with no layers yet.
+     *
+     * @return a new registry with this builder's options
+     */
     public ReplayRegistry build() {
       return new ReplayRegistry(this);
     }
   }
 
-  /** When the layers' backward FIFOs are filled. */
+  /**
+   * When the layers' backward FIFOs are filled.
+   *
+   * @return the registry's queueing rule
+   */
   public BackwardQueue backwardQueue() {
     return backwardQueue;
   }
 
-  /** What RECORD keeps. */
+  /**
+   * What RECORD keeps.
+   *
+   * @return the registry's recording rule
+   */
   public RecordMode recordMode() {
     return recordMode;
   }
 
-  /** What targets' all-(-1) rows mean. */
+  /**
+   * What targets' all-(-1) rows mean.
+   *
+   * @return the registry's policy for rows of -1
+   */
   public MinusOneRows minusOneRows() {
     return minusOneRows;
   }
 
   // ------------------------------------------------------------------ layers
 
-  /** Adds a replayable layer routed by a router of {@code config} (its E and top-k bound the targets). */
+  /**
+   * Adds a replayable layer routed by a router of {@code config} (its E and top-k bound the targets).
+   *
+   * @param key the layer's kind and number, not yet registered
+   * @param config the configuration of the layer's router
+   * @return the layer's replay state
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the key is already registered
+   */
   public RouterReplay addLayer(LayerKey key, RouterConfig config) {
     return addLayer(key, config, false);
   }
 
-  /** Adds a layer; {@code neverReplay} for layers without recorded routing (they always route live). */
+  /**
+   * Adds a layer.
+   *
+   * @param key the layer's kind and number, not yet registered
+   * @param config the configuration of the layer's router
+   * @param neverReplay true for layers without recorded routing: they always route live
+   * @return the layer's replay state
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the key is already registered
+   */
   public RouterReplay addLayer(LayerKey key, RouterConfig config, boolean neverReplay) {
     Objects.requireNonNull(config, "config");
     return addLayer(key, config.experts(), config.topK(), neverReplay);
   }
 
-  /** Adds a replayable layer of E experts and top-k. */
+  /**
+   * Adds a replayable layer of E experts and top-k.
+   *
+   * @param key the layer's kind and number, not yet registered
+   * @param experts E, {@code >= topK}
+   * @param topK k, {@code >= 1}
+   * @return the layer's replay state
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad size or a key already registered
+   */
   public RouterReplay addLayer(LayerKey key, int experts, int topK) {
     return addLayer(key, experts, topK, false);
   }
 
-  /** Adds a layer of E experts and top-k; {@code neverReplay} for layers that always route live. */
+  /**
+   * Adds a layer of E experts and top-k.
+   *
+   * @param key the layer's kind and number, not yet registered
+   * @param experts E, {@code >= topK}
+   * @param topK k, {@code >= 1}
+   * @param neverReplay true for layers that always route live
+   * @return the layer's replay state
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad size or a key already registered
+   */
   public RouterReplay addLayer(LayerKey key, int experts, int topK, boolean neverReplay) {
     Objects.requireNonNull(key, "key");
     if (experts < 1 || topK < 1 || topK > experts)
@@ -135,7 +211,13 @@ public final class ReplayRegistry {
     return r;
   }
 
-  /** The layer of {@code key}. */
+  /**
+   * The layer of {@code key}.
+   *
+   * @param key a registered key
+   * @return its replay state
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} listing the registered layers when the key is not one
+   */
   public RouterReplay layer(LayerKey key) {
     Objects.requireNonNull(key, "key");
     RouterReplay r = layers.get(key);
@@ -143,27 +225,52 @@ public final class ReplayRegistry {
     return r;
   }
 
-  /** The layer of the given kind and number. */
+  /**
+   * The layer of the given kind and number.
+   *
+   * @param kind decoder or MTP
+   * @param number the layer's number within its kind
+   * @return its replay state
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when no such layer is registered
+   */
   public RouterReplay layer(LayerKind kind, int number) {
     return layer(LayerKey.of(kind, number));
   }
 
-  /** Whether {@code key} is registered. */
+  /**
+   * Whether {@code key} is registered.
+   *
+   * @param key a layer key
+   * @return true when a layer of that key was added
+   */
   public boolean hasLayer(LayerKey key) {
     return layers.containsKey(key);
   }
 
-  /** Every layer, in registration order. */
+  /**
+   * Every layer, in registration order.
+   *
+   * @return an unmodifiable snapshot of the layers
+   */
   public List<RouterReplay> layers() {
     return Collections.unmodifiableList(new ArrayList<>(layers.values()));
   }
 
-  /** The keys of the layers that accept targets (not never-replay), in registration order. */
+  /**
+   * The keys of the layers that accept targets (not never-replay), in registration order: the order of
+   * {@link #setReplayData(int[][], int, byte[])}.
+   *
+   * @return a new array of keys
+   */
   public LayerKey[] replayableKeys() {
     return layers.values().stream().filter(r -> !r.neverReplay()).map(RouterReplay::key).toArray(LayerKey[]::new);
   }
 
-  /** Sets the action of every replayable layer (never-replay layers stay {@link ReplayAction#NONE}). */
+  /**
+   * Sets the action of every replayable layer (never-replay layers stay {@link ReplayAction#NONE}).
+   *
+   * @param action the action of the next calls
+   */
   public void setAction(ReplayAction action) {
     Objects.requireNonNull(action, "action");
     for (RouterReplay r : layers.values()) if (!r.neverReplay()) r.setAction(action);
@@ -174,14 +281,27 @@ public final class ReplayRegistry {
     for (RouterReplay r : layers.values()) r.forceAction(ReplayAction.NONE);
   }
 
-  /** Suspends replay on every layer until the returned scope is closed; see {@link Suspension}. */
+  /**
+   * Suspends replay on every layer until the returned scope is closed; see {@link Suspension}.
+   *
+   * @return the region; closing it restores every layer's current action
+   */
   public Suspension suspend() {
     return new Suspension(new ArrayList<>(layers.values()));
   }
 
   // ------------------------------------------------------------------ targets
 
-  /** Sets one layer's target [tokens, k]; see {@link RouterReplay#setTargetIndices(int[], int, byte[])}. */
+  /**
+   * Sets one layer's target [tokens, k]; see {@link RouterReplay#setTargetIndices(int[], int, byte[])}.
+   *
+   * @param key a registered layer
+   * @param indices target experts [tokens, k]; referenced, not copied
+   * @param tokens T
+   * @param mask [tokens], 0 = route that row live; null replays every row
+   * @throws ReplayStateException naming the layer, the shape given and the shape needed, or the bad row
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the key is not registered
+   */
   public void setTargetIndices(LayerKey key, int[] indices, int tokens, byte[] mask) {
     layer(key).setTargetIndices(indices, tokens, mask);
   }
@@ -191,8 +311,12 @@ public final class ReplayRegistry {
    * [tokens, k] per layer of {@link #replayableKeys()}, in that order, and one optional mask [tokens]
    * shared by all. All-or-nothing: every array is validated before any layer changes.
    *
+   * @param perLayer one target [tokens, k] per replayable layer; referenced, not copied
+   * @param tokens T, the same for every layer
+   * @param mask [tokens], 0 = route that row live in every layer; null replays every row
    * @throws ReplayStateException for a wrong number of arrays, or naming the first layer whose array does
    *     not fit (both shapes) or holds a bad row
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when tokens is negative
    */
   public void setReplayData(int[][] perLayer, int tokens, byte[] mask) {
     Objects.requireNonNull(perLayer, "perLayer");
@@ -219,6 +343,22 @@ public final class ReplayRegistry {
    * second axis goes to layer {@code layers[i]} (null: {@link #replayableKeys()} in order). {@code shape} is
    * the array's shape and must be [T, layers.length, k]. Each layer gets its own [T, k] copy; the mask [T]
    * (nullable) is shared. All-or-nothing.
+   *
+   * <pre>{@code
+   * RoutingTrace trace = TraceFiles.open(path);
+   * int[] sample = trace.sample(s);                                   // [T, layers, k]
+   * replay.setReplayData(sample, new long[] {trace.sampleTokens(s), trace.layers(), trace.topK()},
+   *     trace.layerKeys(), trace.sampleMask(s));
+   * }</pre>
+   *
+   * @param stacked the indices [T, L, k], row-major
+   * @param shape the array's shape, {@code [T, L, k]}
+   * @param layerKeys the layer of each position of the second axis (registered, distinct, one top-k); null
+   *     for {@link #replayableKeys()}
+   * @param mask [T], 0 = route that row live in every layer; null replays every row
+   * @throws ReplayStateException when the shape is not [T, layers, k], or naming the first layer with a bad row
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the shape does not describe the array, a
+   *     key is unknown or repeated, or the layers differ in top-k
    */
   public void setReplayData(int[] stacked, long[] shape, LayerKey[] layerKeys, byte[] mask) {
     Objects.requireNonNull(stacked, "stacked");
@@ -256,7 +396,14 @@ public final class ReplayRegistry {
 
   /**
    * Every layer records into its strided slice of one caller-owned buffer [maxTokens, layers, k], layers in
-   * registration order (Megatron {@code set_global_static_buffers}); all layers must share k.
+   * registration order (Megatron {@code set_global_static_buffers}); all layers must share k. Clears every
+   * recording.
+   *
+   * @param buffer exactly {@code maxTokens * layers * k} ints
+   * @param maxTokens rows per layer; a RECORD call routing more is refused before routing
+   * @throws ReplayStateException when the buffer's length is not [maxTokens, layers, k]
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when no layer is registered or the layers
+   *     differ in top-k
    */
   public void setStaticBuffer(int[] buffer, int maxTokens) {
     Objects.requireNonNull(buffer, "buffer");
@@ -281,6 +428,9 @@ public final class ReplayRegistry {
   /**
    * One new [recordedTokens, k] array per layer, registration order, null where nothing was recorded
    * (Megatron {@code get_recorded_data}).
+   *
+   * @return one entry per registered layer
+   * @throws ReplayStateException when a layer records in device memory
    */
   public int[][] recordedData() {
     List<RouterReplay> all = layers();
@@ -292,6 +442,11 @@ public final class ReplayRegistry {
   /**
    * The recordings of {@code layerKeys} (null: all layers, registration order) stacked as [T, layers, k], the
    * layout of a trace sample. Every layer must have recorded the same T with the same k.
+   *
+   * @param layerKeys the layers to stack, in that order; null for every layer in registration order
+   * @return a new array [T, layers, k], what {@code RoutingTrace.Builder.addSample} takes
+   * @throws ReplayStateException naming a layer that recorded nothing or a different shape
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for an empty or unknown key list
    */
   public int[] recordedStacked(LayerKey[] layerKeys) {
     LayerKey[] keys = layerKeys != null ? layerKeys.clone() : layers.keySet().toArray(new LayerKey[0]);

@@ -37,6 +37,16 @@ import org.moerouter.Status;
  * <p>Layers marked never-replay (for example multi-token-prediction layers without recorded routing)
  * accept no target and no action but {@code NONE}. Not thread-safe: one model drives its registry from the
  * thread running forward and backward. Bookkeeping errors are {@link ReplayStateException}s naming the layer.
+ *
+ * <pre>{@code
+ * RouterReplay layer = registry.layer(LayerKey.decoder(3));
+ * layer.setTargetIndices(recorded, tokens, mask);          // [tokens, k], checked now
+ * layer.setAction(ReplayAction.REPLAY_FORWARD);
+ * layer.route(router, logits, tokens, idx, weights);       // in the layer's forward, instead of router.route
+ * }</pre>
+ *
+ * <p>Traps: the backward of a replayed call takes {@code outIdx}, not the target (rows of -1 and masked rows
+ * are resolved there); and the router passed to {@link #route} must have this layer's E and top-k.
  */
 public final class RouterReplay {
   private final LayerKey key;
@@ -108,27 +118,47 @@ public final class RouterReplay {
     this.recordCapacity = -1;
   }
 
-  /** The layer's key (kind and number). */
+  /**
+   * The layer's identity.
+   *
+   * @return its key (kind and number)
+   */
   public LayerKey key() {
     return key;
   }
 
-  /** Number of experts E of the layer's router. */
+  /**
+   * Number of experts E of the layer's router.
+   *
+   * @return E: target indices must lie in {@code [0, E)}
+   */
   public int experts() {
     return experts;
   }
 
-  /** The layer's top-k: targets are [T, k] with exactly this k. */
+  /**
+   * The layer's top-k.
+   *
+   * @return k: targets are [T, k] with exactly this k
+   */
   public int topK() {
     return topK;
   }
 
-  /** True for layers that are never replayed: they always route live. */
+  /**
+   * Whether the layer is never replayed.
+   *
+   * @return true for layers that always route live and accept no target
+   */
   public boolean neverReplay() {
     return neverReplay;
   }
 
-  /** The current action. */
+  /**
+   * The current action.
+   *
+   * @return what the next {@link #route} call does
+   */
   public ReplayAction action() {
     return action;
   }
@@ -136,6 +166,9 @@ public final class RouterReplay {
   /**
    * Sets this layer's action. A never-replay layer accepts only {@link ReplayAction#NONE}
    * ({@link ReplayRegistry#setAction} skips such layers).
+   *
+   * @param action the action of the next calls
+   * @throws ReplayStateException when the layer is never-replay and the action is not {@code NONE}
    */
   public void setAction(ReplayAction action) {
     Objects.requireNonNull(action, "action");
@@ -148,14 +181,24 @@ public final class RouterReplay {
     this.action = a;
   }
 
-  /** Suspends replay on this layer only; see {@link Suspension}. */
+  /**
+   * Suspends replay on this layer only; see {@link Suspension}.
+   *
+   * @return the region; closing it restores the action this layer has now
+   */
   public Suspension suspend() {
     return new Suspension(java.util.List.of(this));
   }
 
   // ------------------------------------------------------------------ targets
 
-  /** {@link #setTargetIndices(int[], int, byte[])} without a mask. */
+  /**
+   * {@link #setTargetIndices(int[], int, byte[])} without a mask: every row is replayed.
+   *
+   * @param indices target experts [tokens, k], exactly {@code tokens * k} ints; referenced, not copied
+   * @param tokens T, {@code >= 0}
+   * @throws ReplayStateException naming this layer, the shape given and the shape needed, or the bad row
+   */
   public void setTargetIndices(int[] indices, int tokens) {
     setTargetIndices(indices, tokens, null);
   }
@@ -166,7 +209,14 @@ public final class RouterReplay {
    * {@link BackwardQueue#ON_SET} also appends them to the backward FIFO. Validated first: on any error
    * nothing changes.
    *
+   * <p>Trap: the arrays are referenced, not copied (unless a row of -1 is rewritten); leave them untouched
+   * until the layer is cleared.
+   *
+   * @param indices target experts [tokens, k], exactly {@code tokens * k} ints
+   * @param tokens T, {@code >= 0}; a replayed call must route exactly this many tokens
+   * @param mask [tokens], 0 = route that row live, else replay it; null replays every row
    * @throws ReplayStateException naming this layer, the shape given and the shape needed, or the bad row
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when tokens is negative
    */
   public void setTargetIndices(int[] indices, int tokens, byte[] mask) {
     Objects.requireNonNull(indices, "indices");
@@ -181,6 +231,12 @@ public final class RouterReplay {
    * Sets the target indices given with their array shape (for example a numpy array's), which must be
    * exactly [T, k]: data stacked for several layers ([T, layers, k]) goes through
    * {@link ReplayRegistry#setReplayData(int[], long[], LayerKey[], byte[])}.
+   *
+   * @param indices target experts, {@code product(shape)} ints; referenced, not copied
+   * @param shape the array's shape, which must be {@code [T, k]}
+   * @param mask [T], 0 = route that row live; null replays every row
+   * @throws ReplayStateException naming this layer and both shapes when the shape is not [T, k], or the bad row
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the shape does not describe the array
    */
   public void setTargetIndices(int[] indices, long[] shape, byte[] mask) {
     Objects.requireNonNull(indices, "indices");
@@ -222,6 +278,13 @@ public final class RouterReplay {
    * CUDA: sets device target indices [tokens, k] (int32, the layer's k) and an optional device mask
    * [tokens] (uint8, 0 for none), used by {@link #routeDevice}. Device rows are validated by the kernel:
    * an invalid row surfaces at {@link MoeRouter#checkReplay()}.
+   *
+   * @param indices device address of int32 [tokens, k]; non-0 when tokens &gt; 0
+   * @param mask device address of uint8 [tokens] (0 = route that row live), or 0 for none
+   * @param tokens T, {@code >= 0}
+   * @throws ReplayStateException when the layer is never-replay
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative T or a 0 address,
+   *     {@link Status#UNSUPPORTED} when the layer's {@link MinusOneRows} policy is not {@code REJECT}
    */
   public void setTargetIndicesDevice(long indices, long mask, long tokens) {
     if (neverReplay) throw new ReplayStateException(key, key + " is marked never-replay; no target indices can be set for it");
@@ -233,17 +296,29 @@ public final class RouterReplay {
     setTarget(new Target(tokens, indices, mask));
   }
 
-  /** True when a target is set (until {@link #clear()}). */
+  /**
+   * Whether a target is set.
+   *
+   * @return true from a successful set until {@link #clear()}
+   */
   public boolean hasTarget() {
     return target != null;
   }
 
-  /** Tokens of the current target, or -1 when none is set. */
+  /**
+   * Tokens of the current target.
+   *
+   * @return T of the target, or -1 when none is set
+   */
   public long targetTokens() {
     return target == null ? -1 : target.deviceTokens;
   }
 
-  /** Entries waiting in the backward FIFO. */
+  /**
+   * Entries waiting in the backward FIFO.
+   *
+   * @return how many {@link ReplayAction#REPLAY_BACKWARD} calls can still pop
+   */
   public int backwardQueueSize() {
     return backward.size();
   }
@@ -264,6 +339,8 @@ public final class RouterReplay {
   /**
    * Records into a caller-owned contiguous buffer [maxTokens, k] ({@code maxTokens = buffer.length / k}).
    * Clears the recording.
+   *
+   * @param buffer the buffer RECORD writes; a call routing more than {@code maxTokens} tokens is refused
    */
   public void setRecordBuffer(int[] buffer) {
     Objects.requireNonNull(buffer, "buffer");
@@ -276,6 +353,12 @@ public final class RouterReplay {
    * [max_tokens, layers, k] gives layer {@code i} offset {@code i * k} and stride {@code layers * k}
    * (Megatron's static buffer; {@link ReplayRegistry#setStaticBuffer} does this for every layer).
    * Clears the recording.
+   *
+   * @param buffer the buffer RECORD writes
+   * @param offset index of row 0's first expert, {@code >= 0}
+   * @param rowStride ints between the starts of consecutive rows, {@code >= k}
+   * @param maxTokens rows the buffer holds for this layer; a call that would exceed it is refused before routing
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the buffer cannot hold {@code maxTokens} rows
    */
   public void setRecordBuffer(int[] buffer, int offset, int rowStride, int maxTokens) {
     Objects.requireNonNull(buffer, "buffer");
@@ -307,6 +390,10 @@ public final class RouterReplay {
    * CUDA: a device int32 buffer [capacityTokens, k] that RECORD in {@link #routeDevice} writes
    * (asynchronously, on the call's stream): rows [0, T) under {@link RecordMode#LATEST}, appended under
    * {@link RecordMode#APPEND}. Clears the recording.
+   *
+   * @param address device address of int32 [capacityTokens, k], non-0
+   * @param capacityTokens rows the buffer holds, {@code >= 0}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a 0 address or a negative capacity
    */
   public void setRecordBufferDevice(long address, long capacityTokens) {
     if (address == 0 || capacityTokens < 0) throw invalid(key + ": device recording buffer must be non-0 with capacity >= 0");
@@ -322,17 +409,29 @@ public final class RouterReplay {
     calls = 0;
   }
 
-  /** Rows recorded: the latest call's tokens ({@link RecordMode#LATEST}) or all calls' ({@link RecordMode#APPEND}). */
+  /**
+   * Rows recorded.
+   *
+   * @return the latest call's tokens ({@link RecordMode#LATEST}) or all calls' ({@link RecordMode#APPEND})
+   */
   public long recordedTokens() {
     return recordedTokens;
   }
 
-  /** Whether anything was recorded since the last clear (Megatron's {@code recorded_topk_idx is not None}). */
+  /**
+   * Whether anything was recorded since the last clear (Megatron's {@code recorded_topk_idx is not None}).
+   *
+   * @return true after a RECORD call, until the recording is cleared
+   */
   public boolean hasRecording() {
     return calls > 0;
   }
 
-  /** Tokens of each recorded call, oldest first (one entry under {@link RecordMode#LATEST}). */
+  /**
+   * Tokens of each recorded call, oldest first, to split an {@link RecordMode#APPEND} recording by call.
+   *
+   * @return a new array: one entry per call (one under {@link RecordMode#LATEST}), empty when nothing was recorded
+   */
   public int[] recordedCallTokens() {
     return Arrays.copyOf(callTokens, calls);
   }
@@ -340,6 +439,10 @@ public final class RouterReplay {
   /**
    * A new [recordedTokens, k] array of the host recording (what Megatron's {@code get_recorded_indices}
    * returns), or null when nothing was recorded.
+   *
+   * @return the recording, or null
+   * @throws ReplayStateException when the recording is in device memory
+   * @throws ArithmeticException when the recording exceeds one Java array
    */
   public int[] recordedIndices() {
     if (calls == 0) return null;
@@ -350,7 +453,15 @@ public final class RouterReplay {
     return out;
   }
 
-  /** Copies the host recording [recordedTokens, k] into {@code dst} from {@code pos}; returns the ints written. */
+  /**
+   * Copies the host recording [recordedTokens, k] into {@code dst} from {@code pos}.
+   *
+   * @param dst the destination
+   * @param pos the first index written
+   * @return the ints written, {@code recordedTokens() * k}
+   * @throws ReplayStateException when the recording is in device memory
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when {@code dst} is too short
+   */
   public int copyRecorded(int[] dst, int pos) {
     Objects.requireNonNull(dst, "dst");
     if (recordDevice != 0)
@@ -385,12 +496,39 @@ public final class RouterReplay {
 
   // ------------------------------------------------------------------ routing
 
-  /** Routes fp32 logits [tokens, E] according to the action; returns the router's non-finite row count. */
+  /**
+   * Routes fp32 logits [tokens, E] according to the action: live ({@link MoeRouter#route}), recorded, or
+   * replayed from the target or the backward FIFO ({@link MoeRouter#replay}).
+   *
+   * @param router a router with this layer's E and top-k
+   * @param logits [tokens, E]
+   * @param tokens T; under a replay action it must equal the target's T
+   * @param outIdx [tokens, k] the experts used (what the backward takes)
+   * @param outWeights [tokens, k] their weights, from the live logits
+   * @return the router's non-finite row count
+   * @throws ReplayStateException naming the layer: no target, empty backward FIFO, a T that does not match,
+   *     a recording buffer too small, or a target set on the device
+   * @throws MoeRouterException from the router, or {@link Status#INVALID_ARGUMENT} for a router of another
+   *     shape; the bookkeeping is unchanged when the call fails
+   */
   public long route(MoeRouter router, float[] logits, int tokens, int[] outIdx, float[] outWeights) {
     return route(router, logits, null, LogitsType.FP32, tokens, outIdx, outWeights);
   }
 
-  /** Routes bf16/fp16 logits (raw 16-bit values) according to the action. */
+  /**
+   * Routes bf16/fp16 logits (raw 16-bit values) according to the action; see
+   * {@link #route(MoeRouter, float[], int, int[], float[])}.
+   *
+   * @param router a router with this layer's E and top-k
+   * @param logits [tokens, E], raw bf16 or fp16 bits
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T; under a replay action it must equal the target's T
+   * @param outIdx [tokens, k] the experts used
+   * @param outWeights [tokens, k] their weights
+   * @return the router's non-finite row count
+   * @throws ReplayStateException naming the layer, as the fp32 overload
+   * @throws MoeRouterException from the router, or for a router of another shape
+   */
   public long route(MoeRouter router, short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights) {
     return route(router, null, logits, type, tokens, outIdx, outWeights);
   }
@@ -446,6 +584,18 @@ public final class RouterReplay {
    * binding has no device copy), so nothing is synchronised or copied to the host. Replay actions need
    * targets set with {@link #setTargetIndicesDevice}. Invalid device indices surface at
    * {@link MoeRouter#checkReplay()}.
+   *
+   * @param router a CUDA router with this layer's E and top-k
+   * @param logits device address of [tokens, E] of {@code type}
+   * @param type the logits' element type
+   * @param tokens T; under a replay action it must equal the target's T
+   * @param outIdx device address of int32 [tokens, k]
+   * @param outWeights device address of float32 [tokens, k]
+   * @param nonfiniteRows device address of one int64 that receives the non-finite row count, or 0
+   * @param stream the {@code cudaStream_t} to enqueue on (0: the default stream)
+   * @throws ReplayStateException naming the layer, as {@link #route(MoeRouter, float[], int, int[], float[])},
+   *     or when RECORD has no device recording buffer or the target was set on the host
+   * @throws MoeRouterException from the router
    */
   public void routeDevice(MoeRouter router, long logits, LogitsType type, long tokens, long outIdx, long outWeights,
       long nonfiniteRows, long stream) {

@@ -6,7 +6,11 @@ import java.util.List;
 /**
  * A region in which replay is suspended (every covered layer routes live, action {@link ReplayAction#NONE});
  * {@link #close()} restores each layer's previous action, also when the region throws. Nests; closing twice
- * is a no-op.
+ * is a no-op. Created by {@link ReplayRegistry#suspend()} (every layer) or {@link RouterReplay#suspend()}.
+ *
+ * <p>Trap: an action set inside the region is overwritten when it closes; suspensions must close in the
+ * reverse order of their creation (try-with-resources does this), or a layer ends with an inner region's
+ * saved action.
  *
  * <pre>{@code
  * try (Suspension s = registry.suspend()) {
@@ -29,6 +33,11 @@ public final class Suspension implements AutoCloseable {
     }
   }
 
+  /**
+   * Whether the suspension has ended.
+   *
+   * @return true once {@link #close()} has run
+   */
   public boolean isClosed() {
     return closed;
   }
