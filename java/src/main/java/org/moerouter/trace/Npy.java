@@ -30,6 +30,10 @@ import java.util.Objects;
  * int[] idx = a.toIntArray();
  * Npy.write(Path.of("out.npy"), idx, a.shape());           // '<i4'
  * }</pre>
+ *
+ * <p>Traps: files are read whole into the heap (no memory mapping: use {@link TraceFiles#open} for large
+ * traces); and {@link Array#getLong(int)} reads U1 and U2 unsigned but I1 signed, so a -1 cast to
+ * uint8 by numpy reads as 255.
  */
 public final class Npy {
   private Npy() {}
@@ -64,11 +68,20 @@ public final class Npy {
       this.code = code;
     }
 
+    /**
+     * Bytes per element in a file.
+     *
+     * @return 1, 2, 4 or 8
+     */
     public int itemSize() {
       return itemSize;
     }
 
-    /** The numpy descr written for this type (little-endian). */
+    /**
+     * The numpy descr written for this type (little-endian).
+     *
+     * @return for example {@code "<i4"} or {@code "|u1"}
+     */
     public String descr() {
       return (itemSize == 1 ? "|" : "<") + code;
     }
@@ -94,8 +107,14 @@ public final class Npy {
     private final Object data;
 
     /**
-     * {@code data} must be the Java array type of {@code dtype} (see {@link Dtype}) and hold exactly
-     * the product of {@code shape} elements.
+     * An array over existing data (not copied; the shape is).
+     *
+     * @param dtype the element type
+     * @param shape the dimensions, each in {@code [0, Integer.MAX_VALUE]}
+     * @param data the Java array type of {@code dtype} (see {@link Dtype}), exactly the product of
+     *     {@code shape} elements, C order
+     * @throws IllegalArgumentException when the data's type or length does not match
+     * @throws TraceFormatException for a negative or too large dimension
      */
     public Array(Dtype dtype, long[] shape, Object data) {
       this.dtype = Objects.requireNonNull(dtype, "dtype");
@@ -109,34 +128,70 @@ public final class Npy {
       if (len != n) throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " holds " + n + " elements, data has " + len);
     }
 
+    /**
+     * The element type.
+     *
+     * @return the dtype read from the header, or given to the constructor
+     */
     public Dtype dtype() {
       return dtype;
     }
 
+    /**
+     * The dimensions.
+     *
+     * @return a new array, one entry per dimension (empty for a 0-d scalar)
+     */
     public long[] shape() {
       return shape.clone();
     }
 
+    /**
+     * Number of dimensions.
+     *
+     * @return the length of {@link #shape()}
+     */
     public int ndim() {
       return shape.length;
     }
 
-    /** Dimension i; at most {@code Integer.MAX_VALUE} (checked on construction and read). */
+    /**
+     * Dimension i.
+     *
+     * @param i a dimension, in {@code [0, ndim())}
+     * @return its size, at most {@code Integer.MAX_VALUE} (checked on construction and read)
+     * @throws ArrayIndexOutOfBoundsException when i is outside {@code [0, ndim())}
+     */
     public long dim(int i) {
       return shape[i];
     }
 
-    /** Number of elements. */
+    /**
+     * Number of elements.
+     *
+     * @return the product of the shape
+     */
     public int size() {
       return java.lang.reflect.Array.getLength(data);
     }
 
-    /** The typed array itself (not a copy): byte[], short[], int[], long[], float[] or double[]. */
+    /**
+     * The typed array itself (not a copy).
+     *
+     * @return a byte[], short[], int[], long[], float[] or double[], as {@link Dtype} lists
+     */
     public Object data() {
       return data;
     }
 
-    /** Element i as a long (unsigned for U1/U2); floating types must hold an integral value. */
+    /**
+     * Element i as a long (unsigned for U1/U2); floating types must hold an integral value.
+     *
+     * @param i a flat C-order index, in {@code [0, size())}
+     * @return the value
+     * @throws TraceFormatException when a floating element is not an integer
+     * @throws ArrayIndexOutOfBoundsException when i is outside the array
+     */
     public long getLong(int i) {
       switch (dtype) {
         case U1: return ((byte[]) data)[i] & 0xFF;
@@ -150,6 +205,13 @@ public final class Npy {
       }
     }
 
+    /**
+     * Element i as a double (integers converted exactly up to 2^53).
+     *
+     * @param i a flat C-order index, in {@code [0, size())}
+     * @return the value
+     * @throws ArrayIndexOutOfBoundsException when i is outside the array
+     */
     public double getDouble(int i) {
       switch (dtype) {
         case F4: return ((float[]) data)[i];
@@ -158,7 +220,12 @@ public final class Npy {
       }
     }
 
-    /** The elements as int[] (a copy unless already I4); values outside the int range are rejected. */
+    /**
+     * The elements as int[]; values outside the int range are rejected.
+     *
+     * @return a new array of {@link #size()} elements (a copy, also for I4)
+     * @throws TraceFormatException naming the first element that is not an int32 integer
+     */
     public int[] toIntArray() {
       if (dtype == Dtype.I4) return ((int[]) data).clone();
       int[] out = new int[size()];
@@ -170,7 +237,11 @@ public final class Npy {
       return out;
     }
 
-    /** The elements as float[] (a copy). */
+    /**
+     * The elements as float[], rounded to float32 where needed.
+     *
+     * @return a new array of {@link #size()} elements
+     */
     public float[] toFloatArray() {
       float[] out = new float[size()];
       for (int i = 0; i < out.length; i++) out[i] = (float) getDouble(i);
@@ -219,7 +290,14 @@ public final class Npy {
 
   // ------------------------------------------------------------------ reading
 
-  /** Reads a whole {@code .npy} file. */
+  /**
+   * Reads a whole {@code .npy} file.
+   *
+   * @param path the file
+   * @return the array
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException naming the file for anything malformed
+   */
   public static Array read(Path path) throws IOException {
     Objects.requireNonNull(path, "path");
     try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
@@ -240,7 +318,14 @@ public final class Npy {
     }
   }
 
-  /** Reads an array from the bytes of a {@code .npy} file ({@code where} names it in errors). */
+  /**
+   * Reads an array from the bytes of a {@code .npy} file.
+   *
+   * @param file the file's bytes, from its position to its limit (not consumed)
+   * @param where names the file in errors
+   * @return the array
+   * @throws TraceFormatException naming {@code where} for anything malformed
+   */
   public static Array read(ByteBuffer file, String where) {
     ByteBuffer b = file.duplicate();
     Header h = parseHeader(b, where);
@@ -421,24 +506,51 @@ public final class Npy {
 
   // ------------------------------------------------------------------ writing
 
-  /** Writes int32 data ({@code <i4}) of the given shape, atomically. */
+  /**
+   * Writes int32 data ({@code <i4}) of the given shape, atomically.
+   *
+   * @param path the file, replaced in one step
+   * @param data the elements, C order
+   * @param shape the dimensions; their product must be {@code data.length}
+   * @throws IOException when the file cannot be written (the previous one stays)
+   * @throws IllegalArgumentException when the shape does not match the data
+   */
   public static void write(Path path, int[] data, long... shape) throws IOException {
     write(path, new Array(Dtype.I4, shape, data));
   }
 
-  /** Writes float32 data ({@code <f4}) of the given shape, atomically. */
+  /**
+   * Writes float32 data ({@code <f4}) of the given shape, atomically.
+   *
+   * @param path the file, replaced in one step
+   * @param data the elements, C order
+   * @param shape the dimensions; their product must be {@code data.length}
+   * @throws IOException when the file cannot be written (the previous one stays)
+   * @throws IllegalArgumentException when the shape does not match the data
+   */
   public static void write(Path path, float[] data, long... shape) throws IOException {
     write(path, new Array(Dtype.F4, shape, data));
   }
 
-  /** Writes any array (version 1.0 header, little-endian, C order), atomically. */
+  /**
+   * Writes any array (version 1.0 header, little-endian, C order), atomically.
+   *
+   * @param path the file, replaced in one step
+   * @param array the array
+   * @throws IOException when the file cannot be written (the previous one stays)
+   */
   public static void write(Path path, Array array) throws IOException {
     Objects.requireNonNull(array, "array");
     ByteBuffer bytes = encode(array);
     AtomicFiles.write(path, ch -> AtomicFiles.writeFully(ch, bytes));
   }
 
-  /** The complete bytes of a {@code .npy} file holding {@code array}. */
+  /**
+   * The complete bytes of a {@code .npy} file holding {@code array}.
+   *
+   * @param array the array
+   * @return a buffer from the magic string to the last element, little-endian
+   */
   public static ByteBuffer encode(Array array) {
     StringBuilder shape = new StringBuilder("(");
     long[] dims = array.shape;
@@ -471,6 +583,11 @@ public final class Npy {
    * {@code np.load} reads it: by name ({@code arr_0, arr_1, ...}, or the keyword names), in archive order.
    * Errors as for {@link #read(Path)}, naming the entry; an entry that is not a {@code .npy} and an
    * archive without arrays are {@link TraceFormatException}s.
+   *
+   * @param path the archive
+   * @return the arrays by entry name without {@code .npy}, in archive order
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException naming the archive and entry for anything malformed
    */
   public static Map<String, Array> readNpz(Path path) throws IOException {
     List<Map.Entry<String, Array>> entries = new ArrayList<>();
@@ -485,6 +602,10 @@ public final class Npy {
    * Writes {@code arrays} as a {@code .npz} archive in map order, as {@code np.savez} does (stored entries
    * {@code NAME.npy}, so {@code np.load(path)[NAME]} reads each back), atomically. The bytes depend only on
    * the arrays (entry times are fixed).
+   *
+   * @param path the archive, replaced in one step
+   * @param arrays the arrays by name (without {@code .npy}), in the order to write
+   * @throws IOException when the file cannot be written (the previous one stays)
    */
   public static void writeNpz(Path path, Map<String, Array> arrays) throws IOException {
     Objects.requireNonNull(arrays, "arrays");

@@ -37,6 +37,11 @@ import org.moerouter.replay.LayerKind;
  * int[] idx = new int[t.sampleTokens(7) * 2 * t.topK()];
  * t.copySample(7, 4, 6, idx, 0);                              // sample 7, layers 4..5: [tokens, 2, k]
  * }</pre>
+ *
+ * <p>Traps: {@code layer} arguments are storage positions, not model layer numbers ({@link #layerIndex(int)}
+ * converts); a file-backed trace checks each index it returns against E but not the checksum, which
+ * {@link #verify()} (and {@link TraceFiles#read(Path)}) checks; and the rows of unrecorded tokens hold
+ * placeholders, not routing: consult {@link #hasMask()} before replaying them.
  */
 public final class RoutingTrace {
   /** Largest E a trace can store (uint16 indices). */
@@ -69,7 +74,23 @@ public final class RoutingTrace {
     this.source = source;
   }
 
-  /** A builder of an in-memory trace; {@code layerIds} are the model's decoder MoE layer ids, in storage order. */
+  /**
+   * A builder of an in-memory trace of decoder layers.
+   *
+   * <pre>{@code
+   * RoutingTrace.Builder b = RoutingTrace.builder("qwen3-30b-a3b", 128, 8, new int[] {0, 1, 2}, "softmax");
+   * b.addSample(idx);            // [tokens, 3, 8]
+   * TraceFiles.write(path, b.build());
+   * }</pre>
+   *
+   * @param model a free-form model name, stored in the file
+   * @param experts E, in {@code [1, 65536]}
+   * @param topK k, in {@code [1, E]}
+   * @param layerIds the model's decoder MoE layer ids, in storage order, distinct, at least one
+   * @param scoreFunction the router's score function as a name (for example "softmax", "sigmoid"), stored as given
+   * @return an empty builder
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad size or a repeated layer id
+   */
   public static Builder builder(String model, int experts, int topK, int[] layerIds, String scoreFunction) {
     return new Builder(model, experts, topK, layerIds, 0, scoreFunction);
   }
@@ -77,6 +98,15 @@ public final class RoutingTrace {
   /**
    * A builder of an in-memory trace of decoder and MTP layers, in storage order; MTP layers must come after
    * every decoder layer (Megatron builds them last, and {@code set_replay_data} counts them in that order).
+   *
+   * @param model a free-form model name, stored in the file
+   * @param experts E, in {@code [1, 65536]}
+   * @param topK k, in {@code [1, E]}
+   * @param layers the stored layers in storage order: decoder layers, then MTP layers; distinct within each kind
+   * @param scoreFunction the router's score function as a name, stored as given
+   * @return an empty builder
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad size, a repeated layer, or a decoder
+   *     layer after an MTP layer
    */
   public static Builder builder(String model, int experts, int topK, LayerKey[] layers, String scoreFunction) {
     Objects.requireNonNull(layers, "layers");
@@ -93,121 +123,234 @@ public final class RoutingTrace {
 
   // ------------------------------------------------------------------ metadata
 
+  /**
+   * The model name recorded with the trace.
+   *
+   * @return the name given to the builder, or read from the file's metadata
+   */
   public String model() {
     return model;
   }
 
+  /**
+   * Number of experts E of the recorded routers.
+   *
+   * @return E: every recorded index lies in {@code [0, E)}
+   */
   public int experts() {
     return experts;
   }
 
+  /**
+   * Experts per token and layer.
+   *
+   * @return k
+   */
   public int topK() {
     return topK;
   }
 
-  /** Number of MoE layers stored per token. */
+  /**
+   * Number of MoE layers stored per token.
+   *
+   * @return the layers, MTP layers included
+   */
   public int layers() {
     return layerIds.length;
   }
 
-  /** The layer numbers of the stored layers, in storage order (a copy; MTP layers last, numbered on their own). */
+  /**
+   * The layer numbers of the stored layers, in storage order (MTP layers last, numbered on their own).
+   *
+   * @return a new array [layers()]
+   */
   public int[] layerIds() {
     return layerIds.clone();
   }
 
-  /** The layer number at storage position {@code layer}. */
+  /**
+   * The layer number at storage position {@code layer}.
+   *
+   * @param layer a storage position, in {@code [0, layers())}
+   * @return the model's number of that layer, within its kind
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the position is out of range
+   */
   public int layerId(int layer) {
     checkLayerRange(layer, layer + 1);
     return layerIds[layer];
   }
 
-  /** Number of multi-token-prediction layers: the last {@code mtpLayers()} storage positions. */
+  /**
+   * Number of multi-token-prediction layers: the last {@code mtpLayers()} storage positions.
+   *
+   * @return 0 when the trace holds decoder layers only
+   */
   public int mtpLayers() {
     return mtpLayers;
   }
 
-  /** The kind of the layer at storage position {@code layer}. */
+  /**
+   * The kind of the layer at storage position {@code layer}.
+   *
+   * @param layer a storage position, in {@code [0, layers())}
+   * @return decoder or MTP
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the position is out of range
+   */
   public LayerKind layerKind(int layer) {
     checkLayerRange(layer, layer + 1);
     return layer >= layerIds.length - mtpLayers ? LayerKind.MTP : LayerKind.DECODER;
   }
 
-  /** The key (kind and number) of the layer at storage position {@code layer}. */
+  /**
+   * The key (kind and number) of the layer at storage position {@code layer}.
+   *
+   * @param layer a storage position, in {@code [0, layers())}
+   * @return its key
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the position is out of range
+   */
   public LayerKey layerKey(int layer) {
     return LayerKey.of(layerKind(layer), layerId(layer));
   }
 
-  /** The keys of every stored layer, in storage order (replay registries take them to match layers by key). */
+  /**
+   * The keys of every stored layer, in storage order (replay registries take them to match layers by key).
+   *
+   * @return a new array [layers()]
+   */
   public LayerKey[] layerKeys() {
     LayerKey[] out = new LayerKey[layerIds.length];
     for (int i = 0; i < out.length; i++) out[i] = layerKey(i);
     return out;
   }
 
-  /** Position of decoder layer {@code layerId} in this trace, or -1 when the layer is not stored. */
+  /**
+   * Position of decoder layer {@code layerId} in this trace.
+   *
+   * @param layerId a decoder layer number
+   * @return its storage position, or -1 when the layer is not stored
+   */
   public int layerIndex(int layerId) {
     return layerIndex(LayerKey.decoder(layerId));
   }
 
-  /** Position of the layer {@code key} in this trace, or -1 when the layer is not stored. */
+  /**
+   * Position of the layer {@code key} in this trace.
+   *
+   * @param key a layer's kind and number
+   * @return its storage position, or -1 when the layer is not stored
+   */
   public int layerIndex(LayerKey key) {
     for (int i = 0; i < layerIds.length; i++) if (layerIds[i] == key.number() && layerKind(i) == key.kind()) return i;
     return -1;
   }
 
-  /** The router's score function as recorded (for example "softmax", "sigmoid"). */
+  /**
+   * The router's score function as recorded.
+   *
+   * @return for example "softmax" or "sigmoid"; free text, not checked against {@code ScoreFunction}
+   */
   public String scoreFunction() {
     return scoreFunction;
   }
 
-  /** Storage type of the indices: "U8" when E &lt;= 256, else "U16" (safetensors dtype names). */
+  /**
+   * Storage type of the indices (safetensors dtype names).
+   *
+   * @return "U8" when E &lt;= 256, else "U16"
+   */
   public String indexDtype() {
     return store.elementBytes == 1 ? "U8" : "U16";
   }
 
+  /**
+   * Number of samples (sequences).
+   *
+   * @return the samples, possibly 0
+   */
   public int samples() {
     return offsets.length - 1;
   }
 
-  /** Tokens of all samples together. */
+  /**
+   * Tokens of all samples together.
+   *
+   * @return the sum of {@link #sampleTokens(int)} over the samples
+   */
   public long totalTokens() {
     return offsets[offsets.length - 1];
   }
 
-  /** First global token of sample {@code s}; {@code sampleOffset(samples())} is {@link #totalTokens()}. */
+  /**
+   * First global token of sample {@code s}.
+   *
+   * @param s a sample, in {@code [0, samples()]}; {@code sampleOffset(samples())} is {@link #totalTokens()}
+   * @return the global index of the sample's first token
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when s is out of range
+   */
   public long sampleOffset(int s) {
     if (s < 0 || s > samples()) throw invalid("sample offset " + s + " outside [0, " + samples() + "]");
     return offsets[s];
   }
 
-  /** The per-sample token offsets [samples + 1] (a copy). */
+  /**
+   * The per-sample token offsets.
+   *
+   * @return a new array [samples + 1], starting at 0 and ending at {@link #totalTokens()}
+   */
   public long[] sampleOffsets() {
     return offsets.clone();
   }
 
+  /**
+   * Tokens of one sample.
+   *
+   * @param sample a sample, in {@code [0, samples())}
+   * @return its token count
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the sample is out of range
+   * @throws ArithmeticException when the sample has more than {@code Integer.MAX_VALUE} tokens
+   */
   public int sampleTokens(int sample) {
     checkSample(sample);
     return Math.toIntExact(offsets[sample + 1] - offsets[sample]);
   }
 
-  /** The file this trace was opened from, or null for an in-memory trace or a slice. */
+  /**
+   * The file this trace was opened from.
+   *
+   * @return the path, or null for an in-memory trace or a slice
+   */
   public Path path() {
     return source == null ? null : source.path;
   }
 
-  /** True when the indices are memory-mapped from a file. */
+  /**
+   * Whether the indices are memory-mapped from a file.
+   *
+   * @return true for traces from {@link TraceFiles#open(Path)} and their slices
+   */
   public boolean isMapped() {
     return store.mapped;
   }
 
   // ------------------------------------------------------------------ mask
 
-  /** True when the trace has a per-token mask (some rows may be unrecorded). */
+  /**
+   * Whether the trace has a per-token mask.
+   *
+   * @return true when some rows may be unrecorded; false when every row holds recorded routing
+   */
   public boolean hasMask() {
     return mask != null;
   }
 
-  /** Whether token {@code token} of sample {@code sample} was recorded (false: route it live). */
+  /**
+   * Whether one token was recorded.
+   *
+   * @param sample a sample, in {@code [0, samples())}
+   * @param token a token of that sample, in {@code [0, sampleTokens(sample))}
+   * @return true when recorded; false when the row is a placeholder (route it live)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when sample or token is out of range
+   */
   public boolean recorded(int sample, int token) {
     checkSample(sample);
     long tokens = offsets[sample + 1] - offsets[sample];
@@ -217,7 +360,14 @@ public final class RoutingTrace {
 
   /**
    * Copies the mask of global tokens {@code [tokenFrom, tokenTo)} into {@code dst[dstPos ..]} (1 = recorded,
-   * 0 = route live; all 1 without a mask); returns the number of bytes written.
+   * 0 = route live; all 1 without a mask).
+   *
+   * @param tokenFrom first global token, {@code >= 0}
+   * @param tokenTo end (exclusive), at most {@link #totalTokens()}
+   * @param dst the destination
+   * @param dstPos first index written
+   * @return the number of bytes written, {@code tokenTo - tokenFrom}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad range or a destination too short
    */
   public int copyMask(long tokenFrom, long tokenTo, byte[] dst, int dstPos) {
     if (tokenFrom < 0 || tokenTo < tokenFrom || tokenTo > totalTokens())
@@ -229,7 +379,13 @@ public final class RoutingTrace {
     return n;
   }
 
-  /** The mask of one sample [tokens] (1 = recorded). */
+  /**
+   * The mask of one sample, what replay takes as its mask.
+   *
+   * @param sample a sample, in {@code [0, samples())}
+   * @return a new array [tokens]: 1 = recorded, 0 = route live (all 1 without a mask)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the sample is out of range
+   */
   public byte[] sampleMask(int sample) {
     checkSample(sample);
     byte[] out = new byte[sampleTokens(sample)];
@@ -237,7 +393,11 @@ public final class RoutingTrace {
     return out;
   }
 
-  /** Number of unrecorded (mask 0) tokens. */
+  /**
+   * Number of unrecorded (mask 0) tokens.
+   *
+   * @return 0 without a mask
+   */
   public long maskedTokens() {
     if (mask == null) return 0;
     long n = 0;
@@ -248,9 +408,15 @@ public final class RoutingTrace {
   // ------------------------------------------------------------------ indices
 
   /**
-   * Expert of one (sample, token, layer, slot); {@code layer} is a position in {@link #layerIds()}.
+   * Expert of one (sample, token, layer, slot).
    *
+   * @param sample a sample, in {@code [0, samples())}
+   * @param token a token of that sample
+   * @param layer a storage position in {@link #layerIds()}, not a layer number
+   * @param slot a position within the top-k row, in {@code [0, k)}
+   * @return the expert, in {@code [0, E)}
    * @throws TraceFormatException when a file-backed trace holds an index &gt;= E there
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when an argument is out of range
    */
   public int expert(int sample, int token, int layer, int slot) {
     checkSample(sample);
@@ -263,7 +429,14 @@ public final class RoutingTrace {
     return v;
   }
 
-  /** All indices of one sample, [tokens, layers, k]. */
+  /**
+   * All indices of one sample.
+   *
+   * @param sample a sample, in {@code [0, samples())}
+   * @return a new array [tokens, layers, k]
+   * @throws TraceFormatException when a file-backed trace holds an index &gt;= E
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the sample is out of range
+   */
   public int[] sample(int sample) {
     int[] out = new int[Math.multiplyExact(sampleTokens(sample), layerIds.length * topK)];
     copySample(sample, 0, layerIds.length, out, 0);
@@ -272,7 +445,16 @@ public final class RoutingTrace {
 
   /**
    * Copies sample {@code sample}, layers {@code [layerFrom, layerTo)} (positions), into
-   * {@code dst[dstPos ..]} as [tokens, layerTo - layerFrom, k]; returns the number of ints written.
+   * {@code dst[dstPos ..]} as [tokens, layerTo - layerFrom, k].
+   *
+   * @param sample a sample, in {@code [0, samples())}
+   * @param layerFrom first storage position
+   * @param layerTo end position (exclusive), at most {@link #layers()}
+   * @param dst the destination
+   * @param dstPos first index written
+   * @return the number of ints written
+   * @throws TraceFormatException when a file-backed trace holds an index &gt;= E
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad range or a destination too short
    */
   public int copySample(int sample, int layerFrom, int layerTo, int[] dst, int dstPos) {
     checkSample(sample);
@@ -281,8 +463,18 @@ public final class RoutingTrace {
 
   /**
    * Copies global tokens {@code [tokenFrom, tokenTo)}, layers {@code [layerFrom, layerTo)}, into
-   * {@code dst[dstPos ..]} as [tokens, layerTo - layerFrom, k]; returns the number of ints written.
-   * Every copied index is checked against E (a file may hold any byte).
+   * {@code dst[dstPos ..]} as [tokens, layerTo - layerFrom, k]. Every copied index is checked against E (a
+   * file may hold any byte).
+   *
+   * @param tokenFrom first global token, {@code >= 0}
+   * @param tokenTo end (exclusive), at most {@link #totalTokens()}
+   * @param layerFrom first storage position
+   * @param layerTo end position (exclusive), at most {@link #layers()}
+   * @param dst the destination
+   * @param dstPos first index written
+   * @return the number of ints written
+   * @throws TraceFormatException naming sample, token and layer when a file-backed trace holds an index &gt;= E
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad range or a destination too short
    */
   public int copyTokens(long tokenFrom, long tokenTo, int layerFrom, int layerTo, int[] dst, int dstPos) {
     if (tokenFrom < 0 || tokenTo < tokenFrom || tokenTo > totalTokens())
@@ -345,7 +537,14 @@ public final class RoutingTrace {
 
   // ------------------------------------------------------------------ derived traces
 
-  /** Samples {@code [from, to)} as a view sharing the storage (no copy). */
+  /**
+   * Samples {@code [from, to)} as a view sharing the storage (no copy).
+   *
+   * @param from first sample
+   * @param to end sample (exclusive), at most {@link #samples()}
+   * @return a trace of {@code to - from} samples; {@link #path()} is null
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad range
+   */
   public RoutingTrace slice(int from, int to) {
     if (from < 0 || to < from || to > samples()) throw invalid("sample range [" + from + ", " + to + ") outside [0, " + samples() + "]");
     long[] o = new long[to - from + 1];
@@ -353,7 +552,15 @@ public final class RoutingTrace {
     return new RoutingTrace(model, experts, topK, layerIds, mtpLayers, scoreFunction, o, store, mask, rowBase + offsets[from], null);
   }
 
-  /** The given samples, in the given order, with layers {@code [layerFrom, layerTo)}, as an in-memory copy. */
+  /**
+   * The given samples, in the given order, with layers {@code [layerFrom, layerTo)}, as an in-memory copy.
+   *
+   * @param samples the samples to keep, in the order wanted (repeats allowed)
+   * @param layerFrom first storage position
+   * @param layerTo end position (exclusive); at least one layer
+   * @return a new in-memory trace
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad sample or layer range
+   */
   public RoutingTrace select(int[] samples, int layerFrom, int layerTo) {
     Objects.requireNonNull(samples, "samples");
     checkLayerRange(layerFrom, layerTo);
@@ -368,7 +575,12 @@ public final class RoutingTrace {
     return b.build();
   }
 
-  /** True when both traces hold the same metadata, sample offsets and indices. */
+  /**
+   * Whether both traces hold the same metadata, sample offsets, masks and indices, whatever their storage.
+   *
+   * @param o another trace, or null
+   * @return true when the contents are equal
+   */
   public boolean contentEquals(RoutingTrace o) {
     if (o == this) return true;
     if (o == null || experts != o.experts || topK != o.topK || !model.equals(o.model) || !scoreFunction.equals(o.scoreFunction)
@@ -496,7 +708,13 @@ public final class RoutingTrace {
       this.seen = new int[experts];
     }
 
-    /** Adds a sample given as [tokens, layers, k] (the whole array). */
+    /**
+     * Adds a sample given as [tokens, layers, k] (the whole array).
+     *
+     * @param indices the sample, a multiple of layers * k ints; copied
+     * @return this builder
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming sample, token and layer of an invalid row
+     */
     public Builder addSample(int[] indices) {
       Objects.requireNonNull(indices, "indices");
       if (indices.length % rowElements != 0)
@@ -504,7 +722,14 @@ public final class RoutingTrace {
       return addSample(indices, 0, indices.length / rowElements);
     }
 
-    /** Adds a sample given as [tokens, layers, k] with its mask [tokens] (1 = recorded; null: all recorded). */
+    /**
+     * Adds a sample given as [tokens, layers, k] with its mask.
+     *
+     * @param indices the sample, a multiple of layers * k ints; copied
+     * @param mask [tokens], 1 = recorded, 0 = not recorded (the row is stored as placeholders); null: all recorded
+     * @return this builder
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming sample, token and layer of an invalid row
+     */
     public Builder addSample(int[] indices, byte[] mask) {
       Objects.requireNonNull(indices, "indices");
       if (indices.length % rowElements != 0)
@@ -512,14 +737,32 @@ public final class RoutingTrace {
       return addSample(indices, 0, indices.length / rowElements, mask, 0);
     }
 
-    /** Adds a sample of {@code tokens} tokens from {@code indices[offset ..]}, [tokens, layers, k]. */
+    /**
+     * Adds a sample of {@code tokens} tokens from {@code indices[offset ..]}, [tokens, layers, k].
+     *
+     * @param indices the array holding the sample; copied
+     * @param offset index of the sample's first int
+     * @param tokens tokens in the sample, {@code >= 0}
+     * @return this builder
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a range outside the array or an invalid row
+     */
     public Builder addSample(int[] indices, int offset, int tokens) {
       return addSample(indices, offset, tokens, null, 0);
     }
 
     /**
      * Adds a sample of {@code tokens} tokens from {@code indices[offset ..]}, [tokens, layers, k], with its mask
-     * {@code mask[maskOffset ..]} [tokens] (1 = recorded, 0 = not recorded; null: all recorded).
+     * {@code mask[maskOffset ..]} [tokens]. All-or-nothing: a rejected sample adds nothing.
+     *
+     * @param indices the array holding the sample; copied
+     * @param offset index of the sample's first int
+     * @param tokens tokens in the sample, {@code >= 0}
+     * @param mask 1 = recorded, 0 = not recorded (stored as {@code 0 .. k-1}, -1 padding included); null: all recorded
+     * @param maskOffset index of the sample's first mask entry
+     * @return this builder
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a range outside an array, a mask value other
+     *     than 0 and 1, a row of a recorded token with an expert out of range or repeated (naming sample, token
+     *     and layer), or more than 2 GiB of indices
      */
     public Builder addSample(int[] indices, int offset, int tokens, byte[] mask, int maskOffset) {
       Objects.requireNonNull(indices, "indices");
@@ -592,7 +835,13 @@ public final class RoutingTrace {
       return this;
     }
 
-    /** Adds every sample of another trace with the same E, k and layers. */
+    /**
+     * Adds every sample of another trace with the same E, k and layers.
+     *
+     * @param other the trace to append
+     * @return this builder
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when E, k or the layers differ
+     */
     public Builder addSamples(RoutingTrace other) {
       if (other.experts != experts || other.topK != topK || !Arrays.equals(other.layerIds, layerIds) || other.mtpLayers != mtpLayers)
         throw invalid("cannot merge " + other + ": E, k or layers differ");
@@ -604,10 +853,20 @@ public final class RoutingTrace {
       return l >= layerIds.length - mtpLayers ? "mtp " + layerIds[l] : Integer.toString(layerIds[l]);
     }
 
+    /**
+     * Samples added so far.
+     *
+     * @return the number of samples
+     */
     public int samples() {
       return samples;
     }
 
+    /**
+     * The trace of the samples added so far; the builder can keep adding.
+     *
+     * @return a new immutable in-memory trace
+     */
     public RoutingTrace build() {
       long[] o = Arrays.copyOf(offsets, samples + 1);
       long rows = o[samples];

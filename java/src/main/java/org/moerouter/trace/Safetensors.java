@@ -30,6 +30,15 @@ import java.util.Objects;
  * Malformed files raise {@link TraceFormatException} naming the file and the problem: a header that is not
  * strict JSON, data offsets that leave gaps, overlap or run past the file, a shape that does not match its
  * byte range. Writes are atomic (temporary file, fsync, rename).
+ *
+ * <pre>{@code
+ * Safetensors.Contents c = Safetensors.read(Path.of("batch.safetensors"));
+ * Npy.Array experts = c.get("routed_experts", path);      // [batch, max_seq, layers, k]
+ * Safetensors.write(Path.of("out.safetensors"), Map.of("format", "pt"), Map.of("routed_experts", experts));
+ * }</pre>
+ *
+ * <p>Trap: this is a general reader for the integer and float tensors of routing data, not a model-weight
+ * loader: half-precision tensors are rejected, and a whole file is read into the heap.
  */
 public final class Safetensors {
   private Safetensors() {}
@@ -50,17 +59,29 @@ public final class Safetensors {
       this.end = end;
     }
 
-    /** The tensor's name. */
+    /**
+     * The tensor's name.
+     *
+     * @return the header key
+     */
     public String name() {
       return name;
     }
 
-    /** The safetensors dtype name ("I32", "U8", "BOOL", ...). */
+    /**
+     * The safetensors dtype name.
+     *
+     * @return "I32", "U8", "BOOL", ... as written in the header
+     */
     public String dtype() {
       return dtype;
     }
 
-    /** The shape (a copy). */
+    /**
+     * The shape.
+     *
+     * @return a new array, one entry per dimension
+     */
     public long[] shape() {
       return shape.clone();
     }
@@ -85,17 +106,29 @@ public final class Safetensors {
       this.dataStart = dataStart;
     }
 
-    /** The {@code __metadata__} strings (unmodifiable; empty when the file has none). */
+    /**
+     * The {@code __metadata__} strings.
+     *
+     * @return an unmodifiable map; empty when the file has none
+     */
     public Map<String, String> metadata() {
       return metadata;
     }
 
-    /** Whether the header has a {@code __metadata__} entry. */
+    /**
+     * Whether the header has a {@code __metadata__} entry (possibly empty).
+     *
+     * @return true when the entry is present
+     */
     public boolean hasMetadata() {
       return hasMetadata;
     }
 
-    /** The tensors, in header order (unmodifiable). */
+    /**
+     * The tensors, in header order.
+     *
+     * @return an unmodifiable map by name
+     */
     public Map<String, TensorInfo> tensors() {
       return tensors;
     }
@@ -111,22 +144,41 @@ public final class Safetensors {
       this.arrays = arrays;
     }
 
-    /** The header. */
+    /**
+     * The header.
+     *
+     * @return the parsed header
+     */
     public Header header() {
       return header;
     }
 
-    /** The metadata (empty when none). */
+    /**
+     * The metadata.
+     *
+     * @return the {@code __metadata__} strings; empty when none
+     */
     public Map<String, String> metadata() {
       return header.metadata();
     }
 
-    /** Every tensor, in header order (unmodifiable). */
+    /**
+     * Every tensor, in header order.
+     *
+     * @return an unmodifiable map by name
+     */
     public Map<String, Npy.Array> arrays() {
       return arrays;
     }
 
-    /** One tensor; a missing name is an error listing the names present. */
+    /**
+     * One tensor.
+     *
+     * @param name the tensor's name
+     * @param path the file, to name it in the error
+     * @return the tensor's data
+     * @throws TraceFormatException naming the file and listing the tensors present when the name is missing
+     */
     public Npy.Array get(String name, Path path) {
       Npy.Array a = arrays.get(name);
       if (a == null) throw new TraceFormatException(path + ": no tensor '" + name + "' (tensors: " + arrays.keySet() + ")");
@@ -136,7 +188,14 @@ public final class Safetensors {
 
   // ------------------------------------------------------------------ reading
 
-  /** Reads the header of a safetensors file. */
+  /**
+   * Reads the header of a safetensors file, without its data.
+   *
+   * @param path the file
+   * @return the parsed and checked header
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException naming the file for a malformed header or layout
+   */
   public static Header readHeader(Path path) throws IOException {
     Objects.requireNonNull(path, "path");
     try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
@@ -144,7 +203,14 @@ public final class Safetensors {
     }
   }
 
-  /** Reads a whole safetensors file. */
+  /**
+   * Reads a whole safetensors file.
+   *
+   * @param path the file
+   * @return its header and every tensor
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException naming the file and the tensor for anything malformed or an unsupported dtype
+   */
   public static Contents read(Path path) throws IOException {
     Objects.requireNonNull(path, "path");
     try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
@@ -339,6 +405,11 @@ public final class Safetensors {
    * Writes {@code tensors} (in map order in the header) and {@code metadata} (nullable) as a safetensors file,
    * atomically. The data buffer holds the tensors by descending item size, so that every tensor starts at a
    * multiple of its item size (the header is padded to 8 bytes), as Python's safetensors lays them out.
+   *
+   * @param path the file, replaced in one step
+   * @param metadata the {@code __metadata__} strings; null for none
+   * @param tensors the tensors by name, in header order
+   * @throws IOException when the file cannot be written (the previous one stays)
    */
   public static void write(Path path, Map<String, String> metadata, Map<String, Npy.Array> tensors) throws IOException {
     Objects.requireNonNull(path, "path");

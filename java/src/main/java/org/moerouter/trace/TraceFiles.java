@@ -68,10 +68,20 @@ import java.util.zip.CRC32;
  * checks the header and layout (not the data); {@link #read} additionally verifies the checksum (when present) and every
  * index. Malformed files raise {@link TraceFormatException} with the path and the precise problem;
  * file-system failures raise {@link IOException}.
+ *
+ * <pre>{@code
+ * TraceFiles.write(trace, Path.of("trace.safetensors"));
+ * RoutingTrace mapped = TraceFiles.open(Path.of("trace.safetensors"));   // cheap: header only
+ * RoutingTrace checked = TraceFiles.read(Path.of("trace.safetensors"));  // checksum and every index
+ * }</pre>
+ *
+ * <p>Trap: {@link #open} does not read the data, so a corrupt index surfaces only when it is accessed (as a
+ * {@link TraceFormatException} from the accessor); use {@link #read} for files from elsewhere.
  */
 public final class TraceFiles {
   private TraceFiles() {}
 
+  /** The {@code format} metadata value that marks a safetensors file as a routing trace. */
   public static final String FORMAT = "moe-router-trace";
   /** The version written for traces without a mask or MTP layers (readable by every version of this library). */
   public static final String FORMAT_VERSION = "1";
@@ -86,7 +96,14 @@ public final class TraceFiles {
 
   // ------------------------------------------------------------------ writing
 
-  /** Writes {@code trace} to {@code path} atomically (see the class comment). */
+  /**
+   * Writes {@code trace} to {@code path} atomically (see the class comment), with a checksum; format version 2
+   * only when the trace has a mask or MTP layers.
+   *
+   * @param trace the trace (in memory, mapped or a slice)
+   * @param path the file, replaced in one step
+   * @throws IOException when the file cannot be written (the previous one stays)
+   */
   public static void write(RoutingTrace trace, Path path) throws IOException {
     write(trace, path, UnaryOperator.identity());
   }
@@ -188,7 +205,14 @@ public final class TraceFiles {
 
   // ------------------------------------------------------------------ reading
 
-  /** Maps a trace file and checks its header and layout; indices are read (and range-checked) on access. */
+  /**
+   * Maps a trace file and checks its header and layout; indices are read (and range-checked) on access.
+   *
+   * @param path a trace file
+   * @return a memory-mapped trace
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException naming the file and the problem for a malformed header or layout
+   */
   public static RoutingTrace open(Path path) throws IOException {
     Objects.requireNonNull(path, "path");
     try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
@@ -203,14 +227,28 @@ public final class TraceFiles {
     }
   }
 
-  /** {@link #open} followed by {@link RoutingTrace#verify()}: checksum, index ranges, distinct rows. */
+  /**
+   * {@link #open} followed by {@link RoutingTrace#verify()}: checksum, index ranges, distinct rows.
+   *
+   * @param path a trace file
+   * @return a memory-mapped trace whose every index was checked
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException naming the file and the first problem (checksum, sample, token, layer)
+   */
   public static RoutingTrace read(Path path) throws IOException {
     RoutingTrace t = open(path);
     t.verify();
     return t;
   }
 
-  /** The metadata of a trace file (header only, checksum not verified). */
+  /**
+   * The metadata of a trace file (header only, checksum not verified).
+   *
+   * @param path a trace file
+   * @return the {@code __metadata__} strings, unknown keys included
+   * @throws IOException when the file cannot be read
+   * @throws TraceFormatException for a malformed header
+   */
   public static Map<String, String> metadata(Path path) throws IOException {
     return new LinkedHashMap<>(open(path).source.all);
   }
@@ -458,6 +496,11 @@ public final class TraceFiles {
    * Writes the indices of all samples, concatenated, as an int32 .npy of shape [tokens, layers, k]
    * (the layout SGLang and vLLM return). Sample boundaries are not part of a .npy file: keep the trace,
    * or export samples one by one with {@link #exportNpy(RoutingTrace, int, Path)}.
+   *
+   * @param trace a trace without unrecorded tokens
+   * @param path the .npy file, replaced in one step
+   * @throws IOException when the file cannot be written
+   * @throws TraceFormatException when the trace has unrecorded tokens (a .npy has no mask)
    */
   public static void exportNpy(RoutingTrace trace, Path path) throws IOException {
     refuseMasked(trace);
@@ -467,7 +510,15 @@ public final class TraceFiles {
     Npy.write(path, idx, trace.totalTokens(), trace.layers(), trace.topK());
   }
 
-  /** Writes one sample as an int32 .npy of shape [tokens, layers, k]. */
+  /**
+   * Writes one sample as an int32 .npy of shape [tokens, layers, k].
+   *
+   * @param trace the trace
+   * @param sample a sample without unrecorded tokens
+   * @param path the .npy file, replaced in one step
+   * @throws IOException when the file cannot be written
+   * @throws TraceFormatException when the sample has unrecorded tokens
+   */
   public static void exportNpy(RoutingTrace trace, int sample, Path path) throws IOException {
     refuseMasked(trace);
     Npy.write(path, trace.sample(sample), trace.sampleTokens(sample), trace.layers(), trace.topK());
@@ -485,6 +536,18 @@ public final class TraceFiles {
    * A trace from a .npy array of shape [tokens, layers, k] (or [tokens, k] for one layer), any integer
    * dtype. {@code experts <= 0} infers E as max index + 1; {@code layerIds} null means 0 .. layers-1;
    * {@code sampleOffsets} null means one sample. Indices are validated (range, distinct rows).
+   *
+   * @param array integer indices [tokens, layers, k] or [tokens, k]
+   * @param model the model name to store; null for ""
+   * @param experts E, above every index; {@code <= 0} to infer it (the largest index + 1: too small when the
+   *     top experts were never chosen)
+   * @param layerIds one layer number per column; null for {@code 0 .. layers-1}
+   * @param scoreFunction the score function's name to store; null for ""
+   * @param sampleOffsets [samples + 1] from 0 to the token count, non-decreasing; null for one sample
+   * @return an in-memory trace
+   * @throws TraceFormatException for float data, a wrong rank, or an index that does not fit in int32
+   * @throws org.moerouter.MoeRouterException {@link org.moerouter.Status#INVALID_ARGUMENT} for bad offsets or
+   *     layer ids, or an invalid row (naming sample, token and layer)
    */
   public static RoutingTrace fromNpy(Npy.Array array, String model, int experts, int[] layerIds, String scoreFunction,
       long[] sampleOffsets) {

@@ -20,10 +20,21 @@ import org.moerouter.Status;
 public class TraceFormatException extends MoeRouterException {
   private static final long serialVersionUID = 1L;
 
+  /**
+   * A malformed file.
+   *
+   * @param message the file (when known) and the first offending field, sample, token or layer
+   */
   public TraceFormatException(String message) {
     super(Status.INVALID_ARGUMENT, message);
   }
 
+  /**
+   * A malformed file, with the exception that revealed it.
+   *
+   * @param message the file (when known) and the first offending field, sample, token or layer
+   * @param cause the underlying exception
+   */
   public TraceFormatException(String message, Throwable cause) {
     super(Status.INVALID_ARGUMENT, message, cause);
   }

@@ -52,6 +52,20 @@ import org.moerouter.replay.LayerKind;
  * lists in natural name order, as written by Python's {@code safetensors} without this library's checksum),
  * or a directory of {@code .npy} files (natural name order). Anything that does not fit is a
  * {@link TraceFormatException} naming the file, sample, row or layer.
+ *
+ * <pre>{@code
+ * TraceInterop.Imported in = TraceInterop.read(Layout.SLIME, Path.of("routed.npz"), null,
+ *     new TraceInterop.ImportOptions().experts(64));
+ * in.notes().forEach(System.err::println);        // what the import decided on its own
+ * TraceFiles.write(Path.of("trace.safetensors"), in.trace());
+ * TraceInterop.write(Layout.MEGATRON, in.trace(), Path.of("idx.npy"), new TraceInterop.ExportOptions());
+ * }</pre>
+ *
+ * <p>Traps: without {@link ImportOptions#experts(int)} (or metadata) E is inferred as the largest index + 1,
+ * which is too small when the top experts were never chosen: set it for traces that must replay on a router;
+ * and a layout without a mask (slime, Megatron) cannot carry unrecorded rows, so exporting them is an error
+ * unless {@link ExportOptions#maskedRows(MaskedRows)} says what to write. Every file is written atomically
+ * (a temporary file renamed over the target): a failed export leaves the previous file as it was.
  */
 public final class TraceInterop {
   private TraceInterop() {}
@@ -67,23 +81,41 @@ public final class TraceInterop {
     /** Megatron-Core: [tokens, layers, k] int64, MoE layers in router creation order. */
     MEGATRON;
 
-    /** The layout's lower-case name, as the CLI takes it. */
+    /**
+     * The layout's lower-case name, as the CLI takes it.
+     *
+     * @return "slime", "miles", "verl" or "megatron"
+     */
     public String label() {
       return name().toLowerCase(Locale.ROOT);
     }
 
-    /** The layout of a name ("slime", "miles", "verl", "megatron"). */
+    /**
+     * The layout of a name.
+     *
+     * @param name "slime", "miles", "verl" or "megatron", in any case
+     * @return the layout
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} listing the names for anything else
+     */
     public static Layout parse(String name) {
       for (Layout l : values()) if (l.label().equals(name.toLowerCase(Locale.ROOT))) return l;
       throw new MoeRouterException(Status.INVALID_ARGUMENT, "unknown layout '" + name + "' (slime, miles, verl, megatron)");
     }
 
-    /** What all-(-1) rows mean on import unless told: LIVE for miles (its padding), else REJECT. */
+    /**
+     * What all-(-1) rows mean on import unless told.
+     *
+     * @return LIVE for miles (its padding), else REJECT
+     */
     public MinusOneRows defaultMinusOneRows() {
       return this == MILES ? MinusOneRows.LIVE : MinusOneRows.REJECT;
     }
 
-    /** How masked rows are written on export unless told: miles -1, verl zeros, slime and Megatron an error. */
+    /**
+     * How masked rows are written on export unless told.
+     *
+     * @return MINUS_ONE for miles, ZEROS for verl, ERROR for slime and Megatron (no way to mark them)
+     */
     public MaskedRows defaultMaskedRows() {
       return this == MILES ? MaskedRows.MINUS_ONE : this == VERL ? MaskedRows.ZEROS : MaskedRows.ERROR;
     }
@@ -100,19 +132,33 @@ public final class TraceInterop {
     /** Zeros (verl's value for positions the rollout did not fill). */
     ZEROS;
 
-    /** The CLI spelling ("error", "minus-one", "arange", "zeros"). */
+    /**
+     * The CLI spelling.
+     *
+     * @return "error", "minus-one", "arange" or "zeros"
+     */
     public String label() {
       return name().toLowerCase(Locale.ROOT).replace('_', '-');
     }
 
-    /** The value of a CLI spelling. */
+    /**
+     * The value of a CLI spelling.
+     *
+     * @param name "error", "minus-one", "arange" or "zeros", in any case
+     * @return the policy
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} listing the spellings for anything else
+     */
     public static MaskedRows parse(String name) {
       for (MaskedRows m : values()) if (m.label().equals(name.toLowerCase(Locale.ROOT))) return m;
       throw new MoeRouterException(Status.INVALID_ARGUMENT, "unknown masked-rows policy '" + name + "' (error, minus-one, arange, zeros)");
     }
   }
 
-  /** Options of an import; unset ones come from the file's metadata, the layout's default, or inference. */
+  /**
+   * Options of an import; unset ones come from the file's metadata, the layout's default, or inference.
+   * Setters return this object; {@link TraceInterop#read} fills unset fields from metadata in place, so use
+   * one object per import.
+   */
   public static final class ImportOptions {
     String model;
     String scoreFunction;
@@ -123,19 +169,38 @@ public final class TraceInterop {
     MinusOneRows minusOneRows;
     boolean align = true;
 
-    /** The model name stored in the trace. */
+    /** Options with nothing set: everything from metadata, defaults or inference. */
+    public ImportOptions() {}
+
+    /**
+     * The model name stored in the trace.
+     *
+     * @param m a free-form name; null for the metadata's or a placeholder
+     * @return these options
+     */
     public ImportOptions model(String m) {
       this.model = m;
       return this;
     }
 
-    /** The router's score function stored in the trace ("softmax", "sigmoid", ...). */
+    /**
+     * The router's score function stored in the trace.
+     *
+     * @param s "softmax", "sigmoid", ...; null for the metadata's or a placeholder
+     * @return these options
+     */
     public ImportOptions scoreFunction(String s) {
       this.scoreFunction = s;
       return this;
     }
 
-    /** E; 0 (default) infers max index + 1 and says so in {@link Imported#notes()}. */
+    /**
+     * The number of experts E. Set it whenever it is known: the inferred value is the largest index seen + 1.
+     *
+     * @param e E, in {@code [1, 65536]} and above every index; 0 (default) infers it and says so in
+     *     {@link Imported#notes()}
+     * @return these options
+     */
     public ImportOptions experts(int e) {
       this.experts = e;
       return this;
@@ -144,49 +209,85 @@ public final class TraceInterop {
     /**
      * slime, miles, verl: the MoE layers to keep, by column (= model layer number); default the columns
      * that are not all zero. Megatron: the decoder layer numbers of the columns (default 0 .. L-1).
+     *
+     * @param ids layer numbers (copied); null for the default
+     * @return these options
      */
     public ImportOptions layerIds(int... ids) {
       this.layerIds = ids == null ? null : ids.clone();
       return this;
     }
 
-    /** Megatron: the last columns are these MTP layers (Megatron creates MTP routers after the decoder's). */
+    /**
+     * Megatron: the last columns are these MTP layers (Megatron creates MTP routers after the decoder's).
+     *
+     * @param ids MTP layer numbers (copied); null for none
+     * @return these options
+     */
     public ImportOptions mtpLayerIds(int... ids) {
       this.mtpLayerIds = ids == null ? null : ids.clone();
       return this;
     }
 
-    /** Megatron: sample boundaries [samples + 1] over the tokens (default one sample). */
+    /**
+     * Megatron: sample boundaries over the tokens.
+     *
+     * @param offsets [samples + 1], from 0 to the token count, non-decreasing (copied); null for one sample
+     * @return these options
+     */
     public ImportOptions sampleOffsets(long... offsets) {
       this.sampleOffsets = offsets == null ? null : offsets.clone();
       return this;
     }
 
-    /** What all-(-1) rows mean (default {@link Layout#defaultMinusOneRows()}). */
+    /**
+     * What all-(-1) rows mean: rejected, or kept as unrecorded (mask 0) under LIVE and ARANGE.
+     *
+     * @param m the policy; null for {@link Layout#defaultMinusOneRows()}
+     * @return these options
+     */
     public ImportOptions minusOneRows(MinusOneRows m) {
       this.minusOneRows = m;
       return this;
     }
 
-    /** slime, miles: whether to add the one-row alignment (mask 0) per sample; default true. */
+    /**
+     * slime, miles: whether to add the one-row alignment (mask 0) per sample.
+     *
+     * @param a true (default) so that row r of a sample routes token r of its training sequence
+     * @return these options
+     */
     public ImportOptions align(boolean a) {
       this.align = a;
       return this;
     }
   }
 
-  /** Options of an export. */
+  /** Options of an export; setters return this object. */
   public static final class ExportOptions {
     int numLayers;
     MaskedRows maskedRows;
 
-    /** slime, miles, verl: the column count (all model layers); default the largest layer number + 1. */
+    /** Options with nothing set: the layout's defaults. */
+    public ExportOptions() {}
+
+    /**
+     * slime, miles, verl: the column count (all model layers, dense ones written as zeros).
+     *
+     * @param n columns, above every stored layer number; 0 (default) for the largest layer number + 1
+     * @return these options
+     */
     public ExportOptions numLayers(int n) {
       this.numLayers = n;
       return this;
     }
 
-    /** How rows with mask 0 are written (default {@link Layout#defaultMaskedRows()}). */
+    /**
+     * How rows with mask 0 are written.
+     *
+     * @param m the policy; null for {@link Layout#defaultMaskedRows()}
+     * @return these options
+     */
     public ExportOptions maskedRows(MaskedRows m) {
       this.maskedRows = m;
       return this;
@@ -203,12 +304,21 @@ public final class TraceInterop {
       this.notes = Collections.unmodifiableList(notes);
     }
 
-    /** The trace. */
+    /**
+     * The imported trace.
+     *
+     * @return an in-memory trace
+     */
     public RoutingTrace trace() {
       return trace;
     }
 
-    /** One line per decision the caller did not specify. */
+    /**
+     * What the import decided that the caller did not specify (inferred E, selected columns, rows made
+     * unrecorded).
+     *
+     * @return an unmodifiable list, one line per decision
+     */
     public List<String> notes() {
       return notes;
     }
@@ -216,17 +326,39 @@ public final class TraceInterop {
 
   // ------------------------------------------------------------------ import from arrays
 
-  /** slime: one [len(tokens) - 1, num_layers, k] array per sample. */
+  /**
+   * slime: one [len(tokens) - 1, num_layers, k] array per sample.
+   *
+   * @param samples the per-sample integer arrays, same num_layers and k
+   * @param o import options
+   * @return the trace and the import's notes
+   * @throws TraceFormatException naming the sample, row or layer that does not fit
+   */
   public static Imported fromSlime(List<Npy.Array> samples, ImportOptions o) {
     return fromPerSample(Layout.SLIME, samples, o, "sample");
   }
 
-  /** miles: one [len(tokens) - 1, num_layers, k] array per sample, rows of -1 are padding. */
+  /**
+   * miles: one [len(tokens) - 1, num_layers, k] array per sample, rows of -1 are padding.
+   *
+   * @param samples the per-sample integer arrays, same num_layers and k
+   * @param o import options
+   * @return the trace and the import's notes
+   * @throws TraceFormatException naming the sample, row or layer that does not fit
+   */
   public static Imported fromMiles(List<Npy.Array> samples, ImportOptions o) {
     return fromPerSample(Layout.MILES, samples, o, "sample");
   }
 
-  /** verl: routed_experts [batch, max_seq, layers, k] and attention_mask [batch, max_seq]. */
+  /**
+   * verl: routed_experts [batch, max_seq, layers, k] and attention_mask [batch, max_seq].
+   *
+   * @param routedExperts the padded integer indices
+   * @param attentionMask 1 for the positions that hold tokens, 0 for padding
+   * @param o import options
+   * @return the trace (one sample per batch row) and the import's notes
+   * @throws TraceFormatException for mismatched shapes, a mask value other than 0 and 1, or a bad row
+   */
   public static Imported fromVerl(Npy.Array routedExperts, Npy.Array attentionMask, ImportOptions o) {
     Objects.requireNonNull(routedExperts, "routedExperts");
     Objects.requireNonNull(attentionMask, "attentionMask");
@@ -256,7 +388,15 @@ public final class TraceInterop {
     return fromRows(Layout.VERL, rows, nl, k, o, "batch row");
   }
 
-  /** Megatron: [tokens, layers, k], any integer dtype (int64 as Megatron's top-k gives). */
+  /**
+   * Megatron: [tokens, layers, k], any integer dtype (int64 as Megatron's top-k gives).
+   *
+   * @param indices the indices of every MoE router, decoder layers then MTP layers
+   * @param o import options ({@link ImportOptions#sampleOffsets} splits the tokens into samples)
+   * @return the trace and the import's notes
+   * @throws TraceFormatException for a shape that is not [tokens, layers, k] or a bad row
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for sample offsets that do not cover the tokens
+   */
   public static Imported fromMegatron(Npy.Array indices, ImportOptions o) {
     Objects.requireNonNull(indices, "indices");
     long[] s = indices.shape();
@@ -476,17 +616,38 @@ public final class TraceInterop {
 
   // ------------------------------------------------------------------ export to arrays
 
-  /** slime: one int32 [rows - 1, numLayers, k] array per sample (the alignment row dropped). */
+  /**
+   * slime: one int32 [rows - 1, numLayers, k] array per sample (the alignment row dropped).
+   *
+   * @param t a trace of decoder layers only
+   * @param o export options
+   * @return one array per sample
+   * @throws TraceFormatException for MTP layers, an empty sample, or unrecorded rows under {@link MaskedRows#ERROR}
+   */
   public static List<Npy.Array> toSlime(RoutingTrace t, ExportOptions o) {
     return toPerSample(Layout.SLIME, t, o);
   }
 
-  /** miles: as slime, masked rows as -1. */
+  /**
+   * miles: as slime, masked rows as -1.
+   *
+   * @param t a trace of decoder layers only
+   * @param o export options
+   * @return one array per sample
+   * @throws TraceFormatException for MTP layers or an empty sample
+   */
   public static List<Npy.Array> toMiles(RoutingTrace t, ExportOptions o) {
     return toPerSample(Layout.MILES, t, o);
   }
 
-  /** verl: {routed_experts int32 [samples, max_tokens, numLayers, k], attention_mask int64 [samples, max_tokens]}, right-padded. */
+  /**
+   * verl: routed_experts and attention_mask, right-padded.
+   *
+   * @param t a trace of decoder layers only
+   * @param o export options
+   * @return {routed_experts int32 [samples, max_tokens, numLayers, k], attention_mask int64 [samples, max_tokens]}
+   * @throws TraceFormatException for MTP layers
+   */
   public static Npy.Array[] toVerl(RoutingTrace t, ExportOptions o) {
     int nl = columns(Layout.VERL, t, o);
     MaskedRows mr = o.maskedRows != null ? o.maskedRows : Layout.VERL.defaultMaskedRows();
@@ -503,7 +664,14 @@ public final class TraceInterop {
         new Npy.Array(Npy.Dtype.I8, new long[] {b, seq}, mask)};
   }
 
-  /** Megatron: int64 [tokens, layers, k] over every stored layer, in storage order. */
+  /**
+   * Megatron: int64 [tokens, layers, k] over every stored layer, in storage order.
+   *
+   * @param t any trace (MTP layers are the last columns)
+   * @param o export options
+   * @return one array over the tokens of every sample
+   * @throws TraceFormatException for unrecorded rows under {@link MaskedRows#ERROR} (the default)
+   */
   public static Npy.Array toMegatron(RoutingTrace t, ExportOptions o) {
     MaskedRows mr = o.maskedRows != null ? o.maskedRows : Layout.MEGATRON.defaultMaskedRows();
     int w = t.layers() * t.topK();
@@ -604,6 +772,14 @@ public final class TraceInterop {
    * {@code attention_mask} beside {@code routed_experts} in a .safetensors or .npz file, or a separate
    * {@code attentionMask} .npy. Metadata written by {@link #write} (model, experts, score function, layer
    * numbers, sample offsets) fills options the caller left unset.
+   *
+   * @param layout the system that wrote the file
+   * @param in a .npy, .npz or .safetensors file, or a directory of .npy files
+   * @param attentionMask verl only: a separate .npy holding the attention mask; null otherwise
+   * @param o import options, filled in place from metadata; null for defaults
+   * @return the trace and the import's notes
+   * @throws IOException when a file cannot be read
+   * @throws TraceFormatException naming the file and the sample, row or layer that does not fit
    */
   public static Imported read(Layout layout, Path in, Path attentionMask, ImportOptions o) throws IOException {
     Objects.requireNonNull(layout, "layout");
@@ -787,7 +963,16 @@ public final class TraceInterop {
    * .safetensors (same names) or, for one sample, .npy; verl as .safetensors or .npz ({@code routed_experts},
    * {@code attention_mask}); Megatron as .npy, or .safetensors/.npz ({@code routed_experts} plus
    * {@code sample_offsets}). Safetensors files carry the trace's metadata so that {@link #read} restores it.
-   * Returns what the file holds, in words.
+   * The arrays are built before the file is touched, and the file is replaced atomically.
+   *
+   * @param layout the system that will read the file
+   * @param trace the trace to export
+   * @param out the file; its extension (.npy, .npz, .safetensors) chooses the format
+   * @param o export options; null for defaults
+   * @return what the file holds, in words (for example "int64 [1024, 48, 8]")
+   * @throws IOException when the file cannot be written
+   * @throws TraceFormatException when the trace does not fit the layout
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for an unknown extension, or several arrays to a .npy
    */
   public static String write(Layout layout, RoutingTrace trace, Path out, ExportOptions o) throws IOException {
     Objects.requireNonNull(layout, "layout");

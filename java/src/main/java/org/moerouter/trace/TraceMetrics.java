@@ -5,12 +5,29 @@ import java.util.Arrays;
 import java.util.Objects;
 import org.moerouter.RoutingAgreement;
 
-/** Routing agreement between two traces of the same tokens ({@link RoutingAgreement}), streamed in chunks. */
+/**
+ * Routing agreement between two traces of the same tokens ({@link RoutingAgreement}), streamed in chunks,
+ * so that memory-mapped traces of any size compare in bounded memory.
+ *
+ * <pre>{@code
+ * RoutingAgreement.Result r = TraceMetrics.agreement(TraceFiles.open(rollout), TraceFiles.open(training));
+ * System.out.printf("%.4f of tokens differ in some layer%n", r.differingTokenFraction());
+ * }</pre>
+ */
 public final class TraceMetrics {
   private TraceMetrics() {}
 
   private static final int CHUNK_INTS = 1 << 20;
 
+  /**
+   * Agreement of two traces on the fastest engine; see
+   * {@link #agreement(RoutingTrace, RoutingTrace, RoutingAgreement.Engine)}.
+   *
+   * @param a one trace
+   * @param b the other, with the same k, layer ids and sample offsets
+   * @return the counts over the tokens both traces recorded
+   * @throws org.moerouter.MoeRouterException when the traces do not describe the same tokens and layers
+   */
   public static RoutingAgreement.Result agreement(RoutingTrace a, RoutingTrace b) {
     return agreement(a, b, RoutingAgreement.Engine.AUTO);
   }
@@ -19,6 +36,13 @@ public final class TraceMetrics {
    * Agreement of two traces with the same k, layer ids and sample offsets (E may differ, for example a
    * converted .npy with inferred E; the larger bounds the indices). Tokens that either trace did not record
    * (mask 0) are left out: {@code tokens()} of the result counts the compared ones.
+   *
+   * @param a one trace
+   * @param b the other, with the same k, layer ids and sample offsets
+   * @param engine where the counts are computed
+   * @return the counts over the tokens both traces recorded
+   * @throws org.moerouter.MoeRouterException when the traces do not describe the same tokens and layers
+   * @throws TraceFormatException when a file-backed trace holds an index out of range
    */
   public static RoutingAgreement.Result agreement(RoutingTrace a, RoutingTrace b, RoutingAgreement.Engine engine) {
     Objects.requireNonNull(a, "a");

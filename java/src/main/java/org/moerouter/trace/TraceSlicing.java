@@ -14,6 +14,16 @@ import org.moerouter.replay.LayerKey;
  * <p>Padding rows get the valid, distinct set {@code 0 .. k-1} (never duplicate indices, which replay
  * rejects) and mask 0 so that {@code MoeRouter.replay} routes them live; so do rows the trace's own mask
  * marks as not recorded.
+ *
+ * <pre>{@code
+ * for (int[] mb : TraceSlicing.microBatchesByTokens(trace, 8192)) {
+ *   TraceSlicing.Packed p = TraceSlicing.pack(trace, mb, TraceSlicing.cuSeqlens(trace, mb), 0, trace.layers());
+ *   registry.setReplayData(p.indices(), p.shape(), p.layerKeys(), p.mask());
+ *   // forward and backward of the micro-batch
+ * }
+ * }</pre>
+ *
+ * <p>Trap: replay must pass the packed mask along: the padding rows hold placeholders, not routing.
  */
 public final class TraceSlicing {
   private TraceSlicing() {}
@@ -37,44 +47,85 @@ public final class TraceSlicing {
       this.mask = mask;
     }
 
+    /**
+     * Rows of the packed sequence, padding included.
+     *
+     * @return the last {@code cu_seqlens} entry
+     */
     public int tokens() {
       return tokens;
     }
 
+    /**
+     * Experts per token and layer.
+     *
+     * @return k
+     */
     public int topK() {
       return k;
     }
 
+    /**
+     * Layers packed.
+     *
+     * @return the number of layer positions
+     */
     public int layers() {
       return layerIds.length;
     }
 
-    /** Model layer ids of the packed layers (a copy). */
+    /**
+     * Model layer ids of the packed layers.
+     *
+     * @return a new array [layers()]
+     */
     public int[] layerIds() {
       return layerIds.clone();
     }
 
-    /** Keys (kind and number) of the packed layers, for {@code ReplayRegistry.setReplayData}. */
+    /**
+     * Keys (kind and number) of the packed layers, for {@code ReplayRegistry.setReplayData}.
+     *
+     * @return a new array [layers()]
+     */
     public LayerKey[] layerKeys() {
       return keys.clone();
     }
 
-    /** The shape of {@link #indices()}: [tokens, layers, k]. */
+    /**
+     * The shape of {@link #indices()}.
+     *
+     * @return a new array {@code [tokens, layers, k]}
+     */
     public long[] shape() {
       return new long[] {tokens, layerIds.length, k};
     }
 
-    /** [tokens, layers, k] (the packed array itself). */
+    /**
+     * The packed indices [tokens, layers, k].
+     *
+     * @return the packed array itself (not a copy)
+     */
     public int[] indices() {
       return indices;
     }
 
-    /** [tokens]: 1 for recorded rows, 0 for padding and rows the trace did not record (route live). */
+    /**
+     * The replay mask [tokens].
+     *
+     * @return the array itself: 1 for recorded rows, 0 for padding and rows the trace did not record (route live)
+     */
     public byte[] mask() {
       return mask;
     }
 
-    /** One layer (position) as a new [tokens, k] array, for {@code RouterReplay.setTarget}. */
+    /**
+     * One layer as a new [tokens, k] array, for {@code RouterReplay.setTargetIndices}.
+     *
+     * @param position a layer position, in {@code [0, layers())}
+     * @return a new array [tokens, k]
+     * @throws org.moerouter.MoeRouterException when the position is out of range
+     */
     public int[] layer(int position) {
       if (position < 0 || position >= layerIds.length) throw RoutingTrace.invalid("layer position " + position + " outside [0, " + layerIds.length + ")");
       int[] out = new int[tokens * k];
@@ -89,7 +140,14 @@ public final class TraceSlicing {
    * non-decreasing): sample {@code samples[i]} fills rows {@code cuSeqlens[i] ..} and the rest of its
    * segment up to {@code cuSeqlens[i+1]} is padding. Layers {@code [layerFrom, layerTo)} (positions).
    *
-   * @throws org.moerouter.MoeRouterException when a sample is longer than its segment
+   * @param trace the recorded routing
+   * @param samples the samples to pack, in segment order
+   * @param cuSeqlens segment boundaries [samples.length + 1], from 0, non-decreasing
+   * @param layerFrom first layer position
+   * @param layerTo end layer position (exclusive), at most {@code trace.layers()}
+   * @return the packed indices and mask
+   * @throws org.moerouter.MoeRouterException when a sample is longer than its segment, or for bad boundaries or
+   *     layer range
    */
   public static Packed pack(RoutingTrace trace, int[] samples, int[] cuSeqlens, int layerFrom, int layerTo) {
     Objects.requireNonNull(trace, "trace");
@@ -124,13 +182,28 @@ public final class TraceSlicing {
     return new Packed(total, k, Arrays.copyOfRange(trace.layerKeys(), layerFrom, layerTo), idx, mask);
   }
 
-  /** Fills rows {@code [rowFrom, rowTo)} of k indices with {@code 0 .. k-1}. */
+  /**
+   * Fills rows {@code [rowFrom, rowTo)} of k indices with {@code 0 .. k-1}: valid, distinct placeholders.
+   *
+   * @param indices rows of k ints
+   * @param rowFrom first row
+   * @param rowTo end row (exclusive)
+   * @param k ints per row
+   * @throws ArrayIndexOutOfBoundsException when the rows run past the array
+   */
   public static void padRows(int[] indices, int rowFrom, int rowTo, int k) {
     for (int r = rowFrom; r < rowTo; r++)
       for (int j = 0; j < k; j++) indices[r * k + j] = j;
   }
 
-  /** Splits the samples into consecutive micro-batches of {@code samplesPerMicroBatch} (the last may be shorter). */
+  /**
+   * Splits the samples into consecutive micro-batches of {@code samplesPerMicroBatch} (the last may be shorter).
+   *
+   * @param trace the recorded routing
+   * @param samplesPerMicroBatch samples per micro-batch, {@code >= 1}
+   * @return one array of sample numbers per micro-batch
+   * @throws org.moerouter.MoeRouterException when samplesPerMicroBatch is below 1
+   */
   public static int[][] microBatches(RoutingTrace trace, int samplesPerMicroBatch) {
     if (samplesPerMicroBatch < 1) throw RoutingTrace.invalid("samples per micro-batch must be >= 1, got " + samplesPerMicroBatch);
     int n = trace.samples();
@@ -146,6 +219,11 @@ public final class TraceSlicing {
   /**
    * Splits the samples, in order, into micro-batches of at most {@code maxTokens} tokens each (dynamic
    * batching); a sample longer than {@code maxTokens} is rejected.
+   *
+   * @param trace the recorded routing
+   * @param maxTokens the token budget of a micro-batch, {@code >= 1}
+   * @return one array of sample numbers per micro-batch
+   * @throws org.moerouter.MoeRouterException when maxTokens is below 1 or a sample exceeds it
    */
   public static int[][] microBatchesByTokens(RoutingTrace trace, long maxTokens) {
     if (maxTokens < 1) throw RoutingTrace.invalid("max tokens per micro-batch must be >= 1, got " + maxTokens);
@@ -167,7 +245,14 @@ public final class TraceSlicing {
     return out.toArray(new int[0][]);
   }
 
-  /** cu_seqlens of the given samples packed back to back without padding. */
+  /**
+   * cu_seqlens of the given samples packed back to back without padding.
+   *
+   * @param trace the recorded routing
+   * @param samples the samples, in packing order
+   * @return [samples.length + 1] boundaries from 0
+   * @throws ArithmeticException when the total exceeds {@code Integer.MAX_VALUE} tokens
+   */
   public static int[] cuSeqlens(RoutingTrace trace, int[] samples) {
     int[] cu = new int[samples.length + 1];
     for (int i = 0; i < samples.length; i++) cu[i + 1] = Math.addExact(cu[i], trace.sampleTokens(samples[i]));
