@@ -15,7 +15,18 @@ import org.moerouter.MoeRouter;
 import org.moerouter.MoeRouterException;
 import org.moerouter.NativeLibrary;
 
-/** The {@code moe-router} command line: {@code demo}, {@code route}, {@code trace}, {@code info}. */
+/**
+ * The {@code moe-router} command line: {@code demo}, {@code route}, {@code trace}, {@code info}. The only
+ * public entry points are {@link #main} and {@link #run}; the commands themselves are package-private.
+ *
+ * <pre>{@code
+ * java -jar moe-router-cli.jar trace inspect trace.safetensors
+ * int status = Main.run(new String[] {"info"}, System.out, System.err);   // embedded, no System.exit
+ * }</pre>
+ *
+ * <p>Errors go to the error stream as one line starting with {@code moe-router: error: }, naming the file,
+ * flag or value; usage errors add a pointer to {@code --help}.
+ */
 public final class Main {
   private Main() {}
 
@@ -31,11 +42,24 @@ public final class Main {
   /** Every error, whatever the command, starts with this. */
   static final String ERROR = "moe-router: error: ";
 
+  /**
+   * Runs a command and exits the JVM with its status.
+   *
+   * @param args the command and its arguments, as {@link #run} takes them
+   */
   public static void main(String[] args) {
     System.exit(run(args, System.out, System.err));
   }
 
-  /** Runs a command; returns the exit status (0 ok, 1 failure, 2 usage). Never throws. */
+  /**
+   * Runs a command. Never throws and never exits the JVM.
+   *
+   * @param args the command ({@code demo}, {@code route}, {@code trace}, {@code info}, {@code --version},
+   *     {@code --help}) followed by its arguments
+   * @param out where results go
+   * @param err where errors, notes and progress go
+   * @return the exit status: 0 success, 1 failure (bad input, I/O, routing), 2 usage error
+   */
   public static int run(String[] args, PrintStream out, PrintStream err) {
     if (args.length == 0 || args[0].equals("-h") || args[0].equals("--help") || args[0].equals("help")) {
       (args.length == 0 ? err : out).println(USAGE);
