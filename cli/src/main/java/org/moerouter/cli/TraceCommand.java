@@ -199,7 +199,7 @@ final class TraceCommand {
         if (!seen.add(a)) throw new UsageException("option " + a + " given twice");
         String v = args[++i];
         switch (a) {
-          case "--experts": experts = (int) parseLong(a, v); if (experts < 1) throw new UsageException("--experts must be >= 1"); break;
+          case "--experts": experts = intInRange(a, v, 1, RoutingTrace.MAX_EXPERTS); break;
           case "--model": model = v; break;
           case "--score": score = v; break;
           case "--layer-ids": layerIds = ints(a, v); break;
@@ -209,7 +209,7 @@ final class TraceCommand {
           case "--to": to = layout(a, v); break;
           case "--minus-one-rows": minusOne = minusOneRows(v); break;
           case "--masked-rows": masked = maskedRows(v); break;
-          case "--num-layers": numLayers = (int) parseLong(a, v); if (numLayers < 1) throw new UsageException("--num-layers must be >= 1"); break;
+          case "--num-layers": numLayers = intInRange(a, v, 1, Integer.MAX_VALUE); break;
           case "--attention-mask": attentionMask = Path.of(v); break;
           default: throw new UsageException("unknown option " + a);
         }
@@ -332,6 +332,13 @@ final class TraceCommand {
     out.printf(Locale.ROOT, "%8s %12d %14.6f %14.6f%n", "all", r.tokens(), r.differingRowFraction(), r.meanOverlap());
     out.printf(Locale.ROOT, "tokens with any difference: %d of %d (%.6f)%n", r.differingTokens(), r.tokens(), r.differingTokenFraction());
     return 0;
+  }
+
+  /** An integer option checked as a long before it is narrowed, so 2^32 + 64 is not taken for 64. */
+  private static int intInRange(String opt, String v, int min, int max) {
+    long n = parseLong(opt, v);
+    if (n < min || n > max) throw new UsageException(opt + " must be in [" + min + ", " + max + "], got " + v.trim());
+    return (int) n;
   }
 
   private static long parseLong(String opt, String v) {

@@ -53,6 +53,33 @@ class NarrowingTest {
   }
 
   @Test
+  void traceConvertIntegerOptionsAreRangeCheckedBeforeNarrowing() throws Exception {
+    Path npy = dir.resolve("idx.npy");
+    Npy.write(npy, new int[] {0, 1, 2, 3}, 2, 1, 2);  // [tokens 2, layers 1, k 2]
+    Path out = dir.resolve("t.safetensors");
+    // (int) 4294967360 == 64: narrowed unchecked, this silently wrote a trace of 64 experts.
+    MainTest.Run r = run("trace", "convert", npy.toString(), out.toString(), "--experts", "4294967360");
+    assertEquals(2, r.status, r.err);
+    assertTrue(r.err.startsWith("moe-router: error: --experts must be in [1, 65536], got 4294967360\n"), r.err);
+    assertFalse(Files.exists(out));
+    r = run("trace", "convert", npy.toString(), out.toString(), "--experts", "65537");
+    assertEquals(2, r.status, r.err);
+    assertTrue(r.err.startsWith("moe-router: error: --experts must be in [1, 65536], got 65537\n"), r.err);
+    r = run("trace", "convert", npy.toString(), out.toString(), "--experts", "0");
+    assertEquals(2, r.status, r.err);
+    assertTrue(r.err.startsWith("moe-router: error: --experts must be in [1, 65536], got 0\n"), r.err);
+    assertFalse(Files.exists(out));
+
+    assertEquals(0, run("trace", "convert", npy.toString(), out.toString(), "--experts", "64").status);
+    Path slime = dir.resolve("s.npz");
+    // (int) 4294967298 == 2: the export would have had 2 columns.
+    r = run("trace", "convert", "--to", "slime", out.toString(), slime.toString(), "--num-layers", "4294967298");
+    assertEquals(2, r.status, r.err);
+    assertTrue(r.err.startsWith("moe-router: error: --num-layers must be in [1, 2147483647], got 4294967298\n"), r.err);
+    assertFalse(Files.exists(slime));
+  }
+
+  @Test
   void int64ReplayIndicesOutOfRangeAreReportedWithTheirValue() throws Exception {
     int t = 3, e = 8, k = 2;
     Path l = dir.resolve("l.npy");
