@@ -134,6 +134,10 @@ else
 fi
 classifiers="$(IFS=,; echo "${variants[*]}")"
 types="$(sed 's/[^,][^,]*/jar/g' <<<"$classifiers")"
+# The sources and javadoc jars are published beside the jar (skipped builds, -Dmaven.javadoc.skip, lack them).
+extras=""
+[[ -f "$target/moe-router-sources.jar" ]] && extras+="<sources>$target/moe-router-sources.jar</sources>"
+[[ -f "$target/moe-router-javadoc.jar" ]] && extras+="<javadoc>$target/moe-router-javadoc.jar</javadoc>"
 deploy_plugin="$(plugin_version maven-deploy-plugin)"
 [[ -n "$deploy_plugin" ]] || { echo "[adoption] no maven-deploy-plugin version in $ROOT/pom.xml" >&2; exit 2; }
 mkdir -p "$work/deploy"
@@ -150,7 +154,7 @@ cat >"$work/deploy/pom.xml" <<EOF
       </configuration></execution>
       <execution><id>library</id><phase>validate</phase><goals><goal>deploy-file</goal></goals><configuration>
         <file>$target/moe-router.jar</file><pomFile>$ROOT/java/pom.xml</pomFile>
-        <files>$files</files><classifiers>$classifiers</classifiers><types>$types</types>
+        <files>$files</files><classifiers>$classifiers</classifiers><types>$types</types>$extras
       </configuration></execution>
     </executions>
   </plugin></plugins></build>
