@@ -25,9 +25,11 @@ if [[ ${REBUILD:-0} == 1 || ! -f "$STAMP" || -n $(find "$ROOT/pom.xml" "$ROOT/na
 fi
 
 CP="$MOD/target/classes:$MOD/target/lib/*"
+# The options this JDK needs to run jlama quietly (jdk-options.sh: Unsafe memory access on JDK 23+).
+"$MOD/jdk-options.sh" "$JDK" "$MOD/target/jdk-options.args"
 # JMH forks inherit these options.
 JVM=("$JDK/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
-     -Dorg.bytedeco.javacpp.cachedir="$MOD/target/javacpp-cache")
+     -Dorg.bytedeco.javacpp.cachedir="$MOD/target/javacpp-cache" @"$MOD/target/jdk-options.args")
 cmd=r3
 if [[ $# -gt 0 && ( $1 == r3 || $1 == bench ) ]]; then cmd=$1; shift; fi
 if [[ $cmd == bench ]]; then
