@@ -5,20 +5,24 @@
 # JUnit console launcher, the goldens, the CUDA self-check and benchmark binaries, and
 # run-gpu-checks.sh (one command on a GPU host that has only the NVIDIA driver).
 #
-#   scripts/build-gpu-bundle.sh [--prebuilt] [--self-test]
+#   scripts/build-gpu-bundle.sh [--prebuilt] [--self-test] [--quiet]
 #
 #   --prebuilt   use what `mvn package` already left in java/target (jar, runtime and test dependencies,
 #                console launcher: the java module copies them in `package`) instead of running Maven
 #   --self-test  then unpack the tarball in a temporary folder and run its run-gpu-checks.sh without a GPU
 #                (MOE_REQUIRE_GPU=0): the bundle's CPU part must pass. `mvn verify` runs
-#                `--prebuilt --self-test` (java/pom.xml), so the bundle cannot rot. Without CUDA kernels
-#                (no nvcc) the self-test reports SKIPPED and exits 0.
+#                `--prebuilt --self-test --quiet` (java/pom.xml), so the bundle cannot rot. Without CUDA
+#                kernels (no nvcc) the self-test reports SKIPPED and exits 0.
+#   --quiet      as a build step: everything goes to DIST_DIR/build-gpu-bundle.log; on success one summary
+#                line is printed (nothing when skipped for want of nvcc, which the native build already
+#                said), on failure the log's last 80 lines and its path. MOE_ROUTER_VERBOSE=1 prints all.
 #
 # Needs here: JDK 17+ (jlink), Maven, nvcc (CUDA 12+), cmake. The bundle's CUDA runtime is the static
 # one of this nvcc: the GPU host's driver must support that CUDA version (CUDA 13 needs driver >= 580,
 # CUDA 12 needs >= 525; see README). Environment:
 #   CMAKE_CUDA_ARCHITECTURES  GPU architectures (default "80;90")
 #   MOE_GOLDENS               goldens directory (default: ../shared/goldens next to the repository, else java/src/test/goldens)
+#   MOE_GOLDENS_V2            goldens_v2 directory (default: ../shared/goldens_v2, else java/src/test/goldens_v2)
 #   MVN_OFFLINE=1             run Maven offline (-o); the console launcher must then be in ~/.m2
 #   DIST_DIR                  output directory (default <repo>/dist)
 # Exit status: 0 on success, 1 on a failed step (the self-test's run-gpu-checks.sh status otherwise).
@@ -31,20 +35,43 @@ STAGE="$DIST/$NAME"
 export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-80;90}"
 GOLDENS="${MOE_GOLDENS:-$ROOT/../shared/goldens}"
 [[ -d "$GOLDENS" || -n "${MOE_GOLDENS:-}" ]] || GOLDENS="$ROOT/java/src/test/goldens"  # the copy in the repository
+GOLDENS_V2="${MOE_GOLDENS_V2:-$ROOT/../shared/goldens_v2}"
+[[ -d "$GOLDENS_V2" || -n "${MOE_GOLDENS_V2:-}" ]] || GOLDENS_V2="$ROOT/java/src/test/goldens_v2"
 MVN=(mvn -B -q)
 [[ "${MVN_OFFLINE:-0}" == "1" ]] && MVN+=(-o)
 PREBUILT=0
 SELF_TEST=0
+QUIET=0
 for arg in "$@"; do
   case "$arg" in
     --prebuilt) PREBUILT=1 ;;
     --self-test) SELF_TEST=1 ;;
-    *) echo "usage: $0 [--prebuilt] [--self-test]" >&2; exit 1 ;;
+    --quiet) QUIET=1 ;;
+    *) echo "usage: $0 [--prebuilt] [--self-test] [--quiet]" >&2; exit 1 ;;
   esac
 done
 
 log() { echo "[gpu-bundle] $*"; }
 die() { echo "[gpu-bundle] ERROR: $*" >&2; exit 1; }
+
+# Everything that runs at exit: the self-test's folder, and in quiet mode the failure report.
+check_dir=""
+LOG=""
+on_exit() {
+  local status=$?
+  [[ -n "$check_dir" ]] && rm -rf "$check_dir"
+  if [[ -n "$LOG" ]] && ((status != 0)); then
+    tail -n 80 "$LOG" >&4
+    echo "[gpu-bundle] FAILED (exit $status); the whole log: $LOG" >&4
+  fi
+  return $status
+}
+trap on_exit EXIT
+if ((QUIET)) && [[ "${MOE_ROUTER_VERBOSE:-0}" != 1 ]]; then
+  mkdir -p "$DIST"
+  LOG="$DIST/build-gpu-bundle.log"
+  exec 3>&1 4>&2 >"$LOG" 2>&1
+fi
 
 # ---------------------------------------------------------------------------------- tools
 command -v cmake >/dev/null || die "cmake not found"
@@ -109,6 +136,8 @@ else
   log "WARNING: goldens not found at $GOLDENS (set MOE_GOLDENS); the golden test will fail on the GPU host"
   mkdir -p "$STAGE/goldens"
 fi
+[[ -d "$GOLDENS_V2" ]] || die "goldens_v2 not found at $GOLDENS_V2 (set MOE_GOLDENS_V2): GoldenV2Test needs them"
+cp -r "$GOLDENS_V2" "$STAGE/goldens_v2"
 {
   echo "moe-router GPU bundle"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
@@ -129,8 +158,17 @@ log "on the GPU host: tar xzf $NAME.tar.gz && cd $NAME && ./run-gpu-checks.sh"
 
 if ((SELF_TEST)); then
   check_dir="$(mktemp -d)"
-  trap 'rm -rf "$check_dir"' EXIT
   log "self-test: unpacking into $check_dir and running run-gpu-checks.sh with MOE_REQUIRE_GPU=0"
   tar -C "$check_dir" -xzf "$DIST/$NAME.tar.gz"
-  MOE_REQUIRE_GPU=0 MOE_RUN_BENCH=0 "$check_dir/$NAME/run-gpu-checks.sh"
+  # From the unpacked folder, as on a GPU host: nothing may be found relative to the checkout.
+  (cd "$check_dir" && MOE_REQUIRE_GPU=0 MOE_RUN_BENCH=0 "$check_dir/$NAME/run-gpu-checks.sh")
+fi
+if [[ -n "$LOG" ]]; then
+  # One line: the self-test's summary (PASS/SKIP lines and RESULT) as run-gpu-checks.sh printed it.
+  result="bundle built"
+  if ((SELF_TEST)); then
+    result="self-test: $(sed -n '/^=================== summary$/,/^RESULT: /p' "$LOG" | sed '1d; s/^ *//' | tr -s ' ' |
+      paste -sd ';' - | sed 's/;/; /g')"
+  fi
+  echo "[gpu-bundle] $result (log: $LOG)" >&3
 fi

@@ -141,7 +141,8 @@ cp="$HERE/test-classes"
 for j in "$HERE"/lib/*.jar; do cp="$cp:$j"; done
 step junit "$HERE/jre/bin/java" --enable-native-access=ALL-UNNAMED \
   "-Dorg.bytedeco.javacpp.cachedir=${MOE_JAVACPP_CACHE:-$HERE/.javacpp-cache}" \
-  "-Dmoerouter.requireGpu=$require_prop" "-Dmoerouter.goldens=$HERE/goldens" -Dmoerouter.simt=skip \
+  "-Dmoerouter.requireGpu=$require_prop" "-Dmoerouter.goldens=$HERE/goldens" "-Dmoerouter.goldens.v2=$HERE/goldens_v2" \
+  -Dmoerouter.simt=skip \
   -jar "$HERE/junit/junit-platform-console-standalone.jar" execute \
   --disable-banner --disable-ansi-colors --details=tree --fail-if-no-tests --reports-dir="$LOG_DIR/junit-reports" \
   -cp "$cp" --scan-classpath "$HERE/test-classes" ${JUNIT_ARGS:-}
