@@ -3,7 +3,8 @@
  * moe-router C ABI: MoE token-to-expert routing with replay, for CPU and CUDA.
  *
  * Semantics: docs/semantics.md (scores, group-limited top-k, weights, replay, backward, the
- * non-finite policy and replay rows of -1: sections 1-5).
+ * non-finite policy and replay rows of -1: sections 1-5; padding, counts, losses, token dropping:
+ * section 6).
  * Every function returns a moe_status (0 = MOE_OK); moe_status_string() names a code and
  * moe_last_error_message() gives the detail of the calling thread's last failure.
  *
@@ -192,6 +193,90 @@ int moe_aux_loss_host(moe_router* router, const void* logits, int dtype, int64_t
 /* z-loss coeff * mean_t(logsumexp(L_t)^2); grad_logits (optional) gets its gradient ADDED. */
 int moe_z_loss_host(moe_router* router, const void* logits, int dtype, int64_t tokens, float coeff, float* out_loss,
                     float* grad_logits);
+
+/*
+ * Spec section 6 with padding: valid tokens, counts, losses and token dropping. Host memory, any
+ * router (a CUDA router runs them on the CPU); every argument is checked before an output is written.
+ * A "valid" mask is uint8 [tokens], 1 = valid (v_t of the spec), NULL = every row valid; it comes from
+ * moe_valid_tokens_host, which turns Megatron's padding mask (1 = padding) into it.
+ */
+
+/* Row layout of the sequences of the sequence aux loss: row t = s * B + b (SB, Megatron [seq, batch])
+ * or t = b * Sq + s (BS, HF [batch, seq]). */
+typedef enum moe_seq_layout { MOE_SEQ_SB = 0, MOE_SEQ_BS = 1 } moe_seq_layout;
+/* Which routed tokens an expert keeps at capacity: the largest routing probs, or the first tokens. */
+typedef enum moe_drop_policy { MOE_DROP_PROBS = 0, MOE_DROP_POSITION = 1 } moe_drop_policy;
+
+/*
+ * v_t: out_valid[t] = 1 when padding_mask[t] == 0 (padding_mask [tokens], 1 = padding, NULL = none)
+ * and, under nonfinite ZERO, row t of logits [tokens, E] holds no NaN or +-inf (logits are read only
+ * under ZERO and may be NULL otherwise), else 0. out_count (optional): N = the number of valid rows.
+ */
+int moe_valid_tokens_host(moe_router* router, const void* logits, int dtype, int64_t tokens,
+                          const uint8_t* padding_mask, uint8_t* out_valid, int64_t* out_count);
+
+/* Counts per expert over the valid rows (valid [tokens] or NULL = all) of a selection idx [tokens, k]
+ * (tokens_per_expert / valid_tokens_per_expert without dropping); counts [E] overwritten. */
+int moe_tokens_per_expert_valid(const int32_t* idx, const uint8_t* valid, int64_t tokens, int k, int experts,
+                                int32_t* counts);
+/* Column sums of a routing map [tokens, E] (0/1 bytes; the final map of moe_drop_tokens_host) over the
+ * valid rows (valid or NULL); counts [E] overwritten. */
+int moe_map_tokens_per_expert(const uint8_t* map, const uint8_t* valid, int64_t tokens, int experts,
+                              int32_t* counts);
+
+/* Which losses one moe_losses_host call computes (spec section 6). A coefficient of 0 turns a loss off;
+ * coefficients must be finite and >= 0. */
+typedef struct moe_loss_config {
+  float aux_coeff;              /* switch load-balancing loss over this call's valid tokens */
+  float seq_aux_coeff;          /* sequence aux loss: needs seq_length and seq_layout */
+  float global_aux_coeff;       /* global aux loss: needs global_tokens and global_num_tokens */
+  float z_coeff;                /* router z-loss */
+  int64_t seq_length;           /* Sq >= 1 with seq_aux_coeff (tokens must be a multiple: B = tokens / Sq) */
+  int32_t seq_layout;           /* moe_seq_layout */
+  const double* global_tokens;  /* G [E] (finite, >= 0): aux-map counts over the ranks, averaged since the reset */
+  double global_num_tokens;     /* Ng (finite, >= 0): this micro-batch's global token count; 0 gives a 0 loss */
+} moe_loss_config;
+
+/* Loss values (double; the sums behind them are double, merged in a fixed order). */
+typedef struct moe_loss_values {
+  double aux_loss;
+  double seq_aux_loss;
+  double global_aux_loss;
+  double z_loss;
+  int64_t valid_tokens; /* N: valid rows (NULL valid: every row; under ZERO rows with a non-finite logit are not) */
+} moe_loss_values;
+
+/*
+ * The losses of `config` over logits [tokens, E] (spec section 6): aux scores A (softmax(L), or
+ * S / (sum S + 1e-20) for sigmoid and sqrtsoftplus) and the plain top-k map M of L (the k largest
+ * logits, ties to the lower index; no groups, bias, replay or dropping), both over the valid rows only
+ * (valid [tokens] or NULL; under nonfinite ZERO a row with a non-finite logit is invalid whatever
+ * valid says). With N = 0 every loss is 0 and no gradient is added.
+ * out (required): the values. out_aux_counts [E] (optional): c, the M counts over the valid rows (what
+ * the ranks sum into the global counts). out_aux_scores [tokens, E], out_aux_map [tokens, E] (optional):
+ * A and M, 0 on invalid rows. grad_logits [tokens, E] (optional): the gradient of the sum of the losses
+ * (upstream 1; c, G, Ng and N are constants) is ADDED to it, so it accumulates onto moe_route_backward's.
+ * Sums are merged in an order that does not depend on the thread count.
+ */
+int moe_losses_host(moe_router* router, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+                    const moe_loss_config* config, moe_loss_values* out, int32_t* out_aux_counts,
+                    float* out_aux_scores, uint8_t* out_aux_map, float* grad_logits);
+
+/*
+ * Token dropping (spec section 6) of a selection idx [tokens, k] (live or replayed, rows of distinct
+ * experts in range) with its weights w [tokens, k] (the routing probs, scale included): each expert keeps
+ * cap = ceil((tokens * k / E) * capacity_factor) tokens (float64; nothing is dropped when cap >= tokens),
+ * by policy PROBS (the largest probs, a token not routed to it has prob 0; NaN below every number) or
+ * POSITION (routed tokens first); ties go to the lower token index. pad_to_capacity: the final map is
+ * the keep mask itself (every expert gets min(cap, tokens) rows, rows not routed there have prob 0).
+ * Outputs, each optional: out_map [tokens, E] (the final map), out_probs [tokens, E] (w on the final
+ * map, 0 elsewhere), out_kept [tokens, k] (1 where the entry is kept: the backward takes dw * kept),
+ * out_kept_counts [E] (routed entries kept, <= cap), out_dropped (routed entries dropped).
+ * capacity_factor must be finite and > 0. w may be NULL for POSITION without out_probs.
+ */
+int moe_drop_tokens_host(moe_router* router, const int32_t* idx, const float* w, int64_t tokens,
+                         double capacity_factor, int policy, int pad_to_capacity, uint8_t* out_map, float* out_probs,
+                         uint8_t* out_kept, int32_t* out_kept_counts, int64_t* out_dropped);
 
 /*
  * Routing agreement of two selections a, b over `rows` rows of k experts (row r starts at

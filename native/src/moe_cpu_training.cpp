@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Training extras on the CPU (spec section 6): dense views, aux (load-balancing) loss, z-loss.
-// They run once per step and layer, so they favour determinism over speed: per-expert sums are
-// accumulated in double over fixed row chunks and merged in chunk order, whatever the thread count.
+// Training extras on the CPU (spec section 6): dense views, valid tokens, counts, and the losses (aux,
+// sequence aux, global aux, z) with their gradients. org.moerouter.JavaTraining mirrors the losses op
+// for op, so both backends give the same bits. They run once per step and layer and favour
+// determinism: per-expert sums are accumulated in double over fixed work items (B sequences x chunks of
+// 256 positions; one sequence of all rows without the sequence loss) and merged in item order,
+// whatever the thread count.
 #include <math.h>
 
 #include <algorithm>
@@ -15,6 +18,8 @@ namespace moe {
 namespace {
 
 constexpr int64_t kChunkRows = 256;
+// Below this many logits a call runs on its caller: the pool's wake-up costs more.
+constexpr int64_t kParallelMinElements = 1 << 15;
 
 struct Loader {
   const void* row;
@@ -22,172 +27,328 @@ struct Loader {
   float operator()(int i) const { return load_logit(row, dtype, i); }
 };
 
-struct RowsCtx {
+struct LossCtx {
   int score_fn, experts, k, dtype;
+  bool zero;   // nonfinite ZERO: a row with a non-finite logit is invalid
+  bool stats;  // aux scores A and map M wanted (any aux-type loss, or their outputs)
+  bool z;      // z-loss wanted
   int64_t tokens;
+  int64_t batch, seq_len, seq_chunks;  // work item w = (w / seq_chunks, w % seq_chunks)
+  int layout;                          // moe_seq_layout
   size_t row_bytes;
   const char* logits;
-  // aux pass 1
+  const uint8_t* valid;
+  // statistics pass: per work item
+  double* item_sums;     // [items, E] sum of A
+  int64_t* item_counts;  // [items, E] sum of M
+  double* item_z;        // [items] sum of lse^2
+  int64_t* item_n;       // [items] valid rows
   float* out_scores;
   uint8_t* out_map;
-  double* chunk_sums;     // [chunks, E] (aux) or [chunks] (z-loss)
-  int64_t* chunk_counts;  // [chunks, E]
-  // gradient passes
-  const float* f;
-  float c;
+  // gradient pass
+  const float* dA;  // [1 or B, E]: dLoss/dA of a valid row of sequence b (one row without the seq loss)
+  bool dA_per_seq;
+  float zc;  // 2 * coeff / N
   float* grad;
 };
 
-Loader row_loader(const RowsCtx& x, int64_t t) { return Loader{x.logits + t * x.row_bytes, x.dtype}; }
+Loader row_loader(const LossCtx& x, int64_t t) { return Loader{x.logits + t * x.row_bytes, x.dtype}; }
 
-void aux_pass1(void* vctx, int64_t c0, int64_t c1) {
-  RowsCtx& x = *static_cast<RowsCtx*>(vctx);
+int64_t row_of(const LossCtx& x, int64_t b, int64_t s) {
+  return x.layout == MOE_SEQ_BS ? b * x.seq_len + s : s * x.batch + b;
+}
+
+int64_t seq_of(const LossCtx& x, int64_t t) { return x.layout == MOE_SEQ_BS ? t / x.seq_len : t % x.batch; }
+
+bool row_valid(const LossCtx& x, int64_t t, const Loader& load) {
+  if (x.valid && !x.valid[t]) return false;
+  if (x.zero)
+    for (int i = 0; i < x.experts; ++i)
+      if (!is_finite(load(i))) return false;
+  return true;
+}
+
+// logsumexp in float from the canonical softmax statistics: log_det is deterministic on every backend
+// (libm log is not), and the sum is >= 1 for a finite row (its max contributes exp(0)). NaN otherwise.
+float row_lse(const RowSoftmax& sm) { return is_finite(sm.sum) ? sm.max + log_det(sm.sum) : sm.sum - sm.sum; }
+
+void loss_stats(void* vctx, int64_t w0, int64_t w1) {
+  LossCtx& x = *static_cast<LossCtx*>(vctx);
   const int E = x.experts;
   float scores[MOE_MAX_EXPERTS];
   uint64_t keys[MOE_MAX_TOPK];
-  for (int64_t ch = c0; ch < c1; ++ch) {
-    double* psum = x.chunk_sums + ch * E;
-    int64_t* cnt = x.chunk_counts + ch * E;
-    std::fill(psum, psum + E, 0.0);
-    std::fill(cnt, cnt + E, (int64_t)0);
-    const int64_t t1 = std::min(x.tokens, (ch + 1) * kChunkRows);
-    for (int64_t t = ch * kChunkRows; t < t1; ++t) {
-      aux_scores_row(x.score_fn, row_loader(x, t), E, scores);
-      int count = 0;
-      for (int i = 0; i < E; ++i) {
-        psum[i] += scores[i];
-        topk_insert(keys, count, x.k, rank_key(scores[i], i));
+  for (int64_t w = w0; w < w1; ++w) {
+    const int64_t b = w / x.seq_chunks, s0 = (w % x.seq_chunks) * kChunkRows;
+    const int64_t s1 = std::min(x.seq_len, s0 + kChunkRows);
+    double* psum = x.stats ? x.item_sums + w * E : nullptr;
+    int64_t* cnt = x.stats ? x.item_counts + w * E : nullptr;
+    if (x.stats) {
+      std::fill(psum, psum + E, 0.0);
+      std::fill(cnt, cnt + E, (int64_t)0);
+    }
+    double zsum = 0.0;
+    int64_t n = 0;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t t = row_of(x, b, s);
+      const Loader load = row_loader(x, t);
+      if (!row_valid(x, t, load)) {
+        if (x.out_scores) std::fill(x.out_scores + t * E, x.out_scores + (t + 1) * E, 0.0f);
+        if (x.out_map) std::fill(x.out_map + t * E, x.out_map + (t + 1) * E, (uint8_t)0);
+        continue;
       }
-      for (int j = 0; j < x.k; ++j) ++cnt[rank_key_index(keys[j])];
-      if (x.out_scores) std::copy(scores, scores + E, x.out_scores + t * E);
-      if (x.out_map) {
-        uint8_t* m = x.out_map + t * E;
-        std::fill(m, m + E, (uint8_t)0);
-        for (int j = 0; j < x.k; ++j) m[rank_key_index(keys[j])] = 1;
+      ++n;
+      if (x.stats) {
+        aux_scores_row(x.score_fn, load, E, scores);
+        int count = 0;
+        for (int i = 0; i < E; ++i) {
+          psum[i] += scores[i];
+          topk_insert(keys, count, x.k, rank_key(load(i), i));  // M ranks the logits themselves
+        }
+        for (int j = 0; j < x.k; ++j) ++cnt[rank_key_index(keys[j])];
+        if (x.out_scores) std::copy(scores, scores + E, x.out_scores + t * E);
+        if (x.out_map) {
+          uint8_t* m = x.out_map + t * E;
+          std::fill(m, m + E, (uint8_t)0);
+          for (int j = 0; j < x.k; ++j) m[rank_key_index(keys[j])] = 1;
+        }
+      }
+      if (x.z) {
+        const float lse = row_lse(row_softmax(load, E));
+        zsum += (double)lse * (double)lse;
       }
     }
+    x.item_z[w] = zsum;
+    x.item_n[w] = n;
   }
 }
 
-void aux_pass2(void* vctx, int64_t c0, int64_t c1) {
-  RowsCtx& x = *static_cast<RowsCtx*>(vctx);
+void loss_grad(void* vctx, int64_t c0, int64_t c1) {
+  LossCtx& x = *static_cast<LossCtx*>(vctx);
+  const int E = x.experts;
   float scores[MOE_MAX_EXPERTS];
-  const int64_t t0 = c0 * kChunkRows, t1 = std::min(x.tokens, c1 * kChunkRows);
-  for (int64_t t = t0; t < t1; ++t) {
-    Loader load = row_loader(x, t);
-    aux_scores_row(x.score_fn, load, x.experts, scores);
-    aux_grad_row(x.score_fn, load, x.experts, scores, x.f, x.c, x.grad + t * x.experts);
-  }
-}
-
-// logsumexp of a row in double from the canonical softmax statistics.
-double row_lse(const Loader& load, int experts, RowSoftmax* sm) {
-  *sm = row_softmax(load, experts);
-  return (double)sm->max + log((double)sm->sum);
-}
-
-void z_rows(void* vctx, int64_t c0, int64_t c1) {
-  RowsCtx& x = *static_cast<RowsCtx*>(vctx);
-  for (int64_t ch = c0; ch < c1; ++ch) {
-    double sum = 0.0;
-    const int64_t t1 = std::min(x.tokens, (ch + 1) * kChunkRows);
-    for (int64_t t = ch * kChunkRows; t < t1; ++t) {
-      Loader load = row_loader(x, t);
-      RowSoftmax sm;
-      double lse = row_lse(load, x.experts, &sm);
-      sum += lse * lse;
-      if (x.grad) {
-        float g = x.c * (float)lse;
-        float* out = x.grad + t * x.experts;
-        for (int i = 0; i < x.experts; ++i) out[i] = out[i] + g * (exp_det(load(i) - sm.max) / sm.sum);
-      }
+  const int64_t t1 = std::min(x.tokens, c1 * kChunkRows);
+  for (int64_t t = c0 * kChunkRows; t < t1; ++t) {
+    const Loader load = row_loader(x, t);
+    if (!row_valid(x, t, load)) continue;
+    float* g = x.grad + t * E;
+    if (x.dA) {
+      aux_scores_row(x.score_fn, load, E, scores);
+      // c = 1 is exact: dA already holds the coefficients (spec section 6, loss gradients).
+      aux_grad_row(x.score_fn, load, E, scores, x.dA + (x.dA_per_seq ? seq_of(x, t) * E : 0), 1.0f, g);
     }
-    x.chunk_sums[ch] = sum;
+    if (x.z) {
+      const RowSoftmax sm = row_softmax(load, E);
+      const float gz = x.zc * row_lse(sm);
+      for (int i = 0; i < E; ++i) g[i] = g[i] + gz * (exp_det(load(i) - sm.max) / sm.sum);
+    }
   }
 }
 
-void run_chunks(moe_router* r, int64_t chunks, CpuPool::Body body, RowsCtx* ctx) {
-  const int64_t work = ctx->tokens * ctx->experts;
-  if (r->backend == MOE_BACKEND_CPU && r->pool && chunks > 1 && work >= (1 << 15))
-    r->pool->run(chunks, 1, body, ctx);
+void run_items(moe_router* r, int64_t items, int64_t work, CpuPool::Body body, LossCtx* ctx) {
+  if (r->backend == MOE_BACKEND_CPU && r->pool && items > 1 && work >= kParallelMinElements)
+    r->pool->run(items, 1, body, ctx);
   else
-    body(ctx, 0, chunks);
+    body(ctx, 0, items);
 }
 
-RowsCtx rows_ctx(moe_router* r, const void* logits, int dtype, int64_t tokens) {
-  RowsCtx x{};
-  x.score_fn = r->config.score_fn;
-  x.experts = r->config.num_experts;
-  x.k = r->config.top_k;
-  x.dtype = dtype;
-  x.tokens = tokens;
-  x.row_bytes = (size_t)x.experts * (dtype == MOE_DTYPE_F32 ? 4 : 2);
-  x.logits = static_cast<const char*>(logits);
-  return x;
+struct ValidCtx {
+  int experts, dtype;
+  bool zero;
+  size_t row_bytes;
+  const char* logits;
+  const uint8_t* padding;
+  uint8_t* out;
+};
+
+void valid_rows(void* vctx, int64_t t0, int64_t t1) {
+  ValidCtx& x = *static_cast<ValidCtx*>(vctx);
+  for (int64_t t = t0; t < t1; ++t) {
+    bool v = !(x.padding && x.padding[t]);
+    if (v && x.zero) {
+      const Loader load{x.logits + t * x.row_bytes, x.dtype};
+      for (int i = 0; i < x.experts && v; ++i) v = is_finite(load(i));
+    }
+    x.out[t] = v ? 1 : 0;
+  }
 }
 
 }  // namespace
 
-int cpu_aux_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_scores,
-                 uint8_t* out_map, int32_t* out_counts, float* out_loss, float* grad) {
+int cpu_losses(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+               const moe_loss_config& c, moe_loss_values* out, int32_t* out_counts, float* out_scores,
+               uint8_t* out_map, float* grad) {
   const int E = r->config.num_experts, k = r->config.top_k;
-  const int64_t chunks = (tokens + kChunkRows - 1) / kChunkRows;
-  std::vector<double> sums;
-  std::vector<int64_t> counts;
-  try {
-    sums.resize((size_t)chunks * E);
-    counts.resize((size_t)chunks * E);
-  } catch (const std::bad_alloc&) {
-    return fail(MOE_ERR_OUT_OF_MEMORY, "aux loss: no memory for %lld partial sums", (long long)chunks * E);
-  }
-  RowsCtx x = rows_ctx(r, logits, dtype, tokens);
+  const bool aux = c.aux_coeff != 0.0f, seq = c.seq_aux_coeff != 0.0f, glob = c.global_aux_coeff != 0.0f;
+  LossCtx x{};
+  x.score_fn = r->config.score_fn;
+  x.experts = E;
+  x.k = k;
+  x.dtype = dtype;
+  x.zero = r->config.nonfinite == MOE_NONFINITE_ZERO;
+  x.stats = aux || seq || glob || out_counts || out_scores || out_map;
+  x.z = c.z_coeff != 0.0f;
+  x.tokens = tokens;
+  // Without the sequence loss: one sequence of every row (t = s), chunks of 256 rows.
+  x.batch = seq ? tokens / c.seq_length : 1;
+  x.seq_len = seq ? c.seq_length : tokens;
+  x.layout = seq ? c.seq_layout : MOE_SEQ_BS;
+  x.seq_chunks = (x.seq_len + kChunkRows - 1) / kChunkRows;
+  x.row_bytes = (size_t)E * (dtype == MOE_DTYPE_F32 ? 4 : 2);
+  x.logits = static_cast<const char*>(logits);
+  x.valid = valid;
   x.out_scores = out_scores;
   x.out_map = out_map;
-  x.chunk_sums = sums.data();
-  x.chunk_counts = counts.data();
-  run_chunks(r, chunks, aux_pass1, &x);
-
-  std::vector<float> f(E);
-  double loss = 0.0;
-  for (int i = 0; i < E; ++i) {
-    double p = 0.0;
-    int64_t n = 0;
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      p += sums[ch * E + i];
-      n += counts[ch * E + i];
+  const int64_t items = x.batch * x.seq_chunks, B = x.batch;
+  std::vector<double> sums, zs, p, pb;
+  std::vector<int64_t> counts, ns, cn, cb;
+  std::vector<float> dA;
+  try {
+    if (x.stats) {
+      sums.resize((size_t)items * E);
+      counts.resize((size_t)items * E);
     }
-    if (out_counts) out_counts[i] = (int32_t)n;
-    double fi = tokens > 0 ? (double)n / ((double)tokens * k) : 0.0;
-    f[i] = (float)fi;
-    if (tokens > 0) loss += fi * (p / (double)tokens);
+    zs.resize((size_t)items);
+    ns.resize((size_t)items);
+    p.assign((size_t)E, 0.0);
+    cn.assign((size_t)E, 0);
+    if (seq) {
+      pb.assign((size_t)B * E, 0.0);
+      cb.assign((size_t)B * E, 0);
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(MOE_ERR_OUT_OF_MEMORY, "losses: no memory for the partial sums of %lld work items", (long long)items);
   }
-  *out_loss = (float)((double)coeff * E * loss);
-  if (grad && tokens > 0) {
-    x.f = f.data();
-    x.c = (float)((double)coeff * E / (double)tokens);
+  x.item_sums = sums.data();
+  x.item_counts = counts.data();
+  x.item_z = zs.data();
+  x.item_n = ns.data();
+  run_items(r, items, tokens * E, loss_stats, &x);
+
+  int64_t n = 0;
+  double zsum = 0.0;
+  for (int64_t w = 0; w < items; ++w) {
+    n += ns[w];
+    zsum += zs[w];
+    if (!x.stats) continue;
+    const int64_t b = w / x.seq_chunks;
+    for (int i = 0; i < E; ++i) {
+      p[i] += sums[w * E + i];
+      cn[i] += counts[w * E + i];
+      if (seq) {
+        pb[b * E + i] += sums[w * E + i];
+        cb[b * E + i] += counts[w * E + i];
+      }
+    }
+  }
+  if (out_counts)
+    for (int i = 0; i < E; ++i) out_counts[i] = (int32_t)cn[i];
+  moe_loss_values v{};
+  v.valid_tokens = n;
+  // dLoss/dA = coefficient * X_i: (c, N) aux, (c_b, N / B) and 1 / B seq, (G, Ng) global (spec section 6).
+  double a_aux = 0.0, a_seq = 0.0, a_glob = 0.0;
+  if (n > 0) {
+    const double N = (double)n;
+    if (aux) {
+      double dot = 0.0;
+      for (int i = 0; i < E; ++i) dot += (double)cn[i] * p[i];
+      a_aux = (double)c.aux_coeff * E / ((double)k * N * N);
+      v.aux_loss = a_aux * dot;
+    }
+    if (seq) {
+      const double nq = N / (double)B;
+      double dot = 0.0;
+      for (int64_t j = 0; j < B * E; ++j) dot += (double)cb[j] * pb[j];
+      a_seq = (double)c.seq_aux_coeff * E / ((double)k * nq * nq * (double)B);
+      v.seq_aux_loss = a_seq * dot;
+    }
+    if (glob && c.global_num_tokens > 0.0) {
+      const double ng = c.global_num_tokens;
+      double dot = 0.0;
+      for (int i = 0; i < E; ++i) dot += c.global_tokens[i] * p[i];
+      a_glob = (double)c.global_aux_coeff * E / ((double)k * ng * ng);
+      v.global_aux_loss = a_glob * dot;
+    }
+    if (x.z) v.z_loss = (double)c.z_coeff * zsum / N;
+  }
+  if (grad && n > 0 && (a_aux != 0.0 || a_seq != 0.0 || a_glob != 0.0 || x.z)) {
+    const int64_t rows = seq ? B : 1;
+    if (a_aux != 0.0 || a_seq != 0.0 || a_glob != 0.0) {
+      try {
+        dA.resize((size_t)rows * E);
+      } catch (const std::bad_alloc&) {
+        return fail(MOE_ERR_OUT_OF_MEMORY, "losses: no memory for the aux-score gradients");
+      }
+      for (int64_t b = 0; b < rows; ++b)
+        for (int i = 0; i < E; ++i) {
+          double d = 0.0;
+          if (a_aux != 0.0) d += a_aux * (double)cn[i];
+          if (a_glob != 0.0) d += a_glob * c.global_tokens[i];
+          if (a_seq != 0.0) d += a_seq * (double)cb[b * E + i];
+          dA[b * E + i] = (float)d;
+        }
+      x.dA = dA.data();
+      x.dA_per_seq = seq;
+    }
+    x.zc = x.z ? (float)(2.0 * (double)c.z_coeff / (double)n) : 0.0f;
     x.grad = grad;
-    run_chunks(r, chunks, aux_pass2, &x);
+    run_items(r, (tokens + kChunkRows - 1) / kChunkRows, tokens * E, loss_grad, &x);
   }
+  *out = v;
   return MOE_OK;
+}
+
+int cpu_aux_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_scores,
+                 uint8_t* out_map, int32_t* out_counts, float* out_loss, float* grad) {
+  moe_loss_config c{};
+  c.aux_coeff = coeff;
+  moe_loss_values v{};
+  int st = cpu_losses(r, logits, dtype, tokens, nullptr, c, &v, out_counts, out_scores, out_map, grad);
+  if (st == MOE_OK) *out_loss = (float)v.aux_loss;
+  return st;
 }
 
 int cpu_z_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, float coeff, float* out_loss,
                float* grad) {
-  const int64_t chunks = (tokens + kChunkRows - 1) / kChunkRows;
-  std::vector<double> sums;
-  try {
-    sums.resize((size_t)chunks);
-  } catch (const std::bad_alloc&) {
-    return fail(MOE_ERR_OUT_OF_MEMORY, "z-loss: no memory");
+  moe_loss_config c{};
+  c.z_coeff = coeff;
+  moe_loss_values v{};
+  int st = cpu_losses(r, logits, dtype, tokens, nullptr, c, &v, nullptr, nullptr, nullptr, grad);
+  if (st == MOE_OK) *out_loss = (float)v.z_loss;
+  return st;
+}
+
+int cpu_valid_tokens(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* padding,
+                     uint8_t* out_valid, int64_t* out_count) {
+  ValidCtx x{};
+  x.experts = r->config.num_experts;
+  x.dtype = dtype;
+  x.zero = r->config.nonfinite == MOE_NONFINITE_ZERO;
+  x.row_bytes = (size_t)x.experts * (dtype == MOE_DTYPE_F32 ? 4 : 2);
+  x.logits = static_cast<const char*>(logits);
+  x.padding = padding;
+  x.out = out_valid;
+  if (x.zero && r->backend == MOE_BACKEND_CPU && r->pool && tokens * x.experts >= kParallelMinElements)
+    r->pool->run(tokens, kChunkRows, valid_rows, &x);
+  else
+    valid_rows(&x, 0, tokens);
+  int64_t n = 0;
+  for (int64_t t = 0; t < tokens; ++t) n += out_valid[t];
+  if (out_count) *out_count = n;
+  return MOE_OK;
+}
+
+int cpu_tokens_per_expert(const int32_t* idx, const uint8_t* map, const uint8_t* valid, int64_t tokens, int k,
+                          int experts, int32_t* counts) {
+  std::fill(counts, counts + experts, 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (valid && !valid[t]) continue;
+    if (idx) {
+      for (int j = 0; j < k; ++j) ++counts[idx[t * k + j]];
+    } else {
+      const uint8_t* m = map + t * experts;
+      for (int e = 0; e < experts; ++e) counts[e] += m[e] != 0;
+    }
   }
-  RowsCtx x = rows_ctx(r, logits, dtype, tokens);
-  x.chunk_sums = sums.data();
-  x.grad = grad;
-  x.c = tokens > 0 ? (float)(2.0 * coeff / (double)tokens) : 0.0f;
-  run_chunks(r, chunks, z_rows, &x);
-  double total = 0.0;
-  for (int64_t ch = 0; ch < chunks; ++ch) total += sums[ch];
-  *out_loss = tokens > 0 ? (float)((double)coeff * total / (double)tokens) : 0.0f;
   return MOE_OK;
 }
 

@@ -61,6 +61,20 @@ int cpu_z_loss(moe_router* r, const void* logits, int dtype, int64_t tokens, flo
                float* grad);
 int cpu_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, int experts, uint8_t* map,
                     uint64_t* bits, float* probs);
+// Spec section 6 (moe_cpu_training.cpp, moe_cpu_dropping.cpp; entry points in moe_api_training.cpp).
+int cpu_losses(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+               const moe_loss_config& config, moe_loss_values* out, int32_t* out_counts, float* out_scores,
+               uint8_t* out_map, float* grad);
+int cpu_valid_tokens(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* padding,
+                     uint8_t* out_valid, int64_t* out_count);
+// Counts of idx [tokens, k] (idx non-null) or column sums of map [tokens, E], over the valid rows.
+int cpu_tokens_per_expert(const int32_t* idx, const uint8_t* map, const uint8_t* valid, int64_t tokens, int k,
+                          int experts, int32_t* counts);
+// ceil((tokens * k / experts) * capacity_factor) in float64, or tokens when that is >= tokens.
+int64_t drop_capacity(int64_t tokens, int k, int experts, double capacity_factor);
+int cpu_drop_tokens(moe_router* r, const int32_t* idx, const float* w, int64_t tokens, double capacity_factor,
+                    int policy, int pad, uint8_t* out_map, float* out_probs, uint8_t* out_kept,
+                    int32_t* out_kept_counts, int64_t* out_dropped);
 
 // MOE_ERR_UNSUPPORTED naming the first option of a valid config that the CUDA kernels do not
 // implement yet (moe_api.cpp; called by cuda_router_init), else MOE_OK.
