@@ -198,14 +198,49 @@ static inline int moe_jni_routing_agreement(const int32_t* a, const int32_t* b, 
                                             int experts, int64_t* out2, uint8_t* row_differs) {
   return moe_routing_agreement(a, b, rows, k, stride, experts, &out2[0], &out2[1], row_differs);
 }
-static inline int moe_jni_aux_loss(int64_t h, const void* logits, int dtype, int64_t tokens, float coeff, float* scores,
-                                   uint8_t* topk_map, int32_t* counts, float* loss, float* grad) {
-  return moe_aux_loss_host((moe_router*)(intptr_t)h, logits, dtype, tokens, coeff, scores, topk_map, counts, loss,
-                           grad);
+// Spec section 6. Valid rows: N >= 0, or -status.
+static inline int64_t moe_jni_valid_tokens(int64_t h, const void* logits, int dtype, int64_t tokens,
+                                           const uint8_t* padding, uint8_t* out_valid) {
+  int64_t n = 0;
+  int st = moe_valid_tokens_host((moe_router*)(intptr_t)h, logits, dtype, tokens, padding, out_valid, &n);
+  return st == MOE_OK ? n : -(int64_t)st;
 }
 
-static inline int moe_jni_z_loss(int64_t h, const void* logits, int dtype, int64_t tokens, float coeff, float* loss,
+// out_values [5]: aux, seq aux, global aux, z, N (exact in a double).
+static inline int moe_jni_losses(int64_t h, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+                                 float aux, float seq_aux, float global_aux, float z, int64_t seq_length,
+                                 int seq_layout, const double* global_tokens, double global_num_tokens,
+                                 double* out_values, int32_t* out_counts, float* out_scores, uint8_t* out_map,
                                  float* grad) {
-  return moe_z_loss_host((moe_router*)(intptr_t)h, logits, dtype, tokens, coeff, loss, grad);
+  moe_loss_config c;
+  memset(&c, 0, sizeof c);
+  c.aux_coeff = aux;
+  c.seq_aux_coeff = seq_aux;
+  c.global_aux_coeff = global_aux;
+  c.z_coeff = z;
+  c.seq_length = seq_length;
+  c.seq_layout = seq_layout;
+  c.global_tokens = global_tokens;
+  c.global_num_tokens = global_num_tokens;
+  moe_loss_values v;
+  int st = moe_losses_host((moe_router*)(intptr_t)h, logits, dtype, tokens, valid, &c, &v, out_counts, out_scores,
+                           out_map, grad);
+  if (st != MOE_OK) return st;
+  out_values[0] = v.aux_loss;
+  out_values[1] = v.seq_aux_loss;
+  out_values[2] = v.global_aux_loss;
+  out_values[3] = v.z_loss;
+  out_values[4] = (double)v.valid_tokens;
+  return MOE_OK;
+}
+
+// Dropped entries >= 0, or -status.
+static inline int64_t moe_jni_drop_tokens(int64_t h, const int32_t* idx, const float* w, int64_t tokens,
+                                          double capacity_factor, int policy, int pad, uint8_t* out_map,
+                                          float* out_probs, uint8_t* out_kept, int32_t* out_kept_counts) {
+  int64_t dropped = 0;
+  int st = moe_drop_tokens_host((moe_router*)(intptr_t)h, idx, w, tokens, capacity_factor, policy, pad, out_map,
+                                out_probs, out_kept, out_kept_counts, &dropped);
+  return st == MOE_OK ? dropped : -(int64_t)st;
 }
 #endif  // MOE_JNI_H_

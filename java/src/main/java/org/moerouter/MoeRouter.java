@@ -526,18 +526,19 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Switch load-balancing loss {@code coeff * E * sum_i f_i * P_i} over the aux scores (full-row
-   * softmax, or sigmoid normalised per row) and their plain top-k (no groups, no bias), with
-   * {@code f_i = count_i / (tokens * k)} and {@code P_i} the mean aux score of expert i.
-   * Optional outputs (null to skip): aux scores [tokens, E], top-k map [tokens, E], counts [E].
+   * Switch load-balancing loss {@code coeff * E * sum_i f_i * P_i} over every row (no padding): the aux
+   * scores A (full-row softmax, or sigmoid / sqrtsoftplus normalised per row) and the plain top-k map of the
+   * logits (no groups, no bias), with {@code f_i = count_i / (tokens * k)} and {@code P_i} the mean aux score
+   * of expert i. Optional outputs (null to skip): aux scores [tokens, E], top-k map [tokens, E], counts [E].
    * {@code gradLogits} [tokens, E] (optional): the loss gradient is ADDED to it, so it can
-   * accumulate onto {@link #backward}'s result. Returns the loss.
+   * accumulate onto {@link #backward}'s result. Returns the loss. {@link #losses} is the general form
+   * (padding, the sequence and global losses, all at once); this is its aux loss with every row valid.
    */
   public final float auxLoss(float[] logits, int tokens, float coeff, float[] outScores, byte[] outTopkMap,
       int[] outCounts, float[] gradLogits) {
     acquire("auxLoss");
     try {
-      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+      checkLoss(logits == null ? -1 : logits.length, tokens, outScores, outTopkMap, outCounts, gradLogits);
       return auxLossArrays(logits, null, LogitsType.FP32, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
     } finally {
       release();
@@ -549,18 +550,27 @@ public abstract class MoeRouter implements AutoCloseable {
     acquire("auxLoss");
     try {
       checkHalf(type);
-      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
+      checkLoss(logits == null ? -1 : logits.length, tokens, outScores, outTopkMap, outCounts, gradLogits);
       return auxLossArrays(null, logits, type, tokens, coeff, outScores, outTopkMap, outCounts, gradLogits);
     } finally {
       release();
     }
   }
 
+  private float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
+      byte[] map, int[] counts, float[] grad) {
+    LossValues v = new LossValues(config.experts());
+    lossesArrays(f32, half, type, tokens, null, LossConfig.builder().auxLoss(coeff).build(), null, 0, v, scores, map,
+        grad);
+    if (counts != null) System.arraycopy(v.auxTokensPerExpert(), 0, counts, 0, config.experts());
+    return (float) v.auxLoss;
+  }
+
   /** Router z-loss {@code coeff * mean(logsumexp(L)^2)}; its gradient is ADDED to gradLogits if given. */
   public final float zLoss(float[] logits, int tokens, float coeff, float[] gradLogits) {
     acquire("zLoss");
     try {
-      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
+      checkLoss(logits == null ? -1 : logits.length, tokens, null, null, null, gradLogits);
       return zLossArrays(logits, null, LogitsType.FP32, tokens, coeff, gradLogits);
     } finally {
       release();
@@ -571,11 +581,210 @@ public abstract class MoeRouter implements AutoCloseable {
     acquire("zLoss");
     try {
       checkHalf(type);
-      checkLoss(logits == null ? -1 : logits.length, tokens, coeff, null, null, null, gradLogits);
+      checkLoss(logits == null ? -1 : logits.length, tokens, null, null, null, gradLogits);
       return zLossArrays(null, logits, type, tokens, coeff, gradLogits);
     } finally {
       release();
     }
+  }
+
+  private float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad) {
+    LossValues v = new LossValues(config.experts());
+    lossesArrays(f32, half, type, tokens, null, LossConfig.builder().zLoss(coeff).build(), null, 0, v, null, null, grad);
+    return (float) v.zLoss;
+  }
+
+  // ------------------------------------------------------------------ spec section 6 with padding
+
+  /**
+   * The valid tokens of spec section 6, {@code outValid} [tokens] (1 valid, 0 not), from Megatron's
+   * {@code paddingMask} [tokens] (1 = padding, "exclude"; null = no padding): a row is valid when it is not
+   * padding and, under {@link NonFinitePolicy#ZERO}, holds no NaN or infinite logit (logits are read only
+   * under ZERO). Returns N. The counts and losses take {@code outValid}; padding changes no index, weight or
+   * drop decision, only those.
+   */
+  public final long validTokens(float[] logits, int tokens, byte[] paddingMask, byte[] outValid) {
+    acquire("validTokens");
+    try {
+      checkValid(logits == null ? -1 : logits.length, tokens, paddingMask, outValid);
+      return validTokensArrays(logits, null, LogitsType.FP32, tokens, paddingMask, outValid);
+    } finally {
+      release();
+    }
+  }
+
+  public final long validTokens(short[] logits, LogitsType type, int tokens, byte[] paddingMask, byte[] outValid) {
+    acquire("validTokens");
+    try {
+      checkHalf(type);
+      checkValid(logits == null ? -1 : logits.length, tokens, paddingMask, outValid);
+      return validTokensArrays(null, logits, type, tokens, paddingMask, outValid);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Tokens per expert [E] over the valid rows ({@code validRows} [tokens] from {@link #validTokens}; null =
+   * every row) of a selection idx [tokens, k]: {@code valid_tokens_per_expert}, what the expert-bias update
+   * takes. With token dropping count the final map instead ({@link #tokensPerExpert(byte[], int, byte[], int[])}).
+   */
+  public final int[] tokensPerExpert(int[] idx, int tokens, byte[] validRows, int[] outCounts) {
+    acquire("tokensPerExpert");
+    try {
+      checkTokens(tokens);
+      if (validRows != null) checkCapacity("validRows", validRows.length, tokens);
+      int k = config.topK(), e = config.experts();
+      checkCapacity("idx", idx == null ? -1 : idx.length, (long) tokens * k);
+      checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, e);
+      if (nativeHelpers()) {
+        int st = RouterNative.moe_tokens_per_expert_valid(idx, validRows, tokens, k, e, outCounts);
+        if (st != 0) throw RouterNative.error(st, "tokensPerExpert");
+        return outCounts;
+      }
+      for (int t = 0; t < tokens; t++)
+        if (JavaRouting.checkReplayRow(idx, t * k, k, e) == JavaRouting.REPLAY_OUT_OF_RANGE)
+          throw new MoeRouterException(Status.INVALID_REPLAY, "tokensPerExpert failed: "
+              + JavaRouting.replayRowMessage(t, idx, t * k, k, e));
+      JavaTraining.countTokens(idx, null, validRows, tokens, k, e, outCounts);
+      return outCounts;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Column sums over the valid rows ({@code validRows} [tokens] or null) of a routing map [tokens, E] (bytes,
+   * nonzero = routed): {@code tokens_per_expert} / {@code valid_tokens_per_expert} of the final map of
+   * {@link #dropTokens} (with {@code padToCapacity} its padding slots count, as the dispatcher sees them).
+   */
+  public final int[] tokensPerExpert(byte[] map, int tokens, byte[] validRows, int[] outCounts) {
+    acquire("tokensPerExpert");
+    try {
+      checkTokens(tokens);
+      if (validRows != null) checkCapacity("validRows", validRows.length, tokens);
+      int e = config.experts();
+      checkCapacity("map", map == null ? -1 : map.length, (long) tokens * e);
+      checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, e);
+      if (nativeHelpers()) {
+        int st = RouterNative.moe_map_tokens_per_expert(map, validRows, tokens, e, outCounts);
+        if (st != 0) throw RouterNative.error(st, "tokensPerExpert");
+      } else {
+        JavaTraining.countTokens(null, map, validRows, tokens, 0, e, outCounts);
+      }
+      return outCounts;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * The router losses of {@code losses} over logits [tokens, E] and the valid rows {@code validRows} [tokens]
+   * ({@link #validTokens}; null = every row; under {@link NonFinitePolicy#ZERO} a row with a non-finite logit
+   * is invalid whatever it says), ROUTING_SPEC.md section 6: aux scores A (softmax, or S / (sum S + 1e-20) for
+   * sigmoid and sqrtsoftplus) and the plain top-k map M of the logits (the k largest, ties to the lower
+   * index; no groups, bias, replay or dropping), both over the valid rows only, then
+   * <ul>
+   *   <li>aux: {@code coeff * E / (k N^2) * sum_i c_i sum_t A[t, i]}, c = M's counts, N = valid rows;</li>
+   *   <li>seq aux: the same per sequence with Nq = N / B (Megatron's mean valid count per sequence), summed
+   *       and divided by B;</li>
+   *   <li>global aux: {@code coeff * E / (k Ng^2) * sum_i G_i sum_t A[t, i]} with {@code globalTokensPerExpert}
+   *       G [E] and {@code globalNumTokens} Ng ({@link GlobalAuxTracker}; both ignored unless the global loss
+   *       is on; Ng = 0 gives 0);</li>
+   *   <li>z: {@code coeff * sum_t v_t logsumexp(L_t)^2 / max(N, 1)}.</li>
+   * </ul>
+   * With N = 0 every loss is 0. {@code gradLogits} [tokens, E] (optional): the gradient of the sum of the
+   * losses (upstream 1; c, G, Ng and N held constant, as Megatron's autograd does) is ADDED to it, so call
+   * {@link #backward} first (it writes every element) and the losses after. Values, N and c go into
+   * {@code out} (reusable), which is returned. Sums are merged in an order independent of the thread count.
+   *
+   * <p>Traps: invalid rows get no gradient and count nowhere, but they are still routed (and dropped)
+   * like any row; the sequence loss needs {@code tokens} to be a multiple of its sequence length; under
+   * PROPAGATE a valid row with a NaN logit makes the losses NaN.
+   */
+  public final LossValues losses(float[] logits, int tokens, byte[] validRows, LossConfig losses,
+      double[] globalTokensPerExpert, double globalNumTokens, float[] gradLogits, LossValues out) {
+    acquire("losses");
+    try {
+      checkLosses(logits == null ? -1 : logits.length, tokens, validRows, losses, globalTokensPerExpert,
+          globalNumTokens, gradLogits, out);
+      lossesArrays(logits, null, LogitsType.FP32, tokens, validRows, losses, globalTokensPerExpert, globalNumTokens,
+          out, null, null, gradLogits);
+      return out;
+    } finally {
+      release();
+    }
+  }
+
+  /** {@link #losses(float[], int, byte[], LossConfig, double[], double, float[], LossValues)} of bf16/fp16 logits. */
+  public final LossValues losses(short[] logits, LogitsType type, int tokens, byte[] validRows, LossConfig losses,
+      double[] globalTokensPerExpert, double globalNumTokens, float[] gradLogits, LossValues out) {
+    acquire("losses");
+    try {
+      checkHalf(type);
+      checkLosses(logits == null ? -1 : logits.length, tokens, validRows, losses, globalTokensPerExpert,
+          globalNumTokens, gradLogits, out);
+      lossesArrays(null, logits, type, tokens, validRows, losses, globalTokensPerExpert, globalNumTokens, out, null,
+          null, gradLogits);
+      return out;
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Token dropping (ROUTING_SPEC.md section 6) of a selection idx [tokens, k] (live or replayed: the
+   * indices the forward used) with its weights [tokens, k] (scale included): each expert keeps
+   * {@link TokenDropping#capacity} tokens by the drop policy, ties to the lower token index. Outputs, each
+   * optional: {@code outMap} [tokens, E] the final routing map (with {@code padToCapacity} the keep mask
+   * itself, padding slots included), {@code outProbs} [tokens, E] the weights on the final map (0 elsewhere,
+   * and 0 on padding slots), {@code outKept} [tokens, k] 1 where the entry is kept
+   * ({@link TokenDropping#maskDropped} before {@link #backward}), {@code outKeptCounts} [E] routed entries
+   * kept. Returns the routed entries dropped. Rows must hold k distinct experts in range (else rejected
+   * naming the row, nothing written); weights may be NaN (they rank below every number under PROBS).
+   */
+  public final long dropTokens(TokenDropping drop, int[] idx, float[] weights, int tokens, byte[] outMap,
+      float[] outProbs, byte[] outKept, int[] outKeptCounts) {
+    acquire("dropTokens");
+    try {
+      Objects.requireNonNull(drop, "drop");
+      checkTokens(tokens);
+      final int k = config.topK(), e = config.experts();
+      long tk = (long) tokens * k, te = (long) tokens * e;
+      checkCapacity("idx", idx == null ? -1 : idx.length, tk);
+      if (drop.policy() == DropPolicy.PROBS || outProbs != null)
+        checkCapacity("weights", weights == null ? -1 : weights.length, tk);
+      else if (weights != null) checkCapacity("weights", weights.length, tk);
+      if (outMap != null) checkCapacity("outMap", outMap.length, te);
+      if (outProbs != null) checkCapacity("outProbs", outProbs.length, te);
+      if (outKept != null) checkCapacity("outKept", outKept.length, tk);
+      if (outKeptCounts != null) checkCapacity("outKeptCounts", outKeptCounts.length, e);
+      if (te > Integer.MAX_VALUE - 8) throw new MoeRouterException(Status.UNSUPPORTED, "dropTokens: more than 2^31 map elements");
+      return dropArrays(drop, idx, weights, tokens, outMap, outProbs, outKept, outKeptCounts);
+    } finally {
+      release();
+    }
+  }
+
+  // Section 6 hooks: the Java reference here, native routers override (CUDA ones run them on the host).
+  long validTokensArrays(float[] f32, short[] half, LogitsType type, int tokens, byte[] padding, byte[] out) {
+    return JavaTraining.validTokens(config, f32, half, type, tokens, padding, out);
+  }
+
+  void lossesArrays(float[] f32, short[] half, LogitsType type, int tokens, byte[] valid, LossConfig losses,
+      double[] globalTokens, double globalNumTokens, LossValues out, float[] scores, byte[] map, float[] grad) {
+    JavaTraining.losses(config, f32, half, type, tokens, valid, losses, globalTokens, globalNumTokens, out, scores, map,
+        grad);
+  }
+
+  long dropArrays(TokenDropping drop, int[] idx, float[] w, int tokens, byte[] map, float[] probs, byte[] kept,
+      int[] keptCounts) {
+    int k = config.topK(), e = config.experts();
+    for (int t = 0; t < tokens; t++)
+      if (JavaRouting.checkReplayRow(idx, t * k, k, e) != JavaRouting.REPLAY_OK)
+        throw new MoeRouterException(Status.INVALID_REPLAY, "dropTokens failed: " + Status.INVALID_REPLAY.description()
+            + ": " + JavaRouting.replayRowMessage(t, idx, t * k, k, e));
+    return JavaTraining.dropTokens(config, drop, idx, w, tokens, map, probs, kept, keptCounts);
   }
 
   /**
@@ -750,11 +959,6 @@ public abstract class MoeRouter implements AutoCloseable {
   abstract void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
       long gradLogits);
 
-  abstract float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
-      byte[] topkMap, int[] counts, float[] grad);
-
-  abstract float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad);
-
   // ------------------------------------------------------------------ argument checks
 
   static final String BIAS_NEEDS_SCORE = "expert bias with the softmax score function needs pre-softmax (R = P + b)";
@@ -797,19 +1001,54 @@ public abstract class MoeRouter implements AutoCloseable {
           + "whole row, which the indices alone do not tell)");
   }
 
-  private void checkLoss(int logitsLength, int tokens, float coeff, float[] scores, byte[] map, int[] counts,
-      float[] grad) {
+  private void checkLoss(int logitsLength, int tokens, float[] scores, byte[] map, int[] counts, float[] grad) {
     checkTokens(tokens);
     long te = (long) tokens * config.experts();
     checkCapacity("logits", logitsLength, te);
-    if (!Float.isFinite(coeff)) throw invalid("loss coefficient is not finite: " + coeff);
     if (scores != null) checkCapacity("outScores", scores.length, te);
     if (map != null) checkCapacity("outTopkMap", map.length, te);
     if (counts != null) checkCapacity("outCounts", counts.length, config.experts());
     if (grad != null) checkCapacity("gradLogits", grad.length, te);
   }
 
-  private static void checkTokens(int tokens) {
+  private void checkValid(int logitsLength, int tokens, byte[] padding, byte[] out) {
+    checkTokens(tokens);
+    if (config.nonFinite() == NonFinitePolicy.ZERO) checkCapacity("logits", logitsLength, (long) tokens * config.experts());
+    else if (logitsLength >= 0) checkCapacity("logits", logitsLength, (long) tokens * config.experts());
+    if (padding != null) checkCapacity("paddingMask", padding.length, tokens);
+    checkCapacity("outValid", out == null ? -1 : out.length, tokens);
+  }
+
+  /** The moe_losses_host rules with their texts (the config's own rules were checked when it was built). */
+  private void checkLosses(int logitsLength, int tokens, byte[] valid, LossConfig losses, double[] global,
+      double globalNumTokens, float[] grad, LossValues out) {
+    Objects.requireNonNull(losses, "losses");
+    Objects.requireNonNull(out, "out");
+    checkTokens(tokens);
+    int e = config.experts();
+    long te = (long) tokens * e;
+    checkCapacity("logits", logitsLength, te);
+    if (valid != null) checkCapacity("validRows", valid.length, tokens);
+    if (grad != null) checkCapacity("gradLogits", grad.length, te);
+    if (out.experts() != e) throw invalid("out holds values for " + out.experts() + " experts, the router has " + e);
+    if (losses.seqAuxCoeff() > 0f && tokens % losses.seqLength() != 0)
+      throw invalid("seq aux loss: tokens (" + tokens + ") must be a multiple of the seq length (" + losses.seqLength()
+          + "): tokens = seq length * batch");
+    if (losses.globalAuxCoeff() > 0f) {
+      if (global == null) throw invalid("global aux loss needs the global tokens per expert (G [experts])");
+      checkCapacity("globalTokensPerExpert", global.length, e);
+      for (int i = 0; i < e; i++)
+        if (!(global[i] >= 0) || !Double.isFinite(global[i]))
+          throw invalid("global tokens per expert[" + i + "] must be finite and >= 0, got "
+              + RouterConfig.Builder.gFormat(global[i]));
+      if (!(globalNumTokens >= 0) || !Double.isFinite(globalNumTokens))
+        throw invalid("global num tokens must be finite and >= 0, got " + RouterConfig.Builder.gFormat(globalNumTokens));
+    }
+    if (te > Integer.MAX_VALUE - 8 && backend == Backend.JAVA)
+      throw new MoeRouterException(Status.UNSUPPORTED, "the Java backend handles at most 2^31 logits per call");
+  }
+
+  static void checkTokens(int tokens) {
     if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
   }
 
@@ -818,7 +1057,7 @@ public abstract class MoeRouter implements AutoCloseable {
       throw invalid("short[] logits must be BF16 or FP16, got " + type);
   }
 
-  private static void checkCapacity(String name, long have, long need) {
+  static void checkCapacity(String name, long have, long need) {
     if (have < 0) throw invalid(name + " must not be null");
     if (have < need) throw invalid(name + " holds " + have + " elements, needs " + need);
   }

@@ -158,26 +158,42 @@ final class NativeRouter extends MoeRouter {
   }
 
   @Override
-  float auxLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] scores,
-      byte[] topkMap, int[] counts, float[] grad) {
-    float[] loss = new float[1];
+  long validTokensArrays(float[] f32, short[] half, LogitsType type, int tokens, byte[] padding, byte[] out) {
     long h = handle;
-    int st = f32 != null
-        ? RouterNative.moe_jni_aux_loss(h, f32, type.code, tokens, coeff, scores, topkMap, counts, loss, grad)
-        : RouterNative.moe_jni_aux_loss(h, half, type.code, tokens, coeff, scores, topkMap, counts, loss, grad);
-    if (st != 0) throw RouterNative.error(st, "auxLoss");
-    return loss[0];
+    long n = half == null
+        ? RouterNative.moe_jni_valid_tokens(h, f32, type.code, tokens, padding, out)
+        : RouterNative.moe_jni_valid_tokens(h, half, type.code, tokens, padding, out);
+    if (n < 0) throw RouterNative.error((int) -n, "validTokens");
+    return n;
   }
 
   @Override
-  float zLossArrays(float[] f32, short[] half, LogitsType type, int tokens, float coeff, float[] grad) {
-    float[] loss = new float[1];
+  void lossesArrays(float[] f32, short[] half, LogitsType type, int tokens, byte[] valid, LossConfig c,
+      double[] global, double globalNumTokens, LossValues out, float[] scores, byte[] map, float[] grad) {
     long h = handle;
-    int st = f32 != null
-        ? RouterNative.moe_jni_z_loss(h, f32, type.code, tokens, coeff, loss, grad)
-        : RouterNative.moe_jni_z_loss(h, half, type.code, tokens, coeff, loss, grad);
-    if (st != 0) throw RouterNative.error(st, "zLoss");
-    return loss[0];
+    double[] v = out.raw;
+    int st = half == null
+        ? RouterNative.moe_jni_losses(h, f32, type.code, tokens, valid, c.auxCoeff(), c.seqAuxCoeff(),
+            c.globalAuxCoeff(), c.zCoeff(), c.seqLength(), c.seqLayout().code, global, globalNumTokens, v,
+            out.auxTokensPerExpert(), scores, map, grad)
+        : RouterNative.moe_jni_losses(h, half, type.code, tokens, valid, c.auxCoeff(), c.seqAuxCoeff(),
+            c.globalAuxCoeff(), c.zCoeff(), c.seqLength(), c.seqLayout().code, global, globalNumTokens, v,
+            out.auxTokensPerExpert(), scores, map, grad);
+    if (st != 0) throw RouterNative.error(st, "losses");
+    out.auxLoss = v[0];
+    out.seqAuxLoss = v[1];
+    out.globalAuxLoss = v[2];
+    out.zLoss = v[3];
+    out.validTokens = (long) v[4];
+  }
+
+  @Override
+  long dropArrays(TokenDropping drop, int[] idx, float[] w, int tokens, byte[] map, float[] probs, byte[] kept,
+      int[] keptCounts) {
+    long r = RouterNative.moe_jni_drop_tokens(handle, idx, w, tokens, drop.capacityFactor(), drop.policy().code,
+        drop.padToCapacity() ? 1 : 0, map, probs, kept, keptCounts);
+    if (r < 0) throw RouterNative.error((int) -r, "dropTokens");
+    return r;
   }
 
   @Override

@@ -328,9 +328,9 @@ public final class RouterConfig {
     }
 
     /** C's %g for the values a scale check can see (0, negatives, NaN, infinities, ordinary floats). */
-    private static String gFormat(float v) {
-      if (Float.isNaN(v)) return "nan";
-      if (Float.isInfinite(v)) return v > 0 ? "inf" : "-inf";
+    static String gFormat(double v) {
+      if (Double.isNaN(v)) return "nan";
+      if (Double.isInfinite(v)) return v > 0 ? "inf" : "-inf";
       String s = String.format(java.util.Locale.ROOT, "%g", (double) v);
       // %g in Java keeps trailing zeros and never switches to the shortest form; trim like C does.
       if (s.contains("e")) {

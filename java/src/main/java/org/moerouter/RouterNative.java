@@ -165,19 +165,37 @@ final class RouterNative {
       @Cast("const float*") float[] w, long tokens, int k, int experts, @Cast("uint8_t*") byte[] map,
       @Cast("uint64_t*") long[] mapBits, float[] probs);
 
-  @NoException @CriticalRegion static native int moe_jni_aux_loss(long handle, @Cast("const void*") float[] logits,
-      int dtype, long tokens, float coeff, float[] scores, @Cast("uint8_t*") byte[] topkMap,
-      @Cast("int32_t*") int[] counts, float[] loss, float[] grad);
+  // ---- spec section 6 (host memory; any router) ----
+  @NoException @CriticalRegion static native long moe_jni_valid_tokens(long handle, @Cast("const void*") float[] logits,
+      int dtype, long tokens, @Cast("const uint8_t*") byte[] padding, @Cast("uint8_t*") byte[] outValid);
 
-  @NoException @CriticalRegion static native int moe_jni_aux_loss(long handle, @Cast("const void*") short[] logits,
-      int dtype, long tokens, float coeff, float[] scores, @Cast("uint8_t*") byte[] topkMap,
-      @Cast("int32_t*") int[] counts, float[] loss, float[] grad);
+  @NoException @CriticalRegion static native long moe_jni_valid_tokens(long handle, @Cast("const void*") short[] logits,
+      int dtype, long tokens, @Cast("const uint8_t*") byte[] padding, @Cast("uint8_t*") byte[] outValid);
 
-  @NoException @CriticalRegion static native int moe_jni_z_loss(long handle, @Cast("const void*") float[] logits,
-      int dtype, long tokens, float coeff, float[] loss, float[] grad);
+  @NoException @CriticalRegion static native int moe_tokens_per_expert_valid(@Cast("const int32_t*") int[] idx,
+      @Cast("const uint8_t*") byte[] valid, long tokens, int k, int experts, @Cast("int32_t*") int[] counts);
 
-  @NoException @CriticalRegion static native int moe_jni_z_loss(long handle, @Cast("const void*") short[] logits,
-      int dtype, long tokens, float coeff, float[] loss, float[] grad);
+  @NoException @CriticalRegion static native int moe_map_tokens_per_expert(@Cast("const uint8_t*") byte[] map,
+      @Cast("const uint8_t*") byte[] valid, long tokens, int experts, @Cast("int32_t*") int[] counts);
+
+  /** outValues [5]: aux, seq aux, global aux, z, N. */
+  @NoException @CriticalRegion static native int moe_jni_losses(long handle, @Cast("const void*") float[] logits,
+      int dtype, long tokens, @Cast("const uint8_t*") byte[] valid, float auxCoeff, float seqAuxCoeff,
+      float globalAuxCoeff, float zCoeff, long seqLength, int seqLayout, @Cast("const double*") double[] globalTokens,
+      double globalNumTokens, double[] outValues, @Cast("int32_t*") int[] outCounts, float[] outScores,
+      @Cast("uint8_t*") byte[] outMap, float[] grad);
+
+  @NoException @CriticalRegion static native int moe_jni_losses(long handle, @Cast("const void*") short[] logits,
+      int dtype, long tokens, @Cast("const uint8_t*") byte[] valid, float auxCoeff, float seqAuxCoeff,
+      float globalAuxCoeff, float zCoeff, long seqLength, int seqLayout, @Cast("const double*") double[] globalTokens,
+      double globalNumTokens, double[] outValues, @Cast("int32_t*") int[] outCounts, float[] outScores,
+      @Cast("uint8_t*") byte[] outMap, float[] grad);
+
+  /** Returns the dropped entries, or -status. */
+  @NoException @CriticalRegion static native long moe_jni_drop_tokens(long handle, @Cast("const int32_t*") int[] idx,
+      @Cast("const float*") float[] w, long tokens, double capacityFactor, int policy, int padToCapacity,
+      @Cast("uint8_t*") byte[] outMap, float[] outProbs, @Cast("uint8_t*") byte[] outKept,
+      @Cast("int32_t*") int[] outKeptCounts);
 
   // ---- copies between raw host addresses and arrays (pinned for one memcpy) ----
   @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") float[] dst,

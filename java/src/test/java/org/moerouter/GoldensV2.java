@@ -17,8 +17,9 @@ import org.moerouter.trace.Npy;
 /**
  * The reference cases of ../shared/goldens_v2 (docs/semantics.md sections 1-7, independent float64
  * implementation; format in its README.md): config.json names every option, inputs and expected
- * outputs are .npy files. Only what sections 1-5 define is loaded as typed fields; every other
- * expected output is listed in {@link Case#sectionSixOutputs}.
+ * outputs are .npy files, all loaded as typed fields. {@link #CHECKED} names every expected output the
+ * tests compare; a case holding any other file fails {@code GoldenV2Test}, so a format that grows cannot
+ * go unchecked.
  */
 final class GoldensV2 {
   private GoldensV2() {}
@@ -42,12 +43,49 @@ final class GoldensV2 {
     }
   }
 
-  /** Expected outputs that sections 1-5 define (everything else is section 6: padding, losses, dropping). */
-  static final List<String> SECTIONS_1_TO_5 = List.of("live_idx.npy", "live_weights.npy", "replay_weights.npy",
-      "live_grad_logits.npy", "replay_grad_logits.npy", "live_nonfinite_rows.npy", "replay_nonfinite_rows.npy");
+  /** Every expected output of the format (README "Expected outputs"), each compared by GoldenV2Test. */
+  static final List<String> CHECKED = List.of("live_idx.npy", "live_weights.npy", "replay_weights.npy",
+      "live_grad_logits.npy", "replay_grad_logits.npy", "live_nonfinite_rows.npy", "replay_nonfinite_rows.npy",
+      "tokens_per_expert.npy", "valid_tokens_per_expert.npy", "updated_bias.npy", "aux_tokens_per_expert.npy",
+      "aux_loss.npy", "aux_grad_logits.npy", "seq_aux_loss.npy", "seq_aux_grad_logits.npy", "global_aux_loss.npy",
+      "global_aux_grad_logits.npy", "z_loss.npy", "z_grad_logits.npy", "live_drop_routing_map.npy",
+      "live_drop_routing_probs.npy", "live_drop_kept.npy", "live_drop_kept_counts.npy", "live_drop_grad_logits.npy",
+      "replay_drop_routing_map.npy", "replay_drop_routing_probs.npy", "replay_drop_kept.npy",
+      "replay_drop_kept_counts.npy", "replay_drop_grad_logits.npy");
   static final List<String> INPUTS = List.of("config.json", "logits.npy", "bias.npy", "replay_idx.npy",
       "grad_weights.npy", "padding_mask.npy", "global_tokens_history.npy", "global_tokens_per_expert.npy",
       "global_num_tokens.npy");
+
+  /** One loss of section 6: its coefficient and expected files. */
+  enum Loss {
+    AUX("aux_loss_coeff", "aux_loss.npy", "aux_grad_logits.npy"),
+    SEQ_AUX("seq_aux_loss_coeff", "seq_aux_loss.npy", "seq_aux_grad_logits.npy"),
+    GLOBAL_AUX("global_aux_loss_coeff", "global_aux_loss.npy", "global_aux_grad_logits.npy"),
+    Z("z_loss_coeff", "z_loss.npy", "z_grad_logits.npy");
+
+    final String coeffKey, lossFile, gradFile;
+
+    Loss(String coeffKey, String lossFile, String gradFile) {
+      this.coeffKey = coeffKey;
+      this.lossFile = lossFile;
+      this.gradFile = gradFile;
+    }
+  }
+
+  /** Token dropping of the live routing or of the replayed experts. */
+  static final class Drop {
+    final byte[] map, kept;
+    final double[] probs, gradLogits;
+    final int[] keptCounts;
+
+    Drop(Case c, String prefix) throws IOException {
+      map = c.bytes(prefix + "_drop_routing_map.npy");
+      probs = c.doubles(prefix + "_drop_routing_probs.npy");
+      kept = c.bytes(prefix + "_drop_kept.npy");
+      keptCounts = c.ints(prefix + "_drop_kept_counts.npy");
+      gradLogits = c.doubles(prefix + "_drop_grad_logits.npy");
+    }
+  }
 
   static final class Case {
     final String name;
@@ -66,7 +104,18 @@ final class GoldensV2 {
     final byte[] liveNonfiniteRows, replayNonfiniteRows;
     final int[] tokensPerExpert;
     final int errorRowLive, errorRowReplay;  // -1 unless nonfinite = ERROR
-    final List<String> sectionSixOutputs = new ArrayList<>();
+    // section 6 inputs (null / NaN when the case has none)
+    final byte[] paddingMask;
+    final double[][] globalHistory;
+    final double[] globalTokens;
+    final double globalNumTokens;
+    // section 6 expected outputs (null when absent)
+    final int[] validTokensPerExpert, auxTokensPerExpert;
+    final double[] updatedBias;
+    final float biasUpdateRate;
+    final TokenDropping dropping;
+    final Drop liveDrop, replayDrop;
+    final List<String> unchecked = new ArrayList<>();
 
     private Case(Path dir) throws IOException {
       this.dir = dir;
@@ -92,28 +141,80 @@ final class GoldensV2 {
       logits = Npy.read(dir.resolve("logits.npy")).toFloatArray();
       replayIdx = Npy.read(dir.resolve("replay_idx.npy")).toIntArray();
       gradWeights = floats(Npy.read(dir.resolve("grad_weights.npy")));
-      liveIdx = has("live_idx.npy") ? Npy.read(dir.resolve("live_idx.npy")).toIntArray() : null;
+      liveIdx = ints("live_idx.npy");
       liveWeights = doubles("live_weights.npy");
       replayWeights = doubles("replay_weights.npy");
       liveGradLogits = doubles("live_grad_logits.npy");
       replayGradLogits = doubles("replay_grad_logits.npy");
       liveNonfiniteRows = bytes("live_nonfinite_rows.npy");
       replayNonfiniteRows = bytes("replay_nonfinite_rows.npy");
-      tokensPerExpert = has("tokens_per_expert.npy") ? Npy.read(dir.resolve("tokens_per_expert.npy")).toIntArray()
-          : null;
+      tokensPerExpert = ints("tokens_per_expert.npy");
       errorRowLive = json.path("expected_error_row_live").asInt(-1);
       errorRowReplay = json.path("expected_error_row_replay").asInt(-1);
       if (logits.length != (long) tokens * experts || replayIdx.length != tokens * k)
         throw new IOException("inconsistent shapes in " + dir);
+
+      paddingMask = bytes("padding_mask.npy");
+      if (json.path("padding_mask").asBoolean(false) != (paddingMask != null))
+        throw new IOException(name + ": config.json padding_mask disagrees with padding_mask.npy");
+      if (has("global_tokens_history.npy")) {
+        Npy.Array h = Npy.read(dir.resolve("global_tokens_history.npy"));
+        globalHistory = new double[(int) h.dim(0)][(int) h.dim(1)];
+        for (int i = 0; i < h.size(); i++) globalHistory[i / experts][i % experts] = h.getDouble(i);
+      } else {
+        globalHistory = null;
+      }
+      globalTokens = doubles("global_tokens_per_expert.npy");
+      double[] ng = doubles("global_num_tokens.npy");
+      globalNumTokens = ng == null ? Double.NaN : ng[0];
+      validTokensPerExpert = ints("valid_tokens_per_expert.npy");
+      auxTokensPerExpert = ints("aux_tokens_per_expert.npy");
+      updatedBias = doubles("updated_bias.npy");
+      biasUpdateRate = json.path("bias_update_rate").isNumber() ? (float) json.path("bias_update_rate").asDouble() : 0f;
+      if (json.path("capacity_factor").isNumber()) {
+        dropping = TokenDropping.of(json.path("capacity_factor").asDouble(),
+            DropPolicy.valueOf(json.path("drop_policy").asText().toUpperCase()), json.path("pad_to_capacity").asBoolean());
+        if (dropping.capacity(tokens, k, experts) != Math.min(tokens, json.path("capacity").asLong()))
+          throw new IOException(name + ": capacity " + dropping.capacity(tokens, k, experts) + " is not the case's "
+              + json.path("capacity"));
+        liveDrop = has("live_drop_routing_map.npy") ? new Drop(this, "live") : null;
+        replayDrop = has("replay_drop_routing_map.npy") ? new Drop(this, "replay") : null;
+      } else {
+        dropping = null;
+        liveDrop = replayDrop = null;
+      }
       try (Stream<Path> files = Files.list(dir)) {
         for (Path f : files.sorted().collect(Collectors.toList())) {
           String n = f.getFileName().toString();
-          if (INPUTS.contains(n) || SECTIONS_1_TO_5.contains(n)) continue;
-          // tokens_per_expert equals the counts of live_idx unless dropping changes the routing map
-          if (n.equals("tokens_per_expert.npy") && !json.path("capacity_factor").isNumber()) continue;
-          sectionSixOutputs.add(n);
+          if (!INPUTS.contains(n) && !CHECKED.contains(n)) unchecked.add(n);
         }
       }
+    }
+
+    /** The coefficient of a loss, or 0 when the case leaves it out. */
+    float coeff(Loss loss) {
+      JsonNode n = json.path(loss.coeffKey);
+      return n.isNumber() ? (float) n.asDouble() : 0f;
+    }
+
+    /** The LossConfig of one loss alone (the format has one gradient file per loss). */
+    LossConfig lossConfig(Loss loss) {
+      LossConfig.Builder b = LossConfig.builder();
+      float c = coeff(loss);
+      switch (loss) {
+        case AUX: return b.auxLoss(c).build();
+        case SEQ_AUX: return b.seqAuxLoss(c, json.path("seq_length").asInt(), SeqLayout.valueOf(json.path("seq_layout").asText())).build();
+        case GLOBAL_AUX: return b.globalAuxLoss(c).build();
+        default: return b.zLoss(c).build();
+      }
+    }
+
+    double expectedLoss(Loss loss) throws IOException {
+      return doubles(loss.lossFile)[0];
+    }
+
+    double[] expectedGrad(Loss loss) throws IOException {
+      return doubles(loss.gradFile);
     }
 
     boolean error() {
@@ -132,11 +233,11 @@ final class GoldensV2 {
       return h;
     }
 
-    private boolean has(String file) {
+    boolean has(String file) {
       return Files.exists(dir.resolve(file));
     }
 
-    private double[] doubles(String file) throws IOException {
+    double[] doubles(String file) throws IOException {
       if (!has(file)) return null;
       Npy.Array a = Npy.read(dir.resolve(file));
       double[] out = new double[a.size()];
@@ -144,12 +245,16 @@ final class GoldensV2 {
       return out;
     }
 
-    private byte[] bytes(String file) throws IOException {
+    byte[] bytes(String file) throws IOException {
       if (!has(file)) return null;
       Npy.Array a = Npy.read(dir.resolve(file));
       byte[] out = new byte[a.size()];
       for (int i = 0; i < out.length; i++) out[i] = (byte) a.getDouble(i);
       return out;
+    }
+
+    int[] ints(String file) throws IOException {
+      return has(file) ? Npy.read(dir.resolve(file)).toIntArray() : null;
     }
 
     private static float[] floats(Npy.Array a) {
