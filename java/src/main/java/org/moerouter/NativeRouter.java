@@ -51,7 +51,7 @@ final class NativeRouter extends MoeRouter {
     destroy = CLEANER.register(this, new Destroy(h));
   }
 
-  /** The native handle, for test hooks in this package. */
+  /** The native handle, for test hooks in this package (the C ABI's own checks, past the Java ones). */
   long handle() {
     return handle;
   }
