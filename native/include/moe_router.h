@@ -178,10 +178,11 @@ int moe_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, i
                     uint64_t* map_bits, float* probs);
 
 /*
- * Aux-loss path: full-row aux scores (softmax(L), or S / (sum S + 1e-20) with S the sigmoid or
- * sqrtsoftplus score of the router),
- * a plain top-k over them (no groups, no bias), and the switch load-balancing loss
- * coeff * E * sum_i f_i * P_i with f_i = count_i / (tokens * k), P_i the mean aux score of expert i.
+ * Aux-loss path over every row (moe_losses_host below is the general form, with padding): full-row aux
+ * scores (softmax(L), or S / (sum S + 1e-20) with S the sigmoid or sqrtsoftplus score of the router),
+ * the plain top-k of the logits (no groups, no bias; ties to the lower index), and the switch
+ * load-balancing loss coeff * E * sum_i f_i * P_i with f_i = count_i / (tokens * k), P_i the mean aux
+ * score of expert i.
  * Outputs optional except out_loss: scores [tokens, E], topk_map [tokens, E] bytes, counts [E].
  * grad_logits [tokens, E] (optional): d(loss)/d(logits) is ADDED to it (f is a constant, as in
  * Megatron), so it can accumulate onto the routing backward.
