@@ -52,7 +52,22 @@ struct LossCtx {
   float* grad;
 };
 
-Loader row_loader(const LossCtx& x, int64_t t) { return Loader{x.logits + t * x.row_bytes, x.dtype}; }
+// A row converted to float once: the per-element loops then read plain floats and vectorise (the
+// dtype switch of Loader inside them does not). Conversion is exact, so the results are the same bits.
+struct FloatRow {
+  const float* p;
+  float operator()(int i) const { return p[i]; }
+};
+
+FloatRow load_row(const LossCtx& x, int64_t t, float* buf) {
+  const char* row = x.logits + t * x.row_bytes;
+  if (x.dtype == MOE_DTYPE_F32) return FloatRow{reinterpret_cast<const float*>(row)};
+  if (x.dtype == MOE_DTYPE_BF16)
+    for (int i = 0; i < x.experts; ++i) buf[i] = bf16_to_float(reinterpret_cast<const uint16_t*>(row)[i]);
+  else
+    for (int i = 0; i < x.experts; ++i) buf[i] = f16_to_float(reinterpret_cast<const uint16_t*>(row)[i]);
+  return FloatRow{buf};
+}
 
 int64_t row_of(const LossCtx& x, int64_t b, int64_t s) {
   return x.layout == MOE_SEQ_BS ? b * x.seq_len + s : s * x.batch + b;
@@ -60,7 +75,7 @@ int64_t row_of(const LossCtx& x, int64_t b, int64_t s) {
 
 int64_t seq_of(const LossCtx& x, int64_t t) { return x.layout == MOE_SEQ_BS ? t / x.seq_len : t % x.batch; }
 
-bool row_valid(const LossCtx& x, int64_t t, const Loader& load) {
+bool row_valid(const LossCtx& x, int64_t t, const FloatRow& load) {
   if (x.valid && !x.valid[t]) return false;
   if (x.zero)
     for (int i = 0; i < x.experts; ++i)
@@ -72,10 +87,60 @@ bool row_valid(const LossCtx& x, int64_t t, const Loader& load) {
 // (libm log is not), and the sum is >= 1 for a finite row (its max contributes exp(0)). NaN otherwise.
 float row_lse(const RowSoftmax& sm) { return is_finite(sm.sum) ? sm.max + log_det(sm.sum) : sm.sum - sm.sum; }
 
+// Aux scores A of one row into a: aux_scores_row of moe_routing_math.h (JavaRouting.Kernel.auxScoresRow),
+// the same operations in the same order, in loops that vectorise. Keeps what the gradient and the z-loss
+// reuse: the softmax statistics, or S (in s) and Σ = sum S + 1e-20 for sigmoid and sqrtsoftplus.
+struct AuxRow {
+  RowSoftmax sm;  // softmax
+  float z;        // sigmoid, sqrtsoftplus: Σ
+};
+
+AuxRow aux_row(int score_fn, const FloatRow& load, int E, float* s, float* a) {
+  AuxRow r{};
+  if (score_fn == MOE_SCORE_SOFTMAX) {
+    r.sm = row_softmax(load, E);
+    for (int i = 0; i < E; ++i) a[i] = exp_det(load(i) - r.sm.max) / r.sm.sum;
+    return r;
+  }
+  if (score_fn == MOE_SCORE_SQRTSOFTPLUS)
+    for (int i = 0; i < E; ++i) s[i] = sqrtsoftplus_det(load(i));
+  else
+    for (int i = 0; i < E; ++i) s[i] = sigmoid_det(load(i));
+  float lanes[kSumLanes];
+  for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
+  int i = 0;
+  for (; i + kSumLanes <= E; i += kSumLanes)  // lane j adds j, j + 32, ... in order, as i % 32 does
+    for (int j = 0; j < kSumLanes; ++j) lanes[j] += s[i + j];
+  for (int j = 0; i + j < E; ++j) lanes[j] += s[i + j];
+  r.z = fold_lanes(lanes) + kSigmoidNormEps;
+  for (int m = 0; m < E; ++m) a[m] = s[m] / r.z;
+  return r;
+}
+
+// dLoss/dL of a valid row added to g, from dA [E]: aux_grad_row with c = 1 (JavaRouting.Kernel.auxGradRow),
+// op for op, from the row's aux_row instead of recomputed scores. Softmax: A * (dA - dot); sigmoid and
+// sqrtsoftplus: S' / Σ * (dA - dot), dot = sum dA * A (spec section 6, loss gradients).
+void aux_grad(int score_fn, const FloatRow& load, int E, const AuxRow& r, const float* s, const float* a,
+              const float* dA, float* g) {
+  float dot = 0.0f;
+  for (int i = 0; i < E; ++i) dot = dot + dA[i] * a[i];
+  if (score_fn == MOE_SCORE_SOFTMAX) {
+    for (int i = 0; i < E; ++i) g[i] = g[i] + a[i] * (dA[i] - dot);
+  } else if (score_fn == MOE_SCORE_SQRTSOFTPLUS) {
+    for (int i = 0; i < E; ++i) {
+      const float l = load(i);
+      const float d = l > 20.0f ? 1.0f : sigmoid_det(l);
+      g[i] = g[i] + d / (2.0f * s[i] + kSigmoidNormEps) / r.z * (dA[i] - dot);
+    }
+  } else {
+    for (int i = 0; i < E; ++i) g[i] = g[i] + s[i] * (1.0f - s[i]) / r.z * (dA[i] - dot);
+  }
+}
+
 void loss_stats(void* vctx, int64_t w0, int64_t w1) {
   LossCtx& x = *static_cast<LossCtx*>(vctx);
   const int E = x.experts;
-  float scores[MOE_MAX_EXPERTS];
+  float scores[MOE_MAX_EXPERTS], sbuf[MOE_MAX_EXPERTS], buf[MOE_MAX_EXPERTS];
   uint64_t keys[MOE_MAX_TOPK];
   for (int64_t w = w0; w < w1; ++w) {
     const int64_t b = w / x.seq_chunks, s0 = (w % x.seq_chunks) * kChunkRows;
@@ -90,15 +155,16 @@ void loss_stats(void* vctx, int64_t w0, int64_t w1) {
     int64_t n = 0;
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t = row_of(x, b, s);
-      const Loader load = row_loader(x, t);
+      const FloatRow load = load_row(x, t, buf);
       if (!row_valid(x, t, load)) {
         if (x.out_scores) std::fill(x.out_scores + t * E, x.out_scores + (t + 1) * E, 0.0f);
         if (x.out_map) std::fill(x.out_map + t * E, x.out_map + (t + 1) * E, (uint8_t)0);
         continue;
       }
       ++n;
+      AuxRow ar{};
       if (x.stats) {
-        aux_scores_row(x.score_fn, load, E, scores);
+        ar = aux_row(x.score_fn, load, E, sbuf, scores);
         int count = 0;
         for (int i = 0; i < E; ++i) {
           psum[i] += scores[i];
@@ -113,7 +179,8 @@ void loss_stats(void* vctx, int64_t w0, int64_t w1) {
         }
       }
       if (x.z) {
-        const float lse = row_lse(row_softmax(load, E));
+        const bool have = x.stats && x.score_fn == MOE_SCORE_SOFTMAX;  // the same statistics, already there
+        const float lse = row_lse(have ? ar.sm : row_softmax(load, E));
         zsum += (double)lse * (double)lse;
       }
     }
@@ -125,21 +192,26 @@ void loss_stats(void* vctx, int64_t w0, int64_t w1) {
 void loss_grad(void* vctx, int64_t c0, int64_t c1) {
   LossCtx& x = *static_cast<LossCtx*>(vctx);
   const int E = x.experts;
-  float scores[MOE_MAX_EXPERTS];
+  float a[MOE_MAX_EXPERTS], sbuf[MOE_MAX_EXPERTS], buf[MOE_MAX_EXPERTS];
   const int64_t t1 = std::min(x.tokens, c1 * kChunkRows);
   for (int64_t t = c0 * kChunkRows; t < t1; ++t) {
-    const Loader load = row_loader(x, t);
+    const FloatRow load = load_row(x, t, buf);
     if (!row_valid(x, t, load)) continue;
     float* g = x.grad + t * E;
+    AuxRow ar{};
     if (x.dA) {
-      aux_scores_row(x.score_fn, load, E, scores);
-      // c = 1 is exact: dA already holds the coefficients (spec section 6, loss gradients).
-      aux_grad_row(x.score_fn, load, E, scores, x.dA + (x.dA_per_seq ? seq_of(x, t) * E : 0), 1.0f, g);
+      ar = aux_row(x.score_fn, load, E, sbuf, a);
+      aux_grad(x.score_fn, load, E, ar, sbuf, a, x.dA + (x.dA_per_seq ? seq_of(x, t) * E : 0), g);
     }
     if (x.z) {
-      const RowSoftmax sm = row_softmax(load, E);
-      const float gz = x.zc * row_lse(sm);
-      for (int i = 0; i < E; ++i) g[i] = g[i] + gz * (exp_det(load(i) - sm.max) / sm.sum);
+      if (x.dA && x.score_fn == MOE_SCORE_SOFTMAX) {  // softmax(L) is A: the same bits
+        const float gz = x.zc * row_lse(ar.sm);
+        for (int i = 0; i < E; ++i) g[i] = g[i] + gz * a[i];
+      } else {
+        const RowSoftmax sm = row_softmax(load, E);
+        const float gz = x.zc * row_lse(sm);
+        for (int i = 0; i < E; ++i) g[i] = g[i] + gz * (exp_det(load(i) - sm.max) / sm.sum);
+      }
     }
   }
 }
