@@ -77,6 +77,16 @@ final class Args {
     }
   }
 
+  double doubleValue(String name, double dflt) {
+    String v = options.get(name);
+    if (v == null) return dflt;
+    try {
+      return Double.parseDouble(v);
+    } catch (NumberFormatException e) {
+      throw new UsageException("--" + name + " expects a number, got '" + v + "'");
+    }
+  }
+
   boolean flag(String name) {
     return flags.contains(name);
   }
