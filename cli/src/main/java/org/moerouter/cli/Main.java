@@ -16,7 +16,7 @@ import org.moerouter.MoeRouterException;
 import org.moerouter.NativeLibrary;
 
 /**
- * The {@code moe-router} command line: {@code demo}, {@code route}, {@code trace}, {@code info}. The only
+ * The {@code moe-router} command line: {@code demo}, {@code route}, {@code case}, {@code trace}, {@code info}. The only
  * public entry points are {@link #main} and {@link #run}; the commands themselves are package-private.
  *
  * <pre>{@code
@@ -35,6 +35,8 @@ public final class Main {
       "  demo  " + DemoCommand.OPTIONS,
       "        R3 routing-replay demo (the main job)",
       "  " + RouteCommand.USAGE,
+      "  " + CaseCommand.USAGE,
+      "        one reference case (goldens_v2 format) through the library, every expected output written",
       "  trace inspect FILE | trace convert [--from|--to slime|miles|verl|megatron] IN OUT | trace diff A B",
       "  info                backends available here",
       "  --version           the version of moe-router");
@@ -74,6 +76,8 @@ public final class Main {
       switch (command) {
         case "route":
           return RouteCommand.run(args, out);
+        case "case":
+          return CaseCommand.run(args, out);
         case "demo":
           return DemoCommand.run(args, out, err);
         case "trace":

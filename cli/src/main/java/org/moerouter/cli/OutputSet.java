@@ -47,6 +47,11 @@ final class OutputSet {
     content.put(name, bytes);
   }
 
+  /** Members put so far. */
+  int size() {
+    return content.size();
+  }
+
   void commit() throws IOException {
     commit(UnaryOperator.identity());
   }

@@ -33,7 +33,8 @@ class CliConventionsTest {
   @Test
   void everyCommandAnswersHelpOnStdoutWithStatusZero() {
     String[][] cases = {{"route", "--help"}, {"demo", "--help"}, {"demo", "-h"}, {"info", "--help"},
-        {"trace", "convert", "--help"}, {"trace", "inspect", "--help"}, {"trace", "diff", "-h"}, {"--help"}};
+        {"trace", "convert", "--help"}, {"trace", "inspect", "--help"}, {"trace", "diff", "-h"}, {"case", "--help"},
+        {"--help"}};
     for (String[] c : cases) {
       MainTest.Run r = run(c);
       assertEquals(0, r.status, String.join(" ", c) + ": " + r.err);
