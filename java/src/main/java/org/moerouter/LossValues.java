@@ -3,7 +3,8 @@ package org.moerouter;
 
 /**
  * What a {@link MoeRouter#losses} call computed: the loss values, N and the aux-map counts c. Mutable and
- * reusable, so that a training step allocates nothing: each call overwrites every field.
+ * reusable, so that a training step allocates nothing: each call overwrites every field. Not thread-safe:
+ * one per thread (or per layer) that calls {@code losses}.
  */
 public final class LossValues {
   private final int[] auxTokensPerExpert;

@@ -165,7 +165,8 @@ final class RouterNative {
       @Cast("const float*") float[] w, long tokens, int k, int experts, @Cast("uint8_t*") byte[] map,
       @Cast("uint64_t*") long[] mapBits, float[] probs);
 
-  // ---- spec section 6 (host memory; any router) ----
+  // ---- spec section 6 (host memory; any router). The arrays stay pinned for the whole call, which is bounded
+  // by the call's T x E logits (tens of ms for the losses at T = 4096, E = 256: docs/benchmarks.md). ----
   @NoException @CriticalRegion static native long moe_jni_valid_tokens(long handle, @Cast("const void*") float[] logits,
       int dtype, long tokens, @Cast("const uint8_t*") byte[] padding, @Cast("uint8_t*") byte[] outValid);
 

@@ -97,7 +97,6 @@ final class GoldensV2 {
     final float[] logits;
     final int[] replayIdx;
     final float[] gradWeights;
-    final boolean droppingOrPadding;
     // expected (null when absent, e.g. in ERROR cases)
     final int[] liveIdx;
     final double[] liveWeights, replayWeights, liveGradLogits, replayGradLogits;
@@ -137,7 +136,6 @@ final class GoldensV2 {
       config = b.build();
       if (json.path("normalize").isBoolean() && config.normalize() != json.path("normalize").asBoolean())
         throw new IOException(name + ": normalize " + config.normalize() + " is not the case's effective value");
-      droppingOrPadding = json.path("capacity_factor").isNumber() || json.path("padding_mask").asBoolean(false);
       logits = Npy.read(dir.resolve("logits.npy")).toFloatArray();
       replayIdx = Npy.read(dir.resolve("replay_idx.npy")).toIntArray();
       gradWeights = floats(Npy.read(dir.resolve("grad_weights.npy")));
