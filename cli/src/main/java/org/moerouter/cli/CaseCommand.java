@@ -197,13 +197,14 @@ final class CaseCommand {
     void run(MoeRouter r, OutputSet outputs, List<String> notes) {
       final boolean zero = config.nonFinite() == NonFinitePolicy.ZERO;
       final long[] tk = {tokens, k}, te = {tokens, experts}, e = {experts};
+      // Row flags only where they matter (ZERO's backward): CUDA routers do not write them yet.
       int[] liveIdx = new int[tokens * k];
       float[] liveW = new float[tokens * k];
-      byte[] liveRows = new byte[tokens];
+      byte[] liveRows = zero ? new byte[tokens] : null;
       boolean live = forward(r, null, liveIdx, liveW, liveRows, "live", outputs, notes);
       int[] replayOut = new int[tokens * k];
       float[] replayW = new float[tokens * k];
-      byte[] replayRows = new byte[tokens];
+      byte[] replayRows = zero ? new byte[tokens] : null;
       boolean replay = forward(r, replayIdx, replayOut, replayW, replayRows, "replay", outputs, notes);
       if (live) {
         put(outputs, "live_idx.npy", Npy.Dtype.I4, tk, liveIdx);
