@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // C ABI entry points of spec section 6 (valid tokens, counts, losses, token dropping): argument checks,
-// all before any output is written, then the CPU implementation (any router: CUDA ones run them here).
+// all before any output is written, then the CPU implementation (any router: CUDA ones run them here) in
+// the default floating-point environment (moe_cpu_fpenv.h: the caller's FTZ/DAZ changes no bit).
 // org.moerouter.MoeRouter, LossConfig and TokenDropping check the same rules with the same texts.
 #include <math.h>
 
+#include "moe_cpu_fpenv.h"
 #include "moe_internal.h"
 
 using namespace moe;
@@ -64,6 +66,7 @@ int moe_valid_tokens_host(moe_router* r, const void* logits, int dtype, int64_t 
   if (tokens > 0 && !logits && r->config.nonfinite == MOE_NONFINITE_ZERO)
     return fail(MOE_ERR_INVALID_ARGUMENT,
                 "valid tokens: non-finite policy ZERO reads the logits (a row with a non-finite logit is not valid)");
+  FpEnvGuard fp;  // DAZ would read a subnormal logit as 0: still finite, but keep every entry point alike
   return cpu_valid_tokens(r, logits, dtype, tokens, padding_mask, out_valid, out_count);
 }
 
@@ -95,6 +98,7 @@ int moe_losses_host(moe_router* r, const void* logits, int dtype, int64_t tokens
   if (!config || !out) return fail(MOE_ERR_INVALID_ARGUMENT, "losses: config and out must not be null");
   if (tokens > 0 && !logits) return fail(MOE_ERR_INVALID_ARGUMENT, "logits must not be null");
   if ((st = check_loss_config(*config, r->config.num_experts, tokens)) != MOE_OK) return st;
+  FpEnvGuard fp;
   return cpu_losses(r, logits, dtype, tokens, valid, *config, out, out_aux_counts, out_aux_scores, out_aux_map,
                     grad_logits);
 }
@@ -115,6 +119,7 @@ int moe_drop_tokens_host(moe_router* r, const int32_t* idx, const float* w, int6
   int reason = 0;
   int64_t bad = first_bad_row(idx, nullptr, tokens, k, E, &reason, false);
   if (bad >= 0) return replay_error(bad, reason, idx, k, E);
+  FpEnvGuard fp;  // under DAZ a subnormal weight would rank as 0
   return cpu_drop_tokens(r, idx, w, tokens, capacity_factor, policy, pad_to_capacity, out_map, out_probs, out_kept,
                          out_kept_counts, out_dropped);
 }

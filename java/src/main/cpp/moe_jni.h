@@ -243,4 +243,35 @@ static inline int64_t moe_jni_drop_tokens(int64_t h, const int32_t* idx, const f
                                 out_probs, out_kept, out_kept_counts, &dropped);
   return st == MOE_OK ? dropped : -(int64_t)st;
 }
+
+// Test hook (FpEnvTest): spec section 6 from a thread with FTZ (mode & 1) and/or DAZ (mode & 2) set. op 0:
+// moe_losses_host with the aux loss and the z-loss (coefficients aux, z), values into out_values [5]; op 1:
+// moe_drop_tokens_host (probs policy, capacity factor cf). Returns the status as moe_jni_test_fpenv_call does.
+static inline int64_t moe_jni_test_fpenv_training(int64_t h, int mode, int op, const float* logits, int64_t tokens,
+                                                  float aux, float z, double* out_values, int32_t* out_counts,
+                                                  float* grad, const int32_t* idx, const float* w, double cf,
+                                                  uint8_t* map, float* probs, uint8_t* kept) {
+#if defined(__x86_64__)
+  const unsigned saved = _mm_getcsr();
+  const unsigned set = saved | ((mode & 1) ? 0x8000u : 0u) | ((mode & 2) ? 0x0040u : 0u);
+  _mm_setcsr(set);
+  int st;
+  if (op == 0) {
+    st = moe_jni_losses(h, logits, MOE_DTYPE_F32, tokens, 0, aux, 0.0f, 0.0f, z, 0, 0, 0, 0.0, out_values, out_counts,
+                        0, 0, grad);
+  } else {
+    int64_t dropped = 0;
+    st = moe_drop_tokens_host((moe_router*)(intptr_t)h, idx, w, tokens, cf, MOE_DROP_PROBS, 0, map, probs, kept, 0,
+                              &dropped);
+  }
+  const unsigned seen = _mm_getcsr();
+  _mm_setcsr(saved);
+  if ((seen & ~0x3fu) != (set & ~0x3fu)) return -(int64_t)MOE_ERR_INTERNAL;
+  return -(int64_t)st;
+#else
+  (void)h; (void)mode; (void)op; (void)logits; (void)tokens; (void)aux; (void)z; (void)out_values; (void)out_counts;
+  (void)grad; (void)idx; (void)w; (void)cf; (void)map; (void)probs; (void)kept;
+  return -(int64_t)MOE_ERR_UNSUPPORTED;
+#endif
+}
 #endif  // MOE_JNI_H_

@@ -227,6 +227,12 @@ final class RouterNative {
       @Cast("const void*") float[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] replayIdx,
       @Cast("int32_t*") int[] outIdx, float[] outWeights, @Cast("uint8_t*") byte[] outFlags, float[] outGrad);
 
+  /** Section 6 under FTZ/DAZ (FpEnvTest): op 0 losses (aux, z), op 1 probs dropping; 0 or -status. */
+  @NoException @CriticalRegion static native long moe_jni_test_fpenv_training(long handle, int mode, int op,
+      @Cast("const float*") float[] logits, long tokens, float aux, float z, double[] outValues,
+      @Cast("int32_t*") int[] outCounts, float[] grad, @Cast("const int32_t*") int[] idx, @Cast("const float*") float[] w,
+      double cf, @Cast("uint8_t*") byte[] map, float[] probs, @Cast("uint8_t*") byte[] kept);
+
   // Device memory and streams, for the tests of the device-pointer calls (CudaRouterTest).
   @NoException static native long moe_jni_cuda_malloc(int device, long bytes);
   @NoException static native int moe_jni_cuda_free(long ptr);

@@ -107,6 +107,62 @@ class FpEnvTest {
     }
   }
 
+  /** The section 6 losses and token dropping (of subnormal weights), under FTZ and DAZ, give the Java bits. */
+  @Test
+  void ftzAndDazChangeNoBitOfTheLossesOrTheDropping() {
+    SplittableRandom rnd = new SplittableRandom(0x10556L);
+    int e = 64;
+    for (int tokens : new int[] {37, 4096}) {
+      float[] l = logits(rnd, tokens, e);
+      for (RouterConfig c : configs(rnd, e)) {
+        for (int threads : tokens > 1000 ? new int[] {1, 2} : new int[] {1}) {
+          MoeRouter.setCpuThreads(threads);
+          String where = c + " T=" + tokens + " threads=" + threads;
+          int k = c.topK();
+          try (MoeRouter java = MoeRouter.create(c, Backend.JAVA); MoeRouter cpu = MoeRouter.create(c, Backend.CPU)) {
+            long h = ((NativeRouter) cpu).handle();
+            float[] refGrad = new float[tokens * e];
+            LossValues ref = java.losses(l, tokens, null, LossConfig.builder().auxLoss(0.5f).zLoss(0.25f).build(), null, 0,
+                refGrad, new LossValues(e));
+            // Weights of subnormals and zeros: DAZ would read them as 0 and tie them with the tokens not routed
+            // to the expert (prob 0), which the lower index then wins.
+            int[] sel = TestData.randomSelection(rnd, tokens, k, e);
+            float[] w = new float[tokens * k];
+            for (int i = 0; i < w.length; i++)
+              w[i] = rnd.nextInt(4) == 0 ? 0f : Float.MIN_VALUE * (1 + rnd.nextInt(8)) * (rnd.nextInt(3) == 0 ? 1000 : 1);
+            TokenDropping d = TokenDropping.of(0.5, DropPolicy.PROBS, false);
+            byte[] refMap = new byte[tokens * e], refKept = new byte[tokens * k];
+            float[] refProbs = new float[tokens * e];
+            java.dropTokens(d, sel, w, tokens, refMap, refProbs, refKept, null);
+            for (int mode = 1; mode <= 3; mode++) {
+              String at = where + (mode == 1 ? " FTZ" : mode == 2 ? " DAZ" : " FTZ+DAZ");
+              double[] v = new double[5];
+              int[] counts = new int[e];
+              float[] grad = new float[tokens * e];
+              long r = RouterNative.moe_jni_test_fpenv_training(h, mode, 0, l, tokens, 0.5f, 0.25f, v, counts, grad, null,
+                  null, 0, null, null, null);
+              if (r == -Status.UNSUPPORTED.code()) Assumptions.abort("MXCSR test hook is x86-64 only");
+              if (r == -Status.INTERNAL.code()) fail(at + ": the caller's MXCSR was not restored");
+              assertEquals(0, r, at + ": losses status");
+              assertEquals(Double.doubleToLongBits(ref.auxLoss()), Double.doubleToLongBits(v[0]), at + " aux loss");
+              assertEquals(Double.doubleToLongBits(ref.zLoss()), Double.doubleToLongBits(v[3]), at + " z-loss");
+              same(ref.auxTokensPerExpert(), counts, at + " aux counts");
+              same(refGrad, grad, at + " loss gradient");
+              byte[] map = new byte[tokens * e], kept = new byte[tokens * k];
+              float[] probs = new float[tokens * e];
+              r = RouterNative.moe_jni_test_fpenv_training(h, mode, 1, null, tokens, 0, 0, null, null, null,
+                  sel, w, 0.5, map, probs, kept);
+              assertEquals(0, r, at + ": drop status");
+              for (int i = 0; i < map.length; i++) if (map[i] != refMap[i]) fail(at + " drop map differs at " + i);
+              for (int i = 0; i < kept.length; i++) if (kept[i] != refKept[i]) fail(at + " kept differs at " + i);
+              same(refProbs, probs, at + " drop probs");
+            }
+          }
+        }
+      }
+    }
+  }
+
   private static void same(int[] a, int[] b, String what) {
     for (int i = 0; i < a.length; i++)
       if (a[i] != b[i]) fail(what + ": differ at " + i + ": " + a[i] + " vs " + b[i]);
