@@ -2,7 +2,7 @@
 package org.moerouter;
 
 /**
- * Which routed tokens an expert keeps when it has more than its capacity (ROUTING_SPEC.md section 6,
+ * Which routed tokens an expert keeps when it has more than its capacity (docs/semantics.md section 6,
  * Megatron {@code moe_token_drop_policy}). Ties go to the lower token index. Codes mirror moe_drop_policy.
  */
 public enum DropPolicy {

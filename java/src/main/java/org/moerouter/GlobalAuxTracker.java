@@ -4,7 +4,7 @@ package org.moerouter;
 import java.util.Arrays;
 
 /**
- * The running state of the global aux loss (ROUTING_SPEC.md section 6; Megatron's
+ * The running state of the global aux loss (docs/semantics.md section 6; Megatron's
  * {@code global_tokens_per_expert} and {@code ga_steps} buffers): per micro-batch {@code acc += g; n += 1;
  * G = acc / n}, reset at the end of each global batch. {@code g} [E] are this micro-batch's aux-map counts
  * summed over the tp*dp*cp ranks (one rank: {@link LossValues#auxTokensPerExpert()} of a call with the

@@ -4,7 +4,7 @@ package org.moerouter;
 import java.util.Objects;
 
 /**
- * Which router losses a {@link MoeRouter#losses} call computes (ROUTING_SPEC.md section 6): immutable,
+ * Which router losses a {@link MoeRouter#losses} call computes (docs/semantics.md section 6): immutable,
  * validated when built. A coefficient of 0 (the default) leaves a loss out; coefficients must be finite
  * and {@code >= 0}.
  *

@@ -681,7 +681,7 @@ public abstract class MoeRouter implements AutoCloseable {
   /**
    * The router losses of {@code losses} over logits [tokens, E] and the valid rows {@code validRows} [tokens]
    * ({@link #validTokens}; null = every row; under {@link NonFinitePolicy#ZERO} a row with a non-finite logit
-   * is invalid whatever it says), ROUTING_SPEC.md section 6: aux scores A (softmax, or S / (sum S + 1e-20) for
+   * is invalid whatever it says), docs/semantics.md section 6: aux scores A (softmax, or S / (sum S + 1e-20) for
    * sigmoid and sqrtsoftplus) and the plain top-k map M of the logits (the k largest, ties to the lower
    * index; no groups, bias, replay or dropping), both over the valid rows only, then
    * <ul>
@@ -733,7 +733,7 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Token dropping (ROUTING_SPEC.md section 6) of a selection idx [tokens, k] (live or replayed: the
+   * Token dropping (docs/semantics.md section 6) of a selection idx [tokens, k] (live or replayed: the
    * indices the forward used) with its weights [tokens, k] (scale included): each expert keeps
    * {@link TokenDropping#capacity} tokens by the drop policy, ties to the lower token index. Outputs, each
    * optional: {@code outMap} [tokens, E] the final routing map (with {@code padToCapacity} the keep mask

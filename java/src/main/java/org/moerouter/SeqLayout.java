@@ -3,7 +3,7 @@ package org.moerouter;
 
 /**
  * How the T = Sq * B rows of a call form B sequences of length Sq, for the sequence aux loss
- * (ROUTING_SPEC.md section 6). Codes mirror moe_seq_layout in moe_router.h.
+ * (docs/semantics.md section 6). Codes mirror moe_seq_layout in moe_router.h.
  */
 public enum SeqLayout {
   /** Row {@code t = s * B + b}: Megatron's {@code [seq, batch]} (default). */

@@ -4,7 +4,7 @@ package org.moerouter;
 import java.util.Objects;
 
 /**
- * Token dropping with a capacity factor (ROUTING_SPEC.md section 6; Megatron
+ * Token dropping with a capacity factor (docs/semantics.md section 6; Megatron
  * {@code moe_expert_capacity_factor}, {@code moe_token_drop_policy}, {@code moe_pad_expert_input_to_capacity}):
  * immutable, validated when made. {@link MoeRouter#dropTokens} applies it to a live or replayed selection.
  *

@@ -16,7 +16,7 @@ import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * Every goldens_v2 case on every host backend for what ROUTING_SPEC.md section 6 defines: tokens per expert
+ * Every goldens_v2 case on every host backend for what docs/semantics.md section 6 defines: tokens per expert
  * (after dropping), valid tokens per expert, the updated expert bias, the aux-map counts, the aux, sequence
  * aux, global aux and z losses with their gradients (one loss at a time, as the format stores them, and all
  * at once), the global tracker's running average, and token dropping of the live and the replayed experts

@@ -35,7 +35,7 @@ import org.moerouter.trace.Npy;
 import org.moerouter.trace.TraceFormatException;
 
 /**
- * {@code moe-router case}: runs one reference case of the goldens_v2 format (ROUTING_SPEC.md sections 1-7:
+ * {@code moe-router case}: runs one reference case of the goldens_v2 format (docs/semantics.md sections 1-7:
  * config.json and .npy inputs) through the library and writes every expected output the format lists for
  * that config, under the same names and dtypes, so that a backend can be compared with a reference by file.
  */

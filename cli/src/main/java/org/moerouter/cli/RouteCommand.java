@@ -30,7 +30,7 @@ import org.moerouter.trace.Npy;
 import org.moerouter.trace.TraceFormatException;
 
 /**
- * {@code moe-router route}: routes (or replays) a logits .npy file with every routing option of ROUTING_SPEC.md
+ * {@code moe-router route}: routes (or replays) a logits .npy file with every routing option of docs/semantics.md
  * sections 1-6 and writes the results (indices, weights, gradient, counts, losses, token dropping) as .npy files.
  */
 final class RouteCommand {
@@ -47,7 +47,7 @@ final class RouteCommand {
 
   static final String HELP = String.join("\n",
       "usage: moe-router " + USAGE,
-      "Routes (or replays) the logits [tokens, experts] of a .npy file (ROUTING_SPEC.md sections 1-6) and writes into",
+      "Routes (or replays) the logits [tokens, experts] of a .npy file (docs/semantics.md sections 1-6) and writes into",
       "DIR: idx.npy [tokens, k] int32, weights.npy [tokens, k] float32 and tokens_per_expert.npy [experts] int32 (of",
       "the final routing map, after dropping), plus the outputs of the options below. The files are replaced as a set:",
       "a failed run leaves the previous set, a run that does not produce a file removes an old one.",
