@@ -3,9 +3,15 @@
 // The pure-Java backend (org.moerouter.JavaRouting) mirrors this file operation for operation, and
 // its Kernel.selectRow is the reference selection (plain or grouped top-k over rank_key) that the
 // CPU and CUDA selection algorithms reproduce exactly.
-// Every float op here has a fixed order and no contraction (-ffp-contract=off, nvcc -fmad=false),
-// exp and log are built from +, -, *, / and exact scalings, and sqrt is IEEE (correctly rounded),
-// so all three backends compute bit-identical routing scores and therefore identical indices.
+// Every float op here has a fixed order and no contraction, exp and log are built from +, -, *, /
+// and exact scalings, and sqrt is IEEE (correctly rounded), so all three backends compute
+// bit-identical routing scores and therefore identical indices.
+// Contraction: on the device every +, -, *, / and sqrt goes through add_rn / sub_rn / mul_rn /
+// div_rn / sqrt_rn, i.e. the explicitly rounded intrinsics, which nvcc never fuses or approximates
+// whatever the consumer's -fmad / -prec-div / -prec-sqrt (scripts/check-ptx.sh checks the PTX). They
+// do not undo -ftz=true (subnormals flushed; -use_fast_math sets it): device code needs -ftz=false,
+// the default. On the host they are the plain operators: the compiler must not contract them
+// (-ffp-contract=off; GCC and Clang contract across inlined calls).
 #ifndef MOE_ROUTING_MATH_H_
 #define MOE_ROUTING_MATH_H_
 
@@ -30,6 +36,40 @@
 #endif
 
 namespace moe {
+
+// IEEE round-to-nearest arithmetic that no compiler flag turns into an FMA or an approximation on
+// the device (see the head comment).
+MOE_HDI float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+MOE_HDI float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+
+MOE_HDI float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+MOE_HDI float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
 
 // Lanes of the canonical row sum (softmax denominator): lane j adds experts j, j+32, ... in
 // increasing order, then lanes are folded as a butterfly (16, 8, 4, 2, 1). A CUDA warp computes
@@ -92,30 +132,30 @@ MOE_HDI float exp_det(float x) {
   float xc = x > hi ? hi : x;
   xc = xc < lo ? lo : xc;
   xc = nan ? 0.0f : xc;
-  const float t = xc * 1.44269502162933349609375f + 0.5f;
+  const float t = add_rn(mul_rn(xc, 1.44269502162933349609375f), 0.5f);
   const float tr = (float)(int32_t)t;
-  const float n = tr - (tr > t ? 1.0f : 0.0f);  // selects a constant: no speculative arithmetic
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  const float z = r * r;
+  const float n = sub_rn(tr, tr > t ? 1.0f : 0.0f);  // selects a constant: no speculative arithmetic
+  float r = sub_rn(xc, mul_rn(n, 0.693359375f));
+  r = sub_rn(r, mul_rn(n, -2.12194440e-4f));
+  const float z = mul_rn(r, r);
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  float y = p * z + r + 1.0f;
+  p = add_rn(mul_rn(p, r), 1.3981999507e-3f);
+  p = add_rn(mul_rn(p, r), 8.3334519073e-3f);
+  p = add_rn(mul_rn(p, r), 4.1665795894e-2f);
+  p = add_rn(mul_rn(p, r), 1.6666665459e-1f);
+  p = add_rn(mul_rn(p, r), 5.0000001201e-1f);
+  float y = add_rn(add_rn(mul_rn(p, z), r), 1.0f);
   const int32_t ni = (int32_t)n;  // in [-150, 128]: split so that both factors are normal floats
   const int32_t n1 = ni / 2;
   const int32_t n2 = ni - n1;
-  y = y * bits_to_float((uint32_t)(n1 + 127) << 23);
-  y = y * bits_to_float((uint32_t)(n2 + 127) << 23);
+  y = mul_rn(y, bits_to_float((uint32_t)(n1 + 127) << 23));
+  y = mul_rn(y, bits_to_float((uint32_t)(n2 + 127) << 23));
   y = x > hi ? bits_to_float(0x7f800000u) : y;
   y = x < lo ? 0.0f : y;
   return nan ? x : y;
 }
 
-MOE_HDI float sigmoid_det(float x) { return 1.0f / (1.0f + exp_det(-x)); }
+MOE_HDI float sigmoid_det(float x) { return div_rn(1.0f, add_rn(1.0f, exp_det(-x))); }
 
 // Correctly rounded square root (IEEE): sqrtss on the host, __fsqrt_rn on the device, and
 // (float)Math.sqrt((double)x) in Java (double rounding is exact for sqrt), so all three agree.
@@ -136,32 +176,32 @@ MOE_HDI float log_det(float x) {
   float m = bits_to_float((b & 0x007fffffu) | 0x3f000000u);  // [0.5, 1)
   const bool low = m < 0.707106781186547524f;
   e = e - (low ? 1 : 0);
-  m = low ? (m + m) - 1.0f : m - 1.0f;
-  const float z = m * m;
+  m = low ? sub_rn(add_rn(m, m), 1.0f) : sub_rn(m, 1.0f);
+  const float z = mul_rn(m, m);
   float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m;
-  y = y * z;
+  y = sub_rn(mul_rn(y, m), 1.1514610310e-1f);
+  y = add_rn(mul_rn(y, m), 1.1676998740e-1f);
+  y = sub_rn(mul_rn(y, m), 1.2420140846e-1f);
+  y = add_rn(mul_rn(y, m), 1.4249322787e-1f);
+  y = sub_rn(mul_rn(y, m), 1.6668057665e-1f);
+  y = add_rn(mul_rn(y, m), 2.0000714765e-1f);
+  y = sub_rn(mul_rn(y, m), 2.4999993993e-1f);
+  y = add_rn(mul_rn(y, m), 3.3333331174e-1f);
+  y = mul_rn(y, m);
+  y = mul_rn(y, z);
   const float fe = (float)e;
-  y = y + fe * -2.12194440e-4f;
-  y = y - 0.5f * z;
-  float r = m + y;
-  return r + fe * 0.693359375f;
+  y = add_rn(y, mul_rn(fe, -2.12194440e-4f));
+  y = sub_rn(y, mul_rn(0.5f, z));
+  float r = add_rn(m, y);
+  return add_rn(r, mul_rn(fe, 0.693359375f));
 }
 
 // log1p(y) for y >= 0 (NaN propagates): log(u) of u = 1 + y plus the rounding error of u,
 // (y - (u - 1)) / u, which is exact to first order (u - 1 is exact for u >= 1). For y < 2^-24,
 // u == 1 and the result is y itself. Branch-free: the special cases are selected at the end.
 MOE_HDI float log1p_det(float y) {
-  const float u = 1.0f + y;
-  const float r = log_det(u) + (y - (u - 1.0f)) / u;
+  const float u = add_rn(1.0f, y);
+  const float r = add_rn(log_det(u), div_rn(sub_rn(y, sub_rn(u, 1.0f)), u));
   return y == bits_to_float(0x7f800000u) ? y : r;
 }
 
@@ -177,7 +217,7 @@ MOE_HDI float sqrtsoftplus_det(float x) { return sqrt_rn(softplus_det(x)); }
 // Total order on routing scores as an unsigned key: larger key = better. NaN is below every
 // number (including -inf); -0 and +0 are equal.
 MOE_HDI uint32_t score_key(float r) {
-  const uint32_t b = float_to_bits(r + 0.0f);
+  const uint32_t b = float_to_bits(add_rn(r, 0.0f));
   const uint32_t key = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);  // negative: ~b, else b | sign
   const uint32_t not_nan = 0u - (uint32_t)((b & 0x7fffffffu) <= 0x7f800000u);
   return key & not_nan;  // branch-free, so key loops vectorise
@@ -262,9 +302,9 @@ MOE_HDI float score_of(int score_fn, float logit) {
 MOE_HDI float score_grad(int score_fn, float l, float s) {
   if (score_fn == MOE_SCORE_SQRTSOFTPLUS) {
     const float d = l > 20.0f ? 1.0f : sigmoid_det(l);
-    return d / (2.0f * s + kSigmoidNormEps);
+    return div_rn(d, add_rn(mul_rn(2.0f, s), kSigmoidNormEps));
   }
-  return s * (1.0f - s);
+  return mul_rn(s, sub_rn(1.0f, s));
 }
 
 // Canonical softmax statistics of a row: max and denominator in the fixed lane order.
@@ -275,7 +315,7 @@ struct RowSoftmax {
 
 MOE_HD float fold_lanes(float* lanes) {
   for (int off = kSumLanes / 2; off > 0; off >>= 1)
-    for (int j = 0; j < off; ++j) lanes[j] = lanes[j] + lanes[j + off];
+    for (int j = 0; j < off; ++j) lanes[j] = add_rn(lanes[j], lanes[j + off]);
   return lanes[0];
 }
 
@@ -290,8 +330,8 @@ MOE_HD RowSoftmax row_softmax(const Load& load, int experts) {
   for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
   int i = 0;
   for (; i + kSumLanes <= experts; i += kSumLanes)  // blocked, so each block vectorises
-    for (int j = 0; j < kSumLanes; ++j) lanes[j] += exp_det(load(i + j) - m);
-  for (int j = 0; i + j < experts; ++j) lanes[j] += exp_det(load(i + j) - m);
+    for (int j = 0; j < kSumLanes; ++j) lanes[j] = add_rn(lanes[j], exp_det(sub_rn(load(i + j), m)));
+  for (int j = 0; i + j < experts; ++j) lanes[j] = add_rn(lanes[j], exp_det(sub_rn(load(i + j), m)));
   RowSoftmax s;
   s.max = m;
   s.sum = fold_lanes(lanes);
@@ -302,14 +342,14 @@ MOE_HD RowSoftmax row_softmax(const Load& load, int experts) {
 // with a bias and the logit without (Params::rank_by_logit).
 MOE_HD float routing_score(const Params& p, float logit, int expert, const RowSoftmax& sm) {
   if (p.post_softmax()) return logit;
-  const float s = p.pre_softmax ? exp_det(logit - sm.max) / sm.sum : score_of(p.score_fn, logit);
-  return p.bias ? s + p.bias[expert] : s;
+  const float s = p.pre_softmax ? div_rn(exp_det(sub_rn(logit, sm.max)), sm.sum) : score_of(p.score_fn, logit);
+  return p.bias ? add_rn(s, p.bias[expert]) : s;
 }
 
 // Group score: the top per_group routing scores of the group summed in descending key order.
 MOE_HD float group_score_from_sorted(const uint64_t* top_keys, int n, const float* scores) {
   float s = 0.0f;
-  for (int j = 0; j < n; ++j) s = s + scores[rank_key_index(top_keys[j])];
+  for (int j = 0; j < n; ++j) s = add_rn(s, scores[rank_key_index(top_keys[j])]);
   return s;
 }
 
@@ -329,26 +369,26 @@ MOE_HD void unscaled_weights(const Params& p, const Load& load, const int32_t* i
     }
     float sum = 0.0f;
     for (int j = 0; j < k; ++j) {
-      w[j] = exp_det(load(idx[j]) - m);
-      sum = sum + w[j];
+      w[j] = exp_det(sub_rn(load(idx[j]), m));
+      sum = add_rn(sum, w[j]);
     }
-    for (int j = 0; j < k; ++j) w[j] = w[j] / sum;
+    for (int j = 0; j < k; ++j) w[j] = div_rn(w[j], sum);
     return;
   }
   float denom = 0.0f;
   for (int j = 0; j < k; ++j) {
     float l = load(idx[j]);
     if (p.pre_softmax) {
-      w[j] = exp_det(l - sm->max) / sm->sum;
+      w[j] = div_rn(exp_det(sub_rn(l, sm->max)), sm->sum);
     } else {
       if (!is_finite(l)) nonfinite = true;
       w[j] = p.score_fn == MOE_SCORE_SQRTSOFTPLUS ? sqrtsoftplus_det(l) : sigmoid_det(l);
     }
-    denom = denom + w[j];
+    denom = add_rn(denom, w[j]);
   }
   if (p.normalize) {
-    denom = denom + kSigmoidNormEps;
-    for (int j = 0; j < k; ++j) w[j] = w[j] / denom;
+    denom = add_rn(denom, kSigmoidNormEps);
+    for (int j = 0; j < k; ++j) w[j] = div_rn(w[j], denom);
   }
 }
 
@@ -363,8 +403,8 @@ MOE_HDI void backward_row(const Params& p, const Load& load, const int32_t* idx,
   if (p.post_softmax()) {
     for (int i = 0; i < p.experts; ++i) grad[i] = 0.0f;
     float dot = 0.0f;
-    for (int j = 0; j < k; ++j) dot = dot + w_unscaled[j] * (p.scale * dw[j]);
-    for (int j = 0; j < k; ++j) grad[idx[j]] = w_unscaled[j] * (p.scale * dw[j] - dot);
+    for (int j = 0; j < k; ++j) dot = add_rn(dot, mul_rn(w_unscaled[j], mul_rn(p.scale, dw[j])));
+    for (int j = 0; j < k; ++j) grad[idx[j]] = mul_rn(w_unscaled[j], sub_rn(mul_rn(p.scale, dw[j]), dot));
     return;
   }
   // du: d(loss)/d(u) of the un-normalised values u (P or S at idx). Normalised (w = u / Z with
@@ -375,41 +415,41 @@ MOE_HDI void backward_row(const Params& p, const Load& load, const int32_t* idx,
   if (p.normalize) {
     float z = 0.0f, dot = 0.0f;
     if (p.pre_softmax)
-      for (int j = 0; j < k; ++j) z = z + exp_det(load(idx[j]) - sm.max) / sm.sum;
+      for (int j = 0; j < k; ++j) z = add_rn(z, div_rn(exp_det(sub_rn(load(idx[j]), sm.max)), sm.sum));
     else if (p.score_fn == MOE_SCORE_SQRTSOFTPLUS)
-      for (int j = 0; j < k; ++j) z = z + sqrtsoftplus_det(load(idx[j]));
+      for (int j = 0; j < k; ++j) z = add_rn(z, sqrtsoftplus_det(load(idx[j])));
     else
-      for (int j = 0; j < k; ++j) z = z + sigmoid_det(load(idx[j]));
-    z = z + kSigmoidNormEps;
-    for (int j = 0; j < k; ++j) dot = dot + (p.scale * dw[j]) * w_unscaled[j];
-    for (int j = 0; j < k; ++j) du[j] = (p.scale * dw[j] - dot) / z;
+      for (int j = 0; j < k; ++j) z = add_rn(z, sigmoid_det(load(idx[j])));
+    z = add_rn(z, kSigmoidNormEps);
+    for (int j = 0; j < k; ++j) dot = add_rn(dot, mul_rn(mul_rn(p.scale, dw[j]), w_unscaled[j]));
+    for (int j = 0; j < k; ++j) du[j] = div_rn(sub_rn(mul_rn(p.scale, dw[j]), dot), z);
   } else {
-    for (int j = 0; j < k; ++j) du[j] = p.scale * dw[j];
+    for (int j = 0; j < k; ++j) du[j] = mul_rn(p.scale, dw[j]);
   }
   if (p.pre_softmax) {  // dL = P * (h - sum(P * h)), h = du scattered
     float dot = 0.0f;
     float pj[MOE_MAX_TOPK];
     for (int j = 0; j < k; ++j) {
-      pj[j] = p.normalize ? exp_det(load(idx[j]) - sm.max) / sm.sum : w_unscaled[j];
-      dot = dot + pj[j] * du[j];
+      pj[j] = p.normalize ? div_rn(exp_det(sub_rn(load(idx[j]), sm.max)), sm.sum) : w_unscaled[j];
+      dot = add_rn(dot, mul_rn(pj[j], du[j]));
     }
     if (row_exp)
-      for (int i = 0; i < p.experts; ++i) grad[i] = -(row_exp[i] / sm.sum) * dot;
+      for (int i = 0; i < p.experts; ++i) grad[i] = mul_rn(-div_rn(row_exp[i], sm.sum), dot);
     else
-      for (int i = 0; i < p.experts; ++i) grad[i] = -(exp_det(load(i) - sm.max) / sm.sum) * dot;
-    for (int j = 0; j < k; ++j) grad[idx[j]] = pj[j] * (du[j] - dot);
+      for (int i = 0; i < p.experts; ++i) grad[i] = mul_rn(-div_rn(exp_det(sub_rn(load(i), sm.max)), sm.sum), dot);
+    for (int j = 0; j < k; ++j) grad[idx[j]] = mul_rn(pj[j], sub_rn(du[j], dot));
     return;
   }
   for (int i = 0; i < p.experts; ++i) grad[i] = 0.0f;
   if (p.score_fn == MOE_SCORE_SQRTSOFTPLUS) {
     for (int j = 0; j < k; ++j) {
       const float l = load(idx[j]);
-      grad[idx[j]] = du[j] * score_grad(MOE_SCORE_SQRTSOFTPLUS, l, sqrtsoftplus_det(l));
+      grad[idx[j]] = mul_rn(du[j], score_grad(MOE_SCORE_SQRTSOFTPLUS, l, sqrtsoftplus_det(l)));
     }
   } else {
     for (int j = 0; j < k; ++j) {
       const float s = sigmoid_det(load(idx[j]));
-      grad[idx[j]] = du[j] * (s * (1.0f - s));
+      grad[idx[j]] = mul_rn(du[j], mul_rn(s, sub_rn(1.0f, s)));
     }
   }
 }
@@ -420,7 +460,7 @@ template <typename Load>
 MOE_HD void aux_scores_row(int score_fn, const Load& load, int experts, float* out) {
   if (score_fn == MOE_SCORE_SOFTMAX) {
     RowSoftmax sm = row_softmax(load, experts);
-    for (int i = 0; i < experts; ++i) out[i] = exp_det(load(i) - sm.max) / sm.sum;
+    for (int i = 0; i < experts; ++i) out[i] = div_rn(exp_det(sub_rn(load(i), sm.max)), sm.sum);
     return;
   }
   float lanes[kSumLanes];
@@ -429,9 +469,9 @@ MOE_HD void aux_scores_row(int score_fn, const Load& load, int experts, float* o
     for (int i = 0; i < experts; ++i) out[i] = sqrtsoftplus_det(load(i));
   else
     for (int i = 0; i < experts; ++i) out[i] = sigmoid_det(load(i));
-  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += out[i];
-  float z = fold_lanes(lanes) + kSigmoidNormEps;
-  for (int i = 0; i < experts; ++i) out[i] = out[i] / z;
+  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] = add_rn(lanes[i % kSumLanes], out[i]);
+  float z = add_rn(fold_lanes(lanes), kSigmoidNormEps);
+  for (int i = 0; i < experts; ++i) out[i] = div_rn(out[i], z);
 }
 
 // Gradient of sum_i f_i * S_i (S = aux scores of the row) w.r.t. the row's logits, times c,
@@ -441,18 +481,19 @@ template <typename Load>
 MOE_HD void aux_grad_row(int score_fn, const Load& load, int experts, const float* scores, const float* f, float c,
                          float* grad) {
   float dot = 0.0f;
-  for (int i = 0; i < experts; ++i) dot = dot + f[i] * scores[i];
+  for (int i = 0; i < experts; ++i) dot = add_rn(dot, mul_rn(f[i], scores[i]));
   if (score_fn == MOE_SCORE_SOFTMAX) {
-    for (int i = 0; i < experts; ++i) grad[i] = grad[i] + c * (scores[i] * (f[i] - dot));
+    for (int i = 0; i < experts; ++i) grad[i] = add_rn(grad[i], mul_rn(c, mul_rn(scores[i], sub_rn(f[i], dot))));
     return;
   }
   float lanes[kSumLanes];
   for (int j = 0; j < kSumLanes; ++j) lanes[j] = 0.0f;
-  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] += score_of(score_fn, load(i));
-  float z = fold_lanes(lanes) + kSigmoidNormEps;
+  for (int i = 0; i < experts; ++i) lanes[i % kSumLanes] = add_rn(lanes[i % kSumLanes], score_of(score_fn, load(i)));
+  float z = add_rn(fold_lanes(lanes), kSigmoidNormEps);
   for (int i = 0; i < experts; ++i) {
     const float l = load(i);
-    grad[i] = grad[i] + c * (score_grad(score_fn, l, score_of(score_fn, l)) / z * (f[i] - dot));
+    const float d = div_rn(score_grad(score_fn, l, score_of(score_fn, l)), z);
+    grad[i] = add_rn(grad[i], mul_rn(c, mul_rn(d, sub_rn(f[i], dot))));
   }
 }
 

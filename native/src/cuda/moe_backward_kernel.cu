@@ -43,8 +43,8 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     float* out = grad_logits + (size_t)t * E;
     const bool v0 = warp0 && lane < k, v1 = warp0 && lane + 32 < k;
     const int e0 = v0 ? idx[t * k + lane] : 0, e1 = v1 ? idx[t * k + lane + 32] : 0;
-    const float g0 = v0 ? p.scale * grad_w[t * k + lane] : 0.0f;  // g = scale * dw
-    const float g1 = v1 ? p.scale * grad_w[t * k + lane + 32] : 0.0f;
+    const float g0 = v0 ? mul_rn(p.scale, grad_w[t * k + lane]) : 0.0f;  // g = scale * dw
+    const float g1 = v1 ? mul_rn(p.scale, grad_w[t * k + lane + 32]) : 0.0f;
     float val0 = 0.0f, val1 = 0.0f;
 
     if (pre) {
@@ -53,15 +53,15 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
       const RowSoftmax sm = dev::team_row_softmax<TW>(buf, buf, E, tid, sh);  // buf[i] = exp_det(l_i - max)
       float dot = 0.0f;
       if (warp0) {
-        const float w0 = v0 ? buf[e0] / sm.sum : 0.0f, w1 = v1 ? buf[e1] / sm.sum : 0.0f;
+        const float w0 = v0 ? div_rn(buf[e0], sm.sum) : 0.0f, w1 = v1 ? div_rn(buf[e1], sm.sum) : 0.0f;
         dot = dev::seg_dot<32>(k, w0, g0, w1, g1);
-        val0 = w0 * (g0 - dot);
-        val1 = w1 * (g1 - dot);
+        val0 = mul_rn(w0, sub_rn(g0, dot));
+        val1 = mul_rn(w1, sub_rn(g1, dot));
         if (TW > 1 && lane == 0) sh->bcast = dot;
       }
       TeamT::sync();
       if (TW > 1) dot = sh->bcast;
-      for (int i = tid; i < E; i += N) buf[i] = -(buf[i] / sm.sum) * dot;
+      for (int i = tid; i < E; i += N) buf[i] = mul_rn(-div_rn(buf[i], sm.sum), dot);
     } else {
       for (int i = tid; i < E; i += N) buf[i] = 0.0f;
       if (warp0) {
@@ -71,17 +71,17 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
         dev::seg_weights<32>(p, lane, l0, l1, 0.0f, 0.0f, w0, w1, unused_nf);
         if (p.score_fn == MOE_SCORE_SOFTMAX) {
           const float dot = dev::seg_dot<32>(k, w0, g0, w1, g1);
-          val0 = w0 * (g0 - dot);
-          val1 = w1 * (g1 - dot);
+          val0 = mul_rn(w0, sub_rn(g0, dot));
+          val1 = mul_rn(w1, sub_rn(g1, dot));
         } else {
           const float s0 = sigmoid_det(l0), s1 = sigmoid_det(l1);
           if (k == 1) {
-            val0 = g0 * (s0 * (1.0f - s0));
+            val0 = mul_rn(g0, score_grad(MOE_SCORE_SIGMOID, l0, s0));
           } else {
-            const float z = dev::seg_seq_sum<32>(k, s0, s1) + kSigmoidNormEps;
+            const float z = add_rn(dev::seg_seq_sum<32>(k, s0, s1), kSigmoidNormEps);
             const float dot = dev::seg_dot<32>(k, g0, w0, g1, w1);
-            val0 = ((g0 - dot) / z) * (s0 * (1.0f - s0));
-            val1 = ((g1 - dot) / z) * (s1 * (1.0f - s1));
+            val0 = mul_rn(div_rn(sub_rn(g0, dot), z), score_grad(MOE_SCORE_SIGMOID, l0, s0));
+            val1 = mul_rn(div_rn(sub_rn(g1, dot), z), score_grad(MOE_SCORE_SIGMOID, l1, s1));
           }
         }
       }

@@ -260,12 +260,12 @@ __device__ __forceinline__ void seg_weights(const Params& p, int sub, float l0, 
     float denom = 0.0f;
     for (int j = 0; j < k; ++j) {
       float sj = j < 32 ? __shfl_sync(kFull, s0, base + j) : __shfl_sync(kFull, s1, base + j - 32);
-      denom = denom + sj;
+      denom = add_rn(denom, sj);
     }
     if (k > 1) {
-      denom = denom + kSigmoidNormEps;
-      s0 = s0 / denom;
-      s1 = s1 / denom;
+      denom = add_rn(denom, kSigmoidNormEps);
+      s0 = div_rn(s0, denom);
+      s1 = div_rn(s1, denom);
     }
     w0 = s0;
     w1 = s1;
@@ -276,14 +276,14 @@ __device__ __forceinline__ void seg_weights(const Params& p, int sub, float l0, 
   if (v0 && l0 > m) m = l0;
   if (v1 && l1 > m) m = l1;
   m = seg_max_f(m, W);
-  float e0 = exp_det(l0 - m), e1 = exp_det(l1 - m);
+  float e0 = exp_det(sub_rn(l0, m)), e1 = exp_det(sub_rn(l1, m));
   float sum = 0.0f;
   for (int j = 0; j < k; ++j) {
     float ej = j < 32 ? __shfl_sync(kFull, e0, base + j) : __shfl_sync(kFull, e1, base + j - 32);
-    sum = sum + ej;
+    sum = add_rn(sum, ej);
   }
-  w0 = e0 / sum;
-  w1 = e1 / sum;
+  w0 = div_rn(e0, sum);
+  w1 = div_rn(e1, sum);
 }
 
 // Sum over j = 0..k-1 of a[j] * b[j] in order (a, b held like seg_weights' entries): the "dot" of
@@ -291,11 +291,11 @@ __device__ __forceinline__ void seg_weights(const Params& p, int sub, float l0, 
 template <int W>
 __device__ __forceinline__ float seg_dot(int k, float a0, float b0, float a1, float b1) {
   const int base = (threadIdx.x & 31) & ~(W - 1);
-  float prod0 = a0 * b0, prod1 = a1 * b1;
+  float prod0 = mul_rn(a0, b0), prod1 = mul_rn(a1, b1);
   float dot = 0.0f;
   for (int j = 0; j < k; ++j) {
     float t = j < 32 ? __shfl_sync(kFull, prod0, base + j) : __shfl_sync(kFull, prod1, base + j - 32);
-    dot = dot + t;
+    dot = add_rn(dot, t);
   }
   return dot;
 }
@@ -307,7 +307,7 @@ __device__ __forceinline__ float seg_seq_sum(int k, float v0, float v1) {
   float s = 0.0f;
   for (int j = 0; j < k; ++j) {
     float t = j < 32 ? __shfl_sync(kFull, v0, base + j) : __shfl_sync(kFull, v1, base + j - 32);
-    s = s + t;
+    s = add_rn(s, t);
   }
   return s;
 }
@@ -370,14 +370,14 @@ __device__ __forceinline__ RowSoftmax team_row_softmax(const float* x, float* ou
     if (v > m) m = v;
   }
   m = Team<TW>::max_f(m, sh);
-  for (int i = tid; i < experts; i += Team<TW>::N) out[i] = exp_det(x[i] - m);
+  for (int i = tid; i < experts; i += Team<TW>::N) out[i] = exp_det(sub_rn(x[i], m));
   Team<TW>::sync();
   RowSoftmax s;
   s.max = m;
   if (tid < 32) {
     float acc = 0.0f;
-    for (int i = tid; i < experts; i += 32) acc = acc + out[i];
-    for (int off = 16; off > 0; off >>= 1) acc = acc + __shfl_xor_sync(kFull, acc, off);
+    for (int i = tid; i < experts; i += 32) acc = add_rn(acc, out[i]);
+    for (int off = 16; off > 0; off >>= 1) acc = add_rn(acc, __shfl_xor_sync(kFull, acc, off));
     if (TW > 1 && tid == 0) sh->bcast = acc;
     s.sum = acc;
   }

@@ -67,11 +67,11 @@ __global__ void __launch_bounds__(256)
     dev::seg_weights<W>(p, sub, l0, l1, 0.0f, 0.0f, w0, w1, nf);
     if (v0) {
       out_idx[t * k + sub] = e0;  // may alias replay: the same thread read it above
-      out_w[t * k + sub] = w0 * p.scale;
+      out_w[t * k + sub] = mul_rn(w0, p.scale);
     }
     if (v1) {
       out_idx[t * k + sub + 32] = e1;
-      out_w[t * k + sub + 32] = w1 * p.scale;
+      out_w[t * k + sub + 32] = mul_rn(w1, p.scale);
     }
     if (active && sub == 0 && nf) ++nf_rows;
   }

@@ -48,7 +48,7 @@ __device__ unsigned long long select_groups(const Params& p, const float* sc, in
         if (++m == cnt) m = 0;
       }
       best = dev::seg_max_u64(best, L);
-      if (active) s = s + sc[rank_key_index(best)];
+      if (active) s = add_rn(s, sc[rank_key_index(best)]);
       thr = best;
     }
     if (active && sub == 0) {
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     const float* sc = lg;
     if (pre) {
       RowSoftmax sm = dev::team_row_softmax<TW>(lg, sc_buf, E, tid, sh);
-      for (int i = tid; i < E; i += N) sc_buf[i] = sc_buf[i] / sm.sum;  // == exp_det(l - max) / sum
+      for (int i = tid; i < E; i += N) sc_buf[i] = div_rn(sc_buf[i], sm.sum);  // == exp_det(l - max) / sum
       sc = sc_buf;
     } else if (p.score_fn == MOE_SCORE_SIGMOID && (p.biased || grouped)) {
       RowSoftmax unused{0.0f, 1.0f};
@@ -179,11 +179,11 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
       dev::seg_weights<32>(p, lane, l0, l1, p0, p1, w0, w1, unused_nf);
       if (v0) {
         out_idx[t * k + lane] = e0;
-        out_w[t * k + lane] = w0 * p.scale;
+        out_w[t * k + lane] = mul_rn(w0, p.scale);
       }
       if (v1) {
         out_idx[t * k + lane + 32] = e1;
-        out_w[t * k + lane + 32] = w1 * p.scale;
+        out_w[t * k + lane + 32] = mul_rn(w1, p.scale);
       }
     }
     nf_rows += nf ? 1 : 0;

@@ -14,6 +14,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
@@ -24,6 +25,9 @@ import org.junit.jupiter.params.provider.ValueSource;
  * in which fibers, blocks and streams run is a separate run: a result that depends on it is a
  * missing synchronisation. The build makes the executables (CMake option MOE_ROUTER_SIMT, on by
  * default); {@code -Dmoerouter.simt=skip} skips these tests where it was turned off.
+ *
+ * <p>The harness runs the kernels' operations in host arithmetic, so it cannot see the GPU's own
+ * contraction or approximation: {@link #kernelsRoundLikeTheCpuWhateverTheConsumersFlags} reads the PTX.
  */
 class SimtHarnessTest {
   private static final long TIMEOUT_MINUTES = 20;
@@ -67,6 +71,8 @@ class SimtHarnessTest {
     for (String line : lines)
       if (line.startsWith("CUDA kernels: ") || line.startsWith("SIMT self-test: "))
         System.out.println("[moe-router] SIMT harness: " + line);
+      else if (line.startsWith("check-ptx: "))
+        System.out.println("[moe-router] " + line);
     assertEquals(0, p.exitValue(), () -> command + " in order " + order + " failed (exit " + p.exitValue()
         + "; 86 = emulator report: deadlock, invalid access or misuse):\n" + out);
     return lines;
@@ -78,6 +84,24 @@ class SimtHarnessTest {
     List<String> lines = run(order, List.of(harness("simt_selftest").toString()));
     assertTrue(lines.stream().anyMatch(l -> l.startsWith("SIMT self-test:") && l.contains(" 0 failures")),
         "self-test summary missing");
+  }
+
+  /**
+   * scripts/check-ptx.sh: the kernels and every function of moe_routing_math.h compile to PTX with no
+   * fused multiply-add and no approximate instruction under the library's flags, nvcc's defaults
+   * (-fmad=true) and -use_fast_math (issue 10 part 3). Needs nvcc, which a library with CUDA kernels
+   * was built with.
+   */
+  @Test
+  void kernelsRoundLikeTheCpuWhateverTheConsumersFlags() throws Exception {
+    if ("skip".equals(System.getProperty("moerouter.simt"))) Assumptions.abort("moerouter.simt=skip");
+    Assumptions.assumeTrue(RouterNative.available() && RouterNative.moe_cuda_compiled() == 1,
+        "the native library was built without CUDA kernels (no nvcc)");
+    String root = System.getProperty("moerouter.repoRoot");
+    Assumptions.assumeTrue(root != null, "moerouter.repoRoot not set");
+    List<String> lines = run("-", List.of(Paths.get(root, "scripts", "check-ptx.sh").toString()));
+    assertEquals(3, lines.stream().filter(l -> l.startsWith("check-ptx: ") && l.contains("no contraction")).count(),
+        "one clean summary per set of flags:\n" + String.join("\n", lines));
   }
 
   // forward, reverse and one seeded random order (-Dmoerouter.simtSeed=N picks another seed)
