@@ -59,10 +59,11 @@ typedef enum moe_minus_one_rows {
 #define MOE_MAX_TOPK 64
 #define MOE_MAX_GROUPS 64
 
-/* Replay-row rejection reasons (moe_replay_error). */
+/* Rejection reasons of moe_router_check_replay. */
 #define MOE_REPLAY_OK 0
 #define MOE_REPLAY_OUT_OF_RANGE 1
 #define MOE_REPLAY_DUPLICATE 2
+#define MOE_REPLAY_NONFINITE 3 /* non-finite policy ERROR: the row read a NaN or +-inf logit */
 
 typedef struct moe_router moe_router; /* opaque */
 
@@ -124,8 +125,10 @@ int moe_router_set_threads(moe_router* router, int threads);
  * whole row). Invalid replay rows, and under nonfinite ERROR a read NaN or +-inf
  * (MOE_ERR_NONFINITE, naming the first such row), are rejected before any output is written.
  * out_nonfinite_flags [tokens] (optional): 1 where a logit the row read was NaN or +-inf, else 0
- * (what moe_route_backward takes under ZERO). CUDA routers: not implemented yet (MOE_ERR_UNSUPPORTED).
- * out_nonfinite_rows (optional): the number of such rows.
+ * (what moe_route_backward takes under ZERO; CUDA moe_route: device memory).
+ * out_nonfinite_rows (optional): the number of such rows (CUDA moe_route: a device int64).
+ * CUDA moe_route validates on the device: a rejected call (invalid replay row, or a non-finite read
+ * under ERROR) writes nothing and is reported by moe_router_check_replay.
  */
 int moe_route(moe_router* router, const void* logits, int dtype, int64_t tokens,
               const int32_t* replay_idx, const uint8_t* replay_mask,
@@ -140,9 +143,10 @@ int moe_route_host(moe_router* router, const void* logits, int dtype, int64_t to
  * Backward of the weights (spec section 5): grad_logits [tokens, E] from grad_weights [tokens, k]
  * for the experts idx [tokens, k] that the forward used (live or replayed: its out_idx, never -1).
  * Every element of grad_logits is written.
- * nonfinite_flags [tokens]: the forward's out_nonfinite_flags. Required under nonfinite ZERO (flagged
- * rows get a zero gradient: a live row read the whole row, which idx alone does not tell);
- * ignored otherwise. Under ERROR a non-finite logit this call reads rejects it (MOE_ERR_NONFINITE).
+ * nonfinite_flags [tokens]: the forward's out_nonfinite_flags (CUDA moe_route_backward: device memory).
+ * Required under nonfinite ZERO (flagged rows get a zero gradient: a live row read the whole row,
+ * which idx alone does not tell); ignored otherwise. Under ERROR a non-finite logit this call reads
+ * rejects it (MOE_ERR_NONFINITE; CUDA moe_route_backward: through moe_router_check_replay).
  */
 int moe_route_backward(moe_router* router, const void* logits, int dtype, int64_t tokens,
                        const int32_t* idx, const float* grad_weights, const uint8_t* nonfinite_flags,
@@ -152,12 +156,15 @@ int moe_route_backward_host(moe_router* router, const void* logits, int dtype, i
                             float* grad_logits);
 
 /*
- * CUDA: replay validation happens on the device; a rejected call leaves its outputs untouched
- * and records its first bad row here. This call waits for every device-pointer call enqueued on
- * this router before it (any thread, any stream; launches of captured graphs must be synchronised
- * by the caller first), then takes the record in one atomic step.
- * Returns MOE_ERR_INVALID_REPLAY (with bad_row and reason set: the lowest row among the calls
- * rejected since the last check) or MOE_OK. CPU routers report synchronously and always return MOE_OK.
+ * CUDA: replay validation (and, under non-finite policy ERROR, the search for non-finite reads)
+ * happens on the device; a rejected call leaves its outputs untouched and records its first bad row
+ * here. This call waits for every device-pointer call enqueued on this router before it (any thread,
+ * any stream; launches of captured graphs must be synchronised by the caller first), then takes the
+ * record in one atomic step.
+ * Returns MOE_ERR_INVALID_REPLAY (bad_row and reason set: the lowest invalid row among the calls
+ * rejected since the last check), else MOE_ERR_NONFINITE (the lowest row that read a NaN or +-inf,
+ * reason MOE_REPLAY_NONFINITE; the message names the expert and the value), else MOE_OK. CPU routers
+ * and the *_host variants report synchronously; check_replay then returns MOE_OK.
  * Device-pointer calls may run concurrently from several threads and streams and may be captured
  * into CUDA graphs (a captured replay/backward call reserves one of 1024 per-router verdict slots
  * until its graph and executables are destroyed). The router never keeps the caller's stream.

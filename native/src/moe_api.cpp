@@ -53,33 +53,6 @@ int bias_rejected() {
   return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias with the softmax score function needs pre-softmax (R = P + b)");
 }
 
-int cuda_check_options(const moe_router_config& c) {
-  const char* what = nullptr;
-  char buf[96];
-  const Params p = params_from_config(c, c.expert_bias);
-  if (c.score_fn == MOE_SCORE_SQRTSOFTPLUS) {
-    what = "score function sqrtsoftplus";
-  } else if (c.score_fn == MOE_SCORE_SOFTMAX && c.expert_bias) {
-    what = "softmax with an expert bias";
-  } else if (p.normalize != (c.score_fn == MOE_SCORE_SIGMOID && c.top_k > 1)) {
-    snprintf(buf, sizeof buf, "normalize=%s for %s", p.normalize ? "true" : "false",
-             c.score_fn == MOE_SCORE_SIGMOID ? "sigmoid" : "softmax pre");
-    what = buf;
-  } else if (p.grouped() && c.group_score != MOE_GROUP_TOPK_SUM) {
-    snprintf(buf, sizeof buf, "group score %s", group_score_name(c.group_score));
-    what = buf;
-  } else if (p.grouped() && c.top_k % c.group_topk != 0) {
-    snprintf(buf, sizeof buf, "topK (%d) not a multiple of group topK (%d)", c.top_k, c.group_topk);
-    what = buf;
-  } else if (c.nonfinite != MOE_NONFINITE_PROPAGATE) {
-    what = c.nonfinite == MOE_NONFINITE_ZERO ? "non-finite policy ZERO" : "non-finite policy ERROR";
-  } else if (c.minus_one_rows != MOE_MINUS_ONE_REJECT) {
-    what = c.minus_one_rows == MOE_MINUS_ONE_LIVE ? "minus-one rows LIVE" : "minus-one rows ARANGE";
-  }
-  if (!what) return MOE_OK;
-  return fail(MOE_ERR_UNSUPPORTED, "%s is not implemented by the CUDA kernels yet", what);
-}
-
 bool valid_dtype(int dtype) {
   return dtype == MOE_DTYPE_F32 || dtype == MOE_DTYPE_BF16 || dtype == MOE_DTYPE_F16;
 }
@@ -245,8 +218,6 @@ int moe_router_destroy(moe_router* r) {
 int moe_router_set_bias(moe_router* r, const float* host_bias) {
   if (!r || !host_bias) return fail(MOE_ERR_INVALID_ARGUMENT, "router and bias must not be null");
   if (!bias_allowed(r->config)) return bias_rejected();
-  if (r->backend == MOE_BACKEND_CUDA && r->config.score_fn == MOE_SCORE_SOFTMAX)
-    return fail(MOE_ERR_UNSUPPORTED, "softmax with an expert bias is not implemented by the CUDA kernels yet");
   for (int i = 0; i < r->config.num_experts; ++i)
     if (!is_finite(host_bias[i])) return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias[%d] is not finite", i);
   r->bias_host.assign(host_bias, host_bias + r->config.num_experts);
@@ -281,19 +252,14 @@ static int check_route_args(const moe_router* r, const void* logits, int dtype, 
   return MOE_OK;
 }
 
-static int cuda_flags_unsupported() {
-  return fail(MOE_ERR_UNSUPPORTED, "per-row non-finite flags are not implemented by the CUDA kernels yet");
-}
-
 int moe_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags, int64_t* out_nonfinite,
               void* stream) {
   int st = check_route_args(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w);
   if (st != MOE_OK) return st;
-  if (r->backend == MOE_BACKEND_CUDA) {
-    if (out_flags) return cuda_flags_unsupported();
-    return cuda_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite, stream);
-  }
+  if (r->backend == MOE_BACKEND_CUDA)
+    return cuda_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags, out_nonfinite,
+                      stream);
   return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags, out_nonfinite);
 }
 
@@ -302,10 +268,9 @@ int moe_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens,
                    int64_t* out_nonfinite) {
   int st = check_route_args(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w);
   if (st != MOE_OK) return st;
-  if (r->backend == MOE_BACKEND_CUDA) {
-    if (out_flags) return cuda_flags_unsupported();
-    return cuda_route_host(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_nonfinite);
-  }
+  if (r->backend == MOE_BACKEND_CUDA)
+    return cuda_route_host(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags,
+                           out_nonfinite);
   return cpu_route(r, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags, out_nonfinite);
 }
 
@@ -324,14 +289,12 @@ static int check_backward_args(const moe_router* r, const void* logits, int dtyp
   return MOE_OK;
 }
 
-// The CUDA kernels implement PROPAGATE only (cuda_router_init rejects the others), where the flags
-// change nothing: they are accepted and not read.
 int moe_route_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                        const float* grad_w, const uint8_t* flags, float* grad_logits, void* stream) {
   int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
   if (st != MOE_OK) return st;
   if (r->backend == MOE_BACKEND_CUDA)
-    return cuda_backward(r, logits, dtype, tokens, idx, grad_w, grad_logits, stream);
+    return cuda_backward(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits, stream);
   return cpu_backward(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
 }
 
@@ -340,7 +303,7 @@ int moe_route_backward_host(moe_router* r, const void* logits, int dtype, int64_
   int st = check_backward_args(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
   if (st != MOE_OK) return st;
   if (r->backend == MOE_BACKEND_CUDA)
-    return cuda_backward_host(r, logits, dtype, tokens, idx, grad_w, grad_logits);
+    return cuda_backward_host(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
   return cpu_backward(r, logits, dtype, tokens, idx, grad_w, flags, grad_logits);
 }
 

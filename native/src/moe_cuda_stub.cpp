@@ -14,18 +14,19 @@ int cuda_compiled() { return 0; }
 int cuda_router_init(moe_router*, int) { return no_cuda(); }
 void cuda_router_release(moe_router*) {}
 int cuda_set_bias(moe_router*) { return no_cuda(); }
-int cuda_route(moe_router*, const void*, int, int64_t, const int32_t*, const uint8_t*, int32_t*, float*, int64_t*,
-               void*) {
+int cuda_route(moe_router*, const void*, int, int64_t, const int32_t*, const uint8_t*, int32_t*, float*, uint8_t*,
+               int64_t*, void*) {
   return no_cuda();
 }
 int cuda_route_host(moe_router*, const void*, int, int64_t, const int32_t*, const uint8_t*, int32_t*, float*,
-                    int64_t*) {
+                    uint8_t*, int64_t*) {
   return no_cuda();
 }
-int cuda_backward(moe_router*, const void*, int, int64_t, const int32_t*, const float*, float*, void*) {
+int cuda_backward(moe_router*, const void*, int, int64_t, const int32_t*, const float*, const uint8_t*, float*,
+                  void*) {
   return no_cuda();
 }
-int cuda_backward_host(moe_router*, const void*, int, int64_t, const int32_t*, const float*, float*) {
+int cuda_backward_host(moe_router*, const void*, int, int64_t, const int32_t*, const float*, const uint8_t*, float*) {
   return no_cuda();
 }
 int cuda_check_replay(moe_router*, int64_t*, int*) { return no_cuda(); }

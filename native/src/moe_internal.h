@@ -76,10 +76,6 @@ int cpu_drop_tokens(moe_router* r, const int32_t* idx, const float* w, int64_t t
                     int policy, int pad, uint8_t* out_map, float* out_probs, uint8_t* out_kept,
                     int32_t* out_kept_counts, int64_t* out_dropped);
 
-// MOE_ERR_UNSUPPORTED naming the first option of a valid config that the CUDA kernels do not
-// implement yet (moe_api.cpp; called by cuda_router_init), else MOE_OK.
-int cuda_check_options(const moe_router_config& c);
-
 // CUDA backend (cuda/*.cu, or moe_cuda_stub.cpp when built without CUDA)
 int cuda_device_count();
 int cuda_compiled();
@@ -87,14 +83,15 @@ int cuda_router_init(moe_router* r, int device);
 void cuda_router_release(moe_router* r);
 int cuda_set_bias(moe_router* r);
 int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite,
-               void* stream);
+               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+               int64_t* out_nonfinite, void* stream);
 int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-                    const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite);
+                    const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                    int64_t* out_nonfinite);
 int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                  const float* grad_w, float* grad_logits, void* stream);
+                  const float* grad_w, const uint8_t* flags, float* grad_logits, void* stream);
 int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                       const float* grad_w, float* grad_logits);
+                       const float* grad_w, const uint8_t* flags, float* grad_logits);
 int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason);
 int cuda_malloc(int device, int64_t bytes, void** out);
 int cuda_free(void* ptr);

@@ -4,7 +4,10 @@
 // memory (zeros, or -P * dot for pre-softmax), scatters the k selected values, then writes the
 // whole row with 16-byte stores when aligned, so every element is written exactly once.
 // Arithmetic follows moe::backward_row / moe::unscaled_weights: per-expert terms elementwise, the
-// k-term sums (dot, sigmoid normaliser) sequential in j, the pre-softmax statistics canonical.
+// k-term sums (dots, normalisers) sequential in j, the pre-softmax statistics canonical; every
+// score (softmax post and pre, sigmoid, sqrtsoftplus) with or without normalisation. Non-finite
+// policy ZERO: rows flagged by the forward, or reading a non-finite logit here (the whole row for
+// softmax pre, the k selected ones otherwise), get an all-zero row.
 #include "moe_cuda_common.cuh"
 
 namespace moe {
@@ -17,7 +20,8 @@ constexpr int kWarpPathMaxExperts = 512;
 template <int DT, int TW>
 __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     backward_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* __restrict__ idx,
-                    const float* __restrict__ grad_w, float* __restrict__ grad_logits, int vec_in, int vec_out,
+                    const float* __restrict__ grad_w, const uint8_t* __restrict__ flags,
+                    float* __restrict__ grad_logits, int vec_in, int vec_out,
                     const unsigned long long* __restrict__ call_bad) {
   using TeamT = dev::Team<TW>;
   constexpr int N = TeamT::N;
@@ -36,6 +40,7 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
   typename TeamT::Shared* sh = &sh_all[team];
   float* buf = reinterpret_cast<float*>(dyn_smem) + (size_t)team * epad;
   const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
+  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
   const size_t row_bytes = (size_t)E * dtype_bytes(DT);
 
   for (int64_t t = (int64_t)blockIdx.x * kTeams + team; t < tokens; t += (int64_t)gridDim.x * kTeams) {
@@ -45,47 +50,68 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     const int e0 = v0 ? idx[t * k + lane] : 0, e1 = v1 ? idx[t * k + lane + 32] : 0;
     const float g0 = v0 ? mul_rn(p.scale, grad_w[t * k + lane]) : 0.0f;  // g = scale * dw
     const float g1 = v1 ? mul_rn(p.scale, grad_w[t * k + lane + 32]) : 0.0f;
+    // ZERO: a row the forward flagged (it read the whole row when live) or whose logits read here
+    // are non-finite gets a zero gradient. Team-uniform.
+    bool zero = zero_nonfinite && flags[t] != 0;
     float val0 = 0.0f, val1 = 0.0f;
 
     if (pre) {
-      dev::stage_row<DT>(row, E, vec_in != 0, buf, tid, N);
+      const bool nf = dev::stage_row<DT>(row, E, vec_in != 0, buf, tid, N);
+      if (zero_nonfinite) zero = TeamT::any(nf) || zero;  // a barrier as well
       TeamT::sync();
       const RowSoftmax sm = dev::team_row_softmax<TW>(buf, buf, E, tid, sh);  // buf[i] = exp_det(l_i - max)
       float dot = 0.0f;
       if (warp0) {
-        const float w0 = v0 ? div_rn(buf[e0], sm.sum) : 0.0f, w1 = v1 ? div_rn(buf[e1], sm.sum) : 0.0f;
-        dot = dev::seg_dot<32>(k, w0, g0, w1, g1);
-        val0 = mul_rn(w0, sub_rn(g0, dot));
-        val1 = mul_rn(w1, sub_rn(g1, dot));
+        // w = P at idx; normalised: du = (g - sum(g * w)) / (sum(P) + eps), else du = g; then
+        // dL = P * (du - sum(P * du)) at idx and -P * sum(P * du) elsewhere (moe::backward_row).
+        const float q0 = v0 ? div_rn(buf[e0], sm.sum) : 0.0f, q1 = v1 ? div_rn(buf[e1], sm.sum) : 0.0f;
+        float du0 = g0, du1 = g1;
+        if (p.normalize) {
+          const float z = add_rn(dev::seg_seq_sum<32>(k, q0, q1), kSigmoidNormEps);
+          const float w0 = div_rn(q0, z), w1 = div_rn(q1, z);
+          const float gw = dev::seg_dot<32>(k, g0, w0, g1, w1);
+          du0 = div_rn(sub_rn(g0, gw), z);
+          du1 = div_rn(sub_rn(g1, gw), z);
+        }
+        dot = dev::seg_dot<32>(k, q0, du0, q1, du1);
+        val0 = mul_rn(q0, sub_rn(du0, dot));
+        val1 = mul_rn(q1, sub_rn(du1, dot));
         if (TW > 1 && lane == 0) sh->bcast = dot;
       }
       TeamT::sync();
       if (TW > 1) dot = sh->bcast;
-      for (int i = tid; i < E; i += N) buf[i] = mul_rn(-div_rn(buf[i], sm.sum), dot);
+      if (zero)
+        for (int i = tid; i < E; i += N) buf[i] = 0.0f;
+      else
+        for (int i = tid; i < E; i += N) buf[i] = mul_rn(-div_rn(buf[i], sm.sum), dot);
     } else {
       for (int i = tid; i < E; i += N) buf[i] = 0.0f;
       if (warp0) {
         const float l0 = v0 ? dev::load_elem<DT>(row, e0) : 0.0f, l1 = v1 ? dev::load_elem<DT>(row, e1) : 0.0f;
-        float w0, w1;
+        float u0, u1, w0, w1;
         bool unused_nf = false;
-        dev::seg_weights<32>(p, lane, l0, l1, 0.0f, 0.0f, w0, w1, unused_nf);
-        if (p.score_fn == MOE_SCORE_SOFTMAX) {
+        dev::seg_weights<32, false>(p, lane, l0, l1, 0.0f, 0.0f, u0, u1, w0, w1, unused_nf);
+        if (p.post_softmax()) {
           const float dot = dev::seg_dot<32>(k, w0, g0, w1, g1);
           val0 = mul_rn(w0, sub_rn(g0, dot));
           val1 = mul_rn(w1, sub_rn(g1, dot));
         } else {
-          const float s0 = sigmoid_det(l0), s1 = sigmoid_det(l1);
-          if (k == 1) {
-            val0 = mul_rn(g0, score_grad(MOE_SCORE_SIGMOID, l0, s0));
-          } else {
-            const float z = add_rn(dev::seg_seq_sum<32>(k, s0, s1), kSigmoidNormEps);
+          // du = (g - sum(g * w)) / (sum(u) + eps) when normalised, else g; dL = du * dS/dL at idx.
+          float du0 = g0, du1 = g1;
+          if (p.normalize) {
+            const float z = add_rn(dev::seg_seq_sum<32>(k, u0, u1), kSigmoidNormEps);
             const float dot = dev::seg_dot<32>(k, g0, w0, g1, w1);
-            val0 = mul_rn(div_rn(sub_rn(g0, dot), z), score_grad(MOE_SCORE_SIGMOID, l0, s0));
-            val1 = mul_rn(div_rn(sub_rn(g1, dot), z), score_grad(MOE_SCORE_SIGMOID, l1, s1));
+            du0 = div_rn(sub_rn(g0, dot), z);
+            du1 = div_rn(sub_rn(g1, dot), z);
           }
+          val0 = mul_rn(du0, score_grad(p.score_fn, l0, u0));
+          val1 = v1 ? mul_rn(du1, score_grad(p.score_fn, l1, u1)) : 0.0f;
         }
+        // Warp 0 alone writes the selected values: its OR over the k logits suffices.
+        if (zero_nonfinite && dev::seg_or((v0 && !is_finite(l0)) || (v1 && !is_finite(l1)), 32)) val0 = val1 = 0.0f;
       }
     }
+    if (zero) val0 = val1 = 0.0f;
     TeamT::sync();
     if (v0) buf[e0] = val0;
     if (v1) buf[e1] = val1;
@@ -103,7 +129,8 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
 
 template <int DT, int TW>
 cudaError_t launch_bw_t(const Params& p, const void* logits, int64_t tokens, const int32_t* idx, const float* grad_w,
-                        float* grad_logits, const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+                        const uint8_t* flags, float* grad_logits, const unsigned long long* call_bad, int sm_count,
+                        cudaStream_t stream) {
   constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
   constexpr int threads = TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW;
   const int epad = (p.experts + 3) & ~3;
@@ -112,32 +139,36 @@ cudaError_t launch_bw_t(const Params& p, const void* logits, int64_t tokens, con
   const int vec_in = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
   const int vec_out = ((uintptr_t)grad_logits % 16 == 0) && (p.experts % 4 == 0);
   const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
-  return launch_kernel(backward_kernel<DT, TW>, grid, threads, smem, stream, p, logits, tokens, idx, grad_w,
+  return launch_kernel(backward_kernel<DT, TW>, grid, threads, smem, stream, p, logits, tokens, idx, grad_w, flags,
                        grad_logits, vec_in, vec_out, call_bad);
 }
 
 template <int DT>
 cudaError_t launch_bw_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* idx,
-                         const float* grad_w, float* grad_logits, const unsigned long long* call_bad, int sm_count,
-                         cudaStream_t stream) {
+                         const float* grad_w, const uint8_t* flags, float* grad_logits,
+                         const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
   if (p.experts <= kWarpPathMaxExperts)
-    return launch_bw_t<DT, 1>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
-  return launch_bw_t<DT, kBlockTeamWarps>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+    return launch_bw_t<DT, 1>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count, stream);
+  return launch_bw_t<DT, kBlockTeamWarps>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
+                                          stream);
 }
 
 }  // namespace
 
 cudaError_t launch_backward(const Params& p, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                            const float* grad_w, float* grad_logits, const unsigned long long* call_bad,
-                            int sm_count, cudaStream_t stream) {
+                            const float* grad_w, const uint8_t* flags, float* grad_logits,
+                            const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
   switch (dtype) {
     case MOE_DTYPE_F32:
-      return launch_bw_dt<MOE_DTYPE_F32>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+      return launch_bw_dt<MOE_DTYPE_F32>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
+                                         stream);
     case MOE_DTYPE_BF16:
-      return launch_bw_dt<MOE_DTYPE_BF16>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+      return launch_bw_dt<MOE_DTYPE_BF16>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
+                                          stream);
     default:
-      return launch_bw_dt<MOE_DTYPE_F16>(p, logits, tokens, idx, grad_w, grad_logits, call_bad, sm_count, stream);
+      return launch_bw_dt<MOE_DTYPE_F16>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
+                                         stream);
   }
 }
 

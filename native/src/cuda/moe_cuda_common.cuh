@@ -2,11 +2,18 @@
 // Shared pieces of the CUDA backend: router state, launch declarations (the "ops" of each .cu file)
 // and the device helpers every kernel uses.
 //
-// Bit-identity with the CPU backend: every per-expert value (score, exp, sigmoid, weight) comes from
-// the same moe_routing_math.h functions, compiled with -fmad=false; every order-dependent reduction
-// (softmax denominator, k-term sums of the weights, group scores) is evaluated in exactly the order
-// the header uses (canonical 32-lane sum; sequential j = 0..k-1 sums broadcast by shuffles), and the
-// order-free ones (max, top-k over distinct u64 rank keys) may be evaluated in any order.
+// Bit-identity with the CPU backend: every per-expert value (score, exp, sigmoid, sqrtsoftplus,
+// weight) comes from the same moe_routing_math.h functions, and every float operation goes through
+// its explicitly rounded add_rn / sub_rn / mul_rn / div_rn, so no build flag contracts or
+// approximates it (scripts/check-ptx.sh); every order-dependent reduction (softmax denominator, k-term
+// sums of the weights, group scores) is evaluated in exactly the order the header uses (canonical
+// 32-lane sum; sequential j = 0..k-1 sums broadcast by shuffles), and the order-free ones (max,
+// top-k over distinct u64 rank keys) may be evaluated in any order.
+//
+// Per-call verdicts (one u64 per call in flight, see moe_cuda_router.cu): kNoBadRow, or a rejected
+// replay row (row << 2 | MOE_REPLAY_*), or under non-finite policy ERROR the first row reading a NaN or
+// +-inf (kNonfiniteTag | row << 16 | expert << 2 | value kind). A smaller verdict wins (atomicMin), so
+// an invalid replay row is reported before any non-finite row, as the CPU backend validates first.
 #ifndef MOE_CUDA_COMMON_CUH_
 #define MOE_CUDA_COMMON_CUH_
 
@@ -23,8 +30,20 @@
 
 namespace moe {
 
-// "No bad row" value of the replay-error slots (packed as row * 4 + reason).
+// "No bad row" value of the verdict and error slots.
 constexpr unsigned long long kNoBadRow = ~0ull;
+// Verdicts at or above this are non-finite rows (policy ERROR); below, rejected replay rows.
+constexpr unsigned long long kNonfiniteTag = 1ull << 62;
+// Value kinds of a non-finite verdict (the message says which, after the logits may be gone).
+constexpr unsigned kValueNaN = 0, kValuePosInf = 1, kValueNegInf = 2;
+
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline unsigned long long pack_nonfinite(int64_t row, int expert, unsigned kind) {
+  static_assert(MOE_MAX_EXPERTS <= (1 << 14), "the expert field of a non-finite verdict has 14 bits");
+  return kNonfiniteTag | ((unsigned long long)row << 16) | ((unsigned long long)expert << 2) | kind;
+}
 
 // Per-call verdict slots of direct (uncaptured) device-pointer calls. Slot i is reused by call
 // i + kCallSlots, which first waits (on the device) for slot_done[i], recorded after the call that
@@ -53,15 +72,17 @@ struct GraphSlotPool {
 struct CudaState {
   int device = 0;
   int sm_count = 1;
-  Params dparams{};  // Params with bias -> d_bias (device); sigmoid routers always have d_bias (zeros
-                     // when no bias was given), so that graphs read the bias current at their launch.
+  Params dparams{};  // Params with bias -> d_bias (device); every router that accepts a bias (sigmoid,
+                     // sqrtsoftplus, softmax pre) has d_bias (zeros when no bias was given), so that
+                     // graphs read the bias current at their launch.
   float* d_bias = nullptr;
   // d_words[kErrorWord]: router error slot, atomicMin over rejected calls, atomically taken by
-  // check_replay; d_words[kTakenWord]: where check_replay's exchange lands; then the kCallSlots
-  // direct-call slots and the kGraphSlots graph slots.
+  // check_replay; d_words[kTakenWord]: where check_replay's exchange lands; d_words[kHostWord]: the
+  // verdict of the host variants' non-finite scan (under staging_mu; reported synchronously, never
+  // through the error slot); then the kCallSlots direct-call slots and the kGraphSlots graph slots.
   unsigned long long* d_words = nullptr;
-  static constexpr int kErrorWord = 0, kTakenWord = 1, kFirstCallSlot = 2, kFirstGraphSlot = 2 + kCallSlots,
-                       kWords = 2 + kCallSlots + kGraphSlots;
+  static constexpr int kErrorWord = 0, kTakenWord = 1, kHostWord = 2, kFirstCallSlot = 3,
+                       kFirstGraphSlot = kFirstCallSlot + kCallSlots, kWords = kFirstGraphSlot + kGraphSlots;
   cudaEvent_t slot_done[kCallSlots] = {};
   unsigned next_slot = 0;
   GraphSlotPool* graph_slots = nullptr;
@@ -73,7 +94,7 @@ struct CudaState {
     void* p = nullptr;
     size_t cap = 0;
   };
-  Buf st_logits, st_idx_in, st_mask, st_idx_out, st_w, st_grad, st_nf;
+  Buf st_logits, st_idx_in, st_mask, st_idx_out, st_w, st_grad, st_nf, st_flags;
 };
 
 // Kernel launch that returns its own error. `kernel<<<>>>` reports only through cudaGetLastError,
@@ -94,33 +115,46 @@ cudaError_t launch_kernel(void (*kernel)(P...), unsigned grid, unsigned block, s
 // holds a row the kernels return without writing anything.
 
 // Replay validation (moe_replay_kernel.cu): resets call_bad, then first bad row (mask 0 rows
-// skipped) -> atomicMin into call_bad and err_slot, packed row * 4 + reason.
+// skipped, all -1 rows too when minus_one_ok) -> atomicMin into call_bad and err_slot, packed
+// row << 2 | reason.
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
-                                 unsigned long long* call_bad, unsigned long long* err_slot, int sm_count,
-                                 cudaStream_t stream);
+                                 bool minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
+                                 int sm_count, cudaStream_t stream);
+// Non-finite policy ERROR (moe_nonfinite_kernel.cu), after the validation of the same call: the first
+// row whose read set holds a NaN or +-inf, and its first such logit, -> atomicMin into verdict and
+// err_slot (nullable). Routing (`backward` false) reads what moe_route reads (idx: replay indices or
+// null, mask nullable); backward reads idx's k logits (softmax pre: the whole row). Does nothing when
+// the verdict already holds a rejected replay row.
+cudaError_t launch_nonfinite_scan(const Params& p, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                                  const uint8_t* mask, bool backward, unsigned long long* verdict,
+                                  unsigned long long* err_slot, int sm_count, cudaStream_t stream);
 // *taken = the error slot's value, and the slot reset, in one atomic exchange (check_replay).
 cudaError_t launch_take_error(unsigned long long* err_slot, unsigned long long* taken, cudaStream_t stream);
 // Zeroes *nonfinite unless the call was rejected (keeps "a rejected call writes no output").
 cudaError_t launch_zero_if_valid(unsigned long long* nonfinite, const unsigned long long* call_bad,
                                  cudaStream_t stream);
-// Replay rows of post-softmax / sigmoid routers: weights from the k replayed logits only. Rows with
-// mask 0 are skipped (the live kernel routes them).
+// Replay rows of post-softmax / sigmoid / sqrtsoftplus routers: weights from the k replayed logits
+// only. Rows with mask 0, and all -1 rows under minus_one_rows LIVE, are skipped (the live kernel
+// routes them); all -1 rows under ARANGE replay experts 0..k-1. out_flags [T] (nullable): 1 where a
+// read logit is non-finite.
 cudaError_t launch_route_replay(const Params& p, const void* logits, int dtype, int64_t tokens,
                                 const int32_t* replay, const uint8_t* mask, int32_t* out_idx, float* out_w,
-                                unsigned long long* nonfinite, const unsigned long long* call_bad, int sm_count,
-                                cudaStream_t stream);
+                                uint8_t* out_flags, unsigned long long* nonfinite, const unsigned long long* call_bad,
+                                int sm_count, cudaStream_t stream);
 
-// Live routing (moe_route_kernel.cu). Replay rows (replay && mask != 0) are skipped when
-// skip_replay_rows, else routed with the replayed experts (pre-softmax: full row needed).
+// Live routing (moe_route_kernel.cu). Replay rows (replay && mask != 0, all -1 rows excepted under
+// LIVE) are skipped when skip_replay_rows, else routed with the replayed experts (pre-softmax: full
+// row needed; all -1 rows under ARANGE: experts 0..k-1).
 cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, int64_t tokens,
                               const int32_t* replay, const uint8_t* mask, bool skip_replay_rows, int32_t* out_idx,
-                              float* out_w, unsigned long long* nonfinite, const unsigned long long* call_bad,
-                              int sm_count, cudaStream_t stream);
+                              float* out_w, uint8_t* out_flags, unsigned long long* nonfinite,
+                              const unsigned long long* call_bad, int sm_count, cudaStream_t stream);
 
-// Backward (moe_backward_kernel.cu): grad_logits [T, E], every element written.
+// Backward (moe_backward_kernel.cu): grad_logits [T, E], every element written. flags [T] (the
+// forward's non-finite row flags) are read under non-finite policy ZERO only (then required).
 cudaError_t launch_backward(const Params& p, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                            const float* grad_w, float* grad_logits, const unsigned long long* call_bad,
-                            int sm_count, cudaStream_t stream);
+                            const float* grad_w, const uint8_t* flags, float* grad_logits,
+                            const unsigned long long* call_bad, int sm_count, cudaStream_t stream);
 
 // Routing agreement (moe_agreement_kernel.cu): out2 = {rows_differ, overlap_total}, zeroed here.
 cudaError_t launch_agreement(const int32_t* a, const int32_t* b, int64_t rows, int k, int64_t row_stride,
@@ -235,55 +269,66 @@ __device__ __forceinline__ bool stage_row(const void* row, int experts, bool vec
   return nonfinite;
 }
 
+// Sequential sum over j = 0..k-1 of v[j] (entries held like seg_weights'): the k-term sums of
+// moe_routing_math.h in their order, every lane getting the same value.
+template <int W>
+__device__ __forceinline__ float seg_seq_sum(int k, float v0, float v1) {
+  const int base = (threadIdx.x & 31) & ~(W - 1);
+  float s = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    float t = j < 32 ? __shfl_sync(kFull, v0, base + j) : __shfl_sync(kFull, v1, base + j - 32);
+    s = add_rn(s, t);
+  }
+  return s;
+}
+
 // Weights of k experts held by a segment of W lanes (lane `sub` holds entries j = sub and, when
 // W == 32 and k > 32, j = sub + 32), exactly as moe::unscaled_weights computes them: per-entry
 // values are elementwise; the k-term sums run j = 0, 1, ..., k-1 in order on every lane (the terms
-// are broadcast by shuffles). For pre-softmax, p0/p1 are the probabilities P[idx] (already
-// exp_det(l - max) / sum). Returns unscaled weights; `nonfinite` |= a read logit is non-finite
-// (post/sigmoid only, as in the header).
-template <int W>
+// are broadcast by shuffles). u0/u1 get the values before normalisation (P, or the score S; the
+// weights themselves for softmax post), w0/w1 the unscaled weights. For softmax pre, p0/p1 are
+// the probabilities P[idx] (exp_det(l - max) / sum). kReadNf: `nonfinite` |= a read logit is
+// non-finite (softmax post, sigmoid and sqrtsoftplus read only these k logits; softmax pre's caller
+// checks the whole row).
+template <int W, bool kReadNf>
 __device__ __forceinline__ void seg_weights(const Params& p, int sub, float l0, float l1, float p0, float p1,
-                                            float& w0, float& w1, bool& nonfinite) {
+                                            float& u0, float& u1, float& w0, float& w1, bool& nonfinite) {
   const int k = p.k;
+  const bool two = W == 32 && k > 32;  // uniform: the second entry exists on some lane
   const bool v0 = sub < k;
-  const bool v1 = W == 32 && sub + 32 < k;
-  const int base = (threadIdx.x & 31) & ~(W - 1);  // first lane of this segment
-  if (p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax) {
-    w0 = p0;
-    w1 = p1;
+  const bool v1 = two && sub + 32 < k;
+  if (kReadNf && !p.pre_softmax) {
+    const int nf = (v0 && !is_finite(l0)) || (v1 && !is_finite(l1));
+    nonfinite |= seg_or(nf, W) != 0;
+  }
+  if (p.post_softmax()) {  // softmax over the k selected logits
+    float m = neg_inf();
+    if (v0 && l0 > m) m = l0;
+    if (v1 && l1 > m) m = l1;
+    m = seg_max_f(m, W);
+    const float e0 = exp_det(sub_rn(l0, m)), e1 = two ? exp_det(sub_rn(l1, m)) : 0.0f;
+    const float sum = seg_seq_sum<W>(k, e0, e1);
+    w0 = u0 = div_rn(e0, sum);
+    w1 = u1 = div_rn(e1, sum);
     return;
   }
-  int nf = (v0 && !is_finite(l0)) || (v1 && !is_finite(l1));
-  nonfinite |= seg_or(nf, W) != 0;
-  if (p.score_fn == MOE_SCORE_SIGMOID) {
-    float s0 = sigmoid_det(l0), s1 = sigmoid_det(l1);
-    float denom = 0.0f;
-    for (int j = 0; j < k; ++j) {
-      float sj = j < 32 ? __shfl_sync(kFull, s0, base + j) : __shfl_sync(kFull, s1, base + j - 32);
-      denom = add_rn(denom, sj);
-    }
-    if (k > 1) {
-      denom = add_rn(denom, kSigmoidNormEps);
-      s0 = div_rn(s0, denom);
-      s1 = div_rn(s1, denom);
-    }
-    w0 = s0;
-    w1 = s1;
-    return;
+  if (p.pre_softmax) {
+    u0 = p0;
+    u1 = p1;
+  } else if (p.score_fn == MOE_SCORE_SIGMOID) {
+    u0 = sigmoid_det(l0);
+    u1 = two ? sigmoid_det(l1) : 0.0f;
+  } else {
+    u0 = sqrtsoftplus_det(l0);
+    u1 = two ? sqrtsoftplus_det(l1) : 0.0f;
   }
-  // post-softmax over the k selected logits
-  float m = neg_inf();
-  if (v0 && l0 > m) m = l0;
-  if (v1 && l1 > m) m = l1;
-  m = seg_max_f(m, W);
-  float e0 = exp_det(sub_rn(l0, m)), e1 = exp_det(sub_rn(l1, m));
-  float sum = 0.0f;
-  for (int j = 0; j < k; ++j) {
-    float ej = j < 32 ? __shfl_sync(kFull, e0, base + j) : __shfl_sync(kFull, e1, base + j - 32);
-    sum = add_rn(sum, ej);
+  w0 = u0;
+  w1 = u1;
+  if (p.normalize) {
+    const float denom = add_rn(seg_seq_sum<W>(k, u0, u1), kSigmoidNormEps);
+    w0 = div_rn(u0, denom);
+    w1 = div_rn(u1, denom);
   }
-  w0 = div_rn(e0, sum);
-  w1 = div_rn(e1, sum);
 }
 
 // Sum over j = 0..k-1 of a[j] * b[j] in order (a, b held like seg_weights' entries): the "dot" of
@@ -298,18 +343,6 @@ __device__ __forceinline__ float seg_dot(int k, float a0, float b0, float a1, fl
     dot = add_rn(dot, t);
   }
   return dot;
-}
-
-// Sequential sum over j = 0..k-1 of v[j] (entries held like seg_weights').
-template <int W>
-__device__ __forceinline__ float seg_seq_sum(int k, float v0, float v1) {
-  const int base = (threadIdx.x & 31) & ~(W - 1);
-  float s = 0.0f;
-  for (int j = 0; j < k; ++j) {
-    float t = j < 32 ? __shfl_sync(kFull, v0, base + j) : __shfl_sync(kFull, v1, base + j - 32);
-    s = add_rn(s, t);
-  }
-  return s;
 }
 
 // Team of TW warps working on one token (TW == 1: one warp; TW > 1: the whole block).

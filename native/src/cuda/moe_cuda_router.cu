@@ -17,6 +17,12 @@
 //   check_replay) means synchronising the kCallSlots router-owned events: the latest user of each
 //   slot waited for the earlier ones. Graph launches are the caller's to synchronise.
 // - check_replay takes the router error slot with one atomic exchange on the device.
+// - Validated calls: replay and backward (indices checked on the device), and every call of a router
+//   with non-finite policy ERROR (moe_nonfinite_kernel.cu scans what the call reads). A rejected call
+//   writes nothing; check_replay reports it (an invalid replay row before any non-finite row, as the
+//   CPU backend checks the indices first). The host variants report synchronously with the CPU
+//   backend's messages: indices checked on the host, the non-finite scan run on the device first
+//   and read back before anything else is enqueued.
 // - The CUDA error state of the calling thread is left as it was found: launches return their
 //   own error (launch_kernel), and an entry point that found no pending error clears what its own
 //   failed calls left (ErrorStateScope). An error the application left pending stays pending.
@@ -171,19 +177,39 @@ int wait_direct_calls(CudaState* s, const char* what) {
   return MOE_OK;
 }
 
-// Enqueues one routing call on `stream` (all pointers device). `call_bad`: the call's verdict slot
-// (device-pointer API, validated on the device), or null (host variants validate on the host).
-int enqueue_route(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* replay,
-                  const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nonfinite,
-                  unsigned long long* verdict, cudaStream_t stream) {
+// Verdict of a validated call: resets it and records the first rejected row of this call (invalid
+// indices, then under ERROR the first non-finite read) in it and in err_slot (nullable). idx/mask:
+// replay indices (route, nullable) or the backward's indices.
+int enqueue_verdict(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
+                    const uint8_t* mask, bool backward, unsigned long long* verdict, unsigned long long* err_slot,
+                    cudaStream_t stream) {
   const Params& p = s->dparams;
-  const unsigned long long* call_bad = nullptr;
-  if (replay && verdict) {
-    MOE_CUDA_TRY(launch_validate_rows(replay, mask, tokens, p.k, p.experts, verdict,
-                                      &s->d_words[CudaState::kErrorWord], s->sm_count, stream),
-                 "replay validation launch");
-    call_bad = verdict;
+  if (idx)
+    MOE_CUDA_TRY(launch_validate_rows(idx, mask, tokens, p.k, p.experts,
+                                      !backward && p.minus_one_rows != MOE_MINUS_ONE_REJECT, verdict, err_slot,
+                                      s->sm_count, stream),
+                 backward ? "index validation launch" : "replay validation launch");
+  else
+    MOE_CUDA_TRY(cudaMemsetAsync(verdict, 0xff, sizeof(unsigned long long), stream), "verdict reset");
+  if (p.nonfinite == MOE_NONFINITE_ERROR)
+    MOE_CUDA_TRY(launch_nonfinite_scan(p, logits, dtype, tokens, idx, mask, backward, verdict, err_slot, s->sm_count,
+                                       stream),
+                 "non-finite scan launch");
+  return MOE_OK;
+}
+
+// Enqueues one routing call on `stream` (all pointers device). `verdict`: the call's verdict slot
+// (device-pointer API, validated on the device), or null (host variants validated first).
+int enqueue_route(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* replay,
+                  const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                  unsigned long long* nonfinite, unsigned long long* verdict, cudaStream_t stream) {
+  const Params& p = s->dparams;
+  if (verdict) {
+    int rc = enqueue_verdict(s, logits, dtype, tokens, replay, mask, false, verdict,
+                             &s->d_words[CudaState::kErrorWord], stream);
+    if (rc != MOE_OK) return rc;
   }
+  const unsigned long long* call_bad = verdict;
   if (nonfinite) {
     if (call_bad)
       MOE_CUDA_TRY(launch_zero_if_valid(nonfinite, call_bad, stream), "non-finite counter reset");
@@ -192,32 +218,62 @@ int enqueue_route(CudaState* s, const void* logits, int dtype, int64_t tokens, c
   }
   if (tokens == 0) return MOE_OK;
   if (replay && !p.needs_full_row()) {
-    // Replayed rows read only their k logits; masked-out rows (mask 0) are routed live.
-    MOE_CUDA_TRY(launch_route_replay(p, logits, dtype, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
-                                     s->sm_count, stream),
-                 "replay kernel launch");
-    if (mask)
-      MOE_CUDA_TRY(launch_route_live(p, logits, dtype, tokens, replay, mask, true, out_idx, out_w, nonfinite,
+    // Replayed rows read only their k logits; masked-out rows (mask 0) and all -1 rows under LIVE are
+    // routed live, by a second launch over the rows the first skipped.
+    MOE_CUDA_TRY(launch_route_replay(p, logits, dtype, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
                                      call_bad, s->sm_count, stream),
+                 "replay kernel launch");
+    if (mask || p.minus_one_rows == MOE_MINUS_ONE_LIVE)
+      MOE_CUDA_TRY(launch_route_live(p, logits, dtype, tokens, replay, mask, true, out_idx, out_w, out_flags,
+                                     nonfinite, call_bad, s->sm_count, stream),
                    "routing kernel launch");
     return MOE_OK;
   }
-  MOE_CUDA_TRY(launch_route_live(p, logits, dtype, tokens, replay, mask, false, out_idx, out_w, nonfinite, call_bad,
-                                 s->sm_count, stream),
+  MOE_CUDA_TRY(launch_route_live(p, logits, dtype, tokens, replay, mask, false, out_idx, out_w, out_flags, nonfinite,
+                                 call_bad, s->sm_count, stream),
                "routing kernel launch");
   return MOE_OK;
 }
 
 int enqueue_backward(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                     const float* grad_w, float* grad_logits, unsigned long long* verdict, cudaStream_t stream) {
+                     const float* grad_w, const uint8_t* flags, float* grad_logits, unsigned long long* verdict,
+                     cudaStream_t stream) {
   const Params& p = s->dparams;
-  if (verdict)
-    MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, p.k, p.experts, verdict,
-                                      &s->d_words[CudaState::kErrorWord], s->sm_count, stream),
-                 "index validation launch");
-  MOE_CUDA_TRY(launch_backward(p, logits, dtype, tokens, idx, grad_w, grad_logits, verdict, s->sm_count, stream),
+  if (verdict) {
+    int rc = enqueue_verdict(s, logits, dtype, tokens, idx, nullptr, true, verdict,
+                             &s->d_words[CudaState::kErrorWord], stream);
+    if (rc != MOE_OK) return rc;
+  }
+  MOE_CUDA_TRY(launch_backward(p, logits, dtype, tokens, idx, grad_w,
+                               p.nonfinite == MOE_NONFINITE_ZERO ? flags : nullptr, grad_logits, verdict,
+                               s->sm_count, stream),
                "backward kernel launch");
   return MOE_OK;
+}
+
+// Host variants under non-finite policy ERROR: the scan of the staged inputs, read back before
+// anything else is enqueued; a rejection gets the CPU backend's message (the row, the expert and
+// the value, read from the caller's logits). Caller holds staging_mu.
+int host_nonfinite_check(moe_router* r, const void* host_logits, const void* d_logits, int dtype, int64_t tokens,
+                         const int32_t* d_idx, const uint8_t* d_mask, bool backward) {
+  CudaState* s = r->cuda;
+  const Params& p = s->dparams;
+  if (p.nonfinite != MOE_NONFINITE_ERROR) return MOE_OK;
+  unsigned long long* word = &s->d_words[CudaState::kHostWord];
+  cudaStream_t st = s->host_stream;
+  MOE_CUDA_TRY(cudaMemsetAsync(word, 0xff, sizeof *word, st), "verdict reset");
+  MOE_CUDA_TRY(launch_nonfinite_scan(p, d_logits, dtype, tokens, d_idx, d_mask, backward, word, nullptr, s->sm_count,
+                                     st),
+               "non-finite scan launch");
+  unsigned long long packed = kNoBadRow;
+  MOE_CUDA_TRY(cudaMemcpyAsync(&packed, word, sizeof packed, cudaMemcpyDeviceToHost, st), "read the verdict");
+  MOE_CUDA_TRY(cudaStreamSynchronize(st), "non-finite scan");
+  if (packed == kNoBadRow) return MOE_OK;
+  const int64_t row = (int64_t)((packed & ~kNonfiniteTag) >> 16);
+  const int expert = (int)((packed >> 2) & 0x3fffu);
+  return nonfinite_error(row, expert, load_logit(static_cast<const char*>(host_logits) +
+                                                     (size_t)row * p.experts * dtype_bytes(dtype),
+                                                 dtype, expert));
 }
 
 int no_state() { return fail(MOE_ERR_INVALID_ARGUMENT, "router has no CUDA state (not a CUDA router?)"); }
@@ -233,8 +289,6 @@ int cuda_device_count() {
 }
 
 int cuda_router_init(moe_router* r, int device) {
-  int st = cuda_check_options(r->config);
-  if (st != MOE_OK) return st;
   ErrorStateScope errors;
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -261,14 +315,14 @@ int cuda_router_init(moe_router* r, int device) {
                "cudaMemset(replay slots)");
   s->dparams = r->params;
   s->dparams.bias = nullptr;
-  if (r->params.score_fn == MOE_SCORE_SIGMOID) {
+  if (!r->params.post_softmax()) {  // sigmoid, sqrtsoftplus, softmax pre: a bias may be set later
     MOE_CUDA_TRY(cudaMalloc(&s->d_bias, sizeof(float) * r->params.experts), "cudaMalloc(bias)");
     if (r->params.bias)
       MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts,
                                    cudaMemcpyHostToDevice, s->host_stream),
                    "cudaMemcpy(bias)");
-    else  // adding +0 changes no routing score's key (score_key folds -0 into +0), so zeros equal "no bias";
-          // the ranking key (logit or R) follows Params.biased, not this buffer
+    else  // adding +0 changes no routing score (scores are >= +0 or NaN), so zeros equal "no bias"; the
+          // ranking key (logit or R) follows Params.biased, not this buffer
       MOE_CUDA_TRY(cudaMemsetAsync(s->d_bias, 0, sizeof(float) * r->params.experts, s->host_stream),
                    "cudaMemset(bias)");
     s->dparams.bias = s->d_bias;
@@ -294,6 +348,7 @@ void cuda_router_release(moe_router* r) {
     free_buf(s->st_w);
     free_buf(s->st_grad);
     free_buf(s->st_nf);
+    free_buf(s->st_flags);
     if (s->d_bias) cudaFree(s->d_bias);
     if (s->d_words) cudaFree(s->d_words);
     for (cudaEvent_t e : s->slot_done)
@@ -325,7 +380,8 @@ int cuda_set_bias(moe_router* r) {
 }
 
 int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite, void* stream) {
+               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+               int64_t* out_nonfinite, void* stream) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
   ErrorStateScope errors;
@@ -334,15 +390,16 @@ int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, con
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   std::lock_guard<std::mutex> lock(s->enqueue_mu);
   Call call;
-  int rc = begin_call(s, st, replay_idx != nullptr, &call);
+  const bool validated = replay_idx != nullptr || s->dparams.nonfinite == MOE_NONFINITE_ERROR;
+  int rc = begin_call(s, st, validated, &call);
   if (rc != MOE_OK) return rc;
-  rc = enqueue_route(s, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w,
-                     reinterpret_cast<unsigned long long*>(out_nonfinite), replay_idx ? call.verdict : nullptr, st);
+  rc = enqueue_route(s, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags,
+                     reinterpret_cast<unsigned long long*>(out_nonfinite), validated ? call.verdict : nullptr, st);
   return end_call(s, st, call, rc);
 }
 
 int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                  const float* grad_w, float* grad_logits, void* stream) {
+                  const float* grad_w, const uint8_t* flags, float* grad_logits, void* stream) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
   if (tokens == 0) return MOE_OK;
@@ -354,18 +411,20 @@ int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, 
   Call call;
   int rc = begin_call(s, st, true, &call);
   if (rc != MOE_OK) return rc;
-  rc = enqueue_backward(s, logits, dtype, tokens, idx, grad_w, grad_logits, call.verdict, st);
+  rc = enqueue_backward(s, logits, dtype, tokens, idx, grad_w, flags, grad_logits, call.verdict, st);
   return end_call(s, st, call, rc);
 }
 
 int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-                    const uint8_t* replay_mask, int32_t* out_idx, float* out_w, int64_t* out_nonfinite) {
+                    const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                    int64_t* out_nonfinite) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
   const int k = r->params.k, E = r->params.experts;
   if (replay_idx) {  // synchronous validation with the CPU backend's exact message
     int reason = 0;
-    int64_t bad = first_bad_row(replay_idx, replay_mask, tokens, k, E, &reason);
+    int64_t bad = first_bad_row(replay_idx, replay_mask, tokens, k, E, &reason,
+                                r->params.minus_one_rows != MOE_MINUS_ONE_REJECT);
     if (bad >= 0) return replay_error(bad, reason, replay_idx, k, E);
   }
   if (tokens == 0) {
@@ -398,9 +457,16 @@ int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens
                    "copy replay mask");
     }
   }
+  int rc = host_nonfinite_check(r, logits, s->st_logits.p, dtype, tokens, d_replay, d_mask, false);
+  if (rc != MOE_OK) return rc;
   unsigned long long* d_nf = static_cast<unsigned long long*>(s->st_nf.p);
-  int rc = enqueue_route(s, s->st_logits.p, dtype, tokens, d_replay, d_mask, static_cast<int32_t*>(s->st_idx_out.p),
-                         static_cast<float*>(s->st_w.p), d_nf, nullptr, st);
+  uint8_t* d_flags = nullptr;
+  if (out_flags) {
+    MOE_CUDA_TRY(ensure(s->st_flags, (size_t)tokens), "staging allocation (row flags)");
+    d_flags = static_cast<uint8_t*>(s->st_flags.p);
+  }
+  rc = enqueue_route(s, s->st_logits.p, dtype, tokens, d_replay, d_mask, static_cast<int32_t*>(s->st_idx_out.p),
+                     static_cast<float*>(s->st_w.p), d_flags, d_nf, nullptr, st);
   if (rc != MOE_OK) {
     cudaStreamSynchronize(st);
     return rc;
@@ -408,6 +474,9 @@ int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens
   unsigned long long nf = 0;
   MOE_CUDA_TRY(cudaMemcpyAsync(out_idx, s->st_idx_out.p, ibytes, cudaMemcpyDeviceToHost, st), "copy indices back");
   MOE_CUDA_TRY(cudaMemcpyAsync(out_w, s->st_w.p, wbytes, cudaMemcpyDeviceToHost, st), "copy weights back");
+  if (out_flags)
+    MOE_CUDA_TRY(cudaMemcpyAsync(out_flags, d_flags, (size_t)tokens, cudaMemcpyDeviceToHost, st),
+                 "copy row flags back");
   MOE_CUDA_TRY(cudaMemcpyAsync(&nf, d_nf, sizeof nf, cudaMemcpyDeviceToHost, st), "copy count back");
   MOE_CUDA_TRY(cudaStreamSynchronize(st), "routing (host staging)");
   if (out_nonfinite) *out_nonfinite = (int64_t)nf;
@@ -415,7 +484,7 @@ int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens
 }
 
 int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
-                       const float* grad_w, float* grad_logits) {
+                       const float* grad_w, const uint8_t* flags, float* grad_logits) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
   const int k = r->params.k, E = r->params.experts;
@@ -439,8 +508,17 @@ int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tok
   MOE_CUDA_TRY(cudaMemcpyAsync(s->st_logits.p, logits, lbytes, cudaMemcpyHostToDevice, st), "copy logits");
   MOE_CUDA_TRY(cudaMemcpyAsync(s->st_idx_in.p, idx, ibytes, cudaMemcpyHostToDevice, st), "copy indices");
   MOE_CUDA_TRY(cudaMemcpyAsync(s->st_w.p, grad_w, wbytes, cudaMemcpyHostToDevice, st), "copy weight gradients");
-  int rc = enqueue_backward(s, s->st_logits.p, dtype, tokens, static_cast<const int32_t*>(s->st_idx_in.p),
-                            static_cast<const float*>(s->st_w.p), static_cast<float*>(s->st_grad.p), nullptr, st);
+  const uint8_t* d_flags = nullptr;
+  if (r->params.nonfinite == MOE_NONFINITE_ZERO) {  // moe_route_backward_host required them
+    MOE_CUDA_TRY(ensure(s->st_flags, (size_t)tokens), "staging allocation (row flags)");
+    MOE_CUDA_TRY(cudaMemcpyAsync(s->st_flags.p, flags, (size_t)tokens, cudaMemcpyHostToDevice, st), "copy row flags");
+    d_flags = static_cast<const uint8_t*>(s->st_flags.p);
+  }
+  int rc = host_nonfinite_check(r, logits, s->st_logits.p, dtype, tokens,
+                                static_cast<const int32_t*>(s->st_idx_in.p), nullptr, true);
+  if (rc != MOE_OK) return rc;
+  rc = enqueue_backward(s, s->st_logits.p, dtype, tokens, static_cast<const int32_t*>(s->st_idx_in.p),
+                        static_cast<const float*>(s->st_w.p), d_flags, static_cast<float*>(s->st_grad.p), nullptr, st);
   if (rc != MOE_OK) {
     cudaStreamSynchronize(st);
     return rc;
@@ -467,6 +545,15 @@ int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
                "check_replay: read the error slot");
   MOE_CUDA_TRY(cudaStreamSynchronize(st), "check_replay");
   if (packed == kNoBadRow) return MOE_OK;
+  if (packed >= kNonfiniteTag) {
+    const int64_t row = (int64_t)((packed & ~kNonfiniteTag) >> 16);
+    const unsigned kind = (unsigned)(packed & 3u);
+    if (bad_row) *bad_row = row;
+    if (reason) *reason = MOE_REPLAY_NONFINITE;
+    return fail(MOE_ERR_NONFINITE, "row %lld: the logit of expert %d is %s (non-finite policy ERROR, rejected on the device)",
+                (long long)row, (int)((packed >> 2) & 0x3fffu),
+                kind == kValueNaN ? "NaN" : kind == kValuePosInf ? "+inf" : "-inf");
+  }
   const int64_t row = (int64_t)(packed >> 2);
   const int why = (int)(packed & 3u);
   if (bad_row) *bad_row = row;

@@ -1,27 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
 // Replay: weights at given experts (spec section 4), validated on the device.
 //
-// Validation runs first (one thread per row, moe::check_replay_row); a bad row is recorded with
-// atomicMin(row * 4 + reason) in the call's own verdict slot (CudaState: never shared by two calls
-// in flight) and in the router's error slot. Every later kernel of the call reads the verdict slot
-// and returns at once when it holds a row, so a rejected call writes nothing and the host never waits.
+// Validation runs first (one thread per row, moe::check_replay_row; all -1 rows pass under
+// minus_one_rows LIVE and ARANGE); a bad row is recorded with atomicMin(row << 2 | reason) in the
+// call's own verdict slot (CudaState: never shared by two calls in flight) and in the router's error
+// slot. Every later kernel of the call reads the verdict slot and returns at once when it holds a row,
+// so a rejected call writes nothing and the host never waits.
 //
-// Post-softmax and sigmoid replay read only the k replayed logits per row: a segment of W lanes
-// (W = next power of two >= k, at most 32) per token, so small k packs several tokens per warp.
-// The weights use dev::seg_weights, i.e. moe::unscaled_weights' exact operation order.
+// Post-softmax, sigmoid and sqrtsoftplus replay read only the k replayed logits per row: a segment of
+// W lanes (W = next power of two >= k, at most 32) per token, so small k packs several tokens per
+// warp. The weights use dev::seg_weights, i.e. moe::unscaled_weights' exact operation order; the
+// row's non-finite flag is the OR over those k logits (ZERO: zero weights). All -1 rows: skipped
+// under LIVE (the live kernel routes them), experts 0..k-1 under ARANGE.
 #include "moe_cuda_common.cuh"
 
 namespace moe {
 namespace {
 
 __global__ void validate_rows_kernel(const int32_t* __restrict__ idx, const uint8_t* __restrict__ mask,
-                                     int64_t tokens, int k, int experts, unsigned long long* call_bad,
-                                     unsigned long long* err_slot) {
+                                     int64_t tokens, int k, int experts, int minus_one_ok,
+                                     unsigned long long* call_bad, unsigned long long* err_slot) {
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < tokens; t += (int64_t)gridDim.x * blockDim.x) {
     if (mask && mask[t] == 0) continue;
+    if (minus_one_ok && is_minus_one_row(idx + t * k, k)) continue;
     const int why = check_replay_row(idx + t * k, k, experts);
     if (why != MOE_REPLAY_OK) {
-      const unsigned long long packed = (unsigned long long)t * 4ull + (unsigned long long)why;
+      const unsigned long long packed = ((unsigned long long)t << 2) | (unsigned long long)why;
       atomicMin(call_bad, packed);
       atomicMin(err_slot, packed);
     }
@@ -41,7 +45,8 @@ template <int DT, int W>
 __global__ void __launch_bounds__(256)
     route_replay_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
                         const uint8_t* __restrict__ mask, int32_t* out_idx, float* __restrict__ out_w,
-                        unsigned long long* __restrict__ nonfinite, const unsigned long long* __restrict__ call_bad) {
+                        uint8_t* __restrict__ out_flags, unsigned long long* __restrict__ nonfinite,
+                        const unsigned long long* __restrict__ call_bad) {
   if (call_bad && *call_bad != kNoBadRow) return;
   constexpr int kTokensPerWarp = 32 / W;
   const int lane = threadIdx.x & 31;
@@ -51,29 +56,44 @@ __global__ void __launch_bounds__(256)
   const int64_t E = p.experts;
   const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
   unsigned long long nf_rows = 0;
   // The loop bound is warp-uniform: every lane joins the shuffles, inactive segments write nothing.
   for (int64_t base = warp * kTokensPerWarp; base < tokens; base += warps * kTokensPerWarp) {
     const int64_t t = base + seg;
-    const bool active = t < tokens && (!mask || mask[t] != 0);
-    const bool v0 = active && sub < k;
-    const bool v1 = active && W == 32 && sub + 32 < k;
-    const int32_t e0 = v0 ? replay[t * k + sub] : 0;
-    const int32_t e1 = v1 ? replay[t * k + sub + 32] : 0;
+    bool active = t < tokens && (!mask || mask[t] != 0);
+    bool v0 = active && sub < k;
+    bool v1 = active && W == 32 && sub + 32 < k;
+    int32_t e0 = v0 ? replay[t * k + sub] : 0;
+    int32_t e1 = v1 ? replay[t * k + sub + 32] : 0;
+    // Validated rows: one starting with -1 is all -1 (LIVE or ARANGE). The first entry travels by
+    // shuffle, not memory: out_idx may alias replay and lane `sub` == 0 writes it below.
+    if (__shfl_sync(dev::kFull, e0, lane & ~(W - 1)) == -1 && active) {
+      if (p.minus_one_rows == MOE_MINUS_ONE_ARANGE) {
+        e0 = sub;
+        e1 = sub + 32;
+      } else {
+        active = v0 = v1 = false;
+      }
+    }
     const float l0 = v0 ? dev::load_elem<DT>(logits, t * E + e0) : 0.0f;
     const float l1 = v1 ? dev::load_elem<DT>(logits, t * E + e1) : 0.0f;
-    float w0, w1;
+    float u0, u1, w0, w1;
     bool nf = false;
-    dev::seg_weights<W>(p, sub, l0, l1, 0.0f, 0.0f, w0, w1, nf);
+    dev::seg_weights<W, true>(p, sub, l0, l1, 0.0f, 0.0f, u0, u1, w0, w1, nf);
+    const bool zero = zero_nonfinite && nf;
     if (v0) {
       out_idx[t * k + sub] = e0;  // may alias replay: the same thread read it above
-      out_w[t * k + sub] = mul_rn(w0, p.scale);
+      out_w[t * k + sub] = zero ? 0.0f : mul_rn(w0, p.scale);
     }
     if (v1) {
       out_idx[t * k + sub + 32] = e1;
-      out_w[t * k + sub + 32] = mul_rn(w1, p.scale);
+      out_w[t * k + sub + 32] = zero ? 0.0f : mul_rn(w1, p.scale);
     }
-    if (active && sub == 0 && nf) ++nf_rows;
+    if (active && sub == 0) {
+      if (out_flags) out_flags[t] = nf ? 1 : 0;
+      if (nf) ++nf_rows;
+    }
   }
   if (nonfinite) {
     for (int off = 16; off > 0; off >>= 1) nf_rows += __shfl_xor_sync(dev::kFull, nf_rows, off);
@@ -83,35 +103,44 @@ __global__ void __launch_bounds__(256)
 
 template <int DT, int W>
 cudaError_t launch_replay_w(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
-                            const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nf,
-                            const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+                            const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                            unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                            cudaStream_t stream) {
   constexpr int threads = 256;
   constexpr int tokens_per_block = threads / 32 * (32 / W);
   const unsigned grid = grid_for(tokens, tokens_per_block, sm_count, 8);
   return launch_kernel(route_replay_kernel<DT, W>, grid, threads, 0, stream, p, logits, tokens, replay, mask, out_idx,
-                       out_w, nf, call_bad);
+                       out_w, out_flags, nf, call_bad);
 }
 
 template <int DT>
 cudaError_t launch_replay_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
-                             const uint8_t* mask, int32_t* out_idx, float* out_w, unsigned long long* nf,
-                             const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
-  if (p.k <= 4) return launch_replay_w<DT, 4>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
-  if (p.k <= 8) return launch_replay_w<DT, 8>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
+                             const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                             unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                             cudaStream_t stream) {
+  if (p.k <= 4)
+    return launch_replay_w<DT, 4>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad, sm_count,
+                                  stream);
+  if (p.k <= 8)
+    return launch_replay_w<DT, 8>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad, sm_count,
+                                  stream);
   if (p.k <= 16)
-    return launch_replay_w<DT, 16>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
-  return launch_replay_w<DT, 32>(p, logits, tokens, replay, mask, out_idx, out_w, nf, call_bad, sm_count, stream);
+    return launch_replay_w<DT, 16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
+                                   sm_count, stream);
+  return launch_replay_w<DT, 32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad, sm_count,
+                                 stream);
 }
 
 }  // namespace
 
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
-                                 unsigned long long* call_bad, unsigned long long* err_slot, int sm_count,
-                                 cudaStream_t stream) {
+                                 bool minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
+                                 int sm_count, cudaStream_t stream) {
   cudaError_t e = cudaMemsetAsync(call_bad, 0xff, sizeof(unsigned long long), stream);
   if (e != cudaSuccess || tokens <= 0) return e;
   const unsigned grid = grid_for(tokens, 256, sm_count, 8);
-  return launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts, call_bad, err_slot);
+  return launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts,
+                       minus_one_ok ? 1 : 0, call_bad, err_slot);
 }
 
 cudaError_t launch_take_error(unsigned long long* err_slot, unsigned long long* taken, cudaStream_t stream) {
@@ -125,19 +154,19 @@ cudaError_t launch_zero_if_valid(unsigned long long* nonfinite, const unsigned l
 
 cudaError_t launch_route_replay(const Params& p, const void* logits, int dtype, int64_t tokens,
                                 const int32_t* replay, const uint8_t* mask, int32_t* out_idx, float* out_w,
-                                unsigned long long* nonfinite, const unsigned long long* call_bad, int sm_count,
-                                cudaStream_t stream) {
+                                uint8_t* out_flags, unsigned long long* nonfinite, const unsigned long long* call_bad,
+                                int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
   switch (dtype) {
     case MOE_DTYPE_F32:
-      return launch_replay_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
-                                             sm_count, stream);
+      return launch_replay_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                             call_bad, sm_count, stream);
     case MOE_DTYPE_BF16:
-      return launch_replay_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
-                                              sm_count, stream);
+      return launch_replay_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                              call_bad, sm_count, stream);
     default:
-      return launch_replay_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, out_idx, out_w, nonfinite, call_bad,
-                                             sm_count, stream);
+      return launch_replay_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                             call_bad, sm_count, stream);
   }
 }
 

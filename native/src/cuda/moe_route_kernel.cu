@@ -7,10 +7,14 @@
 // keeps the best of its own experts, a team max picks the winner, and only the thread that owned it
 // rescans. Keys are distinct, so the result (and its descending order) does not depend on how the
 // experts are spread over threads, which keeps indices identical to the CPU's insertion sort.
-// Experts are ranked by the ranking key K of the spec (the logit without a bias, R = S + b with one);
-// group scores sum the routing scores R. Options the kernels do not implement yet (sqrtsoftplus,
-// softmax + bias, normalize switch, TOP2_SUM / MAX, k not a multiple of Gk, ZERO / ERROR, -1 rows)
-// are rejected by cuda_router_init.
+// Experts are ranked by the ranking key K of the spec (the logit without a bias, R with one: S + b for
+// sigmoid and sqrtsoftplus, P + b for softmax pre); group scores sum the top group_terms routing
+// scores R of a group (TOPK_SUM: floor(k / Gk), TOP2_SUM: 2, MAX: 1). Per row: the whole row is read,
+// its non-finite flag is the OR over it; non-finite policy ZERO writes zero weights for flagged rows
+// (ERROR was decided before this kernel by moe_nonfinite_kernel.cu: a rejected call never gets here).
+// Replay rows reach this kernel only for softmax pre (the weights need the row's softmax) and for
+// masked-out or all -1 rows under minus_one_rows LIVE, which are routed live; all -1 rows under
+// ARANGE replay experts 0..k-1.
 #include "moe_cuda_common.cuh"
 
 namespace moe {
@@ -84,8 +88,8 @@ template <int DT, int TW>
 __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     route_live_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
                       const uint8_t* __restrict__ mask, int skip_replay_rows, int vec, int32_t* out_idx,
-                      float* __restrict__ out_w, unsigned long long* __restrict__ nonfinite,
-                      const unsigned long long* __restrict__ call_bad) {
+                      float* __restrict__ out_w, uint8_t* __restrict__ out_flags,
+                      unsigned long long* __restrict__ nonfinite, const unsigned long long* __restrict__ call_bad) {
   using TeamT = dev::Team<TW>;
   constexpr int N = TeamT::N;
   constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
@@ -106,12 +110,16 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
   float* sc_buf = lg + epad;                                                  // routing scores
   const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
   const bool grouped = p.grouped();
+  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
   const int gs = p.group_size();
   const size_t row_bytes = (size_t)E * dtype_bytes(DT);
   unsigned long long nf_rows = 0;
 
   for (int64_t t = (int64_t)blockIdx.x * kTeams + team; t < tokens; t += (int64_t)gridDim.x * kTeams) {
-    const bool is_replay = replay && (!mask || mask[t] != 0);
+    bool is_replay = replay && (!mask || mask[t] != 0);
+    // Validated rows: one starting with -1 is all -1, accepted only under LIVE or ARANGE.
+    const bool arange = is_replay && replay[t * k] == -1 && p.minus_one_rows == MOE_MINUS_ONE_ARANGE;
+    if (is_replay && !arange && replay[t * k] == -1) is_replay = false;  // LIVE: route it live
     if (is_replay && skip_replay_rows) continue;  // uniform over the team
     const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
 
@@ -119,16 +127,20 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     nf = TeamT::any(nf);  // also orders the staging writes before the reads below
     if (TW == 1) __syncwarp();
 
-    // Routing scores R (pre-softmax: P; post: the logits themselves) for the group scores and
-    // the weights; the ranking key `kk` is R with a bias, else the logits (lg is kept intact).
+    // Routing scores R (pre-softmax: P + b, the bias buffer holding zeros when none was given; post:
+    // the logits themselves) for the group scores; the ranking key `kk` is R with a bias, else the
+    // logits (lg is kept intact). Sigmoid and sqrtsoftplus compute R only where it is needed.
     const float* sc = lg;
+    RowSoftmax sm{0.0f, 1.0f};
     if (pre) {
-      RowSoftmax sm = dev::team_row_softmax<TW>(lg, sc_buf, E, tid, sh);
-      for (int i = tid; i < E; i += N) sc_buf[i] = div_rn(sc_buf[i], sm.sum);  // == exp_det(l - max) / sum
+      sm = dev::team_row_softmax<TW>(lg, sc_buf, E, tid, sh);
+      if (p.bias)
+        for (int i = tid; i < E; i += N) sc_buf[i] = add_rn(div_rn(sc_buf[i], sm.sum), p.bias[i]);
+      else
+        for (int i = tid; i < E; i += N) sc_buf[i] = div_rn(sc_buf[i], sm.sum);  // == exp_det(l - max) / sum
       sc = sc_buf;
-    } else if (p.score_fn == MOE_SCORE_SIGMOID && (p.biased || grouped)) {
-      RowSoftmax unused{0.0f, 1.0f};
-      for (int i = tid; i < E; i += N) sc_buf[i] = routing_score(p, lg[i], i, unused);
+    } else if (!p.post_softmax() && (p.biased || grouped)) {
+      for (int i = tid; i < E; i += N) sc_buf[i] = routing_score(p, lg[i], i, sm);
       sc = sc_buf;
     }
     const float* kk = p.rank_by_logit() ? lg : sc;
@@ -138,8 +150,8 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
     unsigned long long sel0 = 0, sel1 = 0;
     if (is_replay) {
       if (warp0) {
-        if (lane < k) sel0 = rank_key(0.0f, replay[t * k + lane]);
-        if (lane + 32 < k) sel1 = rank_key(0.0f, replay[t * k + lane + 32]);
+        if (lane < k) sel0 = rank_key(0.0f, arange ? lane : replay[t * k + lane]);
+        if (lane + 32 < k) sel1 = rank_key(0.0f, arange ? lane + 32 : replay[t * k + lane + 32]);
       }
     } else {
       unsigned long long kept = ~0ull;
@@ -173,18 +185,27 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
       const int e0 = rank_key_index(sel0), e1 = rank_key_index(sel1);
       const bool v0 = lane < k, v1 = lane + 32 < k;
       const float l0 = v0 ? lg[e0] : 0.0f, l1 = v1 ? lg[e1] : 0.0f;
-      const float p0 = pre && v0 ? sc[e0] : 0.0f, p1 = pre && v1 ? sc[e1] : 0.0f;  // P (no bias here)
-      float w0, w1;
+      float p0 = 0.0f, p1 = 0.0f;  // P: from R when no bias was added to it, else recomputed
+      if (pre && !p.biased) {
+        p0 = v0 ? sc[e0] : 0.0f;
+        p1 = v1 ? sc[e1] : 0.0f;
+      } else if (pre) {
+        p0 = v0 ? div_rn(exp_det(sub_rn(l0, sm.max)), sm.sum) : 0.0f;
+        p1 = v1 ? div_rn(exp_det(sub_rn(l1, sm.max)), sm.sum) : 0.0f;
+      }
+      float u0, u1, w0, w1;
       bool unused_nf = false;
-      dev::seg_weights<32>(p, lane, l0, l1, p0, p1, w0, w1, unused_nf);
+      dev::seg_weights<32, false>(p, lane, l0, l1, p0, p1, u0, u1, w0, w1, unused_nf);
+      const bool zero = zero_nonfinite && nf;  // ZERO: the row read a non-finite logit
       if (v0) {
         out_idx[t * k + lane] = e0;
-        out_w[t * k + lane] = mul_rn(w0, p.scale);
+        out_w[t * k + lane] = zero ? 0.0f : mul_rn(w0, p.scale);
       }
       if (v1) {
         out_idx[t * k + lane + 32] = e1;
-        out_w[t * k + lane + 32] = mul_rn(w1, p.scale);
+        out_w[t * k + lane + 32] = zero ? 0.0f : mul_rn(w1, p.scale);
       }
+      if (out_flags && lane == 0) out_flags[t] = nf ? 1 : 0;
     }
     nf_rows += nf ? 1 : 0;
     TeamT::sync();  // shared row buffers are reused by the next token
@@ -198,8 +219,9 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
 
 template <int DT, int TW>
 cudaError_t launch_live_t(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
-                          const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, unsigned long long* nf,
-                          const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+                          const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                          unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                          cudaStream_t stream) {
   constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
   constexpr int threads = TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW;
   const int epad = (p.experts + 3) & ~3;
@@ -208,37 +230,38 @@ cudaError_t launch_live_t(const Params& p, const void* logits, int64_t tokens, c
   const int vec = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
   const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
   return launch_kernel(route_live_kernel<DT, TW>, grid, threads, smem, stream, p, logits, tokens, replay, mask,
-                       skip ? 1 : 0, vec, out_idx, out_w, nf, call_bad);
+                       skip ? 1 : 0, vec, out_idx, out_w, out_flags, nf, call_bad);
 }
 
 template <int DT>
 cudaError_t launch_live_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
-                           const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, unsigned long long* nf,
-                           const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+                           const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                           unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                           cudaStream_t stream) {
   if (p.experts <= kWarpPathMaxExperts)
-    return launch_live_t<DT, 1>(p, logits, tokens, replay, mask, skip, out_idx, out_w, nf, call_bad, sm_count,
-                                stream);
-  return launch_live_t<DT, kBlockTeamWarps>(p, logits, tokens, replay, mask, skip, out_idx, out_w, nf, call_bad,
-                                            sm_count, stream);
+    return launch_live_t<DT, 1>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
+                                sm_count, stream);
+  return launch_live_t<DT, kBlockTeamWarps>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf,
+                                            call_bad, sm_count, stream);
 }
 
 }  // namespace
 
 cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, int64_t tokens,
                               const int32_t* replay, const uint8_t* mask, bool skip_replay_rows, int32_t* out_idx,
-                              float* out_w, unsigned long long* nonfinite, const unsigned long long* call_bad,
-                              int sm_count, cudaStream_t stream) {
+                              float* out_w, uint8_t* out_flags, unsigned long long* nonfinite,
+                              const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
   switch (dtype) {
     case MOE_DTYPE_F32:
       return launch_live_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
-                                           nonfinite, call_bad, sm_count, stream);
+                                           out_flags, nonfinite, call_bad, sm_count, stream);
     case MOE_DTYPE_BF16:
       return launch_live_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
-                                            nonfinite, call_bad, sm_count, stream);
+                                            out_flags, nonfinite, call_bad, sm_count, stream);
     default:
       return launch_live_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
-                                           nonfinite, call_bad, sm_count, stream);
+                                           out_flags, nonfinite, call_bad, sm_count, stream);
   }
 }
 
