@@ -25,6 +25,10 @@ namespace check {
 inline int g_failures = 0;
 inline int g_checks = 0;
 inline bool g_verbose = false;
+// What the compared calls exercised (printed with the summary, so that a run that stopped covering a
+// case shows it): calls the CPU rejected (compared with the CUDA rejections), rows flagged non-finite,
+// replay rows of -1 accepted.
+inline long long g_rejected_calls = 0, g_flagged_rows = 0, g_minus_one_rows = 0;
 
 inline void failf(const char* fmt, ...) {
   ++g_failures;
@@ -43,7 +47,21 @@ struct Config {
   float scale;
   bool bias;                            // random bias ...
   const float* bias_values = nullptr;   // ... or these values
+  // Routing options of spec sections 1-5 beyond the v1 ones (0 = the default of each).
+  int normalize = MOE_NORMALIZE_DEFAULT;
+  int group_score = MOE_GROUP_TOPK_SUM;
+  int nonfinite = MOE_NONFINITE_PROPAGATE;
+  int minus_one = MOE_MINUS_ONE_REJECT;
 };
+
+// A configuration with the v2 options set (Config's positional form stops at the v1 ones).
+inline Config with_options(Config c, int normalize, int group_score, int nonfinite, int minus_one) {
+  c.normalize = normalize;
+  c.group_score = group_score;
+  c.nonfinite = nonfinite;
+  c.minus_one = minus_one;
+  return c;
+}
 
 inline uint32_t fbits(float f) {
   uint32_t u;
@@ -101,6 +119,17 @@ inline std::vector<uint8_t> make_logits(std::mt19937_64& rng, int64_t T, int E, 
   return to_dtype(v, dtype);
 }
 
+// Logits that saturate every score function: |L| up to 60 in float32 (sigmoid(L) == 1.0f above ~17,
+// sqrtsoftplus linear above 20, exp underflow), with repeated saturated values in a row.
+inline std::vector<uint8_t> saturated_logits(std::mt19937_64& rng, int64_t T, int E, int dtype) {
+  std::vector<float> v((size_t)T * E);
+  for (auto& x : v) {
+    const uint64_t r = rng() % 8;
+    x = r == 0 ? 25.0f : r == 1 ? -25.0f : (float)((int)(rng() % 121) - 60) * 0.5f;
+  }
+  return to_dtype(v, dtype);
+}
+
 inline std::vector<int32_t> random_replay(std::mt19937_64& rng, int64_t T, int E, int k) {
   std::vector<int32_t> idx((size_t)T * k);
   std::vector<int32_t> perm(E);
@@ -113,6 +142,14 @@ inline std::vector<int32_t> random_replay(std::mt19937_64& rng, int64_t T, int E
     }
   }
   return idx;
+}
+
+// Replay rows of -1 (padding) for routers that accept them: about one row in five, and every row
+// when T == 1 one time in two.
+inline void plant_minus_one_rows(std::mt19937_64& rng, std::vector<int32_t>& idx, int64_t T, int k) {
+  for (int64_t t = 0; t < T; ++t)
+    if (rng() % (T == 1 ? 2 : 5) == 0)
+      for (int j = 0; j < k; ++j) idx[(size_t)t * k + j] = -1;
 }
 
 // CUDA and CPU must agree bit for bit; NaN matches NaN whatever its payload (the payload of a
@@ -152,9 +189,14 @@ inline std::string label(const Config& c, int dtype, int64_t T, int mode, const 
 
 inline void compare_route(const std::string& what, int64_t T, int k, const std::vector<int32_t>& ci,
                    const std::vector<float>& cw, int64_t cnf, const std::vector<int32_t>& gi,
-                   const std::vector<float>& gw, int64_t gnf) {
+                   const std::vector<float>& gw, int64_t gnf, const std::vector<uint8_t>* cf = nullptr,
+                   const std::vector<uint8_t>* gf = nullptr) {
   ++g_checks;
   int bad = 0;
+  if (cf && gf)
+    for (int64_t t = 0; t < T; ++t)
+      if ((*cf)[t] != (*gf)[t] && bad++ < 3)
+        failf("%s: non-finite flag of row %lld cpu=%d cuda=%d", what.c_str(), (long long)t, (*cf)[t], (*gf)[t]);
   for (int64_t i = 0; i < T * k; ++i) {
     if (ci[i] != gi[i]) {
       if (bad++ < 3)
@@ -188,8 +230,8 @@ struct Routers {
     std::normal_distribution<float> nd(0.0f, 0.05f);
     for (auto& b : bias) b = nd(rng);
     const float* b = c.bias_values ? c.bias_values : c.bias ? bias.data() : nullptr;
-    moe_router_config cfg{c.E, c.k, c.score, c.pre, c.G, c.Gk, c.scale, b, MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM,
-                          MOE_NONFINITE_PROPAGATE, MOE_MINUS_ONE_REJECT};
+    moe_router_config cfg{c.E, c.k, c.score, c.pre, c.G, c.Gk, c.scale, b, c.normalize, c.group_score,
+                          c.nonfinite, c.minus_one};
     MK(moe_router_create(&cfg, MOE_BACKEND_CPU, 0, &cpu));
     MK(moe_router_create(&cfg, MOE_BACKEND_CUDA, 0, &gpu));
   }
@@ -199,96 +241,243 @@ struct Routers {
   }
 };
 
-// One configuration, dtype, token count and data mode: live, replay (full, masked, in place),
-// backward, on the device-pointer path and the host-staging path.
+// The row a CPU rejection names ("row 12: ..."), or -1.
+inline int64_t message_row(const std::string& msg) {
+  long long row = -1;
+  return sscanf(msg.c_str(), "row %lld:", &row) == 1 ? (int64_t)row : -1;
+}
+
+// A rejected call of the CPU backend: the CUDA device-pointer call must write nothing and be
+// reported by check_replay with the same status, row and (for non-finite rows) the same text up to
+// " (rejected on the device)"; the host-staged call must fail at once with the CPU's exact message.
+inline void expect_device_rejection(moe_router* gpu, const std::string& what, int cpu_status, const std::string& cpu_msg) {
+  ++g_checks;
+  int64_t row = -5;
+  int reason = -5;
+  const int st = moe_router_check_replay(gpu, &row, &reason);
+  const std::string msg = moe_last_error_message();
+  const int64_t want = message_row(cpu_msg);
+  // "row R: the logit of expert E is NaN (non-finite policy ERROR)" -> the device's text starts with all of it
+  // but the closing parenthesis.
+  const std::string stem = cpu_msg.substr(0, cpu_msg.size() - 1);
+  const bool text_ok = cpu_status != MOE_ERR_NONFINITE || msg.compare(0, stem.size(), stem) == 0;
+  if (st != cpu_status || row != want || !text_ok)
+    failf("%s: check_replay status %d row %lld '%s'; the CPU rejected the call with status %d: '%s'", what.c_str(), st,
+          (long long)row, msg.c_str(), cpu_status, cpu_msg.c_str());
+  if (moe_router_check_replay(gpu, &row, &reason) != MOE_OK) failf("%s: check_replay did not reset", what.c_str());
+}
+
+inline void expect_host_rejection(const std::string& what, int st, int cpu_status, const std::string& cpu_msg) {
+  ++g_checks;
+  if (st != cpu_status || cpu_msg != moe_last_error_message())
+    failf("%s: status %d '%s'; the CPU rejected the call with status %d '%s'", what.c_str(), st,
+          moe_last_error_message(), cpu_status, cpu_msg.c_str());
+}
+
+template <typename T>
+bool all_bits(const std::vector<T>& v, uint8_t byte) {
+  for (const T& x : v) {
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(&x);
+    for (size_t i = 0; i < sizeof(T); ++i)
+      if (b[i] != byte) return false;
+  }
+  return true;
+}
+
+// The forward of one call (live when rep is null) on the CPU router, the CUDA device-pointer path
+// and the CUDA host-staged path: identical indices, weights, row flags and counts, or the same
+// rejection with nothing written. `in_place`: the device call's out_idx aliases its replay indices.
+// Returns the CPU's status and outputs (for the backward) and the device-pointer call's outputs.
+struct Forward {
+  int status = MOE_OK;
+  std::string message;  // the CPU's, when it rejected the call
+  std::vector<int32_t> idx, dev_idx;
+  std::vector<float> dev_w;
+  std::vector<uint8_t> flags, dev_flags;
+};
+
+inline Forward check_forward(Routers& r, const std::string& what, int dtype, int64_t T, int k,
+                             const std::vector<uint8_t>& logits, const uint8_t* d_logits, const int32_t* rep,
+                             const int32_t* d_rep, const uint8_t* mask, const uint8_t* d_mask, bool in_place,
+                             cudaStream_t stream) {
+  const size_t n = (size_t)T * k;
+  Forward f;
+  f.idx.assign(n, -7);
+  f.flags.assign((size_t)T, 7);
+  std::vector<float> cw(n, -1.0f);
+  int64_t cnf = -1;
+  f.status = moe_route(r.cpu, logits.data(), dtype, T, rep, mask, f.idx.data(), cw.data(), f.flags.data(), &cnf,
+                       nullptr);
+  const std::string cpu_msg = moe_last_error_message();
+  if (f.status != MOE_OK) f.message = cpu_msg;
+  if (f.status != MOE_OK && f.status != MOE_ERR_NONFINITE && f.status != MOE_ERR_INVALID_REPLAY)
+    failf("%s: the CPU call failed: %d %s", what.c_str(), f.status, cpu_msg.c_str());
+  if (f.status != MOE_OK) {
+    ++g_rejected_calls;
+  } else {
+    for (uint8_t b : f.flags) g_flagged_rows += b;
+    if (rep)
+      for (int64_t t = 0; t < T; ++t) g_minus_one_rows += (!mask || mask[t]) && rep[(size_t)t * k] == -1;
+  }
+
+  DBuf<int32_t> d_idx(n + 1);
+  DBuf<float> d_w(n + 1);
+  DBuf<uint8_t> d_flags((size_t)T + 1);
+  DBuf<int64_t> d_nf(1);
+  d_idx.poison();
+  d_w.poison();
+  d_flags.poison();
+  d_nf.poison();
+  if (in_place) {
+    CK(cudaMemcpy(d_idx.p, d_rep, n * sizeof(int32_t), cudaMemcpyDeviceToDevice));
+    CK(cudaDeviceSynchronize());  // a device-to-device cudaMemcpy does not wait
+  }
+  MK(moe_route(r.gpu, d_logits, dtype, T, in_place ? d_idx.p : d_rep, d_mask, d_idx.p, d_w.p, d_flags.p, d_nf.p,
+               stream));
+  CK(cudaStreamSynchronize(stream));
+  std::vector<int32_t> gi = d_idx.down();
+  std::vector<float> gw = d_w.down();
+  std::vector<uint8_t> gf = d_flags.down();
+  gi.resize(n);
+  gw.resize(n);
+  gf.resize((size_t)T);
+  if (f.status == MOE_OK) {
+    int64_t bad_row = 0;
+    int reason = 0;
+    if (moe_router_check_replay(r.gpu, &bad_row, &reason) != MOE_OK)
+      failf("%s/device: check_replay reported row %lld (%s) for a call the CPU accepted", what.c_str(),
+            (long long)bad_row, moe_last_error_message());
+    compare_route(what + "/device", T, k, f.idx, cw, cnf, gi, gw, d_nf.down()[0], &f.flags, &gf);
+  } else {
+    expect_device_rejection(r.gpu, what + "/device", f.status, cpu_msg);
+    std::vector<int32_t> want_idx = in_place ? std::vector<int32_t>(rep, rep + n) : std::vector<int32_t>(n, -1);
+    if (gi != want_idx || !all_bits(gw, 0xff) || !all_bits(gf, 0xff) || d_nf.down()[0] != -1)
+      failf("%s/device: a rejected call wrote outputs", what.c_str());
+  }
+  f.dev_idx = gi;
+  f.dev_w = gw;
+  f.dev_flags = gf;
+
+  std::vector<int32_t> hi(n, -7);
+  std::vector<float> hw(n, -1.0f);
+  std::vector<uint8_t> hf((size_t)T, 7);
+  int64_t hnf = -1;
+  const int hst = moe_route_host(r.gpu, logits.data(), dtype, T, rep, mask, hi.data(), hw.data(), hf.data(), &hnf);
+  if (f.status == MOE_OK) {
+    if (hst != MOE_OK) failf("%s/host: status %d (%s)", what.c_str(), hst, moe_last_error_message());
+    else compare_route(what + "/host", T, k, f.idx, cw, cnf, hi, hw, hnf, &f.flags, &hf);
+  } else {
+    expect_host_rejection(what + "/host", hst, f.status, cpu_msg);
+    if (hi != std::vector<int32_t>(n, -7) || hw != std::vector<float>(n, -1.0f) || hnf != -1 ||
+        hf != std::vector<uint8_t>((size_t)T, 7))
+      failf("%s/host: a rejected call wrote outputs", what.c_str());
+  }
+  return f;
+}
+
+// The backward at idx with the forward's row flags (read under ZERO only, passed always) on the
+// three paths: identical gradients, or the same rejection with nothing written. Returns the CPU's
+// status and message and the device-pointer call's gradients.
+struct Backward {
+  int status = MOE_OK;
+  std::string message;
+  std::vector<float> dev_grad;
+};
+
+inline Backward check_backward(Routers& r, const std::string& what, int dtype, int64_t T, int E, int k,
+                           const std::vector<uint8_t>& logits, const uint8_t* d_logits, const std::vector<int32_t>& idx,
+                           const std::vector<float>& dw, const std::vector<uint8_t>& flags, cudaStream_t stream) {
+  std::vector<float> cg((size_t)T * E, 7.0f), hg((size_t)T * E, 7.0f);
+  const int cst = moe_route_backward(r.cpu, logits.data(), dtype, T, idx.data(), dw.data(), flags.data(), cg.data(),
+                                     nullptr);
+  const std::string cpu_msg = moe_last_error_message();
+  Backward b;
+  b.status = cst;
+  if (cst != MOE_OK) b.message = cpu_msg;
+  if (cst != MOE_OK && cst != MOE_ERR_NONFINITE) failf("%s: the CPU call failed: %d %s", what.c_str(), cst, cpu_msg.c_str());
+  if (cst != MOE_OK) ++g_rejected_calls;
+  DBuf<int32_t> d_idx(idx.size());
+  DBuf<float> d_dw(dw.size()), d_grad((size_t)T * E);
+  DBuf<uint8_t> d_flags((size_t)T + 1);
+  d_idx.up(idx.data());
+  d_dw.up(dw.data());
+  CK(cudaMemcpy(d_flags.p, flags.data(), (size_t)T, cudaMemcpyHostToDevice));
+  CK(cudaDeviceSynchronize());
+  d_grad.poison();
+  MK(moe_route_backward(r.gpu, d_logits, dtype, T, d_idx.p, d_dw.p, d_flags.p, d_grad.p, stream));
+  CK(cudaStreamSynchronize(stream));
+  b.dev_grad = d_grad.down();
+  if (cst == MOE_OK) {
+    int64_t bad_row = 0;
+    int reason = 0;
+    if (moe_router_check_replay(r.gpu, &bad_row, &reason) != MOE_OK)
+      failf("%s/device: check_replay reported row %lld (%s) for a call the CPU accepted", what.c_str(),
+            (long long)bad_row, moe_last_error_message());
+    compare_grad(what + "/device", cg, b.dev_grad);
+  } else {
+    expect_device_rejection(r.gpu, what + "/device", cst, cpu_msg);
+    if (!all_bits(b.dev_grad, 0xff)) failf("%s/device: a rejected backward wrote gradients", what.c_str());
+  }
+  const int hst = moe_route_backward_host(r.gpu, logits.data(), dtype, T, idx.data(), dw.data(), flags.data(),
+                                          hg.data());
+  if (cst == MOE_OK) {
+    if (hst != MOE_OK) failf("%s/host: status %d (%s)", what.c_str(), hst, moe_last_error_message());
+    else compare_grad(what + "/host", cg, hg);
+  } else {
+    expect_host_rejection(what + "/host", hst, cst, cpu_msg);
+    if (hg != std::vector<float>((size_t)T * E, 7.0f)) failf("%s/host: a rejected backward wrote gradients", what.c_str());
+  }
+  return b;
+}
+
+// One configuration, dtype, token count and data mode: live, replay (full, masked, in place; rows
+// of -1 where the router accepts them), backward at the live and the replayed indices, each on the
+// device-pointer path and the host-staging path.
 inline void check_case_logits(const Config& c, int dtype, int64_t T, int mode, const std::vector<uint8_t>& logits,
                               std::mt19937_64& rng, cudaStream_t stream) {
   Routers r(c, rng);
   const int E = c.E, k = c.k;
-  const size_t esz = dtype == MOE_DTYPE_F32 ? 4 : 2;
   DBuf<uint8_t> d_logits(logits.size());
   d_logits.up(logits.data());
-  DBuf<int32_t> d_idx((size_t)T * k), d_replay((size_t)T * k);
-  DBuf<float> d_w((size_t)T * k);
-  DBuf<int64_t> d_nf(1);
-  DBuf<uint8_t> d_mask((size_t)T);
-  (void)esz;
 
-  // ---- live
-  std::vector<int32_t> ci((size_t)T * k, -7), hi((size_t)T * k, -7);
-  std::vector<float> cw((size_t)T * k, -1.0f), hw((size_t)T * k, -1.0f);
-  int64_t cnf = -1, hnf = -1;
-  MK(moe_route(r.cpu, logits.data(), dtype, T, nullptr, nullptr, ci.data(), cw.data(), nullptr, &cnf, nullptr));
-  d_idx.poison();
-  d_w.poison();
-  d_nf.poison();
-  MK(moe_route(r.gpu, d_logits.p, dtype, T, nullptr, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
-  CK(cudaStreamSynchronize(stream));
-  compare_route(label(c, dtype, T, mode, "live/device"), T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
-  MK(moe_route_host(r.gpu, logits.data(), dtype, T, nullptr, nullptr, hi.data(), hw.data(), nullptr, &hnf));
-  compare_route(label(c, dtype, T, mode, "live/host"), T, k, ci, cw, cnf, hi, hw, hnf);
+  Forward live = check_forward(r, label(c, dtype, T, mode, "live"), dtype, T, k, logits, d_logits.p, nullptr, nullptr,
+                               nullptr, nullptr, false, stream);
 
-  // ---- replay: full, masked, in place
   std::vector<int32_t> rep = random_replay(rng, T, E, k);
+  if (c.minus_one != MOE_MINUS_ONE_REJECT) plant_minus_one_rows(rng, rep, T, k);
   std::vector<uint8_t> mask((size_t)T);
   for (auto& m : mask) m = (uint8_t)(rng() % 3 != 0);
-  d_replay.up(rep.data());
+  DBuf<int32_t> d_rep(rep.size());
+  DBuf<uint8_t> d_mask((size_t)T);
+  d_rep.up(rep.data());
   d_mask.up(mask.data());
+  Forward replayed;
   for (int variant = 0; variant < 3; ++variant) {
-    const uint8_t* hmask = variant == 1 ? mask.data() : nullptr;
     const char* vname = variant == 0 ? "replay" : variant == 1 ? "replay+mask" : "replay in place";
-    MK(moe_route(r.cpu, logits.data(), dtype, T, rep.data(), hmask, ci.data(), cw.data(), nullptr, &cnf, nullptr));
-    d_w.poison();
-    d_nf.poison();
-    const int32_t* rp = d_replay.p;
-    if (variant == 2) {
-      CK(cudaMemcpy(d_idx.p, d_replay.p, (size_t)T * k * 4, cudaMemcpyDeviceToDevice));
-      CK(cudaDeviceSynchronize());  // a device-to-device cudaMemcpy does not wait
-      rp = d_idx.p;
-    } else {
-      d_idx.poison();
-    }
-    MK(moe_route(r.gpu, d_logits.p, dtype, T, rp, variant == 1 ? d_mask.p : nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
-    CK(cudaStreamSynchronize(stream));
-    int64_t bad_row = 0;
-    int reason = 0;
-    if (moe_router_check_replay(r.gpu, &bad_row, &reason) != MOE_OK)
-      failf("%s: check_replay reported row %lld for valid indices", label(c, dtype, T, mode, vname).c_str(),
-            (long long)bad_row);
-    std::string l = label(c, dtype, T, mode, vname);
-    compare_route(l + "/device", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
-    std::fill(hi.begin(), hi.end(), -7);
-    std::fill(hw.begin(), hw.end(), -1.0f);
-    MK(moe_route_host(r.gpu, logits.data(), dtype, T, rep.data(), hmask, hi.data(), hw.data(), nullptr, &hnf));
-    compare_route(l + "/host", T, k, ci, cw, cnf, hi, hw, hnf);
+    Forward f = check_forward(r, label(c, dtype, T, mode, vname), dtype, T, k, logits, d_logits.p, rep.data(), d_rep.p,
+                              variant == 1 ? mask.data() : nullptr, variant == 1 ? d_mask.p : nullptr, variant == 2,
+                              stream);
+    if (variant == 0) replayed = f;
   }
 
-  // ---- backward (live indices of the CPU router, and the replayed ones)
+  // Backward at the indices each forward used (the replayed rows' experts, or what -1 rows became),
+  // with that forward's flags; random valid rows when the forward was rejected (non-finite ERROR).
   std::vector<float> dw((size_t)T * k);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto& x : dw) x = nd(rng);
-  DBuf<float> d_dw(dw.size()), d_grad((size_t)T * E);
-  d_dw.up(dw.data());
-  std::vector<int32_t> live_idx((size_t)T * k);
-  std::vector<float> tmpw((size_t)T * k);
-  MK(moe_route(r.cpu, logits.data(), dtype, T, nullptr, nullptr, live_idx.data(), tmpw.data(), nullptr, nullptr, nullptr));
   for (int which = 0; which < 2; ++which) {
-    const std::vector<int32_t>& ix = which == 0 ? live_idx : rep;
-    std::vector<float> cg((size_t)T * E, 7.0f), hg((size_t)T * E, 7.0f);
-    MK(moe_route_backward(r.cpu, logits.data(), dtype, T, ix.data(), dw.data(), nullptr, cg.data(), nullptr));
-    d_replay.up(ix.data());
-    d_grad.poison();
-    MK(moe_route_backward(r.gpu, d_logits.p, dtype, T, d_replay.p, d_dw.p, nullptr, d_grad.p, stream));
-    CK(cudaStreamSynchronize(stream));
-    std::string l = label(c, dtype, T, mode, which == 0 ? "backward(live idx)" : "backward(replay idx)");
-    compare_grad(l + "/device", cg, d_grad.down());
-    MK(moe_route_backward_host(r.gpu, logits.data(), dtype, T, ix.data(), dw.data(), nullptr, hg.data()));
-    compare_grad(l + "/host", cg, hg);
+    const Forward& f = which == 0 ? live : replayed;
+    const std::vector<int32_t> ix = f.status == MOE_OK ? f.idx : random_replay(rng, T, E, k);
+    const std::vector<uint8_t> flags = f.status == MOE_OK ? f.flags : std::vector<uint8_t>((size_t)T, 0);
+    check_backward(r, label(c, dtype, T, mode, which == 0 ? "backward(live idx)" : "backward(replay idx)"), dtype, T,
+                   E, k, logits, d_logits.p, ix, dw, flags, stream);
   }
 }
 
 inline void check_case(const Config& c, int dtype, int64_t T, int mode, std::mt19937_64& rng, cudaStream_t stream) {
-  check_case_logits(c, dtype, T, mode, make_logits(rng, T, c.E, dtype, mode), rng, stream);
+  check_case_logits(c, dtype, T, mode,
+                    mode == 7 ? saturated_logits(rng, T, c.E, dtype) : make_logits(rng, T, c.E, dtype, mode), rng,
+                    stream);
 }
 
 

@@ -2,9 +2,11 @@
 // GPU self-check without Java: the CUDA backend against the native CPU backend through the C ABI
 // (MOE_BACKEND_CPU vs MOE_BACKEND_CUDA routers). Built by nvcc for a GPU, and by the SIMT harness
 // (native/test/simt) for the CPU, where every commit runs it. Sections:
-//   sweep        random inputs (ties, NaN/Inf rows, wide values), live, replay (full, masked, in place),
-//                backward, device-pointer and host-staging paths, for 19 configurations
-//   invalid      invalid replay rows (device and host paths), masked-out bad rows
+//   sweep        random inputs (ties, NaN/Inf rows, wide and saturated values), live, replay (full,
+//                masked, in place, rows of -1), backward, device-pointer and host-staging paths, for the
+//                v1 configurations and every option of spec sections 1-5 (scores, bias, normalize,
+//                group rules, non-finite policies with per-row flags, -1 rows)
+//   invalid      invalid replay rows (device and host paths), -1 rows, masked-out bad rows
 //   graph        CUDA-graph capture and replay; agreement: the device routing agreement
 //   goldens      the float64 reference cases (--goldens DIR, repeatable), check_goldens.cu
 //   edges        T = 0, signed zeros, NaN/inf rows, subnormals, E = 1..4096, k = E, 64 groups
@@ -21,18 +23,27 @@ using namespace check;
 namespace {
 
 // Invalid replay rows: device calls write nothing and report through check_replay; host calls
-// fail at once with the CPU backend's message; masked-out bad rows are accepted.
+// fail at once with the CPU backend's message; masked-out bad rows are accepted. Rows of -1: all -1
+// is invalid under REJECT, a row mixing -1 and experts under every policy.
 void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   Routers r(c, rng);
   const int64_t T = 300;
   const int E = c.E, k = c.k;
   std::vector<uint8_t> logits = make_logits(rng, T, E, MOE_DTYPE_F32, 0);
   std::vector<int32_t> rep = random_replay(rng, T, E, k);
-  const int64_t dup_row = 123, oor_row = 200;
+  const int64_t dup_row = 123, oor_row = 200, minus_row = 150;
   if (k >= 2) rep[dup_row * k + k - 1] = rep[dup_row * k];
   rep[oor_row * k] = E;  // out of range
-  const int64_t first = k >= 2 ? dup_row : oor_row;
-  const int first_reason = k >= 2 ? MOE_REPLAY_DUPLICATE : MOE_REPLAY_OUT_OF_RANGE;
+  const bool plant_minus = c.minus_one == MOE_MINUS_ONE_REJECT || k >= 2;
+  if (plant_minus)  // all -1 under REJECT, else -1 beside experts
+    for (int j = 0; j < (c.minus_one == MOE_MINUS_ONE_REJECT ? k : 1); ++j) rep[minus_row * k + j] = -1;
+  int64_t first = oor_row;
+  int first_reason = MOE_REPLAY_OUT_OF_RANGE;
+  if (plant_minus && minus_row < first) first = minus_row;
+  if (k >= 2 && dup_row < first) {
+    first = dup_row;
+    first_reason = MOE_REPLAY_DUPLICATE;
+  }
   DBuf<uint8_t> d_logits(logits.size());
   d_logits.up(logits.data());
   DBuf<int32_t> d_rep(rep.size()), d_idx(rep.size());
@@ -43,11 +54,13 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   d_w.poison();
   d_nf.poison();
   d_grad.poison();
+  DBuf<uint8_t> d_flags((size_t)T);  // no row flagged (ZERO routers need the forward's flags)
+  CK(cudaMemset(d_flags.p, 0, (size_t)T));
   CK(cudaMemset(d_dw.p, 0, rep.size() * 4));
   CK(cudaDeviceSynchronize());  // cudaMemset is asynchronous; the legacy stream does not order `stream`
   ++g_checks;
   MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
-  MK(moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_dw.p, nullptr, d_grad.p, stream));
+  MK(moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_dw.p, d_flags.p, d_grad.p, stream));
   CK(cudaStreamSynchronize(stream));
   for (int32_t v : d_idx.down())
     if (v != -1) {
@@ -95,6 +108,7 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   std::vector<uint8_t> mask((size_t)T, 1);
   mask[dup_row] = 0;
   mask[oor_row] = 0;
+  mask[minus_row] = 0;
   DBuf<uint8_t> d_mask((size_t)T);
   d_mask.up(mask.data());
   MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_mask.p, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
@@ -108,12 +122,14 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream) {
   compare_route(std::string(c.name) + " masked bad rows", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
 }
 
-// The device-pointer calls captured into a CUDA graph (no allocation, copy or sync inside).
-void check_graph(const Config& c, std::mt19937_64& rng) {
+// The device-pointer calls captured into a CUDA graph (no allocation, copy or sync inside), with the
+// per-row flags. Under non-finite policy ERROR the graph also holds a call on logits with a NaN row:
+// each launch rejects it (nothing written) and check_replay reports it once.
+void check_graph(const Config& c, std::mt19937_64& rng, int mode = 1) {
   Routers r(c, rng);
   const int64_t T = 1000;
   const int E = c.E, k = c.k;
-  std::vector<uint8_t> logits = make_logits(rng, T, E, MOE_DTYPE_BF16, 1);
+  std::vector<uint8_t> logits = make_logits(rng, T, E, MOE_DTYPE_BF16, mode);
   std::vector<int32_t> rep = random_replay(rng, T, E, k);
   std::vector<float> dw((size_t)T * k, 0.25f);
   DBuf<uint8_t> d_logits(logits.size());
@@ -121,20 +137,33 @@ void check_graph(const Config& c, std::mt19937_64& rng) {
   DBuf<int32_t> d_rep(rep.size()), d_idx(rep.size()), d_idx2(rep.size());
   DBuf<float> d_w(rep.size()), d_w2(rep.size()), d_dw(dw.size()), d_grad((size_t)T * E);
   DBuf<int64_t> d_nf(1), d_nf2(1);
+  DBuf<uint8_t> d_flags((size_t)T), d_flags2((size_t)T);
   d_rep.up(rep.data());
   d_dw.up(dw.data());
+  const bool error_policy = c.nonfinite == MOE_NONFINITE_ERROR;
+  const int64_t nan_row = 321;
+  std::vector<uint8_t> bad_logits = logits;  // bf16: 2 bytes per logit
+  bad_logits[(nan_row * E + 7 % E) * 2] = 0xc0;
+  bad_logits[(nan_row * E + 7 % E) * 2 + 1] = 0x7f;
+  DBuf<uint8_t> d_bad(bad_logits.size());
+  DBuf<int32_t> d_bad_idx(rep.size());
+  DBuf<float> d_bad_w(rep.size());
+  d_bad.up(bad_logits.data());
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   ++g_checks;
   CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  int s1 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, nullptr, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, s);
-  int s2 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, nullptr, d_idx2.p, d_w2.p, nullptr, d_nf2.p, s);
-  int s3 = moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, d_dw.p, nullptr, d_grad.p, s);
+  int s1 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, nullptr, nullptr, d_idx.p, d_w.p, d_flags.p, d_nf.p, s);
+  int s2 = moe_route(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, nullptr, d_idx2.p, d_w2.p, d_flags2.p, d_nf2.p, s);
+  int s3 = moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_BF16, T, d_rep.p, d_dw.p, d_flags2.p, d_grad.p, s);
+  int s4 = error_policy ? moe_route(r.gpu, d_bad.p, MOE_DTYPE_BF16, T, nullptr, nullptr, d_bad_idx.p, d_bad_w.p,
+                                    nullptr, nullptr, s)
+                        : MOE_OK;
   cudaError_t ce = cudaStreamEndCapture(s, &graph);
-  if (s1 != MOE_OK || s2 != MOE_OK || s3 != MOE_OK || ce != cudaSuccess) {
-    failf("%s graph capture failed: %d %d %d %s (%s)", c.name, s1, s2, s3, cudaGetErrorString(ce),
+  if (s1 != MOE_OK || s2 != MOE_OK || s3 != MOE_OK || s4 != MOE_OK || ce != cudaSuccess) {
+    failf("%s graph capture failed: %d %d %d %d %s (%s)", c.name, s1, s2, s3, s4, cudaGetErrorString(ce),
           moe_last_error_message());
     cudaGetLastError();
     cudaStreamDestroy(s);
@@ -146,19 +175,36 @@ void check_graph(const Config& c, std::mt19937_64& rng) {
   d_idx2.poison();
   d_w2.poison();
   d_grad.poison();
+  d_bad_idx.poison();
+  d_bad_w.poison();
   CK(cudaGraphLaunch(exec, s));
   CK(cudaGraphLaunch(exec, s));
   CK(cudaStreamSynchronize(s));
   std::vector<int32_t> ci(rep.size()), ci2(rep.size());
   std::vector<float> cw(rep.size()), cw2(rep.size()), cg((size_t)T * E);
+  std::vector<uint8_t> cf((size_t)T), cf2((size_t)T);
   int64_t cnf = 0, cnf2 = 0;
-  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, nullptr, nullptr, ci.data(), cw.data(), nullptr, &cnf, nullptr));
-  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), nullptr, ci2.data(), cw2.data(), nullptr, &cnf2, nullptr));
-  MK(moe_route_backward(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), dw.data(), nullptr, cg.data(), nullptr));
-  compare_route(std::string(c.name) + " graph live", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0]);
+  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, nullptr, nullptr, ci.data(), cw.data(), cf.data(), &cnf,
+               nullptr));
+  MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), nullptr, ci2.data(), cw2.data(), cf2.data(), &cnf2,
+               nullptr));
+  MK(moe_route_backward(r.cpu, logits.data(), MOE_DTYPE_BF16, T, rep.data(), dw.data(), cf2.data(), cg.data(),
+                        nullptr));
+  const std::vector<uint8_t> gf = d_flags.down(), gf2 = d_flags2.down();
+  compare_route(std::string(c.name) + " graph live", T, k, ci, cw, cnf, d_idx.down(), d_w.down(), d_nf.down()[0], &cf,
+                &gf);
   compare_route(std::string(c.name) + " graph replay", T, k, ci2, cw2, cnf2, d_idx2.down(), d_w2.down(),
-                d_nf2.down()[0]);
+                d_nf2.down()[0], &cf2, &gf2);
   compare_grad(std::string(c.name) + " graph backward", cg, d_grad.down());
+  if (error_policy) {
+    std::vector<int32_t> bi(rep.size());
+    std::vector<float> bw(rep.size());
+    const int st = moe_route(r.cpu, bad_logits.data(), MOE_DTYPE_BF16, T, nullptr, nullptr, bi.data(), bw.data(),
+                             nullptr, nullptr, nullptr);
+    expect_device_rejection(r.gpu, std::string(c.name) + " graph with a rejected call", st, moe_last_error_message());
+    if (!all_bits(d_bad_idx.down(), 0xff) || !all_bits(d_bad_w.down(), 0xff))
+      failf("%s graph: the rejected call wrote outputs", c.name);
+  }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
@@ -250,6 +296,10 @@ int main(int argc, char** argv) {
   printf("moe_check: device 0: %s (sm_%d%d, %d SMs), seed %llu%s\n", prop.name, prop.major, prop.minor,
          prop.multiProcessorCount, (unsigned long long)seed, quick ? ", quick" : "");
 
+  constexpr int kDefault = MOE_NORMALIZE_DEFAULT, kOn = MOE_NORMALIZE_ON, kOff = MOE_NORMALIZE_OFF;
+  constexpr int kTopk = MOE_GROUP_TOPK_SUM, kTop2 = MOE_GROUP_TOP2_SUM, kMax = MOE_GROUP_MAX;
+  constexpr int kProp = MOE_NONFINITE_PROPAGATE, kZero = MOE_NONFINITE_ZERO, kError = MOE_NONFINITE_ERROR;
+  constexpr int kReject = MOE_MINUS_ONE_REJECT, kLive = MOE_MINUS_ONE_LIVE, kArange = MOE_MINUS_ONE_ARANGE;
   const Config configs[] = {
       // name, E, k, score, pre, G, Gk, scale, bias
       {"softmax_post_E8_k2", 8, 2, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
@@ -271,20 +321,86 @@ int main(int argc, char** argv) {
       {"sigmoid_bias_group_E1000_k12", 1000, 12, MOE_SCORE_SIGMOID, 0, 10, 4, 1.0f, true},
       {"sigmoid_bias_group_E4096_k8_g64", 4096, 8, MOE_SCORE_SIGMOID, 0, 64, 8, 2.5f, true},
       {"sigmoid_group_E384_k8_g48", 384, 8, MOE_SCORE_SIGMOID, 0, 48, 2, 1.0f, false},
+      // spec sections 1-5 (routing semantics v2): scores, bias, normalize, group rules
+      {"sqrtsoftplus_E64_k6", 64, 6, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, false},
+      with_options({"sqrtsoftplus_bias_E256_k8_g8_4_top2", 256, 8, MOE_SCORE_SQRTSOFTPLUS, 0, 8, 4, 2.5f, true},
+                   kDefault, kTop2, kProp, kReject),
+      with_options({"sqrtsoftplus_nonorm_E48_k6_scale", 48, 6, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 2.0f, false}, kOff,
+                   kTopk, kProp, kReject),
+      {"sqrtsoftplus_bias_E1000_k12", 1000, 12, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, true},
+      {"softmax_pre_bias_E64_k6", 64, 6, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, true},
+      with_options({"softmax_pre_bias_norm_E96_k8_g8_3_max", 96, 8, MOE_SCORE_SOFTMAX, 1, 8, 3, 1.0f, true}, kOn, kMax,
+                   kProp, kReject),
+      with_options({"softmax_pre_norm_E2047_k16", 2047, 16, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.5f, false}, kOn, kTopk,
+                   kProp, kReject),
+      with_options({"sigmoid_nonorm_E48_k8_scale", 48, 8, MOE_SCORE_SIGMOID, 0, 0, 0, 2.0f, false}, kOff, kTopk, kProp,
+                   kReject),
+      with_options({"sigmoid_max_E48_k5_g6_2", 48, 5, MOE_SCORE_SIGMOID, 0, 6, 2, 1.0f, false}, kDefault, kMax, kProp,
+                   kReject),
+      with_options({"sigmoid_bias_top2_E128_k6_g8_4", 128, 6, MOE_SCORE_SIGMOID, 0, 8, 4, 1.0f, true}, kDefault, kTop2,
+                   kProp, kReject),
+      {"softmax_topksum_E64_k7_g8_2", 64, 7, MOE_SCORE_SOFTMAX, 0, 8, 2, 1.0f, false},
+      {"sigmoid_topksum_E4096_k9_g64_4", 4096, 9, MOE_SCORE_SIGMOID, 0, 64, 4, 1.0f, false},
+      // non-finite policies (per-row flags, zeroed weights and gradients, rejections)
+      with_options({"softmax_post_zero_E128_k8", 128, 8, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false}, kDefault, kTopk,
+                   kZero, kReject),
+      with_options({"sigmoid_bias_zero_E64_k4", 64, 4, MOE_SCORE_SIGMOID, 0, 0, 0, 1.0f, true}, kDefault, kTopk, kZero,
+                   kReject),
+      with_options({"softmax_pre_norm_zero_E600_k40", 600, 40, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false}, kOn, kTopk,
+                   kZero, kReject),
+      with_options({"sqrtsoftplus_zero_E33_k33", 33, 33, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, false}, kDefault,
+                   kTopk, kZero, kReject),
+      with_options({"softmax_post_error_E64_k6", 64, 6, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false}, kDefault, kTopk,
+                   kError, kReject),
+      with_options({"sigmoid_bias_error_E256_k8_g8_4", 256, 8, MOE_SCORE_SIGMOID, 0, 8, 4, 1.0f, true}, kDefault,
+                   kTopk, kError, kReject),
+      with_options({"softmax_pre_bias_error_E513_k9", 513, 9, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, true}, kDefault, kTopk,
+                   kError, kReject),
+      with_options({"sqrtsoftplus_error_E40_k36", 40, 36, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, false}, kDefault,
+                   kTopk, kError, kReject),
+      // replay rows of -1
+      with_options({"softmax_post_live_E64_k6", 64, 6, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false}, kDefault, kTopk, kProp,
+                   kLive),
+      with_options({"sigmoid_arange_E96_k8", 96, 8, MOE_SCORE_SIGMOID, 0, 0, 0, 1.0f, false}, kDefault, kTopk, kProp,
+                   kArange),
+      with_options({"softmax_pre_live_E64_k6", 64, 6, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false}, kDefault, kTopk, kProp,
+                   kLive),
+      with_options({"softmax_pre_arange_E700_k8", 700, 8, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false}, kDefault, kTopk,
+                   kProp, kArange),
+      with_options({"sqrtsoftplus_bias_error_live_E128_k4", 128, 4, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, true},
+                   kDefault, kTopk, kError, kLive),
+      with_options({"sigmoid_zero_arange_E64_k4", 64, 4, MOE_SCORE_SIGMOID, 0, 0, 0, 1.0f, false}, kDefault, kTopk,
+                   kZero, kArange),
+      with_options({"softmax_pre_zero_live_E64_k2", 64, 2, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false}, kDefault, kTopk,
+                   kZero, kLive),
   };
+  constexpr int kV1Configs = 19;  // the first ones: quick runs keep their data modes
   std::mt19937_64 rng(seed);
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const int64_t Ts_full[] = {1, 37, 1000};
   const int64_t Ts_quick[] = {1, 37};
+  // Data modes (check_support.h): 0 normal, 1 ties, 2 wide, 3 NaN/inf rows, 7 saturated. A quick run
+  // takes one per dtype: for the v1 configurations as always; for the others non-finite rows where a
+  // policy acts on them (ERROR: one dtype without, so that calls are also accepted), saturated or
+  // wide values elsewhere.
+  auto quick_mode = [&](const Config& c, int index, int dtype) {
+    if (index < kV1Configs) return (dtype + 1) % 4;
+    if (c.nonfinite == MOE_NONFINITE_ERROR) return dtype == MOE_DTYPE_F32 ? 1 : 3;
+    if (c.nonfinite == MOE_NONFINITE_ZERO) return dtype == MOE_DTYPE_BF16 ? 7 : 3;
+    return dtype == MOE_DTYPE_F32 ? 1 : dtype == MOE_DTYPE_BF16 ? (index % 2 ? 7 : 2) : 3;
+  };
+  const int modes[] = {0, 1, 2, 3, 7};
+  int index = -1;
   for (const Config& c : configs) {
+    ++index;
     if (!run("sweep") && !run("invalid")) break;
     const int fails_before = g_failures;
     const long long big = (long long)c.E >= 2048 ? 1 : 0;
     if (run("sweep"))
       for (int dtype = 0; dtype < 3; ++dtype)
-        for (int mode = 0; mode < 4; ++mode) {
-          if (quick && mode != (dtype + 1) % 4) continue;
+        for (int mode : modes) {
+          if (quick ? mode != quick_mode(c, index, dtype) : mode == 7 && index < kV1Configs) continue;
           const int64_t* Ts = quick ? Ts_quick : Ts_full;
           const int nT = quick ? 2 : 3;
           for (int ti = 0; ti < nT; ++ti) {
@@ -300,6 +416,14 @@ int main(int argc, char** argv) {
   if (run("graph")) {
     check_graph(configs[15], rng);
     check_graph(configs[9], rng);
+    auto named = [&](const char* name) -> const Config& {
+      for (const Config& c : configs)
+        if (!strcmp(c.name, name)) return c;
+      fprintf(stderr, "moe_check: no configuration %s\n", name);
+      exit(2);
+    };
+    check_graph(named("sigmoid_bias_error_E256_k8_g8_4"), rng);  // a rejected call inside the graph
+    check_graph(named("sigmoid_bias_zero_E64_k4"), rng, 3);      // flags and zeroed rows
   }
   if (run("agreement")) check_agreement(rng, stream);
   if (run("goldens") && !goldens.empty()) run_goldens(goldens, stream);
@@ -313,6 +437,9 @@ int main(int argc, char** argv) {
 #else
   const std::string where = std::string("on ") + prop.name;
 #endif
+  printf("covered: %lld calls rejected by the CPU backend (non-finite ERROR) and by CUDA alike, %lld rows flagged "
+         "non-finite, %lld replay rows of -1 accepted\n",
+         g_rejected_calls, g_flagged_rows, g_minus_one_rows);
   if (g_failures) {
     printf("CUDA kernels: %d of %d checks FAILED %s\n", g_failures, g_checks, where.c_str());
     printf("moe_check: FAIL\n");
