@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// moe_check sections "goldens" and "edges": the float64 reference cases (java/src/test/goldens,
-// ../shared/goldens) on live, replay and backward in fp32/bf16/fp16 through the device-pointer and
-// host-staged paths, and edge inputs (T = 0, signed zeros, NaN and infinite rows, subnormals, huge
-// values, E = 1, 3, 513, 2048, 4096, k = E, 64 groups). CUDA must equal the CPU backend bit for bit;
-// in fp32 it must also match the golden within its tolerance (indices exact).
+// moe_check sections "goldens" and "edges": the float64 reference cases (java/src/test/goldens and
+// goldens_v2, or ../shared copies) on live, replay and backward in fp32/bf16/fp16 through the
+// device-pointer and host-staged paths, and edge inputs (T = 0, signed zeros, NaN and infinite rows,
+// subnormals, huge values, E = 1, 3, 513, 2048, 4096, k = E, 64 groups, every routing option).
+// CUDA must equal the CPU backend bit for bit; where the dtype holds the golden's inputs exactly it
+// must also match the golden (indices exact; the v1 format's elementwise tolerance, the v2 format's
+// 1e-5 norm-relative one; v2 row flags exact; ERROR cases rejected naming the expected rows).
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -17,7 +19,7 @@ namespace {
 
 // ------------------------------------------------------------------------------ .npy and config.json
 struct Npy {
-  std::string dtype;  // "<f4", "<f8", "<i4"
+  std::string dtype;  // "<f4", "<f8", "<i4", "|u1"
   std::vector<size_t> shape;
   std::vector<char> data;
   size_t count() const {
@@ -70,8 +72,9 @@ bool read_npy(const std::string& path, Npy* a, std::string* err) {
     if (q == std::string::npos) break;
     p = q + 1;
   }
-  const size_t esz = a->dtype == "<f8" ? 8 : 4;
-  if (a->dtype != "<f4" && a->dtype != "<f8" && a->dtype != "<i4") return *err = path + ": dtype " + a->dtype, false;
+  const size_t esz = a->dtype == "<f8" ? 8 : a->dtype == "|u1" ? 1 : 4;
+  if (a->dtype != "<f4" && a->dtype != "<f8" && a->dtype != "<i4" && a->dtype != "|u1")
+    return *err = path + ": dtype " + a->dtype, false;
   if (s.size() < off + hlen + a->count() * esz) return *err = path + ": truncated", false;
   a->data.assign(s.begin() + off + hlen, s.begin() + off + hlen + a->count() * esz);
   return true;
@@ -89,6 +92,8 @@ std::vector<T> as(const Npy& a) {
       float f;
       memcpy(&f, &a.data[i * 4], 4);
       v[i] = (T)f;
+    } else if (a.dtype == "|u1") {
+      v[i] = (T)(uint8_t)a.data[i];
     } else {
       int32_t x;
       memcpy(&x, &a.data[i * 4], 4);
@@ -138,38 +143,91 @@ void compare_golden(const std::string& what, const std::vector<float>& got, cons
       failf("%s: element %zu golden %.9g, cuda %.9g", what.c_str(), i, want[i], got[i]);
 }
 
+// ||got - want|| <= rel ||want|| over the whole array (the goldens_v2 README's rule: elementwise
+// relative errors mean nothing where float32 saturates).
+void compare_golden_norm(const std::string& what, const std::vector<float>& got, const std::vector<double>& want,
+                         double rel) {
+  ++g_checks;
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = (double)got[i] - want[i];
+    diff += d * d;
+    ref += want[i] * want[i];
+  }
+  const double err = sqrt(diff) / (sqrt(ref) > 1e-30 ? sqrt(ref) : 1e-30);
+  if (!(err <= rel) || got.size() != want.size())
+    failf("%s: norm-relative error %.3g > %.3g (or %zu values for %zu)", what.c_str(), err, rel, got.size(),
+          want.size());
+}
+
 struct Golden {
   std::string name;
+  bool v2 = false;       // goldens_v2 format (every option named in config.json)
+  bool bf16 = false;     // v2: the logits hold bf16 values
   Config cfg;
   std::vector<float> bias;
   int64_t T = 0;
   std::vector<float> logits, dw;
   std::vector<int32_t> live_idx, replay_idx;
   std::vector<double> live_w, replay_w, live_grad, replay_grad;
+  std::vector<uint8_t> live_rows, replay_rows;  // v2 ZERO cases: rows flagged non-finite
+  int64_t error_row_live = -1, error_row_replay = -1;  // v2 ERROR cases
 };
+
+// config.json keys. v1: the routing options it had. v2 adds every option of spec sections 1-5 and the
+// section 6 ones (padding, losses, dropping, bias update), which change none of the outputs read
+// here: those run on the CPU for every backend (moe_router.h, training extras), not in the kernels.
+const char* const kKnownKeys[] = {"name", "score", "topk", "E", "T", "bias", "groups", "group_topk", "scale",
+                                  "pre_softmax", "seed", "dtype", "group_score", "normalize", "nonfinite",
+                                  "expected_error_row_live", "expected_error_row_replay"};
+const char* const kSectionSixKeys[] = {"padding_mask", "seq_length", "batch", "seq_layout", "aux_loss_coeff",
+                                       "seq_aux_loss_coeff", "global_aux_loss_coeff", "z_loss_coeff",
+                                       "capacity_factor", "drop_policy", "pad_to_capacity", "capacity",
+                                       "bias_update_rate"};
 
 bool load_golden(const std::string& dir, const std::string& name, Golden* g, std::string* err) {
   std::map<std::string, std::string> kv;
   if (!read_config(dir + "/config.json", &kv, err)) return false;
   // Every key must be understood: a golden exercising an option this check does not set would
   // otherwise pass against the wrong configuration.
-  static const char* known[] = {"name", "score", "topk", "E", "T", "bias", "groups", "group_topk", "scale",
-                                "pre_softmax"};
+  auto listed = [](const char* const* b, const char* const* e, const std::string& key) {
+    return std::find_if(b, e, [&](const char* k) { return key == k; }) != e;
+  };
   for (auto& e : kv)
-    if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return e.first == k; }) ==
-        std::end(known))
+    if (!listed(std::begin(kKnownKeys), std::end(kKnownKeys), e.first) &&
+        !listed(std::begin(kSectionSixKeys), std::end(kSectionSixKeys), e.first))
       return *err = dir + "/config.json: key '" + e.first + "' is unknown to moe_check (native/bench/check_goldens.cu)",
              false;
+  auto set = [&](const char* key) { return kv.count(key) && kv[key] != "null"; };
+  auto text = [&](const char* key, const char* fallback) { return set(key) ? kv[key] : std::string(fallback); };
   g->name = name;
+  g->v2 = kv.count("nonfinite") != 0;
+  g->bf16 = kv["dtype"] == "bf16";
   g->T = atoll(kv["T"].c_str());
   const bool bias = kv["bias"] == "true";
+  const std::string score = kv["score"];
   g->cfg = Config{nullptr, atoi(kv["E"].c_str()), atoi(kv["topk"].c_str()),
-                  kv["score"] == "sigmoid" ? MOE_SCORE_SIGMOID : MOE_SCORE_SOFTMAX, kv["pre_softmax"] == "true",
-                  kv.count("groups") ? atoi(kv["groups"].c_str()) : 0,
-                  kv.count("group_topk") ? atoi(kv["group_topk"].c_str()) : 0,
-                  kv.count("scale") ? (float)atof(kv["scale"].c_str()) : 1.0f, false};
+                  score == "sigmoid" ? MOE_SCORE_SIGMOID : score == "sqrtsoftplus" ? MOE_SCORE_SQRTSOFTPLUS
+                                                                                     : MOE_SCORE_SOFTMAX,
+                  kv["pre_softmax"] == "true", set("groups") ? atoi(kv["groups"].c_str()) : 0,
+                  set("group_topk") ? atoi(kv["group_topk"].c_str()) : 0,
+                  set("scale") ? (float)atof(kv["scale"].c_str()) : 1.0f, false};
+  if (score != "softmax" && score != "sigmoid" && score != "sqrtsoftplus")
+    return *err = dir + ": score '" + score + "' unknown to moe_check", false;
+  const std::string gs = text("group_score", "TOPK_SUM"), norm = text("normalize", "default"),
+                    nf = text("nonfinite", "PROPAGATE");
+  g->cfg.group_score = gs == "TOP2_SUM" ? MOE_GROUP_TOP2_SUM : gs == "MAX" ? MOE_GROUP_MAX : MOE_GROUP_TOPK_SUM;
+  g->cfg.normalize = norm == "true" ? MOE_NORMALIZE_ON : norm == "false" ? MOE_NORMALIZE_OFF : MOE_NORMALIZE_DEFAULT;
+  g->cfg.nonfinite = nf == "ZERO" ? MOE_NONFINITE_ZERO : nf == "ERROR" ? MOE_NONFINITE_ERROR : MOE_NONFINITE_PROPAGATE;
+  if ((gs != "TOPK_SUM" && gs != "TOP2_SUM" && gs != "MAX") || (norm != "true" && norm != "false" && norm != "default") ||
+      (nf != "PROPAGATE" && nf != "ZERO" && nf != "ERROR"))
+    return *err = dir + ": group_score/normalize/nonfinite value unknown to moe_check", false;
+  if (set("expected_error_row_live")) g->error_row_live = atoll(kv["expected_error_row_live"].c_str());
+  if (set("expected_error_row_replay")) g->error_row_replay = atoll(kv["expected_error_row_replay"].c_str());
   Npy a;
   auto load = [&](const char* file) { return read_npy(dir + "/" + file, &a, err); };
+  struct stat st;
+  auto exists = [&](const char* file) { return stat((dir + "/" + file).c_str(), &st) == 0; };
   if (bias) {
     if (!load("bias.npy")) return false;
     g->bias = as<float>(a);
@@ -179,19 +237,30 @@ bool load_golden(const std::string& dir, const std::string& name, Golden* g, std
   g->logits = as<float>(a);
   if (!load("grad_weights.npy")) return false;
   g->dw = as<float>(a);
-  if (!load("live_idx.npy")) return false;
-  g->live_idx = as<int32_t>(a);
   if (!load("replay_idx.npy")) return false;
   g->replay_idx = as<int32_t>(a);
-  if (!load("live_weights.npy")) return false;
-  g->live_w = as<double>(a);
-  if (!load("replay_weights.npy")) return false;
-  g->replay_w = as<double>(a);
-  if (!load("live_grad_logits.npy")) return false;
-  g->live_grad = as<double>(a);
-  if (!load("replay_grad_logits.npy")) return false;
-  g->replay_grad = as<double>(a);
-  if (g->logits.size() != (size_t)g->T * g->cfg.E || g->live_idx.size() != (size_t)g->T * g->cfg.k)
+  if (g->cfg.nonfinite == MOE_NONFINITE_ERROR) {  // no outputs: the calls are rejected
+    if (g->error_row_live < 0 || g->error_row_replay < 0) return *err = dir + ": ERROR case without expected rows", false;
+  } else {
+    if (!load("live_idx.npy")) return false;
+    g->live_idx = as<int32_t>(a);
+    if (!load("live_weights.npy")) return false;
+    g->live_w = as<double>(a);
+    if (!load("replay_weights.npy")) return false;
+    g->replay_w = as<double>(a);
+    if (!load("live_grad_logits.npy")) return false;
+    g->live_grad = as<double>(a);
+    if (!load("replay_grad_logits.npy")) return false;
+    g->replay_grad = as<double>(a);
+    if (g->live_idx.size() != (size_t)g->T * g->cfg.k) return *err = dir + ": inconsistent shapes", false;
+  }
+  if (exists("live_nonfinite_rows.npy")) {
+    if (!load("live_nonfinite_rows.npy")) return false;
+    g->live_rows = as<uint8_t>(a);
+    if (!load("replay_nonfinite_rows.npy")) return false;
+    g->replay_rows = as<uint8_t>(a);
+  }
+  if (g->logits.size() != (size_t)g->T * g->cfg.E || g->replay_idx.size() != (size_t)g->T * g->cfg.k)
     return *err = dir + ": inconsistent shapes", false;
   return true;
 }
@@ -257,6 +326,65 @@ void check_golden(const Golden& g, int dtype, cudaStream_t stream) {
   int reason = 0;
   ++g_checks;
   if (moe_router_check_replay(r.gpu, &row, &reason) != MOE_OK) failf("%s: valid golden rows rejected (row %lld)", tag.c_str(), (long long)row);
+}
+
+
+// One goldens_v2 case in one dtype: CUDA equals the CPU backend bit for bit (indices, weights, row
+// flags, gradients, rejections) on both paths (check_forward / check_backward), and where the dtype
+// holds the case's inputs exactly (fp32, and bf16 for bf16 cases) the device results match the
+// golden: indices exact, floats 1e-5 norm-relative, row flags exact, ERROR rejections naming the
+// expected rows. Backward at the live and the replayed indices with each forward's flags.
+void check_golden_v2(const Golden& g, int dtype, cudaStream_t stream) {
+  static const char* dn[] = {"f32", "bf16", "f16"};
+  const int64_t T = g.T;
+  const int E = g.cfg.E, k = g.cfg.k;
+  Config cfg = g.cfg;
+  cfg.name = g.name.c_str();
+  std::mt19937_64 unused(1);
+  Routers r(cfg, unused);
+  const std::vector<uint8_t> logits = to_dtype(g.logits, dtype);
+  const std::string tag = g.name + " " + dn[dtype] + " golden ";
+  const bool exact = dtype == MOE_DTYPE_F32 || (dtype == MOE_DTYPE_BF16 && g.bf16);
+  DBuf<uint8_t> d_logits(logits.size());
+  DBuf<int32_t> d_rep(g.replay_idx.size());
+  d_logits.up(logits.data());
+  d_rep.up(g.replay_idx.data());
+  const Forward live = check_forward(r, tag + "live", dtype, T, k, logits, d_logits.p, nullptr, nullptr, nullptr,
+                                     nullptr, false, stream);
+  const Forward rep = check_forward(r, tag + "replay", dtype, T, k, logits, d_logits.p, g.replay_idx.data(), d_rep.p,
+                                    nullptr, nullptr, false, stream);
+  if (g.cfg.nonfinite == MOE_NONFINITE_ERROR) {
+    // The live, replay and replay-backward calls are rejected naming the case's rows (the CUDA
+    // rejections equal the CPU's, checked above).
+    const Backward bw = check_backward(r, tag + "backward(replay idx)", dtype, T, E, k, logits, d_logits.p,
+                                       g.replay_idx, g.dw, std::vector<uint8_t>((size_t)T, 0), stream);
+    if (!exact) return;
+    ++g_checks;
+    if (live.status != MOE_ERR_NONFINITE || message_row(live.message) != g.error_row_live ||
+        rep.status != MOE_ERR_NONFINITE || message_row(rep.message) != g.error_row_replay ||
+        bw.status != MOE_ERR_NONFINITE || message_row(bw.message) != g.error_row_replay)
+      failf("%s: ERROR case: live '%s', replay '%s', backward '%s'; expected rows %lld / %lld", tag.c_str(),
+            live.message.c_str(), rep.message.c_str(), bw.message.c_str(), (long long)g.error_row_live,
+            (long long)g.error_row_replay);
+    return;
+  }
+  if (live.status != MOE_OK || rep.status != MOE_OK) return;  // reported by check_forward
+  const Backward blive = check_backward(r, tag + "backward(live idx)", dtype, T, E, k, logits, d_logits.p, live.idx,
+                                        g.dw, live.flags, stream);
+  const Backward brep = check_backward(r, tag + "backward(replay idx)", dtype, T, E, k, logits, d_logits.p,
+                                       g.replay_idx, g.dw, rep.flags, stream);
+  if (!exact) return;
+  ++g_checks;
+  if (live.dev_idx != g.live_idx) failf("%slive: indices differ from the golden", tag.c_str());
+  if (rep.dev_idx != g.replay_idx) failf("%sreplay: indices differ from the given ones", tag.c_str());
+  const std::vector<uint8_t> none((size_t)T, 0);
+  if (live.dev_flags != (g.live_rows.empty() ? none : g.live_rows) ||
+      rep.dev_flags != (g.replay_rows.empty() ? none : g.replay_rows))
+    failf("%s: non-finite row flags differ from the golden", tag.c_str());
+  compare_golden_norm(tag + "live weights", live.dev_w, g.live_w, kRel);
+  compare_golden_norm(tag + "replay weights", rep.dev_w, g.replay_w, kRel);
+  compare_golden_norm(tag + "live gradients", blive.dev_grad, g.live_grad, kRel);
+  compare_golden_norm(tag + "replay gradients", brep.dev_grad, g.replay_grad, kRel);
 }
 
 // ------------------------------------------------------------------------------ edge inputs
@@ -365,7 +493,12 @@ void run_goldens(const std::vector<std::string>& dirs, cudaStream_t stream) {
         continue;
       }
       const int before = g_failures;
-      for (int dtype = 0; dtype < 3; ++dtype) check_golden(g, dtype, stream);
+      for (int dtype = 0; dtype < 3; ++dtype) {
+        if (g.v2)
+          check_golden_v2(g, dtype, stream);
+        else
+          check_golden(g, dtype, stream);
+      }
       printf("golden %-34s %s\n", n.c_str(), g_failures == before ? "ok" : "MISMATCH");
       fflush(stdout);
     }
@@ -387,16 +520,41 @@ void run_edges(cudaStream_t stream, bool quick) {
       {"edge_E2048_k64_pre", 2048, 64, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false},
       {"edge_E4096_k64", 4096, 64, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
       {"edge_E4096_k8_g64_bias", 4096, 8, MOE_SCORE_SIGMOID, 0, 64, 8, 2.5f, true},
+      // routing options of spec sections 1-5 at the same extremes
+      {"edge_E1_k1_sqrtsoftplus", 1, 1, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, false},
+      with_options({"edge_E3_k3_pre_bias_norm", 3, 3, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, true}, MOE_NORMALIZE_ON,
+                   MOE_GROUP_TOPK_SUM, MOE_NONFINITE_PROPAGATE, MOE_MINUS_ONE_REJECT),
+      with_options({"edge_E3_k3_sqrtsoftplus_arange", 3, 3, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, false},
+                   MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_PROPAGATE, MOE_MINUS_ONE_ARANGE),
+      with_options({"edge_E64_k64_sqrtsoftplus_bias_zero", 64, 64, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, true},
+                   MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_ZERO, MOE_MINUS_ONE_REJECT),
+      with_options({"edge_E128_k64_g64_top2_bias_error", 128, 64, MOE_SCORE_SIGMOID, 0, 64, 32, 1.0f, true},
+                   MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOP2_SUM, MOE_NONFINITE_ERROR, MOE_MINUS_ONE_REJECT),
+      with_options({"edge_E64_k4_g64_max_pre_zero_live", 64, 4, MOE_SCORE_SOFTMAX, 1, 64, 4, 1.0f, false},
+                   MOE_NORMALIZE_DEFAULT, MOE_GROUP_MAX, MOE_NONFINITE_ZERO, MOE_MINUS_ONE_LIVE),
+      with_options({"edge_E2048_k33_g64_max_error", 2048, 33, MOE_SCORE_SIGMOID, 0, 64, 2, 1.0f, false},
+                   MOE_NORMALIZE_OFF, MOE_GROUP_MAX, MOE_NONFINITE_ERROR, MOE_MINUS_ONE_REJECT),
+      with_options({"edge_E4096_k64_sqrtsoftplus_bias_zero_arange", 4096, 64, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f,
+                    true},
+                   MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_ZERO, MOE_MINUS_ONE_ARANGE),
+      with_options({"edge_E4096_k8_g64_pre_bias_norm_error_live", 4096, 8, MOE_SCORE_SOFTMAX, 1, 64, 8, 1.0f, true},
+                   MOE_NORMALIZE_ON, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_ERROR, MOE_MINUS_ONE_LIVE),
   };
+  constexpr int kV1Edges = 12;  // the first ones
   std::mt19937_64 rng(777);
+  int index = -1;
   for (const Config& c : configs) {
+    ++index;
     const int before = g_failures;
     check_empty(c, stream);
     // T: one row; rows that make the grid-stride loops turn several times, not a multiple of a block.
     const int64_t big = c.E > 512 ? (quick ? 19 : 37) : (quick ? 131 : 301);
+    // Quick runs: one kind per dtype for large E and for the option configurations, plus the
+    // NaN/inf rows in every dtype where ZERO acts on them.
+    const bool one_kind = c.E >= 2048 || index >= kV1Edges;
     for (int dtype = 0; dtype < 3; ++dtype)
       for (int kind = 4; kind <= 6; ++kind) {
-        if (quick && c.E >= 2048 && kind != 4 + dtype) continue;
+        if (quick && one_kind && kind != 4 + dtype && !(kind == 5 && c.nonfinite == MOE_NONFINITE_ZERO)) continue;
         for (int64_t T : {(int64_t)1, big})
           check_case_logits(c, dtype, T, kind, edge_logits(rng, T, c.E, dtype, kind), rng, stream);
       }

@@ -21,7 +21,8 @@ import org.junit.jupiter.params.provider.ValueSource;
 /**
  * The CUDA kernels on every machine: the SIMT harness (native/test/simt, docs/cuda-harness.md) runs
  * the unmodified kernel sources on the CPU, every CUDA thread a fiber, and moe_check compares them
- * with the CPU backend bit for bit (goldens, edge inputs, a random sweep, concurrency). Each order
+ * with the CPU backend bit for bit (goldens and goldens_v2, edge inputs, a random sweep over every
+ * routing option of spec sections 1-5, concurrency). Each order
  * in which fibers, blocks and streams run is a separate run: a result that depends on it is a
  * missing synchronisation. The build makes the executables (CMake option MOE_ROUTER_SIMT, on by
  * default); {@code -Dmoerouter.simt=skip} skips these tests where it was turned off.
@@ -112,10 +113,13 @@ class SimtHarnessTest {
     List<String> cmd = new ArrayList<>(List.of(harness("moe_check_simt").toString(), "--quick"));
     cmd.add("--goldens");
     cmd.add(Goldens.root().toAbsolutePath().toString());
+    cmd.add("--goldens");
+    cmd.add(GoldensV2.root().toAbsolutePath().toString());
     List<String> lines = run(o, cmd);
     assertTrue(lines.stream().anyMatch(l -> l.startsWith("CUDA kernels: ") && l.contains(" checks passed in order " + o)),
         "summary line missing");
     long goldens = lines.stream().filter(l -> l.startsWith("golden ") && l.endsWith(" ok")).count();
-    assertEquals(Goldens.all().size(), goldens, "every golden case checked on the emulated device");
+    assertEquals(Goldens.all().size() + GoldensV2.all().size(), goldens,
+        "every golden case (goldens and goldens_v2) checked on the emulated device");
   }
 }
