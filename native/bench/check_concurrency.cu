@@ -111,6 +111,9 @@ const Config kConfigs[] = {
     // replay kernel path (post-softmax), and full-row replay through the live kernel (pre-softmax)
     {"conc_softmax_post_E64_k6", 64, 6, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
     {"conc_softmax_pre_E96_k8", 96, 8, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false},
+    // non-finite policy ERROR: every call, live ones included, takes a verdict slot
+    with_options({"conc_sqrtsoftplus_bias_error_E64_k4", 64, 4, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, true},
+                 MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_ERROR, MOE_MINUS_ONE_REJECT),
 };
 
 // Interleaved enqueues on two streams, one call of each pair rejected: the valid one must still run
@@ -381,6 +384,49 @@ void check_replay_takes_all(const Config& c) {
   CK(cudaStreamDestroy(b));
 }
 
+// Non-finite policy ERROR: a call reading a NaN on one stream and an invalid replay on another, both
+// enqueued before check_replay: one report, the invalid row (as the CPU checks indices first), then
+// nothing; alone, the non-finite call is reported with its row, expert and value.
+void nonfinite_beside_invalid_replay(const Config& c) {
+  std::mt19937_64 rng(17);
+  Routers r(c, rng);
+  Inputs in = make_inputs(c, 150, rng, r);
+  std::vector<uint8_t> nan_logits = in.logits;
+  const float nan = nanf("");
+  memcpy(&nan_logits[(50 * c.E + 3) * 4], &nan, 4);
+  Slot bad_nf(in), bad_rep(in);
+  bad_nf.logits.up(nan_logits.data());
+  cudaStream_t a = new_stream(), b = new_stream();
+  for (int round = 0; round < 2; ++round) {
+    bad_nf.poison();
+    bad_rep.poison();
+    MK(moe_route(r.gpu, bad_nf.logits.p, MOE_DTYPE_F32, kT, nullptr, nullptr, bad_nf.idx.p, bad_nf.w.p, nullptr,
+                 bad_nf.nf.p, a));
+    if (round == 0)
+      MK(moe_route(r.gpu, bad_rep.logits.p, MOE_DTYPE_F32, kT, bad_rep.invalid.p, nullptr, bad_rep.idx.p, bad_rep.w.p,
+                   nullptr, bad_rep.nf.p, b));
+    CK(cudaStreamSynchronize(a));
+    CK(cudaStreamSynchronize(b));
+    expect_rejected(c.name + std::string(" non-finite call"), bad_nf);
+    if (round == 0) {
+      expect_rejected(c.name + std::string(" invalid replay"), bad_rep);
+      expect_check(r.gpu, 150, c.name + std::string(" invalid row before the non-finite one"));
+    } else {
+      int64_t row = -2;
+      int reason = -1;
+      const int st = moe_router_check_replay(r.gpu, &row, &reason);
+      ++g_checks;
+      if (st != MOE_ERR_NONFINITE || row != 50 || reason != MOE_REPLAY_NONFINITE ||
+          !strstr(moe_last_error_message(), "row 50: the logit of expert 3 is NaN"))
+        failf("%s non-finite call alone: check_replay status %d row %lld reason %d '%s'", c.name, st, (long long)row,
+              reason, moe_last_error_message());
+    }
+    expect_check(r.gpu, -1, c.name + std::string(" reported once"));
+  }
+  CK(cudaStreamDestroy(a));
+  CK(cudaStreamDestroy(b));
+}
+
 }  // namespace
 
 void run_concurrency(bool quick) {
@@ -394,6 +440,7 @@ void run_concurrency(bool quick) {
   graph_slots_recycle(kConfigs[0], 1100);  // more captures than the router's 1024 graph slots
   caller_error_state(kConfigs[0]);
   check_replay_takes_all(kConfigs[1]);
+  nonfinite_beside_invalid_replay(kConfigs[2]);
   printf("%-36s %s\n", "concurrency", g_failures == before ? "ok" : "MISMATCH");
   fflush(stdout);
 }
