@@ -21,6 +21,11 @@ namespace moe {
 namespace {
 
 constexpr int kWarpTeamsPerBlock = 4;  // TW == 1: tokens per 128-thread block
+// Resident blocks per SM asked of ptxas: at most 48 registers per thread for both paths (10 blocks of
+// 128 threads, 5 of 256), the v1 kernels' occupancy; the options of spec sections 1-5 took them to
+// 56 unbounded. No spills (ptxas -v, sm_80 and sm_90).
+constexpr int kWarpTeamMinBlocksPerSm = 10;
+constexpr int kBlockTeamMinBlocksPerSm = 5;
 constexpr int kBlockTeamWarps = 8;     // large E: 256 threads per token
 constexpr int kWarpPathMaxExperts = 512;
 
@@ -85,7 +90,8 @@ __device__ __forceinline__ unsigned long long local_best(const float* sc, int ex
 }
 
 template <int DT, int TW>
-__global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
+__global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW,
+                                  TW == 1 ? kWarpTeamMinBlocksPerSm : kBlockTeamMinBlocksPerSm)
     route_live_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
                       const uint8_t* __restrict__ mask, int skip_replay_rows, int vec, int32_t* out_idx,
                       float* __restrict__ out_w, uint8_t* __restrict__ out_flags,
