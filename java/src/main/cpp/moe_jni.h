@@ -70,11 +70,12 @@ static inline int64_t moe_jni_route_host(int64_t h, const void* logits, int dtyp
   return st == MOE_OK ? nonfinite : -(int64_t)st;
 }
 
-// Device memory (CUDA router): asynchronous on `stream`; d_nonfinite is an optional device int64.
+// Device memory (CUDA router): asynchronous on `stream`; d_flags (device uint8 [tokens]) and d_nonfinite
+// (device int64) are optional.
 static inline int moe_jni_route_device(int64_t h, const void* logits, int dtype, int64_t tokens,
                                        const int32_t* replay_idx, const uint8_t* replay_mask, int32_t* out_idx,
-                                       float* out_w, int64_t* d_nonfinite, void* stream) {
-  return moe_route((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, 0,
+                                       float* out_w, uint8_t* d_flags, int64_t* d_nonfinite, void* stream) {
+  return moe_route((moe_router*)(intptr_t)h, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, d_flags,
                    d_nonfinite, stream);
 }
 
@@ -84,8 +85,10 @@ static inline int moe_jni_backward_host(int64_t h, const void* logits, int dtype
 }
 
 static inline int moe_jni_backward_device(int64_t h, const void* logits, int dtype, int64_t tokens,
-                                          const int32_t* idx, const float* grad_w, float* grad_logits, void* stream) {
-  return moe_route_backward((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, 0, grad_logits, stream);
+                                          const int32_t* idx, const float* grad_w, const uint8_t* d_flags,
+                                          float* grad_logits, void* stream) {
+  return moe_route_backward((moe_router*)(intptr_t)h, logits, dtype, tokens, idx, grad_w, d_flags, grad_logits,
+                            stream);
 }
 
 // Returns -1 when no replay was rejected, else bad_row * 4 + reason (reason < 4), or < -1 as -status - 1.

@@ -251,9 +251,9 @@ public abstract class MoeRouter implements AutoCloseable {
     return new RoutingResult(tokens, config.topK(), idx, w, nonfinite, rows);
   }
 
-  /** Row flags for the RoutingResult forms: null on CUDA, whose kernels do not write them yet. */
-  private byte[] rowFlags(int tokens) {
-    return backend == Backend.CUDA ? null : new byte[Math.max(tokens, 0)];
+  /** Row flags for the RoutingResult forms. */
+  private static byte[] rowFlags(int tokens) {
+    return new byte[Math.max(tokens, 0)];
   }
 
   // ------------------------------------------------------------------ direct buffers and raw addresses
@@ -335,21 +335,39 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /**
    * CUDA only: routing over device pointers, enqueued on {@code stream} (a cudaStream_t; 0 for the
-   * default stream) without synchronising. Replay rows are validated on the device: a rejected call
-   * writes no output and is reported by the next {@link #checkReplay()}. {@code nonfiniteRows} is an
-   * optional device int64 receiving the count.
+   * default stream) without synchronising. Replay rows are validated on the device, and under
+   * {@link NonFinitePolicy#ERROR} so are the logits the call reads: a rejected call writes no output
+   * and is reported by the next {@link #checkReplay()}. {@code nonfiniteRows} is an optional device
+   * int64 receiving the count.
    */
   public final void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights, long nonfiniteRows, long stream) {
+    routeDevice(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, 0L, nonfiniteRows, stream);
+  }
+
+  /**
+   * CUDA only: {@link #routeDevice(long, LogitsType, long, long, long, long, long, long, long)} that also
+   * writes the per-row non-finite flags to {@code outNonfiniteRowFlags} (device uint8 [tokens], or 0),
+   * which {@link #backwardDevice(long, LogitsType, long, long, long, long, long, long)} takes under
+   * {@link NonFinitePolicy#ZERO}.
+   */
+  public final void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
+      long outIdx, long outWeights, long outNonfiniteRowFlags, long nonfiniteRows, long stream) {
     acquire("routeDevice");
     try {
-      routeDeviceImpl(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, nonfiniteRows, stream);
+      routeDeviceImpl(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outNonfiniteRowFlags,
+          nonfiniteRows, stream);
     } finally {
       release();
     }
   }
 
-  /** CUDA only: synchronises and throws if a device replay/backward call since the last check was rejected. */
+  /**
+   * CUDA only: synchronises with every device call enqueued on this router and throws if one since the
+   * last check was rejected: {@link Status#INVALID_REPLAY} for an invalid replay or backward row (the
+   * lowest), else {@link Status#NONFINITE} for the lowest row that read a NaN or infinity under
+   * {@link NonFinitePolicy#ERROR}.
+   */
   public final void checkReplay() {
     acquire("checkReplay");
     try {
@@ -427,12 +445,22 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** CUDA only: backward over device pointers on {@code stream}. */
+  /** CUDA only: backward over device pointers on {@code stream} (not for {@link NonFinitePolicy#ZERO} routers). */
   public final void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long gradLogits, long stream) {
+    backwardDevice(logits, type, tokens, idx, gradWeights, 0L, gradLogits, stream);
+  }
+
+  /**
+   * CUDA only: backward over device pointers on {@code stream} with the forward's per-row non-finite flags
+   * {@code nonfiniteRowFlags} (device uint8 [tokens], its {@code outNonfiniteRowFlags}; required under
+   * {@link NonFinitePolicy#ZERO}, else may be 0 and is not read).
+   */
+  public final void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights,
+      long nonfiniteRowFlags, long gradLogits, long stream) {
     acquire("backwardDevice");
     try {
-      backwardDeviceImpl(logits, type, tokens, idx, gradWeights, gradLogits, stream);
+      backwardDeviceImpl(logits, type, tokens, idx, gradWeights, nonfiniteRowFlags, gradLogits, stream);
     } finally {
       release();
     }
@@ -932,14 +960,14 @@ public abstract class MoeRouter implements AutoCloseable {
   // ------------------------------------------------------------------ backend hooks
 
   void routeDeviceImpl(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-      long outWeights, long nonfiniteRows, long stream) {
+      long outWeights, long outFlags, long nonfiniteRows, long stream) {
     throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
   }
 
   void checkReplayImpl() {}
 
-  void backwardDeviceImpl(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
-      long stream) {
+  void backwardDeviceImpl(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
+      long gradLogits, long stream) {
     throw new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
   }
 

@@ -109,11 +109,11 @@ final class NativeRouter extends MoeRouter {
 
   @Override
   void routeDeviceImpl(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-      long outWeights, long nonfiniteRows, long stream) {
+      long outWeights, long outFlags, long nonfiniteRows, long stream) {
     if (backend != Backend.CUDA) super.routeDeviceImpl(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights,
-        nonfiniteRows, stream);
+        outFlags, nonfiniteRows, stream);
     int st = RouterNative.moe_jni_route_device(handle, logits, type.code, tokens, replayIdx, replayMask, outIdx,
-        outWeights, nonfiniteRows, stream);
+        outWeights, outFlags, nonfiniteRows, stream);
     if (st != 0) throw RouterNative.error(st, "routeDevice");
   }
 
@@ -144,11 +144,12 @@ final class NativeRouter extends MoeRouter {
   }
 
   @Override
-  void backwardDeviceImpl(long logits, LogitsType type, long tokens, long idx, long gradWeights, long gradLogits,
-      long stream) {
-    if (backend != Backend.CUDA) super.backwardDeviceImpl(logits, type, tokens, idx, gradWeights, gradLogits, stream);
-    int st = RouterNative.moe_jni_backward_device(handle, logits, type.code, tokens, idx, gradWeights, gradLogits,
-        stream);
+  void backwardDeviceImpl(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
+      long gradLogits, long stream) {
+    if (backend != Backend.CUDA)
+      super.backwardDeviceImpl(logits, type, tokens, idx, gradWeights, flags, gradLogits, stream);
+    int st = RouterNative.moe_jni_backward_device(handle, logits, type.code, tokens, idx, gradWeights, flags,
+        gradLogits, stream);
     if (st != 0) throw RouterNative.error(st, "backwardDevice");
   }
 

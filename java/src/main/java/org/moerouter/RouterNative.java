@@ -135,7 +135,7 @@ final class RouterNative {
   @NoException static native int moe_jni_route_device(long handle,
       @Cast("const void*") long logits, int dtype, long tokens,
       @Cast("const int32_t*") long replayIdx, @Cast("const uint8_t*") long replayMask,
-      @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights,
+      @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights, @Cast("uint8_t*") long outFlags,
       @Cast("int64_t*") long nonfiniteRows, @Cast("void*") long stream);
 
   // ---- backward ----
@@ -153,7 +153,8 @@ final class RouterNative {
 
   @NoException static native int moe_jni_backward_device(long handle,
       @Cast("const void*") long logits, int dtype, long tokens, @Cast("const int32_t*") long idx,
-      @Cast("const float*") long gradWeights, @Cast("float*") long gradLogits, @Cast("void*") long stream);
+      @Cast("const float*") long gradWeights, @Cast("const uint8_t*") long flags, @Cast("float*") long gradLogits,
+      @Cast("void*") long stream);
 
   @NoException static native long moe_jni_check_replay(long handle);
 
@@ -243,6 +244,7 @@ final class RouterNative {
   @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") float[] dst, long src, long bytes);
   @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") int[] dst, long src, long bytes);
   @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") long[] dst, long src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") byte[] dst, long src, long bytes);
   @NoException static native long moe_jni_cuda_stream_create(int device);
   @NoException static native int moe_jni_cuda_stream_destroy(long stream);
   @NoException static native int moe_jni_cuda_stream_synchronize(long stream);

@@ -105,8 +105,7 @@ public final class RoutingResult {
   }
 
   /**
-   * Per row [tokens]: 1 where a logit that was read is NaN or infinite, else 0 (the result's own array);
-   * null from CUDA routers, whose kernels do not write per-row flags yet.
+   * Per row [tokens]: 1 where a logit that was read is NaN or infinite, else 0 (the result's own array).
    * What {@link MoeRouter#backward(float[], int, int[], float[], byte[], float[])} takes under
    * {@link NonFinitePolicy#ZERO}.
    *

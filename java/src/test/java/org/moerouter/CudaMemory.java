@@ -74,6 +74,12 @@ final class CudaMemory implements AutoCloseable {
     return a;
   }
 
+  byte[] bytes(long p, int n) {
+    byte[] a = new byte[n];
+    ok(RouterNative.moe_jni_cuda_download(a, p, n), "download");
+    return a;
+  }
+
   long oneLong(long p) {
     long[] a = new long[1];
     ok(RouterNative.moe_jni_cuda_download(a, p, 8), "download");

@@ -14,11 +14,16 @@ import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
+import org.moerouter.replay.LayerKey;
+import org.moerouter.replay.ReplayAction;
+import org.moerouter.replay.ReplayRegistry;
+import org.moerouter.replay.RouterReplay;
 
 /**
- * CUDA backend against the native CPU backend (bit for bit: indices, weights and gradients) and the
- * float64 goldens (indices exact, weights and gradients within 1e-5 relative), through the host-staged
- * and the device-pointer calls. Tagged {@code gpu} (select them with {@code --include-tag gpu}).
+ * CUDA backend against the native CPU backend (bit for bit: indices, weights, per-row non-finite flags
+ * and gradients) and the float64 goldens and goldens_v2 (indices exact, weights and gradients within
+ * 1e-5 relative, goldens_v2 1e-5 norm-relative, row flags exact, non-finite ERROR rejections naming the
+ * expected rows), through the host-staged and the device-pointer calls, for every routing option. Tagged {@code gpu} (select them with {@code --include-tag gpu}).
  * Without a usable CUDA device each test is skipped with the reason, unless
  * {@code -Dmoerouter.requireGpu=true}, in which case they fail.
  */
@@ -100,18 +105,18 @@ class CudaRouterTest {
       g = filled(tokens * experts, Float.NaN);
       gpu.backward(logits, tokens, replayIdx, dw, g);
       assertCloseGrad(c.replayGradLogits, g, name + ": replay backward vs golden");
-      compareBackward(name, cpu, gpu, logits, null, LogitsType.FP32, tokens, replayIdx, dw);
+      compareBackward(name, cpu, gpu, logits, null, LogitsType.FP32, tokens, replayIdx, dw, null);
 
       // the same rows as bf16 (ties become common): CUDA == CPU
       short[] bf = toBf16(logits);
       compareWithCpu(name + " live bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, null, null);
       compareWithCpu(name + " replay bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, replayIdx, null);
-      compareBackward(name + " bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, liveIdx, dw);
+      compareBackward(name + " bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, liveIdx, dw, null);
       // and as fp16
       short[] h = toF16(logits);
       compareWithCpu(name + " live fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, null, null);
       compareWithCpu(name + " replay fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, replayIdx, null);
-      compareBackward(name + " fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, replayIdx, dw);
+      compareBackward(name + " fp16", cpu, gpu, null, h, LogitsType.FP16, tokens, replayIdx, dw, null);
       gpu.checkReplay();
     }
   }
@@ -136,7 +141,30 @@ class CudaRouterTest {
       RouterConfig.builder(256, 8).scoreFunction(ScoreFunction.SIGMOID).expertBias(bias256).groups(8, 4)
           .scale(2.5f).build(),
       RouterConfig.builder(4096, 8).scoreFunction(ScoreFunction.SIGMOID).groups(64, 8).build(),
+      // routing semantics v2 (spec sections 1-5); ERROR routers are in goldensV2 and nonFiniteErrorOnTheDevice
+      RouterConfig.builder(64, 6).scoreFunction(ScoreFunction.SQRTSOFTPLUS).build(),
+      RouterConfig.builder(256, 8).scoreFunction(ScoreFunction.SQRTSOFTPLUS).expertBias(bias256).groups(8, 4)
+          .groupScore(GroupScore.TOP2_SUM).build(),
+      RouterConfig.builder(96, 8).preSoftmax(true).expertBias(bias96).normalize(true).groups(8, 3)
+          .groupScore(GroupScore.MAX).build(),
+      RouterConfig.builder(48, 8).scoreFunction(ScoreFunction.SIGMOID).normalize(false).scale(2f).build(),
+      RouterConfig.builder(64, 7).groups(8, 2).build(),
+      RouterConfig.builder(600, 40).preSoftmax(true).normalize(true).nonFinite(NonFinitePolicy.ZERO).build(),
+      RouterConfig.builder(33, 33).scoreFunction(ScoreFunction.SQRTSOFTPLUS).nonFinite(NonFinitePolicy.ZERO)
+          .minusOneRows(MinusOneRows.ARANGE).build(),
+      RouterConfig.builder(64, 6).nonFinite(NonFinitePolicy.ZERO).minusOneRows(MinusOneRows.LIVE).build(),
+      RouterConfig.builder(700, 8).preSoftmax(true).minusOneRows(MinusOneRows.ARANGE).build(),
     };
+  }
+
+  /** Replay rows of -1 (about one in five) for routers that accept them. */
+  private static int[] withPaddingRows(Random rnd, RouterConfig config, int[] rep) {
+    if (config.minusOneRows() == MinusOneRows.REJECT) return rep;
+    int k = config.topK();
+    int[] out = rep.clone();
+    for (int t = 0; t < out.length / k; t++)
+      if (rnd.nextInt(5) == 0) Arrays.fill(out, t * k, t * k + k, -1);
+    return out;
   }
 
   @Test
@@ -150,21 +178,25 @@ class CudaRouterTest {
           for (int mode = 0; mode < 3; mode++) {
             String what = config + " " + type + " mode " + mode;
             float[] f = randomLogits(rnd, tokens, config.experts(), mode);
-            int[] rep = TestData.randomSelection(rnd, tokens, config.topK(), config.experts());
+            int[] rep = withPaddingRows(rnd, config,
+                TestData.randomSelection(rnd, tokens, config.topK(), config.experts()));
             byte[] mask = new byte[tokens];
             for (int t = 0; t < tokens; t++) mask[t] = (byte) (rnd.nextInt(3) == 0 ? 0 : 1);
             float[] dw = new float[tokens * config.topK()];
             for (int i = 0; i < dw.length; i++) dw[i] = (float) rnd.nextGaussian();
             float[] f32 = type == LogitsType.FP32 ? f : null;
             short[] half = type == LogitsType.BF16 ? toBf16(f) : type == LogitsType.FP16 ? toF16(f) : null;
-            compareWithCpu(what + " live", cpu, gpu, f32, half, type, tokens, null, null);
+            byte[] liveFlags = compareWithCpu(what + " live", cpu, gpu, f32, half, type, tokens, null, null);
             compareWithCpu(what + " replay", cpu, gpu, f32, half, type, tokens, rep, null);
             compareWithCpu(what + " replay+mask", cpu, gpu, f32, half, type, tokens, rep, mask);
-            compareBackward(what + " backward(replay)", cpu, gpu, f32, half, type, tokens, rep, dw);
+            int[] replayed = new int[tokens * config.topK()];
+            float[] w = new float[replayed.length];
+            byte[] replayFlags = new byte[tokens];
+            route(cpu, f32, half, type, tokens, rep, null, replayed, w, replayFlags);  // -1 rows resolved
+            compareBackward(what + " backward(replay)", cpu, gpu, f32, half, type, tokens, replayed, dw, replayFlags);
             int[] live = new int[tokens * config.topK()];
-            float[] w = new float[live.length];
             route(cpu, f32, half, type, tokens, null, null, live, w);
-            compareBackward(what + " backward(live)", cpu, gpu, f32, half, type, tokens, live, dw);
+            compareBackward(what + " backward(live)", cpu, gpu, f32, half, type, tokens, live, dw, liveFlags);
           }
         }
         gpu.checkReplay();
@@ -206,7 +238,7 @@ class CudaRouterTest {
           assertTrue(Float.isFinite(w[i]), config + ": weight " + i + " not written");
         }
         float[] g = filled(tokens * e, Float.NaN);
-        gpu.backward(f, tokens, idx, new float[tokens * k], g);
+        gpu.backward(f, tokens, idx, new float[tokens * k], new byte[tokens], g);
         for (int i = 0; i < g.length; i++) assertTrue(Float.isFinite(g[i]), config + ": grad " + i + " not written");
       }
     }
@@ -382,7 +414,7 @@ class CudaRouterTest {
           compareWithCpu(what + " live", cpu, gpu, f, null, LogitsType.FP32, tokens, null, null);
           compareWithCpu(what + " live bf16", cpu, gpu, null, bf, LogitsType.BF16, tokens, null, null);
           compareWithCpu(what + " replay+mask", cpu, gpu, f, null, LogitsType.FP32, tokens, rep, mask);
-          compareBackward(what + " backward", cpu, gpu, f, null, LogitsType.FP32, tokens, rep, dw);
+          compareBackward(what + " backward", cpu, gpu, f, null, LogitsType.FP32, tokens, rep, dw, null);
         }
       }
     }
@@ -451,6 +483,253 @@ class CudaRouterTest {
     }
   }
 
+  // ------------------------------------------------------------------------------------ goldens_v2
+
+  private static List<GoldensV2.Case> goldensV2Cases() {
+    try {
+      return GoldensV2.all();
+    } catch (IllegalStateException e) {
+      if (REQUIRE_GPU) fail(e.getMessage());
+      Assumptions.abort(e.getMessage());
+      return List.of();
+    }
+  }
+
+  /**
+   * Every goldens_v2 case through the host-staged calls: the golden (GoldenV2Test's rules) in fp32 and,
+   * for bf16 cases, bf16; the CPU backend bit for bit in every dtype; ERROR cases rejected naming the
+   * expected rows with nothing written.
+   */
+  @Test
+  void goldensV2() {
+    for (GoldensV2.Case c : goldensV2Cases()) {
+      int t = c.tokens, k = c.config.topK(), e = c.config.experts();
+      try (MoeRouter gpu = MoeRouter.create(c.config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(c.config, Backend.CPU)) {
+        if (c.error()) {
+          int[] idx = filled(t * k, -7);
+          float[] w = filled(t * k, -7f);
+          byte[] rows = new byte[t];
+          Arrays.fill(rows, (byte) 7);
+          GoldenV2Test.expectRow(() -> GoldenV2Test.forward(gpu, c, LogitsType.FP32, null, idx, w, rows), c.errorRowLive,
+              "route");
+          GoldenV2Test.expectRow(() -> GoldenV2Test.forward(gpu, c, LogitsType.FP32, c.replayIdx, idx, w, rows),
+              c.errorRowReplay, "replay");
+          float[] g = filled(t * e, -7f);
+          GoldenV2Test.expectRow(() -> GoldenV2Test.backward(gpu, c, LogitsType.FP32, c.replayIdx, null, g),
+              c.errorRowReplay, "backward");
+          assertTrue(Arrays.stream(idx).allMatch(v -> v == -7), c.name + ": a rejected call wrote indices");
+          for (int i = 0; i < w.length; i++) assertEquals(-7f, w[i], c.name + ": a rejected call wrote weight " + i);
+          for (int i = 0; i < t; i++) assertEquals(7, rows[i], c.name + ": a rejected call wrote row flag " + i);
+          for (int i = 0; i < g.length; i++) assertEquals(-7f, g[i], c.name + ": a rejected backward wrote " + i);
+          continue;
+        }
+        for (LogitsType type : c.bf16 ? new LogitsType[] {LogitsType.FP32, LogitsType.BF16} : new LogitsType[] {LogitsType.FP32}) {
+          String what = c.name + " " + type;
+          int[] idx = new int[t * k];
+          float[] w = new float[t * k];
+          byte[] rows = new byte[t];
+          float[] g = filled(t * e, Float.NaN);
+          long nf = GoldenV2Test.forward(gpu, c, type, null, idx, w, rows);
+          GoldenV2Test.assertIndices(what + " live indices", c.liveIdx, idx, k);
+          GoldenV2Test.assertNormClose(what + " live weights", w, c.liveWeights);
+          GoldenV2Test.assertRows(what + " live non-finite rows", c.liveNonfiniteRows, rows, nf, c);
+          GoldenV2Test.backward(gpu, c, type, idx, rows, g);
+          GoldenV2Test.assertNormClose(what + " live grad logits", g, c.liveGradLogits);
+          nf = GoldenV2Test.forward(gpu, c, type, c.replayIdx, idx, w, rows);
+          assertArrayEquals(c.replayIdx, idx, what + ": replay keeps the given experts");
+          GoldenV2Test.assertNormClose(what + " replay weights", w, c.replayWeights);
+          GoldenV2Test.assertRows(what + " replay non-finite rows", c.replayNonfiniteRows, rows, nf, c);
+          Arrays.fill(g, Float.NaN);
+          GoldenV2Test.backward(gpu, c, type, c.replayIdx, rows, g);
+          GoldenV2Test.assertNormClose(what + " replay grad logits", g, c.replayGradLogits);
+        }
+        for (LogitsType type : LogitsType.values()) {
+          float[] f32 = type == LogitsType.FP32 ? c.logits : null;
+          short[] half = type == LogitsType.BF16 ? toBf16(c.logits) : type == LogitsType.FP16 ? toF16(c.logits) : null;
+          String what = c.name + " " + type;
+          byte[] liveFlags = compareWithCpu(what + " live", cpu, gpu, f32, half, type, t, null, null);
+          byte[] replayFlags = compareWithCpu(what + " replay", cpu, gpu, f32, half, type, t, c.replayIdx, null);
+          int[] live = new int[t * k];
+          route(cpu, f32, half, type, t, null, null, live, new float[t * k]);
+          compareBackward(what + " backward(live)", cpu, gpu, f32, half, type, t, live, c.gradWeights, liveFlags);
+          compareBackward(what + " backward(replay)", cpu, gpu, f32, half, type, t, c.replayIdx, c.gradWeights,
+              replayFlags);
+        }
+        gpu.checkReplay();
+      }
+    }
+  }
+
+  /**
+   * Every goldens_v2 case through routeDevice/backwardDevice with device row flags, fp32/bf16/fp16, CUDA
+   * vs CPU bit for bit (and vs the golden in fp32); ERROR cases are rejected on the device (nothing
+   * written) and reported by checkReplay naming the expected row.
+   */
+  @Test
+  void goldensV2ThroughDevicePointers() {
+    requireCudaBackend();
+    List<GoldensV2.Case> cases = goldensV2Cases();
+    try (CudaMemory mem = new CudaMemory()) {
+      long stream = mem.stream();
+      for (GoldensV2.Case c : cases) {
+        int t = c.tokens, k = c.config.topK(), e = c.config.experts();
+        try (MoeRouter gpu = MoeRouter.create(c.config, Backend.CUDA);
+            MoeRouter cpu = MoeRouter.create(c.config, Backend.CPU)) {
+          for (LogitsType type : LogitsType.values()) {
+            String what = c.name + " " + type + " device";
+            short[] half = type == LogitsType.BF16 ? toBf16(c.logits) : type == LogitsType.FP16 ? toF16(c.logits) : null;
+            long dLogits = half == null ? mem.upload(c.logits) : mem.upload(half);
+            long dRep = mem.upload(c.replayIdx), dDw = mem.upload(c.gradWeights);
+            for (int replay = 0; replay < 2; replay++) {
+              String w = what + (replay == 1 ? " replay" : " live");
+              int[] rep = replay == 1 ? c.replayIdx : null;
+              long dIdx = mem.poisoned(4L * t * k), dW = mem.poisoned(4L * t * k), dFlags = mem.poisoned(t);
+              long dNf = mem.poisoned(8);
+              gpu.routeDevice(dLogits, type, t, replay == 1 ? dRep : 0, 0, dIdx, dW, dFlags, dNf, stream);
+              CudaMemory.sync(stream);
+              int[] ci = new int[t * k];
+              float[] cw = new float[t * k];
+              byte[] cf = new byte[t];
+              if (c.error() && type == LogitsType.FP32) {
+                MoeRouterException ex = assertThrows(MoeRouterException.class, gpu::checkReplay, w);
+                assertEquals(Status.NONFINITE, ex.status(), ex.getMessage());
+                int row = replay == 1 ? c.errorRowReplay : c.errorRowLive;
+                assertTrue(ex.getMessage().contains(": row " + row + ": the logit of expert "), ex.getMessage());
+                assertTrue(Arrays.stream(mem.ints(dIdx, t * k)).allMatch(v -> v == -1), w + ": rejected call wrote");
+                for (byte v : mem.bytes(dFlags, t)) assertEquals(-1, v, w + ": rejected call wrote row flags");
+                continue;
+              }
+              if (c.error()) {  // half precision may round differently, but CUDA and the CPU agree
+                MoeRouterException cex = null;
+                try {
+                  route(cpu, null, half, type, t, rep, null, ci, cw, cf);
+                } catch (MoeRouterException ex) {
+                  cex = ex;
+                }
+                if (cex != null) {
+                  MoeRouterException ex = assertThrows(MoeRouterException.class, gpu::checkReplay, w);
+                  assertEquals(cex.status(), ex.status(), ex.getMessage());
+                  continue;
+                }
+              } else {
+                route(cpu, half == null ? c.logits : null, half, type, t, rep, null, ci, cw, cf);
+              }
+              gpu.checkReplay();
+              int[] gi = mem.ints(dIdx, t * k);
+              float[] gw = mem.floats(dW, t * k);
+              assertArrayEquals(ci, gi, w + ": indices CUDA vs CPU");
+              for (int i = 0; i < gw.length; i++) assertSameBits(cw[i], gw[i], w + ": weight " + i);
+              assertArrayEquals(cf, mem.bytes(dFlags, t), w + ": row flags CUDA vs CPU");
+              if (type == LogitsType.FP32) {
+                GoldenV2Test.assertIndices(w + " indices vs golden", replay == 1 ? c.replayIdx : c.liveIdx, gi, k);
+                GoldenV2Test.assertNormClose(w + " weights vs golden", gw, replay == 1 ? c.replayWeights : c.liveWeights);
+              }
+              float[] cg = new float[t * e];
+              if (half == null) cpu.backward(c.logits, t, ci, c.gradWeights, cf, cg);
+              else cpu.backward(half, type, t, ci, c.gradWeights, cf, cg);
+              long dGrad = mem.poisoned(4L * t * e);
+              gpu.backwardDevice(dLogits, type, t, dIdx, dDw, dFlags, dGrad, stream);
+              CudaMemory.sync(stream);
+              gpu.checkReplay();
+              float[] gg = mem.floats(dGrad, t * e);
+              for (int i = 0; i < gg.length; i++) assertSameBits(cg[i], gg[i], w + " backward: grad " + i);
+            }
+          }
+          gpu.checkReplay();
+        }
+      }
+    }
+  }
+
+  /** RoutingResult from a CUDA router carries the per-row flags, equal to the CPU's. */
+  @Test
+  void routingResultsCarryRowFlags() {
+    RouterConfig config = RouterConfig.builder(64, 4).scoreFunction(ScoreFunction.SIGMOID)
+        .nonFinite(NonFinitePolicy.ZERO).build();
+    Random rnd = new Random(61);
+    int tokens = 100;
+    float[] f = randomLogits(rnd, tokens, 64, 2);
+    int[] rep = TestData.randomSelection(rnd, tokens, 4, 64);
+    try (MoeRouter gpu = MoeRouter.create(config, UNDER_TEST); MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+      RoutingResult g = gpu.route(f, tokens), c = cpu.route(f, tokens);
+      assertTrue(g.nonfiniteRows() > 0, "the inputs hold non-finite rows");
+      assertArrayEquals(c.nonfiniteRowFlags(), g.nonfiniteRowFlags(), "live row flags");
+      g = gpu.replay(f, tokens, rep, null);
+      c = cpu.replay(f, tokens, rep, null);
+      assertArrayEquals(c.nonfiniteRowFlags(), g.nonfiniteRowFlags(), "replay row flags");
+      assertEquals(c.nonfiniteRows(), g.nonfiniteRows());
+    }
+  }
+
+  /**
+   * Non-finite policy ERROR on the device: the call writes nothing and checkReplay reports the first row
+   * read (its expert and value); an invalid replay row enqueued beside it is reported first.
+   */
+  @Test
+  void nonFiniteErrorOnTheDevice() {
+    requireCudaBackend();
+    RouterConfig config = RouterConfig.builder(64, 6).nonFinite(NonFinitePolicy.ERROR).build();
+    int tokens = 300, k = 6;
+    Random rnd = new Random(62);
+    float[] f = randomLogits(rnd, tokens, 64, 0);
+    f[77 * 64 + 5] = Float.POSITIVE_INFINITY;
+    f[150 * 64 + 9] = Float.NaN;
+    int[] rep = TestData.randomSelection(rnd, tokens, k, 64);
+    int[] bad = rep.clone();
+    bad[200 * k + 3] = bad[200 * k];
+    try (CudaMemory mem = new CudaMemory(); MoeRouter gpu = MoeRouter.create(config, Backend.CUDA)) {
+      long stream = mem.stream(), dLogits = mem.upload(f);
+      long dIdx = mem.poisoned(4L * tokens * k), dW = mem.poisoned(4L * tokens * k);
+      gpu.routeDevice(dLogits, LogitsType.FP32, tokens, 0, 0, dIdx, dW, 0, stream);
+      CudaMemory.sync(stream);
+      assertTrue(Arrays.stream(mem.ints(dIdx, tokens * k)).allMatch(v -> v == -1), "rejected call wrote indices");
+      MoeRouterException ex = assertThrows(MoeRouterException.class, gpu::checkReplay);
+      assertEquals(Status.NONFINITE, ex.status());
+      assertTrue(ex.getMessage().contains("row 77: the logit of expert 5 is +inf"), ex.getMessage());
+      gpu.checkReplay();
+      gpu.routeDevice(dLogits, LogitsType.FP32, tokens, 0, 0, dIdx, dW, 0, stream);
+      gpu.routeDevice(dLogits, LogitsType.FP32, tokens, mem.upload(bad), 0, dIdx, dW, 0, stream);
+      CudaMemory.sync(stream);
+      ex = assertThrows(MoeRouterException.class, gpu::checkReplay);
+      assertEquals(Status.INVALID_REPLAY, ex.status(), "invalid rows first, as the CPU checks indices first");
+      gpu.checkReplay();
+    }
+  }
+
+  /**
+   * Replay bookkeeping with device targets holding rows of -1: the registry's policy LIVE or ARANGE
+   * applied by a router with the same policy gives the CPU's result of the same rows.
+   */
+  @Test
+  void deviceTargetsWithPaddingRows() {
+    requireCudaBackend();
+    for (MinusOneRows policy : new MinusOneRows[] {MinusOneRows.LIVE, MinusOneRows.ARANGE}) {
+      RouterConfig config = RouterConfig.builder(64, 6).minusOneRows(policy).build();
+      Random rnd = new Random(63);
+      int tokens = 200, k = 6;
+      float[] f = randomLogits(rnd, tokens, 64, 0);
+      int[] rep = withPaddingRows(rnd, config, TestData.randomSelection(rnd, tokens, k, 64));
+      try (CudaMemory mem = new CudaMemory(); MoeRouter gpu = MoeRouter.create(config, Backend.CUDA);
+          MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+        ReplayRegistry reg = ReplayRegistry.builder().minusOneRows(policy).build();
+        RouterReplay layer = reg.addLayer(LayerKey.decoder(0), config);
+        layer.setAction(ReplayAction.REPLAY_FORWARD);
+        long stream = mem.stream();
+        layer.setTargetIndicesDevice(mem.upload(rep), 0, tokens);
+        long dIdx = mem.poisoned(4L * tokens * k), dW = mem.poisoned(4L * tokens * k);
+        layer.routeDevice(gpu, mem.upload(f), LogitsType.FP32, tokens, dIdx, dW, 0, stream);
+        CudaMemory.sync(stream);
+        gpu.checkReplay();
+        int[] ci = new int[tokens * k];
+        float[] cw = new float[tokens * k];
+        cpu.replay(f, tokens, rep, null, ci, cw);
+        assertArrayEquals(ci, mem.ints(dIdx, tokens * k), policy + ": indices");
+        float[] gw = mem.floats(dW, tokens * k);
+        for (int i = 0; i < gw.length; i++) assertSameBits(cw[i], gw[i], policy + ": weight " + i);
+      }
+    }
+  }
+
   private static void requireCudaBackend() {
     Assumptions.assumeTrue(UNDER_TEST == Backend.CUDA, "device pointers need the CUDA backend (under test: " + UNDER_TEST + ")");
   }
@@ -459,35 +738,49 @@ class CudaRouterTest {
 
   private static long route(MoeRouter r, float[] f32, short[] half, LogitsType type, int tokens, int[] rep,
       byte[] mask, int[] idx, float[] w) {
-    if (rep == null) return f32 != null ? r.route(f32, tokens, idx, w) : r.route(half, type, tokens, idx, w);
-    return f32 != null ? r.replay(f32, tokens, rep, mask, idx, w) : r.replay(half, type, tokens, rep, mask, idx, w);
+    return route(r, f32, half, type, tokens, rep, mask, idx, w, null);
   }
 
-  private static void compareWithCpu(String what, MoeRouter cpu, MoeRouter gpu, float[] f32, short[] half,
+  private static long route(MoeRouter r, float[] f32, short[] half, LogitsType type, int tokens, int[] rep,
+      byte[] mask, int[] idx, float[] w, byte[] flags) {
+    if (rep == null) return f32 != null ? r.route(f32, tokens, idx, w, flags) : r.route(half, type, tokens, idx, w, flags);
+    return f32 != null ? r.replay(f32, tokens, rep, mask, idx, w, flags)
+        : r.replay(half, type, tokens, rep, mask, idx, w, flags);
+  }
+
+  /** Indices, weights, row flags and counts CUDA vs CPU; returns the CPU's row flags. */
+  private static byte[] compareWithCpu(String what, MoeRouter cpu, MoeRouter gpu, float[] f32, short[] half,
       LogitsType type, int tokens, int[] rep, byte[] mask) {
     int n = tokens * cpu.config().topK();
     int[] ci = new int[n];
     float[] cw = new float[n];
+    byte[] cf = new byte[tokens];
     int[] gi = filled(n, -7);
     float[] gw = filled(n, Float.NaN);
-    long cnf = route(cpu, f32, half, type, tokens, rep, mask, ci, cw);
-    long gnf = route(gpu, f32, half, type, tokens, rep, mask, gi, gw);
+    byte[] gf = new byte[tokens];
+    Arrays.fill(gf, (byte) 7);
+    long cnf = route(cpu, f32, half, type, tokens, rep, mask, ci, cw, cf);
+    long gnf = route(gpu, f32, half, type, tokens, rep, mask, gi, gw, gf);
     assertArrayEquals(ci, gi, what + ": indices CUDA vs CPU");
     assertEquals(cnf, gnf, what + ": non-finite rows CUDA vs CPU");
+    assertArrayEquals(cf, gf, what + ": non-finite row flags CUDA vs CPU");
     for (int i = 0; i < n; i++) assertSameBits(cw[i], gw[i], what + ": weight " + i + " CUDA vs CPU");
+    return cf;
   }
 
+  /** Gradients CUDA vs CPU at idx, with the forward's row flags (null: none flagged). */
   private static void compareBackward(String what, MoeRouter cpu, MoeRouter gpu, float[] f32, short[] half,
-      LogitsType type, int tokens, int[] idx, float[] dw) {
+      LogitsType type, int tokens, int[] idx, float[] dw, byte[] flags) {
     int n = tokens * cpu.config().experts();
     float[] cg = new float[n];
     float[] gg = filled(n, Float.NaN);
+    byte[] rows = flags != null ? flags : new byte[tokens];
     if (f32 != null) {
-      cpu.backward(f32, tokens, idx, dw, cg);
-      gpu.backward(f32, tokens, idx, dw, gg);
+      cpu.backward(f32, tokens, idx, dw, rows, cg);
+      gpu.backward(f32, tokens, idx, dw, rows, gg);
     } else {
-      cpu.backward(half, type, tokens, idx, dw, cg);
-      gpu.backward(half, type, tokens, idx, dw, gg);
+      cpu.backward(half, type, tokens, idx, dw, rows, cg);
+      gpu.backward(half, type, tokens, idx, dw, rows, gg);
     }
     for (int i = 0; i < n; i++) assertSameBits(cg[i], gg[i], what + ": grad " + i + " CUDA vs CPU");
   }

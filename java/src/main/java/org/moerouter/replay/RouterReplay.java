@@ -8,6 +8,7 @@ import org.moerouter.LogitsType;
 import org.moerouter.MinusOneRows;
 import org.moerouter.MoeRouter;
 import org.moerouter.MoeRouterException;
+import org.moerouter.NonFinitePolicy;
 import org.moerouter.RouterConfig;
 import org.moerouter.Status;
 
@@ -277,22 +278,20 @@ public final class RouterReplay {
   /**
    * CUDA: sets device target indices [tokens, k] (int32, the layer's k) and an optional device mask
    * [tokens] (uint8, 0 for none), used by {@link #routeDevice}. Device rows are validated by the kernel:
-   * an invalid row surfaces at {@link MoeRouter#checkReplay()}.
+   * an invalid row surfaces at {@link MoeRouter#checkReplay()}. Rows of -1 are not rewritten here (the
+   * indices stay on the device): the router applies its own {@link RouterConfig#minusOneRows()}, which
+   * {@link #routeDevice} requires to be the registry's.
    *
    * @param indices device address of int32 [tokens, k]; non-0 when tokens &gt; 0
    * @param mask device address of uint8 [tokens] (0 = route that row live), or 0 for none
    * @param tokens T, {@code >= 0}
    * @throws ReplayStateException when the layer is never-replay
-   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative T or a 0 address,
-   *     {@link Status#UNSUPPORTED} when the layer's {@link MinusOneRows} policy is not {@code REJECT}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative T or a 0 address
    */
   public void setTargetIndicesDevice(long indices, long mask, long tokens) {
     if (neverReplay) throw new ReplayStateException(key, key + " is marked never-replay; no target indices can be set for it");
     if (tokens < 0) throw invalid(key + ": tokens must be >= 0, got " + tokens);
     if (indices == 0 && tokens > 0) throw invalid(key + ": device indices must not be 0");
-    if (minusOneRows != MinusOneRows.REJECT)
-      throw new MoeRouterException(Status.UNSUPPORTED, key + ": minus_one_rows " + minusOneRows + " rewrites rows on the"
-          + " host; device targets need the router-level option (RouterConfig), not available in this build");
     setTarget(new Target(tokens, indices, mask));
   }
 
@@ -581,9 +580,11 @@ public final class RouterReplay {
    * CUDA: routes device logits according to the action, enqueued on {@code stream} (see
    * {@link MoeRouter#routeDevice}). RECORD writes the live indices straight into the device recording
    * buffer and fills {@code outIdx}/{@code outWeights} with a replay of them (a second, cheap kernel: the
-   * binding has no device copy), so nothing is synchronised or copied to the host. Replay actions need
-   * targets set with {@link #setTargetIndicesDevice}. Invalid device indices surface at
-   * {@link MoeRouter#checkReplay()}.
+   * binding has no device copy; under the non-finite policies ZERO and ERROR, whose weights and
+   * rejections depend on the whole row, the live routing runs again instead), so nothing is synchronised
+   * or copied to the host. Replay actions need targets set with {@link #setTargetIndicesDevice} and a
+   * router whose {@link RouterConfig#minusOneRows()} is the registry's. Invalid device indices surface
+   * at {@link MoeRouter#checkReplay()}.
    *
    * @param router a CUDA router with this layer's E and top-k
    * @param logits device address of [tokens, E] of {@code type}
@@ -595,10 +596,21 @@ public final class RouterReplay {
    * @param stream the {@code cudaStream_t} to enqueue on (0: the default stream)
    * @throws ReplayStateException naming the layer, as {@link #route(MoeRouter, float[], int, int[], float[])},
    *     or when RECORD has no device recording buffer or the target was set on the host
-   * @throws MoeRouterException from the router
+   * @throws MoeRouterException from the router, or {@link Status#INVALID_ARGUMENT} when a replay action's
+   *     router has another {@link RouterConfig#minusOneRows()} than the registry
    */
   public void routeDevice(MoeRouter router, long logits, LogitsType type, long tokens, long outIdx, long outWeights,
       long nonfiniteRows, long stream) {
+    routeDevice(router, logits, type, tokens, outIdx, outWeights, 0L, nonfiniteRows, stream);
+  }
+
+  /**
+   * {@link #routeDevice(MoeRouter, long, LogitsType, long, long, long, long, long)} that also writes the
+   * per-row non-finite flags to {@code outNonfiniteRowFlags} (device uint8 [tokens], or 0), which the
+   * backward of a {@link NonFinitePolicy#ZERO} router takes.
+   */
+  public void routeDevice(MoeRouter router, long logits, LogitsType type, long tokens, long outIdx, long outWeights,
+      long outNonfiniteRowFlags, long nonfiniteRows, long stream) {
     checkRouter(router);
     switch (action) {
       case RECORD: {
@@ -607,8 +619,11 @@ public final class RouterReplay {
         if (tokens > Integer.MAX_VALUE) throw invalid(key + ": " + tokens + " tokens in one call");
         long start = recordStart(tokens, recordDeviceCapacity, "device recording buffer");
         long slice = recordDevice + start * topK * 4L;
-        router.routeDevice(logits, type, tokens, 0, 0, slice, outWeights, nonfiniteRows, stream);
-        router.routeDevice(logits, type, tokens, slice, 0, outIdx, outWeights, 0, stream);
+        router.routeDevice(logits, type, tokens, 0, 0, slice, outWeights, outNonfiniteRowFlags, nonfiniteRows, stream);
+        if (router.config().nonFinite() == NonFinitePolicy.PROPAGATE)  // same weights: replay reads k logits
+          router.routeDevice(logits, type, tokens, slice, 0, outIdx, outWeights, 0, 0, stream);
+        else  // ZERO zeroes rows by the whole row; ERROR must not replay a recording it did not write
+          router.routeDevice(logits, type, tokens, 0, 0, outIdx, outWeights, 0, 0, stream);
         recorded(start, (int) tokens);
         return;
       }
@@ -618,12 +633,18 @@ public final class RouterReplay {
         Target t = next(fwd, tokens);
         if (!t.onDevice())
           throw new ReplayStateException(key, key + ": the target indices were set on the host (setTargetIndices); use route");
-        router.routeDevice(logits, type, tokens, t.indicesAddress, t.maskAddress, outIdx, outWeights, nonfiniteRows, stream);
+        MinusOneRows routers = router.config().minusOneRows();
+        if (routers != minusOneRows)
+          throw invalid(key + ": device targets keep their rows of -1, which the router treats by its minus_one_rows ("
+              + routers + "), not the registry's (" + minusOneRows + "); build the router with minusOneRows("
+              + minusOneRows + ")");
+        router.routeDevice(logits, type, tokens, t.indicesAddress, t.maskAddress, outIdx, outWeights,
+            outNonfiniteRowFlags, nonfiniteRows, stream);
         advance(fwd, t);
         return;
       }
       default:
-        router.routeDevice(logits, type, tokens, 0, 0, outIdx, outWeights, nonfiniteRows, stream);
+        router.routeDevice(logits, type, tokens, 0, 0, outIdx, outWeights, outNonfiniteRowFlags, nonfiniteRows, stream);
     }
   }
 

@@ -462,10 +462,22 @@ class ReplayRegistryTest {
     l.setTargetIndices(target(1), T);
     e = assertThrows(ReplayStateException.class, () -> l.routeDevice(router, 0x2000, LogitsType.FP32, T, 0x3000, 0x4000, 0, 0));
     assertEquals("decoder layer 0: the target indices were set on the host (setTargetIndices); use route", e.getMessage());
+    // Device targets keep their -1 rows: the router's own minus_one_rows treats them, so it must be the registry's.
     ReplayRegistry live = ReplayRegistry.builder().minusOneRows(MinusOneRows.LIVE).build();
+    RouterReplay ll = live.addLayer(L0, CONFIG);
+    ll.setAction(ReplayAction.REPLAY_FORWARD);
+    ll.setTargetIndicesDevice(0x1000, 0, T);
     MoeRouterException u = assertThrows(MoeRouterException.class,
-        () -> live.addLayer(L0, CONFIG).setTargetIndicesDevice(0x1000, 0, T));
-    assertEquals(Status.UNSUPPORTED, u.status());
+        () -> ll.routeDevice(router, 0x2000, LogitsType.FP32, T, 0x3000, 0x4000, 0, 0));
+    assertEquals(Status.INVALID_ARGUMENT, u.status());
+    assertEquals("decoder layer 0: device targets keep their rows of -1, which the router treats by its minus_one_rows"
+        + " (REJECT), not the registry's (LIVE); build the router with minusOneRows(LIVE)", u.getMessage());
+    try (MoeRouter liveRouter = MoeRouter.create(RouterConfig.builder(E, K).minusOneRows(MinusOneRows.LIVE).build(),
+        Backend.JAVA)) {
+      u = assertThrows(MoeRouterException.class,
+          () -> ll.routeDevice(liveRouter, 0x2000, LogitsType.FP32, T, 0x3000, 0x4000, 0, 0));
+      assertEquals(Status.UNSUPPORTED, u.status(), "the policies agree: on to the router, which needs CUDA");
+    }
     l.setAction(ReplayAction.RECORD);
     e = assertThrows(ReplayStateException.class, () -> l.routeDevice(router, 0x2000, LogitsType.FP32, T, 0x3000, 0x4000, 0, 0));
     assertEquals("decoder layer 0: RECORD on the device needs setRecordBufferDevice", e.getMessage());
