@@ -6,14 +6,15 @@
 #
 #   scripts/simt-mutations.sh [ORDER...]      orders: forward reverse random:SEED (default: forward reverse)
 #
-# Environment: SIMT_MUTATION_SECTIONS (default "sweep,edges"), KEEP_WORK=1 keeps the temporary tree.
+# Environment: SIMT_MUTATION_SECTIONS (default "sweep,invalid,goldens,edges"; the goldens section runs
+# java/src/test/goldens and goldens_v2), KEEP_WORK=1 keeps the temporary tree.
 # Exit status: 0 when every mutation was caught in at least one order, 1 otherwise, 2 on setup errors.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORDERS=("$@")
 ((${#ORDERS[@]})) || ORDERS=(forward reverse)
-SECTIONS="${SIMT_MUTATION_SECTIONS:-sweep,edges}"
+SECTIONS="${SIMT_MUTATION_SECTIONS:-sweep,invalid,goldens,edges}"
 WORK="$(mktemp -d)"
 [[ "${KEEP_WORK:-0}" == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/src"
@@ -21,10 +22,25 @@ cp -r "$ROOT/CMakeLists.txt" "$ROOT/native" "$WORK/src/"
 
 # name | file under native/ | perl substitution (applied once; it must change the file)
 MUTATIONS=(
-  "lane index: sigmoid weight sum reads lane j+1|src/cuda/moe_cuda_common.cuh|s/__shfl_sync\(kFull, s0, base \+ j\)/__shfl_sync(kFull, s0, base + j + 1)/"
-  "lane index: post-softmax sum reads lane j^1|src/cuda/moe_cuda_common.cuh|s/__shfl_sync\(kFull, e0, base \+ j\)/__shfl_sync(kFull, e0, base + (j ^ 1))/"
+  "lane index: k-term sums (weights, normalisers) read lane j+1|src/cuda/moe_cuda_common.cuh|s/__shfl_sync\(kFull, v0, base \+ j\)/__shfl_sync(kFull, v0, base + j + 1)/"
+  "lane index: backward dot products read lane j^1 (same values, other order)|src/cuda/moe_cuda_common.cuh|s/__shfl_sync\(kFull, prod0, base \+ j\)/__shfl_sync(kFull, prod0, base + (j ^ 1))/"
   "removed __syncthreads: block max before reading the per-warp maxima|src/cuda/moe_cuda_common.cuh|s/(sh->u64\[warp\] = v;\n)(\s*)__syncthreads\(\);\n/\$1/"
   "removed __syncthreads: softmax sum broadcast|src/cuda/moe_cuda_common.cuh|s/if \(TW > 1\) \{\n(\s*)__syncthreads\(\);\n/if (TW > 1) {\n/"
+  "sqrtsoftplus: the second entry (k > 32) scored by sigmoid|src/cuda/moe_cuda_common.cuh|s/u1 = two \? sqrtsoftplus_det\(l1\)/u1 = two ? sigmoid_det(l1)/"
+  "softmax pre + bias: weights from R = P + b instead of P|src/cuda/moe_route_kernel.cu|s/if \(pre && !p.biased\) \{/if (pre) {/"
+  "normalize switch ignored (k > 1 decides, as before v2)|src/cuda/moe_cuda_common.cuh|s/  if \(p.normalize\) \{\n    const float denom/  if (k > 1) {\n    const float denom/"
+  "group scores: TOP2_SUM and MAX summed as TOPK_SUM|src/cuda/moe_route_kernel.cu|s/per = p.per_group\(\)/per = p.k \/ p.group_topk/"
+  "ranking key: R without a bias (saturation ties by index)|src/cuda/moe_route_kernel.cu|s/const float\* kk = p.rank_by_logit\(\) \? lg : sc;/const float* kk = sc;/"
+  "ZERO: the routing kernel writes the first entry's weight|src/cuda/moe_route_kernel.cu|s/out_w\[t \* k \+ lane\] = zero \? 0.0f : mul_rn\(w0, p.scale\);/out_w[t * k + lane] = mul_rn(w0, p.scale);/"
+  "row flags: the replay kernel writes flagged rows only|src/cuda/moe_replay_kernel.cu|s/if \(out_flags\) out_flags\[t\] = nf \? 1 : 0;/if (out_flags && nf) out_flags[t] = 1;/"
+  "ZERO: the backward ignores the forward's row flags|src/cuda/moe_backward_kernel.cu|s/bool zero = zero_nonfinite && flags\[t\] != 0;/bool zero = false;/"
+  "ZERO, softmax pre backward: each thread's own flag, not the team's|src/cuda/moe_backward_kernel.cu|s/zero = TeamT::any\(nf\) \|\| zero;/zero = nf || zero;/"
+  "ERROR scan: a lane reports its last non-finite logit of a whole row|src/cuda/moe_nonfinite_kernel.cu|s/mine = \(unsigned\)i;\n(\s*)break;/mine = (unsigned)i;/"
+  "ERROR scan: a replayed row reports its last non-finite entry|src/cuda/moe_nonfinite_kernel.cu|s/const int first = j0 \+ __ffs\(bad\) - 1;/const int first = j0 + 31 - __clz(bad);/"
+  "ERROR scan: stops at any verdict (a block starting late misses a lower row)|src/cuda/moe_nonfinite_kernel.cu|s/if \(\*verdict < kNonfiniteTag\) return;/if (*verdict != kNoBadRow) return;/"
+  "-1 rows: ARANGE rows routed live and LIVE rows replayed (routing kernel)|src/cuda/moe_route_kernel.cu|s/replay\[t \* k\] == -1 && p.minus_one_rows == MOE_MINUS_ONE_ARANGE/replay[t * k] == -1 \&\& p.minus_one_rows == MOE_MINUS_ONE_LIVE/"
+  "-1 rows: LIVE rows replayed as 0..k-1 (replay kernel)|src/cuda/moe_replay_kernel.cu|s/if \(p.minus_one_rows == MOE_MINUS_ONE_ARANGE\) \{/if (p.minus_one_rows != MOE_MINUS_ONE_REJECT) {/"
+  "-1 rows: rejected by the validation under LIVE and ARANGE|src/cuda/moe_replay_kernel.cu|s/if \(minus_one_ok && is_minus_one_row\(idx \+ t \* k, k\)\) continue;//"
 )
 
 build() {
@@ -32,7 +48,8 @@ build() {
 }
 # run ORDER: 0 = passed, else the exit status
 run() {
-  SIMT_ORDER="$1" "$WORK/build/native/test/simt/moe_check_simt" --quick --only "$SECTIONS" >"$WORK/run.log" 2>&1
+  SIMT_ORDER="$1" "$WORK/build/native/test/simt/moe_check_simt" --quick --only "$SECTIONS" \
+    --goldens "$ROOT/java/src/test/goldens" --goldens "$ROOT/java/src/test/goldens_v2" >"$WORK/run.log" 2>&1
 }
 
 echo "[mutations] building the unmodified copy (CPU only: MOE_ROUTER_CUDA=OFF)"
@@ -76,6 +93,7 @@ for m in "${MUTATIONS[@]}"; do
     missed=$((missed + 1))
   fi
   mv "$f.orig" "$f"
+  touch "$f"  # the restored file is older than the objects built from its mutant: make must rebuild them
 done
 build >/dev/null 2>&1 || true
 if ((missed)); then
