@@ -730,6 +730,41 @@ class CudaRouterTest {
     }
   }
 
+  /**
+   * RECORD on the device under ZERO: the recording holds the live indices and the outputs are the live
+   * routing's (rows flagged by a NaN outside their selected experts get zero weights), as on the CPU.
+   */
+  @Test
+  void deviceRecordingUnderZeroKeepsTheLiveWeights() {
+    requireCudaBackend();
+    RouterConfig config = RouterConfig.builder(64, 4).scoreFunction(ScoreFunction.SIGMOID)
+        .nonFinite(NonFinitePolicy.ZERO).build();
+    int tokens = 200, k = 4;
+    Random rnd = new Random(64);
+    float[] f = randomLogits(rnd, tokens, 64, 2);
+    try (CudaMemory mem = new CudaMemory(); MoeRouter gpu = MoeRouter.create(config, Backend.CUDA);
+        MoeRouter cpu = MoeRouter.create(config, Backend.CPU)) {
+      ReplayRegistry reg = new ReplayRegistry();
+      RouterReplay layer = reg.addLayer(LayerKey.decoder(0), config);
+      layer.setAction(ReplayAction.RECORD);
+      long stream = mem.stream(), dRecord = mem.poisoned(4L * tokens * k);
+      layer.setRecordBufferDevice(dRecord, tokens);
+      long dIdx = mem.poisoned(4L * tokens * k), dW = mem.poisoned(4L * tokens * k), dFlags = mem.poisoned(tokens);
+      layer.routeDevice(gpu, mem.upload(f), LogitsType.FP32, tokens, dIdx, dW, dFlags, 0, stream);
+      CudaMemory.sync(stream);
+      gpu.checkReplay();
+      int[] ci = new int[tokens * k];
+      float[] cw = new float[tokens * k];
+      byte[] cf = new byte[tokens];
+      assertTrue(cpu.route(f, tokens, ci, cw, cf) > 0, "the inputs hold non-finite rows");
+      assertArrayEquals(ci, mem.ints(dRecord, tokens * k), "recorded indices");
+      assertArrayEquals(ci, mem.ints(dIdx, tokens * k), "output indices");
+      assertArrayEquals(cf, mem.bytes(dFlags, tokens), "row flags");
+      float[] gw = mem.floats(dW, tokens * k);
+      for (int i = 0; i < gw.length; i++) assertSameBits(cw[i], gw[i], "weight " + i);
+    }
+  }
+
   private static void requireCudaBackend() {
     Assumptions.assumeTrue(UNDER_TEST == Backend.CUDA, "device pointers need the CUDA backend (under test: " + UNDER_TEST + ")");
   }
