@@ -608,6 +608,18 @@ public final class RouterReplay {
    * {@link #routeDevice(MoeRouter, long, LogitsType, long, long, long, long, long)} that also writes the
    * per-row non-finite flags to {@code outNonfiniteRowFlags} (device uint8 [tokens], or 0), which the
    * backward of a {@link NonFinitePolicy#ZERO} router takes.
+   *
+   * @param router a CUDA router with this layer's E and top-k
+   * @param logits device address of [tokens, E] of {@code type}
+   * @param type the logits' element type
+   * @param tokens T; under a replay action it must equal the target's T
+   * @param outIdx device address of int32 [tokens, k]
+   * @param outWeights device address of float32 [tokens, k]
+   * @param outNonfiniteRowFlags device address of uint8 [tokens] (1 = the row had a non-finite logit), or 0
+   * @param nonfiniteRows device address of one int64 that receives the non-finite row count, or 0
+   * @param stream the {@code cudaStream_t} to enqueue on (0: the default stream)
+   * @throws ReplayStateException as {@link #routeDevice(MoeRouter, long, LogitsType, long, long, long, long, long)}
+   * @throws MoeRouterException as {@link #routeDevice(MoeRouter, long, LogitsType, long, long, long, long, long)}
    */
   public void routeDevice(MoeRouter router, long logits, LogitsType type, long tokens, long outIdx, long outWeights,
       long outNonfiniteRowFlags, long nonfiniteRows, long stream) {
