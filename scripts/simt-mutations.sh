@@ -6,15 +6,17 @@
 #
 #   scripts/simt-mutations.sh [ORDER...]      orders: forward reverse random:SEED (default: forward reverse)
 #
-# Environment: SIMT_MUTATION_SECTIONS (default "sweep,invalid,goldens,edges"; the goldens section runs
-# java/src/test/goldens and goldens_v2), KEEP_WORK=1 keeps the temporary tree.
+# Environment: SIMT_MUTATION_SECTIONS (default "sweep,invalid,goldens,edges,training"; the goldens section
+# runs java/src/test/goldens and goldens_v2), SIMT_MUTATION_FILTER (an extended regex: only the mutations
+# whose name matches), KEEP_WORK=1 keeps the temporary tree.
 # Exit status: 0 when every mutation was caught in at least one order, 1 otherwise, 2 on setup errors.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORDERS=("$@")
 ((${#ORDERS[@]})) || ORDERS=(forward reverse)
-SECTIONS="${SIMT_MUTATION_SECTIONS:-sweep,invalid,goldens,edges}"
+SECTIONS="${SIMT_MUTATION_SECTIONS:-sweep,invalid,goldens,edges,training}"
+FILTER="${SIMT_MUTATION_FILTER:-}"
 WORK="$(mktemp -d)"
 [[ "${KEEP_WORK:-0}" == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/src"
@@ -41,6 +43,17 @@ MUTATIONS=(
   "-1 rows: ARANGE rows routed live and LIVE rows replayed (routing kernel)|src/cuda/moe_route_kernel.cu|s/replay\[t \* k\] == -1 && p.minus_one_rows == MOE_MINUS_ONE_ARANGE/replay[t * k] == -1 \&\& p.minus_one_rows == MOE_MINUS_ONE_LIVE/"
   "-1 rows: LIVE rows replayed as 0..k-1 (replay kernel)|src/cuda/moe_replay_kernel.cu|s/if \(p.minus_one_rows == MOE_MINUS_ONE_ARANGE\) \{/if (p.minus_one_rows != MOE_MINUS_ONE_REJECT) {/"
   "-1 rows: rejected by the validation under LIVE and ARANGE|src/cuda/moe_replay_kernel.cu|s/if \(minus_one_ok && is_minus_one_row\(idx \+ t \* k, k\)\) continue;//"
+  "section 6, valid tokens: the padding mask ignored|src/cuda/moe_training_kernel.cu|s/bool v = !\(padding && padding\[t\]\);/bool v = true;/"
+  "section 6, idx counts: the valid mask ignored|src/cuda/moe_training_kernel.cu|s/if \(valid && !valid\[t\]\) continue;\n(\s*)for \(int j = 0; j < k; \+\+j\) atomicAdd/for (int j = 0; j < k; ++j) atomicAdd/"
+  "section 6, losses: ZERO rows with a non-finite logit stay valid|src/cuda/moe_training_kernel.cu|s/if \(v && a.zero\) v = row_finite\(ld, E\);//"
+  "section 6, losses: items merged in reverse order (same sums, other rounding)|src/cuda/moe_training_kernel.cu|s/for \(int64_t item = 0; item < s.items; \+\+item\) \{\n(\s*)p = __dadd_rn\(p, w.isum\[item \* E \+ i\]\);/for (int64_t item = s.items - 1; item >= 0; --item) {\n\1p = __dadd_rn(p, w.isum[item * E + i]);/"
+  "section 6, losses: z-loss gradient without its factor 2|src/cuda/moe_training_kernel.cu|s/__dmul_rn\(2.0, \(double\)a.z_coeff\)/(double)a.z_coeff/"
+  "section 6, losses: BS rows take the SB sequence in the gradient|src/cuda/moe_training_kernel.cu|s/a.layout == MOE_SEQ_BS \? t \/ s.seq_len : t % s.batch/t % s.batch/"
+  "section 6, drop position: cap + 1 entries kept|src/cuda/moe_dropping_kernel.cu|s/keep = p.pos\[n\] < a.cap;/keep = p.pos[n] <= a.cap;/"
+  "section 6, drop probs: non-routed tokens at prob 0 never above a routed 0|src/cuda/moe_dropping_kernel.cu|s/sk == zero_key \? t - p.pos\[n\] : 0/sk == zero_key ? 0 : 0/"
+  "section 6, drop probs pad: the routed zeros before a padding slot ignored|src/cuda/moe_dropping_kernel.cu|s/p.above\[e\] \+ zeros_before \+ nonrouted_before < a.cap/p.above[e] + nonrouted_before < a.cap/"
+  "section 6, drop: inclusive chunk bases in the counting sort|src/cuda/moe_dropping_kernel.cu|s/p.cc\[c \* a.experts \+ e\] = \(int32_t\)run;\n(\s*)run \+= v;/run += v;\n\1p.cc[c * a.experts + e] = (int32_t)run;/"
+  "section 6, drop: the call verdict ignored (invalid rows written)|src/cuda/moe_dropping_kernel.cu|s/return call_bad && \*call_bad != kNoBadRow;/return false;/"
 )
 
 build() {
@@ -64,6 +77,7 @@ echo "[mutations] unmodified: passes in ${ORDERS[*]}"
 missed=0
 for m in "${MUTATIONS[@]}"; do
   IFS='|' read -r name file expr <<<"$m"
+  [[ -z "$FILTER" || "$name" =~ $FILTER ]] || continue
   f="$WORK/src/native/$file"
   cp "$f" "$f.orig"
   perl -0pi -e "$expr" "$f"

@@ -172,11 +172,13 @@ struct Golden {
   std::vector<double> live_w, replay_w, live_grad, replay_grad;
   std::vector<uint8_t> live_rows, replay_rows;  // v2 ZERO cases: rows flagged non-finite
   int64_t error_row_live = -1, error_row_replay = -1;  // v2 ERROR cases
+  std::string dir;                                     // v2: section 6 files are read from here
+  std::map<std::string, std::string> kv;               // v2: config.json
 };
 
 // config.json keys. v1: the routing options it had. v2 adds every option of spec sections 1-5 and the
-// section 6 ones (padding, losses, dropping, bias update), which change none of the outputs read
-// here: those run on the CPU for every backend (moe_router.h, training extras), not in the kernels.
+// section 6 ones (padding, losses, dropping, bias update), which check_golden_section6 runs through the
+// device-pointer entry points (the bias update is the caller's arithmetic on the valid counts).
 const char* const kKnownKeys[] = {"name", "score", "topk", "E", "T", "bias", "groups", "group_topk", "scale",
                                   "pre_softmax", "seed", "dtype", "group_score", "normalize", "nonfinite",
                                   "expected_error_row_live", "expected_error_row_replay"};
@@ -201,6 +203,8 @@ bool load_golden(const std::string& dir, const std::string& name, Golden* g, std
   auto set = [&](const char* key) { return kv.count(key) && kv[key] != "null"; };
   auto text = [&](const char* key, const char* fallback) { return set(key) ? kv[key] : std::string(fallback); };
   g->name = name;
+  g->dir = dir;
+  g->kv = kv;
   g->v2 = kv.count("nonfinite") != 0;
   g->bf16 = kv["dtype"] == "bf16";
   g->T = atoll(kv["T"].c_str());
@@ -329,6 +333,135 @@ void check_golden(const Golden& g, int dtype, cudaStream_t stream) {
 }
 
 
+// Spec section 6 of a goldens_v2 case through the device-pointer entry points (check_training.cu checks
+// CUDA against the CPU bit for bit): valid tokens from the padding mask, the valid counts, each loss alone
+// (value, aux counts, gradient), the dropping after live routing and after replay, the final counts.
+// Where the dtype holds the inputs exactly: counts, maps and kept entries exact, floats 1e-5 norm-relative.
+void check_golden_section6(const Golden& g, int dtype, Routers& r, const std::vector<uint8_t>& logits,
+                           const uint8_t* d_logits, const Forward& live, const Forward& rep, bool exact,
+                           cudaStream_t stream) {
+  static const char* dn[] = {"f32", "bf16", "f16"};
+  const int64_t T = g.T;
+  const int E = g.cfg.E, k = g.cfg.k;
+  const std::string tag = g.name + " " + dn[dtype] + " golden section 6";
+  auto value = [&](const char* key) {
+    auto it = g.kv.find(key);
+    return it == g.kv.end() || it->second == "null" ? std::string() : it->second;
+  };
+  struct stat st;
+  auto exists = [&](const std::string& file) { return stat((g.dir + "/" + file).c_str(), &st) == 0; };
+  auto load = [&](const std::string& file, Npy* a) {
+    std::string err;
+    if (!read_npy(g.dir + "/" + file, a, &err)) {
+      failf("%s: %s", tag.c_str(), err.c_str());
+      return false;
+    }
+    return true;
+  };
+  auto expect_ints = [&](const std::string& what, const std::vector<int32_t>& got, const std::string& file) {
+    Npy a;
+    if (!exact || !load(file, &a)) return;
+    ++g_checks;
+    if (got != as<int32_t>(a)) failf("%s: %s differ from the golden", tag.c_str(), what.c_str());
+  };
+  auto expect_bytes = [&](const std::string& what, const std::vector<uint8_t>& got, const std::string& file) {
+    Npy a;
+    if (!exact || !load(file, &a)) return;
+    ++g_checks;
+    if (got != as<uint8_t>(a)) failf("%s: %s differ from the golden", tag.c_str(), what.c_str());
+  };
+  auto expect_floats = [&](const std::string& what, const std::vector<float>& got, const std::string& file) {
+    Npy a;
+    if (exact && load(file, &a)) compare_golden_norm(tag + " " + what, got, as<double>(a), kRel);
+  };
+  auto expect_scalar = [&](const std::string& what, double got, const std::string& file) {
+    Npy a;
+    if (!exact || !load(file, &a)) return;
+    const double want = as<double>(a)[0];
+    ++g_checks;
+    if (!(fabs(got - want) <= kRel * (fabs(want) > 1e-30 ? fabs(want) : 1e-30)))
+      failf("%s: %s %.9g, golden %.9g", tag.c_str(), what.c_str(), got, want);
+  };
+  std::vector<uint8_t> padding;
+  if (exists("padding_mask.npy")) {
+    Npy a;
+    if (!load("padding_mask.npy", &a)) return;
+    padding = as<uint8_t>(a);
+  }
+  const std::vector<uint8_t> valid = check_valid_tokens(r, tag, dtype, T, E, logits, d_logits, padding, stream);
+  const std::vector<int32_t> vcounts = check_counts(r, tag, T, k, E, live.idx, valid, stream);
+  if (exists("valid_tokens_per_expert.npy"))
+    expect_ints("valid tokens per expert", vcounts, "valid_tokens_per_expert.npy");
+  // each loss alone: the golden's gradients are per loss
+  const std::vector<float> zeros((size_t)T * E, 0.0f);
+  std::vector<double> G;
+  double Ng = 0.0;
+  if (exists("global_tokens_per_expert.npy")) {
+    Npy a;
+    if (!load("global_tokens_per_expert.npy", &a)) return;
+    G = as<double>(a);
+    if (!load("global_num_tokens.npy", &a)) return;
+    Ng = as<double>(a)[0];
+  }
+  const char* const names[] = {"aux", "seq_aux", "global_aux", "z"};
+  const char* const keys[] = {"aux_loss_coeff", "seq_aux_loss_coeff", "global_aux_loss_coeff", "z_loss_coeff"};
+  for (int which = 0; which < 4; ++which) {
+    const std::string coeff = value(keys[which]);
+    if (coeff.empty()) continue;
+    moe_loss_config c{};
+    const float f = (float)atof(coeff.c_str());
+    if (which == 0) c.aux_coeff = f;
+    if (which == 1) {
+      c.seq_aux_coeff = f;
+      c.seq_length = atoll(value("seq_length").c_str());
+      c.seq_layout = value("seq_layout") == "BS" ? MOE_SEQ_BS : MOE_SEQ_SB;
+    }
+    if (which == 2) {
+      if (G.empty()) {
+        failf("%s: global aux loss without global_tokens_per_expert.npy", tag.c_str());
+        continue;
+      }
+      c.global_aux_coeff = f;
+      c.global_tokens = G.data();
+      c.global_num_tokens = Ng;
+    }
+    if (which == 3) c.z_coeff = f;
+    const std::string n = names[which];
+    const LossResult lr = check_losses(r, tag + " " + n, dtype, T, E, logits, d_logits, valid, c, true, zeros, stream);
+    if (lr.status != MOE_OK) continue;
+    const double v = which == 0 ? lr.values.aux_loss : which == 1 ? lr.values.seq_aux_loss
+                     : which == 2 ? lr.values.global_aux_loss : lr.values.z_loss;
+    expect_scalar(n + " loss", v, n + "_loss.npy");
+    expect_floats(n + " loss gradient", lr.grad, n + "_grad_logits.npy");
+    if (which == 0 && exists("aux_tokens_per_expert.npy"))
+      expect_ints("aux tokens per expert", lr.counts, "aux_tokens_per_expert.npy");
+  }
+  // dropping after live routing and after replay; tokens_per_expert are the final map's column sums
+  std::vector<int32_t> final_counts = check_counts(r, tag + " (all rows)", T, k, E, live.idx, {}, stream);
+  const std::string cf = value("capacity_factor");
+  if (!cf.empty()) {
+    const int policy = value("drop_policy") == "position" ? MOE_DROP_POSITION : MOE_DROP_PROBS;
+    const int pad = value("pad_to_capacity") == "true";
+    for (int replay = 0; replay < 2; ++replay) {
+      const std::string p = replay ? "replay_drop_" : "live_drop_";
+      const DropResult d = check_drop(r, tag + " " + p, T, k, E, replay ? g.replay_idx : live.idx,
+                                      replay ? rep.dev_w : live.dev_w, atof(cf.c_str()), policy, pad, stream);
+      if (d.status != MOE_OK) continue;
+      expect_bytes(p + "routing map", d.map, p + "routing_map.npy");
+      expect_bytes(p + "kept", d.kept, p + "kept.npy");
+      expect_ints(p + "kept counts", d.kept_counts, p + "kept_counts.npy");
+      expect_floats(p + "routing probs", d.probs, p + "routing_probs.npy");
+      if (!replay) {
+        // the final counts through the device map form, over every row
+        std::vector<int32_t> cm((size_t)E, -1);
+        MK(moe_map_tokens_per_expert_device(r.cpu, d.map.data(), nullptr, T, cm.data(), nullptr));
+        final_counts = cm;
+      }
+    }
+  }
+  expect_ints("tokens per expert", final_counts, "tokens_per_expert.npy");
+}
+
 // One goldens_v2 case in one dtype: CUDA equals the CPU backend bit for bit (indices, weights, row
 // flags, gradients, rejections) on both paths (check_forward / check_backward), and where the dtype
 // holds the case's inputs exactly (fp32, and bf16 for bf16 cases) the device results match the
@@ -373,6 +506,7 @@ void check_golden_v2(const Golden& g, int dtype, cudaStream_t stream) {
                                         g.dw, live.flags, stream);
   const Backward brep = check_backward(r, tag + "backward(replay idx)", dtype, T, E, k, logits, d_logits.p,
                                        g.replay_idx, g.dw, rep.flags, stream);
+  check_golden_section6(g, dtype, r, logits, d_logits.p, live, rep, exact, stream);
   if (!exact) return;
   ++g_checks;
   if (live.dev_idx != g.live_idx) failf("%slive: indices differ from the golden", tag.c_str());

@@ -481,7 +481,41 @@ inline void check_case(const Config& c, int dtype, int64_t T, int mode, std::mt1
 }
 
 
+// Spec section 6 on the device-pointer entry points (check_training.cu): the CPU router's results, after
+// checking that the CUDA router's equal them bit for bit (a failure is counted, not returned).
+struct LossResult {
+  int status = MOE_OK;
+  moe_loss_values values{};
+  std::vector<int32_t> counts;
+  std::vector<float> scores, grad;
+  std::vector<uint8_t> map;
+};
+struct DropResult {
+  int status = MOE_OK;
+  std::vector<uint8_t> map, kept;
+  std::vector<float> probs;
+  std::vector<int32_t> kept_counts;
+  int64_t dropped = -1;
+};
+// v_t from padding (empty: none).
+std::vector<uint8_t> check_valid_tokens(Routers& r, const std::string& tag, int dtype, int64_t T, int E,
+                                        const std::vector<uint8_t>& logits, const uint8_t* d_logits,
+                                        const std::vector<uint8_t>& padding, cudaStream_t stream);
+// Counts of idx over the valid rows (empty: all), in the idx and the map form.
+std::vector<int32_t> check_counts(Routers& r, const std::string& tag, int64_t T, int k, int E,
+                                  const std::vector<int32_t>& idx, const std::vector<uint8_t>& valid,
+                                  cudaStream_t stream);
+// The losses of `config` (host G); outputs: the aux counts, scores and map too; grad0 (empty: no
+// gradient) is the gradient the call adds onto.
+LossResult check_losses(Routers& r, const std::string& tag, int dtype, int64_t T, int E,
+                        const std::vector<uint8_t>& logits, const uint8_t* d_logits, const std::vector<uint8_t>& valid,
+                        const moe_loss_config& config, bool outputs, const std::vector<float>& grad0,
+                        cudaStream_t stream);
+DropResult check_drop(Routers& r, const std::string& tag, int64_t T, int k, int E, const std::vector<int32_t>& idx,
+                      const std::vector<float>& w, double cf, int policy, int pad, cudaStream_t stream);
+
 // Sections in other files (each counts its checks and failures in the globals above).
+void run_training(cudaStream_t stream, bool quick);
 void run_goldens(const std::vector<std::string>& dirs, cudaStream_t stream);
 void run_edges(cudaStream_t stream, bool quick);
 void run_concurrency(bool quick);

@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
     else {
       fprintf(stderr,
               "usage: %s [--quick] [--seed N] [--verbose] [--goldens DIR]... [--only SECTION,...]\n"
-              "sections: sweep, invalid, graph, agreement, goldens, edges, concurrency\n",
+              "sections: sweep, invalid, graph, agreement, goldens, edges, concurrency, training\n",
               argv[0]);
       return 2;
     }
@@ -429,6 +429,7 @@ int main(int argc, char** argv) {
   if (run("goldens") && !goldens.empty()) run_goldens(goldens, stream);
   if (run("edges")) run_edges(stream, quick);
   if (run("concurrency")) run_concurrency(quick);
+  if (run("training")) run_training(stream, quick);
   CK(cudaStreamDestroy(stream));
   CK(cudaDeviceSynchronize());
 #ifdef MOE_SIMT

@@ -175,7 +175,8 @@ int moe_router_check_replay(moe_router* router, int64_t* bad_row, int* reason);
 int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts, int32_t* counts);
 
 /*
- * Training extras (spec section 6). Host memory; any router (a CUDA router runs them on the CPU).
+ * Training extras (spec section 6). Host memory; any router (a CUDA router runs them on the CPU; the
+ * device-pointer forms of the section-6 calls follow moe_drop_tokens_host).
  *
  * Dense views of a selection idx [tokens, k] (rows must hold distinct experts in range), each
  * output optional: map [tokens, E] bytes (1 where selected), map_bits [tokens, ceil(E / 64)]
@@ -285,6 +286,47 @@ int moe_losses_host(moe_router* router, const void* logits, int dtype, int64_t t
 int moe_drop_tokens_host(moe_router* router, const int32_t* idx, const float* w, int64_t tokens,
                          double capacity_factor, int policy, int pad_to_capacity, uint8_t* out_map, float* out_probs,
                          uint8_t* out_kept, int32_t* out_kept_counts, int64_t* out_dropped);
+
+/*
+ * Device-pointer forms of the section-6 calls (the moe_route convention): a CUDA router takes device
+ * pointers and enqueues on `stream` (a cudaStream_t) without synchronising; a CPU router runs the host
+ * calls above on host pointers (stream ignored). Every argument that the host can see is checked before
+ * anything is enqueued (the host calls' rules and texts). Indices are checked on the device, as in
+ * moe_route_backward: a call with an invalid row writes nothing and moe_router_check_replay reports it
+ * (CPU routers: synchronously). No call allocates: the losses and the dropping take a caller-owned
+ * device workspace of at least the bytes the *_workspace_size query gives (0 for a CPU router; 16-byte
+ * aligned). Results are those of the host calls bit for bit (docs/cuda-training.md).
+ */
+/* moe_valid_tokens_host on the device: out_valid [tokens] bytes; out_count (optional) a device int64. */
+int moe_valid_tokens(moe_router* router, const void* logits, int dtype, int64_t tokens, const uint8_t* padding_mask,
+                     uint8_t* out_valid, int64_t* out_count, void* stream);
+/* moe_tokens_per_expert_valid on the device, k and E from the router: idx [tokens, k], valid [tokens] or
+ * NULL, counts [E] int32 overwritten. */
+int moe_tokens_per_expert_device(moe_router* router, const int32_t* idx, const uint8_t* valid, int64_t tokens,
+                                 int32_t* counts, void* stream);
+/* moe_map_tokens_per_expert on the device, E from the router: map [tokens, E], counts [E] overwritten. */
+int moe_map_tokens_per_expert_device(moe_router* router, const uint8_t* map, const uint8_t* valid, int64_t tokens,
+                                     int32_t* counts, void* stream);
+/* Workspace bytes of moe_losses for `tokens` rows and `config` (its coefficients and seq_length), with
+ * aux_outputs != 0 when the call asks for out_aux_counts, out_aux_scores or out_aux_map. */
+int moe_losses_workspace_size(moe_router* router, int64_t tokens, const moe_loss_config* config, int aux_outputs,
+                              int64_t* out_bytes);
+/*
+ * moe_losses_host on the device: out is a device moe_loss_values; outputs and grad_logits as there, in
+ * device memory. config is host memory; config->global_tokens (G [E] doubles) is DEVICE memory on a CUDA
+ * router and is not read by the host, so its values are not checked there (finite and >= 0 is the
+ * caller's to keep; a CPU router checks them as moe_losses_host does).
+ */
+int moe_losses(moe_router* router, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+               const moe_loss_config* config, moe_loss_values* out, int32_t* out_aux_counts, float* out_aux_scores,
+               uint8_t* out_aux_map, float* grad_logits, void* workspace, int64_t workspace_bytes, void* stream);
+/* Workspace bytes of moe_drop_tokens for `tokens` rows and `policy`. */
+int moe_drop_tokens_workspace_size(moe_router* router, int64_t tokens, int policy, int64_t* out_bytes);
+/* moe_drop_tokens_host on the device: every pointer device memory, out_dropped (optional) a device int64. */
+int moe_drop_tokens(moe_router* router, const int32_t* idx, const float* w, int64_t tokens, double capacity_factor,
+                    int policy, int pad_to_capacity, uint8_t* out_map, float* out_probs, uint8_t* out_kept,
+                    int32_t* out_kept_counts, int64_t* out_dropped, void* workspace, int64_t workspace_bytes,
+                    void* stream);
 
 /*
  * Routing agreement of two selections a, b over `rows` rows of k experts (row r starts at

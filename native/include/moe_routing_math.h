@@ -338,6 +338,13 @@ MOE_HD RowSoftmax row_softmax(const Load& load, int experts) {
   return s;
 }
 
+// logsumexp of a row from its canonical softmax statistics (the z-loss, spec section 6): log_det is the
+// same on every backend (libm log is not), and the sum is >= 1 for a finite row (its max contributes
+// exp(0)). NaN otherwise.
+MOE_HD float row_logsumexp(const RowSoftmax& sm) {
+  return is_finite(sm.sum) ? add_rn(sm.max, log_det(sm.sum)) : sub_rn(sm.sum, sm.sum);
+}
+
 // Routing score R of one expert (spec section 1): what group scores use; the ranking key is R
 // with a bias and the logit without (Params::rank_by_logit).
 MOE_HD float routing_score(const Params& p, float logit, int expert, const RowSoftmax& sm) {

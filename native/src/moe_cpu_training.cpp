@@ -83,9 +83,8 @@ bool row_valid(const LossCtx& x, int64_t t, const FloatRow& load) {
   return true;
 }
 
-// logsumexp in float from the canonical softmax statistics: log_det is deterministic on every backend
-// (libm log is not), and the sum is >= 1 for a finite row (its max contributes exp(0)). NaN otherwise.
-float row_lse(const RowSoftmax& sm) { return is_finite(sm.sum) ? sm.max + log_det(sm.sum) : sm.sum - sm.sum; }
+// logsumexp from the canonical softmax statistics (moe_routing_math.h, shared with the CUDA kernels).
+float row_lse(const RowSoftmax& sm) { return row_logsumexp(sm); }
 
 // Aux scores A of one row into a: aux_scores_row of moe_routing_math.h (JavaRouting.Kernel.auxScoresRow),
 // the same operations in the same order, in loops that vectorise. Keeps what the gradient and the z-loss

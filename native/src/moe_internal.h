@@ -93,6 +93,21 @@ int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, 
 int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                        const float* grad_w, const uint8_t* flags, float* grad_logits);
 int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason);
+// Spec section 6 on device pointers (arguments checked; moe_api_training.cpp). Workspaces: the sizes below.
+int cuda_valid_tokens(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* padding,
+                      uint8_t* out_valid, int64_t* out_count, void* stream);
+// idx [tokens, k] (validated on the device) or map [tokens, E].
+int cuda_tokens_per_expert(moe_router* r, const int32_t* idx, const uint8_t* map, const uint8_t* valid,
+                           int64_t tokens, int32_t* counts, void* stream);
+int cuda_losses(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+                const moe_loss_config& config, moe_loss_values* out, int32_t* out_counts, float* out_scores,
+                uint8_t* out_map, float* grad, void* workspace, void* stream);
+int cuda_drop_tokens(moe_router* r, const int32_t* idx, const float* w, int64_t tokens, int64_t cap, int policy,
+                     int pad, uint8_t* out_map, float* out_probs, uint8_t* out_kept, int32_t* out_kept_counts,
+                     int64_t* out_dropped, void* workspace, void* stream);
+int64_t cuda_losses_workspace(const moe_loss_config& config, int64_t tokens, int experts, bool aux_outputs);
+int64_t cuda_drop_workspace(int64_t tokens, int k, int experts, int policy);
+
 int cuda_malloc(int device, int64_t bytes, void** out);
 int cuda_free(void* ptr);
 int cuda_memcpy(void* dst, const void* src, int64_t bytes);

@@ -29,6 +29,7 @@
 #include <new>
 
 #include "moe_cuda_common.cuh"
+#include "moe_training.cuh"
 
 namespace moe {
 namespace {
@@ -563,6 +564,109 @@ int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
     return fail(MOE_ERR_INVALID_REPLAY, "row %lld: an expert index is out of range [0, %d) (rejected on the device)",
                 (long long)row, E);
   return fail(MOE_ERR_INVALID_REPLAY, "row %lld: an expert appears twice (rejected on the device)", (long long)row);
+}
+
+// ------------------------------------------------------------------- spec section 6 (device pointers)
+// Arguments were checked by moe_api_training.cpp. Calls that read indices are validated on the device
+// (a verdict slot, as moe_route_backward); the others still take a ring slot, so that destroy and
+// set_bias wait for them like for every other call.
+namespace {
+
+template <typename Enqueue>
+int section6_call(moe_router* r, void* stream, bool validated, const Enqueue& enqueue) {
+  CudaState* s = r->cuda;
+  if (!s) return no_state();
+  ErrorStateScope errors;
+  DeviceScope scope(s->device);
+  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  std::lock_guard<std::mutex> lock(s->enqueue_mu);
+  Call call;
+  int rc = begin_call(s, st, validated, &call);
+  if (rc != MOE_OK) return rc;
+  return end_call(s, st, call, enqueue(s, st, validated ? call.verdict : nullptr));
+}
+
+int validate_idx(CudaState* s, const int32_t* idx, int64_t tokens, unsigned long long* verdict, cudaStream_t st) {
+  MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, s->dparams.k, s->dparams.experts, false, verdict,
+                                    &s->d_words[CudaState::kErrorWord], s->sm_count, st),
+               "index validation launch");
+  return MOE_OK;
+}
+
+}  // namespace
+
+int cuda_valid_tokens(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* padding,
+                      uint8_t* out_valid, int64_t* out_count, void* stream) {
+  return section6_call(r, stream, false, [&](CudaState* s, cudaStream_t st, unsigned long long*) {
+    MOE_CUDA_TRY(launch_valid_tokens(s->dparams, logits, dtype, tokens, padding, out_valid,
+                                     reinterpret_cast<unsigned long long*>(out_count), s->sm_count, st),
+                 "valid tokens launch");
+    return (int)MOE_OK;
+  });
+}
+
+int cuda_tokens_per_expert(moe_router* r, const int32_t* idx, const uint8_t* map, const uint8_t* valid,
+                           int64_t tokens, int32_t* counts, void* stream) {
+  return section6_call(r, stream, idx != nullptr, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
+    if (idx) {
+      int rc = validate_idx(s, idx, tokens, verdict, st);
+      if (rc != MOE_OK) return rc;
+    }
+    MOE_CUDA_TRY(launch_tokens_per_expert(idx, map, valid, tokens, s->dparams.k, s->dparams.experts, counts, verdict,
+                                          s->sm_count, st),
+                 "tokens per expert launch");
+    return (int)MOE_OK;
+  });
+}
+
+int cuda_losses(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+                const moe_loss_config& c, moe_loss_values* out, int32_t* out_counts, float* out_scores,
+                uint8_t* out_map, float* grad, void* workspace, void* stream) {
+  const Params& p = r->params;
+  const LossShape shape = loss_shape(c, tokens, p.experts, out_counts || out_scores || out_map);
+  LossArgs a{};
+  a.score_fn = p.score_fn;
+  a.experts = p.experts;
+  a.k = p.k;
+  a.dtype = dtype;
+  a.layout = shape.seq ? c.seq_layout : MOE_SEQ_BS;  // without the sequence loss: one sequence, t = position
+  a.zero = p.nonfinite == MOE_NONFINITE_ZERO;
+  a.aux_coeff = c.aux_coeff;
+  a.seq_coeff = c.seq_aux_coeff;
+  a.glob_coeff = c.global_aux_coeff;
+  a.z_coeff = c.z_coeff;
+  a.global_tokens = c.global_aux_coeff != 0.0f ? c.global_tokens : nullptr;
+  a.global_num_tokens = c.global_num_tokens;
+  return section6_call(r, stream, false, [&](CudaState* s, cudaStream_t st, unsigned long long*) {
+    MOE_CUDA_TRY(launch_losses(a, shape, logits, valid, out, out_counts, out_scores, out_map, grad,
+                               static_cast<char*>(workspace), s->sm_count, st),
+                 "losses launch");
+    return (int)MOE_OK;
+  });
+}
+
+int cuda_drop_tokens(moe_router* r, const int32_t* idx, const float* w, int64_t tokens, int64_t cap, int policy,
+                     int pad, uint8_t* out_map, float* out_probs, uint8_t* out_kept, int32_t* out_kept_counts,
+                     int64_t* out_dropped, void* workspace, void* stream) {
+  return section6_call(r, stream, true, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
+    int rc = validate_idx(s, idx, tokens, verdict, st);
+    if (rc != MOE_OK) return rc;
+    MOE_CUDA_TRY(launch_drop_tokens(idx, w, tokens, s->dparams.k, s->dparams.experts, cap, policy, pad != 0, out_map,
+                                    out_probs, out_kept, out_kept_counts,
+                                    reinterpret_cast<unsigned long long*>(out_dropped),
+                                    static_cast<char*>(workspace), verdict, s->sm_count, st),
+                 "token dropping launch");
+    return (int)MOE_OK;
+  });
+}
+
+int64_t cuda_losses_workspace(const moe_loss_config& c, int64_t tokens, int experts, bool aux_outputs) {
+  return (int64_t)loss_layout(loss_shape(c, tokens, experts, aux_outputs)).total;
+}
+
+int64_t cuda_drop_workspace(int64_t tokens, int k, int experts, int policy) {
+  return (int64_t)drop_layout(tokens, k, experts, policy).total;
 }
 
 int cuda_malloc(int device, int64_t bytes, void** out) {
