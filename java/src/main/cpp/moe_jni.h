@@ -247,6 +247,73 @@ static inline int64_t moe_jni_drop_tokens(int64_t h, const int32_t* idx, const f
   return st == MOE_OK ? dropped : -(int64_t)st;
 }
 
+// Spec section 6 on device pointers (CUDA routers; CPU routers run the host calls on these addresses).
+static inline int moe_jni_valid_tokens_device(int64_t h, const void* logits, int dtype, int64_t tokens,
+                                              const uint8_t* padding, uint8_t* out_valid, int64_t* out_count,
+                                              void* stream) {
+  return moe_valid_tokens((moe_router*)(intptr_t)h, logits, dtype, tokens, padding, out_valid, out_count, stream);
+}
+
+// map == 0: counts of idx [tokens, k]; else column sums of map [tokens, E].
+static inline int moe_jni_tokens_per_expert_device(int64_t h, const int32_t* idx, const uint8_t* map,
+                                                   const uint8_t* valid, int64_t tokens, int32_t* counts,
+                                                   void* stream) {
+  moe_router* r = (moe_router*)(intptr_t)h;
+  return map ? moe_map_tokens_per_expert_device(r, map, valid, tokens, counts, stream)
+             : moe_tokens_per_expert_device(r, idx, valid, tokens, counts, stream);
+}
+
+static inline void moe_jni_loss_config(moe_loss_config* c, float aux, float seq_aux, float global_aux, float z,
+                                       int64_t seq_length, int seq_layout, const double* global_tokens,
+                                       double global_num_tokens) {
+  memset(c, 0, sizeof *c);
+  c->aux_coeff = aux;
+  c->seq_aux_coeff = seq_aux;
+  c->global_aux_coeff = global_aux;
+  c->z_coeff = z;
+  c->seq_length = seq_length;
+  c->seq_layout = seq_layout;
+  c->global_tokens = global_tokens;
+  c->global_num_tokens = global_num_tokens;
+}
+
+// Workspace bytes >= 0, or -status. kind 0: losses (aux_outputs != 0 with the aux outputs); kind 1: dropping.
+static inline int64_t moe_jni_workspace_bytes(int64_t h, int kind, int64_t tokens, float aux, float seq_aux,
+                                              float global_aux, float z, int64_t seq_length, int seq_layout,
+                                              int aux_outputs, int policy) {
+  int64_t bytes = 0;
+  int st;
+  if (kind == 0) {
+    moe_loss_config c;
+    moe_jni_loss_config(&c, aux, seq_aux, global_aux, z, seq_length, seq_layout, 0, 0.0);
+    st = moe_losses_workspace_size((moe_router*)(intptr_t)h, tokens, &c, aux_outputs, &bytes);
+  } else {
+    st = moe_drop_tokens_workspace_size((moe_router*)(intptr_t)h, tokens, policy, &bytes);
+  }
+  return st == MOE_OK ? bytes : -(int64_t)st;
+}
+
+// out_values: a device moe_loss_values (aux, seq aux, global aux, z as doubles, then N as an int64).
+static inline int moe_jni_losses_device(int64_t h, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
+                                        float aux, float seq_aux, float global_aux, float z, int64_t seq_length,
+                                        int seq_layout, const double* global_tokens, double global_num_tokens,
+                                        void* out_values, int32_t* out_counts, float* out_scores, uint8_t* out_map,
+                                        float* grad, void* workspace, int64_t workspace_bytes, void* stream) {
+  moe_loss_config c;
+  moe_jni_loss_config(&c, aux, seq_aux, global_aux, z, seq_length, seq_layout, global_tokens, global_num_tokens);
+  return moe_losses((moe_router*)(intptr_t)h, logits, dtype, tokens, valid, &c, (moe_loss_values*)out_values,
+                    out_counts, out_scores, out_map, grad, workspace, workspace_bytes, stream);
+}
+
+static inline int moe_jni_drop_tokens_device(int64_t h, const int32_t* idx, const float* w, int64_t tokens,
+                                             double capacity_factor, int policy, int pad, uint8_t* out_map,
+                                             float* out_probs, uint8_t* out_kept, int32_t* out_kept_counts,
+                                             int64_t* out_dropped, void* workspace, int64_t workspace_bytes,
+                                             void* stream) {
+  return moe_drop_tokens((moe_router*)(intptr_t)h, idx, w, tokens, capacity_factor, policy, pad, out_map, out_probs,
+                         out_kept, out_kept_counts, out_dropped, workspace, workspace_bytes, stream);
+}
+
 // Test hook (FpEnvTest): spec section 6 from a thread with FTZ (mode & 1) and/or DAZ (mode & 2) set. op 0:
 // moe_losses_host with the aux loss and the z-loss (coefficients aux, z), values into out_values [5]; op 1:
 // moe_drop_tokens_host (probs policy, capacity factor cf). Returns the status as moe_jni_test_fpenv_call does.

@@ -794,6 +794,230 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
+  // ------------------------------------------------------------------ section 6 on device pointers
+
+  /**
+   * CUDA only: {@link #validTokens(float[], int, byte[], byte[])} over device pointers, enqueued on
+   * {@code stream} (a cudaStream_t; 0 for the default stream) without synchronising.
+   *
+   * @param logits device logits [tokens, E] of {@code type}; read only under {@link NonFinitePolicy#ZERO}
+   *     (may be 0 otherwise)
+   * @param type the logits' element type
+   * @param tokens rows
+   * @param paddingMask device uint8 [tokens], 1 = padding (Megatron's convention), or 0 for none
+   * @param outValid device uint8 [tokens]: 1 where the row is valid
+   * @param outCount device int64 receiving N, the valid rows, or 0
+   * @param stream the cudaStream_t to enqueue on
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final void validTokensDevice(long logits, LogitsType type, long tokens, long paddingMask, long outValid,
+      long outCount, long stream) {
+    acquire("validTokensDevice");
+    try {
+      Objects.requireNonNull(type, "type");
+      checkDeviceTokens(tokens);
+      validTokensDeviceImpl(logits, type, tokens, paddingMask, outValid, outCount, stream);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * CUDA only: tokens per expert over the valid rows of a selection, over device pointers, on {@code stream}
+   * without synchronising ({@link #tokensPerExpert(int[], int, byte[], int[])}). Rows must hold k distinct
+   * experts in range: an invalid row is rejected on the device (nothing written) and reported by the next
+   * {@link #checkReplay()}.
+   *
+   * @param idx device int32 [tokens, k]
+   * @param validRows device uint8 [tokens] ({@link #validTokensDevice}), or 0 for every row
+   * @param tokens rows
+   * @param outCounts device int32 [E], overwritten
+   * @param stream the cudaStream_t to enqueue on
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final void tokensPerExpertDevice(long idx, long validRows, long tokens, long outCounts, long stream) {
+    acquire("tokensPerExpertDevice");
+    try {
+      checkDeviceTokens(tokens);
+      tokensPerExpertDeviceImpl(idx, 0L, validRows, tokens, outCounts, stream);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * CUDA only: column sums of a routing map (the final map of {@link #dropTokensDevice}) over the valid
+   * rows, over device pointers, on {@code stream} without synchronising
+   * ({@link #tokensPerExpert(byte[], int, byte[], int[])}).
+   *
+   * @param map device uint8 [tokens, E], nonzero where routed
+   * @param validRows device uint8 [tokens], or 0 for every row
+   * @param tokens rows
+   * @param outCounts device int32 [E], overwritten
+   * @param stream the cudaStream_t to enqueue on
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final void tokensPerExpertMapDevice(long map, long validRows, long tokens, long outCounts, long stream) {
+    acquire("tokensPerExpertMapDevice");
+    try {
+      checkDeviceTokens(tokens);
+      if (tokens > 0 && map == 0) throw invalid("map must not be 0");
+      tokensPerExpertDeviceImpl(0L, map, validRows, tokens, outCounts, stream);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * CUDA only: the device workspace {@link #lossesDevice} needs for {@code tokens} rows and {@code losses}.
+   *
+   * @param tokens rows
+   * @param losses the losses the call computes
+   * @param auxOutputs whether the call asks for the aux counts, scores or map
+   * @return bytes (allocate them 16-byte aligned; cudaMalloc is)
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final long lossesWorkspaceBytes(long tokens, LossConfig losses, boolean auxOutputs) {
+    acquire("lossesWorkspaceBytes");
+    try {
+      Objects.requireNonNull(losses, "losses");
+      checkDeviceTokens(tokens);
+      return workspaceBytesImpl(0, tokens, losses, auxOutputs, DropPolicy.PROBS);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * CUDA only: {@link #losses(float[], int, byte[], LossConfig, double[], double, float[], LossValues)} over
+   * device pointers, on {@code stream} without synchronising, the same values and gradients bit for bit.
+   * {@code outValues} receives the C struct moe_loss_values: the aux, seq aux, global aux and z losses as
+   * four doubles, then N as an int64 (40 bytes). G is not read by the host, so its values are not checked:
+   * keep them finite and {@code >= 0}.
+   *
+   * @param logits device logits [tokens, E] of {@code type}
+   * @param type the logits' element type
+   * @param tokens rows
+   * @param validRows device uint8 [tokens], or 0 for every row
+   * @param losses the losses to compute (coefficient 0 = off)
+   * @param globalTokensPerExpert device float64 G [E] (read with the global aux loss only, else may be 0)
+   * @param globalNumTokens Ng
+   * @param outValues device moe_loss_values (40 bytes)
+   * @param outAuxCounts device int32 [E] (the aux map's counts over valid rows), or 0
+   * @param outAuxScores device float [tokens, E] (aux scores, 0 on invalid rows), or 0
+   * @param outAuxMap device uint8 [tokens, E] (the plain top-k map, 0 on invalid rows), or 0
+   * @param gradLogits device float [tokens, E] the gradient is ADDED to, or 0
+   * @param workspace device memory of {@link #lossesWorkspaceBytes} bytes, 16-byte aligned
+   * @param workspaceBytes its size
+   * @param stream the cudaStream_t to enqueue on
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final void lossesDevice(long logits, LogitsType type, long tokens, long validRows, LossConfig losses,
+      long globalTokensPerExpert, double globalNumTokens, long outValues, long outAuxCounts, long outAuxScores,
+      long outAuxMap, long gradLogits, long workspace, long workspaceBytes, long stream) {
+    acquire("lossesDevice");
+    try {
+      Objects.requireNonNull(type, "type");
+      Objects.requireNonNull(losses, "losses");
+      checkDeviceTokens(tokens);
+      if (losses.globalAuxCoeff() > 0f) {
+        if (globalTokensPerExpert == 0) throw invalid("global aux loss needs the global tokens per expert (G [experts])");
+        if (!(globalNumTokens >= 0) || !Double.isFinite(globalNumTokens))
+          throw invalid("global num tokens must be finite and >= 0, got " + RouterConfig.Builder.gFormat(globalNumTokens));
+      }
+      lossesDeviceImpl(logits, type, tokens, validRows, losses, globalTokensPerExpert, globalNumTokens, outValues,
+          outAuxCounts, outAuxScores, outAuxMap, gradLogits, workspace, workspaceBytes, stream);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * CUDA only: the device workspace {@link #dropTokensDevice} needs.
+   *
+   * @param tokens rows
+   * @param policy the drop policy of the call
+   * @return bytes (allocate them 16-byte aligned; cudaMalloc is)
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final long dropTokensWorkspaceBytes(long tokens, DropPolicy policy) {
+    acquire("dropTokensWorkspaceBytes");
+    try {
+      Objects.requireNonNull(policy, "policy");
+      checkDeviceTokens(tokens);
+      return workspaceBytesImpl(1, tokens, null, false, policy);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * CUDA only: {@link #dropTokens(TokenDropping, int[], float[], int, byte[], float[], byte[], int[])} over
+   * device pointers, on {@code stream} without synchronising, the same decisions. Rows must hold k distinct
+   * experts in range: an invalid row is rejected on the device (nothing written) and reported by the next
+   * {@link #checkReplay()}.
+   *
+   * @param drop capacity factor, policy and padding
+   * @param idx device int32 [tokens, k]
+   * @param weights device float [tokens, k] (the routing weights, scale included); may be 0 for the position
+   *     policy without {@code outProbs}
+   * @param tokens rows
+   * @param outMap device uint8 [tokens, E] the final map, or 0
+   * @param outProbs device float [tokens, E] the weights on the final map, or 0
+   * @param outKept device uint8 [tokens, k] 1 where the entry is kept, or 0
+   * @param outKeptCounts device int32 [E] routed entries kept, or 0
+   * @param outDropped device int64 receiving the routed entries dropped, or 0
+   * @param workspace device memory of {@link #dropTokensWorkspaceBytes} bytes, 16-byte aligned
+   * @param workspaceBytes its size
+   * @param stream the cudaStream_t to enqueue on
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a JAVA or CPU router, or an argument error
+   */
+  public final void dropTokensDevice(TokenDropping drop, long idx, long weights, long tokens, long outMap,
+      long outProbs, long outKept, long outKeptCounts, long outDropped, long workspace, long workspaceBytes,
+      long stream) {
+    acquire("dropTokensDevice");
+    try {
+      Objects.requireNonNull(drop, "drop");
+      checkDeviceTokens(tokens);
+      dropTokensDeviceImpl(drop, idx, weights, tokens, outMap, outProbs, outKept, outKeptCounts, outDropped,
+          workspace, workspaceBytes, stream);
+    } finally {
+      release();
+    }
+  }
+
+  private static void checkDeviceTokens(long tokens) {
+    if (tokens < 0) throw invalid("tokens must be >= 0, got " + tokens);
+  }
+
+  private MoeRouterException noDevice() {
+    return new MoeRouterException(Status.UNSUPPORTED, "device pointers need the CUDA backend (this router: " + backend + ")");
+  }
+
+  void validTokensDeviceImpl(long logits, LogitsType type, long tokens, long padding, long outValid, long outCount,
+      long stream) {
+    throw noDevice();
+  }
+
+  void tokensPerExpertDeviceImpl(long idx, long map, long valid, long tokens, long outCounts, long stream) {
+    throw noDevice();
+  }
+
+  long workspaceBytesImpl(int kind, long tokens, LossConfig losses, boolean auxOutputs, DropPolicy policy) {
+    throw noDevice();
+  }
+
+  void lossesDeviceImpl(long logits, LogitsType type, long tokens, long valid, LossConfig losses, long global,
+      double globalNumTokens, long outValues, long outCounts, long outScores, long outMap, long grad, long workspace,
+      long workspaceBytes, long stream) {
+    throw noDevice();
+  }
+
+  void dropTokensDeviceImpl(TokenDropping drop, long idx, long weights, long tokens, long outMap, long outProbs,
+      long outKept, long outKeptCounts, long outDropped, long workspace, long workspaceBytes, long stream) {
+    throw noDevice();
+  }
+
   // Section 6 hooks: the Java reference here, native routers override (CUDA ones run them on the host).
   long validTokensArrays(float[] f32, short[] half, LogitsType type, int tokens, byte[] padding, byte[] out) {
     return JavaTraining.validTokens(config, f32, half, type, tokens, padding, out);

@@ -154,6 +154,58 @@ final class NativeRouter extends MoeRouter {
   }
 
   @Override
+  void validTokensDeviceImpl(long logits, LogitsType type, long tokens, long padding, long outValid, long outCount,
+      long stream) {
+    if (backend != Backend.CUDA) super.validTokensDeviceImpl(logits, type, tokens, padding, outValid, outCount, stream);
+    int st = RouterNative.moe_jni_valid_tokens_device(handle, logits, type.code, tokens, padding, outValid, outCount,
+        stream);
+    if (st != 0) throw RouterNative.error(st, "validTokensDevice");
+  }
+
+  @Override
+  void tokensPerExpertDeviceImpl(long idx, long map, long valid, long tokens, long outCounts, long stream) {
+    if (backend != Backend.CUDA) super.tokensPerExpertDeviceImpl(idx, map, valid, tokens, outCounts, stream);
+    int st = RouterNative.moe_jni_tokens_per_expert_device(handle, idx, map, valid, tokens, outCounts, stream);
+    if (st != 0) throw RouterNative.error(st, map != 0 ? "tokensPerExpertMapDevice" : "tokensPerExpertDevice");
+  }
+
+  @Override
+  long workspaceBytesImpl(int kind, long tokens, LossConfig c, boolean auxOutputs, DropPolicy policy) {
+    if (backend != Backend.CUDA) return super.workspaceBytesImpl(kind, tokens, c, auxOutputs, policy);
+    long r = kind == 0
+        ? RouterNative.moe_jni_workspace_bytes(handle, 0, tokens, c.auxCoeff(), c.seqAuxCoeff(), c.globalAuxCoeff(),
+            c.zCoeff(), c.seqLength(), c.seqLayout().code, auxOutputs ? 1 : 0, 0)
+        : RouterNative.moe_jni_workspace_bytes(handle, 1, tokens, 0f, 0f, 0f, 0f, 0, 0, 0, policy.code);
+    if (r < 0) throw RouterNative.error((int) -r, kind == 0 ? "lossesWorkspaceBytes" : "dropTokensWorkspaceBytes");
+    return r;
+  }
+
+  @Override
+  void lossesDeviceImpl(long logits, LogitsType type, long tokens, long valid, LossConfig c, long global,
+      double globalNumTokens, long outValues, long outCounts, long outScores, long outMap, long grad, long workspace,
+      long workspaceBytes, long stream) {
+    if (backend != Backend.CUDA)
+      super.lossesDeviceImpl(logits, type, tokens, valid, c, global, globalNumTokens, outValues, outCounts, outScores,
+          outMap, grad, workspace, workspaceBytes, stream);
+    int st = RouterNative.moe_jni_losses_device(handle, logits, type.code, tokens, valid, c.auxCoeff(), c.seqAuxCoeff(),
+        c.globalAuxCoeff(), c.zCoeff(), c.seqLength(), c.seqLayout().code, global, globalNumTokens, outValues,
+        outCounts, outScores, outMap, grad, workspace, workspaceBytes, stream);
+    if (st != 0) throw RouterNative.error(st, "lossesDevice");
+  }
+
+  @Override
+  void dropTokensDeviceImpl(TokenDropping drop, long idx, long weights, long tokens, long outMap, long outProbs,
+      long outKept, long outKeptCounts, long outDropped, long workspace, long workspaceBytes, long stream) {
+    if (backend != Backend.CUDA)
+      super.dropTokensDeviceImpl(drop, idx, weights, tokens, outMap, outProbs, outKept, outKeptCounts, outDropped,
+          workspace, workspaceBytes, stream);
+    int st = RouterNative.moe_jni_drop_tokens_device(handle, idx, weights, tokens, drop.capacityFactor(),
+        drop.policy().code, drop.padToCapacity() ? 1 : 0, outMap, outProbs, outKept, outKeptCounts, outDropped,
+        workspace, workspaceBytes, stream);
+    if (st != 0) throw RouterNative.error(st, "dropTokensDevice");
+  }
+
+  @Override
   boolean nativeHelpers() {
     return true;
   }

@@ -199,6 +199,33 @@ final class RouterNative {
       @Cast("uint8_t*") byte[] outMap, float[] outProbs, @Cast("uint8_t*") byte[] outKept,
       @Cast("int32_t*") int[] outKeptCounts);
 
+  // ---- spec section 6, device memory (CUDA router; a CPU router reads these as host addresses) ----
+  @NoException static native int moe_jni_valid_tokens_device(long handle, @Cast("const void*") long logits, int dtype,
+      long tokens, @Cast("const uint8_t*") long padding, @Cast("uint8_t*") long outValid,
+      @Cast("int64_t*") long outCount, @Cast("void*") long stream);
+
+  /** map 0: counts of idx [tokens, k]; else the column sums of map [tokens, E]. */
+  @NoException static native int moe_jni_tokens_per_expert_device(long handle, @Cast("const int32_t*") long idx,
+      @Cast("const uint8_t*") long map, @Cast("const uint8_t*") long valid, long tokens, @Cast("int32_t*") long counts,
+      @Cast("void*") long stream);
+
+  /** Workspace bytes, or -status; kind 0 losses, 1 dropping. */
+  @NoException static native long moe_jni_workspace_bytes(long handle, int kind, long tokens, float auxCoeff,
+      float seqAuxCoeff, float globalAuxCoeff, float zCoeff, long seqLength, int seqLayout, int auxOutputs, int policy);
+
+  @NoException static native int moe_jni_losses_device(long handle, @Cast("const void*") long logits, int dtype,
+      long tokens, @Cast("const uint8_t*") long valid, float auxCoeff, float seqAuxCoeff, float globalAuxCoeff,
+      float zCoeff, long seqLength, int seqLayout, @Cast("const double*") long globalTokens, double globalNumTokens,
+      @Cast("void*") long outValues, @Cast("int32_t*") long outCounts, @Cast("float*") long outScores,
+      @Cast("uint8_t*") long outMap, @Cast("float*") long grad, @Cast("void*") long workspace, long workspaceBytes,
+      @Cast("void*") long stream);
+
+  @NoException static native int moe_jni_drop_tokens_device(long handle, @Cast("const int32_t*") long idx,
+      @Cast("const float*") long w, long tokens, double capacityFactor, int policy, int padToCapacity,
+      @Cast("uint8_t*") long outMap, @Cast("float*") long outProbs, @Cast("uint8_t*") long outKept,
+      @Cast("int32_t*") long outKeptCounts, @Cast("int64_t*") long outDropped, @Cast("void*") long workspace,
+      long workspaceBytes, @Cast("void*") long stream);
+
   // ---- copies between raw host addresses and arrays (pinned for one memcpy) ----
   @NoException @CriticalRegion static native void moe_jni_copy(@Cast("void*") float[] dst,
       @Cast("const void*") long src, long bytes);
@@ -245,6 +272,8 @@ final class RouterNative {
   @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") int[] dst, long src, long bytes);
   @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") long[] dst, long src, long bytes);
   @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") byte[] dst, long src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_download(@Cast("void*") double[] dst, long src, long bytes);
+  @NoException @CriticalRegion static native int moe_jni_cuda_upload(long dst, @Cast("const void*") double[] src, long bytes);
   @NoException static native long moe_jni_cuda_stream_create(int device);
   @NoException static native int moe_jni_cuda_stream_destroy(long stream);
   @NoException static native int moe_jni_cuda_stream_synchronize(long stream);

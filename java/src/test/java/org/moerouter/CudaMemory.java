@@ -38,6 +38,18 @@ final class CudaMemory implements AutoCloseable {
     return p;
   }
 
+  long upload(double[] a) {
+    long p = alloc(8L * a.length);
+    ok(RouterNative.moe_jni_cuda_upload(p, a, 8L * a.length), "upload");
+    return p;
+  }
+
+  double[] doubles(long p, int n) {
+    double[] a = new double[n];
+    ok(RouterNative.moe_jni_cuda_download(a, p, 8L * n), "download");
+    return a;
+  }
+
   long upload(float[] a) {
     long p = alloc(4L * a.length);
     ok(RouterNative.moe_jni_cuda_upload(p, a, 4L * a.length), "upload");

@@ -765,6 +765,93 @@ class CudaRouterTest {
     }
   }
 
+  /**
+   * Spec section 6 through the device overloads (validTokensDevice, tokensPerExpert[Map]Device, lossesDevice,
+   * dropTokensDevice) against the CPU router's host calls, bit for bit: padding, ZERO rows with a NaN, two
+   * sequences, every loss with its gradient added onto the routing backward's, both drop policies.
+   */
+  @Test
+  void sectionSixThroughDevicePointers() {
+    requireCudaBackend();
+    RouterConfig config = RouterConfig.builder(64, 6).scoreFunction(ScoreFunction.SIGMOID).nonFinite(NonFinitePolicy.ZERO).build();
+    int tokens = 600, k = 6, e = 64;
+    Random rnd = new Random(61);
+    float[] f = randomLogits(rnd, tokens, e, 0);
+    f[17 * e + 3] = Float.NaN;
+    byte[] padding = new byte[tokens];
+    for (int t = 0; t < tokens; t++) padding[t] = (byte) (rnd.nextInt(4) == 0 ? 1 : 0);
+    double[] g = new double[e];
+    for (int i = 0; i < e; i++) g[i] = rnd.nextInt(40);
+    LossConfig losses = LossConfig.builder().auxLoss(1e-2f).seqAuxLoss(1e-3f, 300, SeqLayout.BS).globalAuxLoss(3e-3f)
+        .zLoss(1e-3f).build();
+    try (CudaMemory mem = new CudaMemory(); MoeRouter cpu = MoeRouter.create(config, Backend.CPU);
+        MoeRouter gpu = MoeRouter.create(config, Backend.CUDA)) {
+      long stream = mem.stream(), dLogits = mem.upload(f);
+      byte[] valid = new byte[tokens];
+      long n = cpu.validTokens(f, tokens, padding, valid);
+      long dValid = mem.poisoned(tokens), dN = mem.poisoned(8);
+      gpu.validTokensDevice(dLogits, LogitsType.FP32, tokens, mem.upload(padding), dValid, dN, stream);
+      RoutingResult rr = cpu.route(f, tokens);
+      int[] idx = rr.indices();
+      float[] w = rr.weights();
+      long dIdx = mem.upload(idx), dW = mem.upload(w), dCounts = mem.poisoned(4L * e);
+      gpu.tokensPerExpertDevice(dIdx, dValid, tokens, dCounts, stream);
+      CudaMemory.sync(stream);
+      assertArrayEquals(valid, mem.bytes(dValid, tokens), "valid rows");
+      assertEquals(n, mem.oneLong(dN), "N");
+      assertArrayEquals(cpu.tokensPerExpert(idx, tokens, valid, new int[e]), mem.ints(dCounts, e), "valid counts");
+      // losses, the gradient added onto a nonzero one
+      float[] grad = new float[tokens * e];
+      for (int i = 0; i < grad.length; i++) grad[i] = (float) rnd.nextGaussian();
+      long dGrad = mem.upload(grad);
+      LossValues hv = cpu.losses(f, tokens, valid, losses, g, 900.0, grad, new LossValues(e));
+      long ws = mem.alloc(gpu.lossesWorkspaceBytes(tokens, losses, true));
+      long dValues = mem.poisoned(40), dAux = mem.poisoned(4L * e);
+      gpu.lossesDevice(dLogits, LogitsType.FP32, tokens, dValid, losses, mem.upload(g), 900.0, dValues, dAux, 0, 0,
+          dGrad, ws, gpu.lossesWorkspaceBytes(tokens, losses, true), stream);
+      CudaMemory.sync(stream);
+      double[] dv = mem.doubles(dValues, 5);
+      assertSameBits(hv.auxLoss(), dv[0], "aux loss");
+      assertSameBits(hv.seqAuxLoss(), dv[1], "seq aux loss");
+      assertSameBits(hv.globalAuxLoss(), dv[2], "global aux loss");
+      assertSameBits(hv.zLoss(), dv[3], "z-loss");
+      assertEquals(hv.validTokens(), Double.doubleToRawLongBits(dv[4]), "N");
+      assertArrayEquals(hv.auxTokensPerExpert(), mem.ints(dAux, e), "aux counts");
+      float[] dg = mem.floats(dGrad, tokens * e);
+      for (int i = 0; i < dg.length; i++) assertSameBits(grad[i], dg[i], "loss gradient " + i);
+      // dropping, both policies, with and without padding to capacity
+      for (DropPolicy policy : DropPolicy.values())
+        for (boolean pad : new boolean[] {false, true}) {
+          TokenDropping drop = TokenDropping.of(0.8, policy, pad);
+          byte[] map = new byte[tokens * e], kept = new byte[tokens * k];
+          float[] probs = new float[tokens * e];
+          int[] keptCounts = new int[e];
+          long dropped = cpu.dropTokens(drop, idx, w, tokens, map, probs, kept, keptCounts);
+          long dws = mem.alloc(gpu.dropTokensWorkspaceBytes(tokens, policy));
+          long dMap = mem.poisoned((long) tokens * e), dProbs = mem.poisoned(4L * tokens * e);
+          long dKept = mem.poisoned((long) tokens * k), dKeptCounts = mem.poisoned(4L * e), dDropped = mem.poisoned(8);
+          gpu.dropTokensDevice(drop, dIdx, dW, tokens, dMap, dProbs, dKept, dKeptCounts, dDropped, dws,
+              gpu.dropTokensWorkspaceBytes(tokens, policy), stream);
+          long dMapCounts = mem.poisoned(4L * e);
+          gpu.tokensPerExpertMapDevice(dMap, 0, tokens, dMapCounts, stream);
+          CudaMemory.sync(stream);
+          String what = policy + (pad ? " pad" : "");
+          assertArrayEquals(map, mem.bytes(dMap, tokens * e), what + " map");
+          assertArrayEquals(kept, mem.bytes(dKept, tokens * k), what + " kept");
+          assertArrayEquals(keptCounts, mem.ints(dKeptCounts, e), what + " kept counts");
+          assertEquals(dropped, mem.oneLong(dDropped), what + " dropped");
+          assertArrayEquals(cpu.tokensPerExpert(map, tokens, null, new int[e]), mem.ints(dMapCounts, e), what + " counts");
+          float[] dp = mem.floats(dProbs, tokens * e);
+          for (int i = 0; i < dp.length; i++) assertSameBits(probs[i], dp[i], what + " prob " + i);
+        }
+      gpu.checkReplay();
+    }
+  }
+
+  private static void assertSameBits(double want, double got, String what) {
+    assertEquals(Double.doubleToRawLongBits(want), Double.doubleToRawLongBits(got), what + ": " + want + " vs " + got);
+  }
+
   private static void requireCudaBackend() {
     Assumptions.assumeTrue(UNDER_TEST == Backend.CUDA, "device pointers need the CUDA backend (under test: " + UNDER_TEST + ")");
   }

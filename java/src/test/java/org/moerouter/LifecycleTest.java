@@ -142,6 +142,15 @@ class LifecycleTest {
     calls.add(Map.entry("backward", () -> r.backward(half, LogitsType.FP16, t, idx, w, new float[t * E])));
     calls.add(Map.entry("backward", () -> r.backwardAddress(0, LogitsType.FP32, 0, 0, 0, 0)));
     calls.add(Map.entry("backwardDevice", () -> r.backwardDevice(0, LogitsType.FP32, 0, 0, 0, 0, 0)));
+    calls.add(Map.entry("validTokensDevice", () -> r.validTokensDevice(0, LogitsType.FP32, 0, 0, 0, 0, 0)));
+    calls.add(Map.entry("tokensPerExpertDevice", () -> r.tokensPerExpertDevice(0, 0, 0, 0, 0)));
+    calls.add(Map.entry("tokensPerExpertMapDevice", () -> r.tokensPerExpertMapDevice(0, 0, 0, 0, 0)));
+    calls.add(Map.entry("lossesWorkspaceBytes", () -> r.lossesWorkspaceBytes(0, LossConfig.builder().build(), false)));
+    calls.add(Map.entry("lossesDevice", () -> r.lossesDevice(0, LogitsType.FP32, 0, 0, LossConfig.builder().build(), 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0)));
+    calls.add(Map.entry("dropTokensWorkspaceBytes", () -> r.dropTokensWorkspaceBytes(0, DropPolicy.PROBS)));
+    calls.add(Map.entry("dropTokensDevice", () -> r.dropTokensDevice(TokenDropping.of(1.0, DropPolicy.PROBS, false), 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0)));
     calls.add(Map.entry("tokensPerExpert", () -> r.tokensPerExpert(idx, t, new int[E])));
     calls.add(Map.entry("denseViews", () -> r.denseViews(idx, w, t, new byte[t * E], null)));
     calls.add(Map.entry("denseMapBits", () -> r.denseMapBits(idx, t, new long[t])));
