@@ -198,13 +198,12 @@ __attribute__((target("avx2"), always_inline)) inline void rank_candidates(const
   for (int g = 0; g < NG; ++g) _mm256_store_si256((__m256i*)(rank + 8 * g), _mm256_sub_epi32(top, less[g]));
 }
 
-// The largest lane value x of the lane maxima a0 (A = 1) or a0 and a1 (A = 2) such that at least `cap`
-// lanes hold x or more, broadcast: the cap-th largest lane maximum. Each lane maximum is a different
-// expert, so at least cap keys are >= it: a lower bound of the cap-th largest key (unsigned keys).
+// The largest lane value x of the lane maxima s0 (A = 1) or s0 and s1 (A = 2), signed keys, such that at
+// least `cap` lanes hold x or more, broadcast: the cap-th largest lane maximum. Each lane maximum is a
+// different expert, so at least cap keys are >= it: a lower bound of the cap-th largest key.
 template <int A>
-__attribute__((target("avx2"), always_inline)) inline __m256i kth_lane_max(__m256i a0, __m256i a1, int cap) {
+__attribute__((target("avx2"), always_inline)) inline __m256i kth_lane_max_s(__m256i s0, __m256i s1, int cap) {
   const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
-  const __m256i s0 = _mm256_xor_si256(a0, sign), s1 = _mm256_xor_si256(a1, sign);
   __m256i less0 = _mm256_setzero_si256(), less1 = less0;  // lanes below each lane (negated)
   for (int j = 0; j < 8; ++j) {
     const __m256i at = _mm256_set1_epi32(j);
@@ -227,6 +226,13 @@ __attribute__((target("avx2"), always_inline)) inline __m256i kth_lane_max(__m25
   m = _mm256_max_epi32(m, _mm256_permute2x128_si256(m, m, 1));
   m = _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0x4e));
   return _mm256_max_epi32(m, _mm256_shuffle_epi32(m, 0xb1));  // signed form (key ^ sign bit)
+}
+
+// kth_lane_max_s of unsigned score keys (the result in signed form, key ^ sign bit).
+template <int A>
+__attribute__((target("avx2"), always_inline)) inline __m256i kth_lane_max(__m256i a0, __m256i a1, int cap) {
+  const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+  return kth_lane_max_s<A>(_mm256_xor_si256(a0, sign), _mm256_xor_si256(a1, sign), cap);
 }
 
 // The float whose score key is `key` (score_key's inverse; NaN for key 0, +0 for the key of +-0).
@@ -357,6 +363,138 @@ __attribute__((target("avx2,popcnt"))) bool topk_keys_avx2(const uint32_t* sk, i
   for (int j = 0; j < cap; ++j) {
     const int i = slot[j];
     out[j] = ((uint64_t)((uint32_t)c.key[i] ^ 0x80000000u) << 32) | (uint64_t)(0xffffffffu - (uint32_t)c.index[i]);
+  }
+  return true;
+}
+
+// Selection keys of finite logits, from their float bits, in signed form: b for b >= 0, (b ^ 0x7fffffff)
+// + 1 for negative b. They order as score_key does (-0 and +0 both get 0), and every non-finite logit
+// falls outside [kFiniteKeyMin, kFiniteKeyMax], so the keys' lane minima and maxima also check the row.
+constexpr int32_t kFiniteKeyMin = (int32_t)0x80800001u, kFiniteKeyMax = 0x7f7fffff;
+__attribute__((target("avx2"), always_inline)) inline __m256i finite_key(__m256i b) {
+  const __m256i neg = _mm256_srai_epi32(b, 31);
+  return _mm256_sub_epi32(_mm256_xor_si256(b, _mm256_srli_epi32(neg, 1)), neg);
+}
+
+// finite_key's inverse (the bits of +0 for the key of -0 and +0).
+__attribute__((target("avx2"), always_inline)) inline __m256i finite_key_bits(__m256i s) {
+  const __m256i neg = _mm256_srai_epi32(s, 31);
+  return _mm256_xor_si256(_mm256_add_epi32(s, neg), _mm256_srli_epi32(neg, 1));
+}
+
+// Logits [8 v, 8 v + 8) of a row as float bits, widened in registers (exact for the half types).
+template <int DT>
+__attribute__((target("avx2,f16c"), always_inline)) inline __m256i load_bits8(const void* row, int v) {
+  if (DT == MOE_DTYPE_F32) return _mm256_loadu_si256(static_cast<const __m256i*>(row) + v);
+  const __m128i h = _mm_loadu_si128(static_cast<const __m128i*>(row) + v);
+  if (DT == MOE_DTYPE_BF16) return _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+  return _mm256_castps_si256(_mm256_cvtph_ps(h));
+}
+
+// Per-thread scratch of softmax_post_select_avx2.
+struct PostScratch {
+  alignas(32) int32_t key[MOE_MAX_EXPERTS];
+  Candidates cand;
+  alignas(32) int32_t rank[kMaxCandidates];
+};
+
+// Candidates i < nc whose rank is below cap, as a bit mask; sets `clear` when those ranks are exactly
+// 0 .. cap-1 (no tie among or across them; equal keys share their highest rank).
+template <int NG>
+__attribute__((target("avx2,popcnt"), always_inline)) inline uint64_t ranked_below(const int32_t* rank, int nc, int cap,
+                                                                                  bool& clear) {
+  const __m256i capv = _mm256_set1_epi32(cap), ncv = _mm256_set1_epi32(nc);
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  uint64_t sel = 0;
+  __m256i sum = _mm256_setzero_si256();
+  for (int g = 0; g < NG; ++g) {
+    const __m256i r = _mm256_load_si256((const __m256i*)(rank + 8 * g));
+    const __m256i pos = _mm256_add_epi32(iota, _mm256_set1_epi32(8 * g));
+    const __m256i lt = _mm256_and_si256(_mm256_cmpgt_epi32(capv, r), _mm256_cmpgt_epi32(ncv, pos));
+    sel |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt)) << (8 * g);
+    sum = _mm256_add_epi32(sum, _mm256_and_si256(r, lt));
+  }
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  // Ranks are >= positions (0, 1, ...), so cap of them below cap summing to cap (cap - 1) / 2 are those.
+  clear = __builtin_popcountll(sel) == cap && _mm_cvtsi128_si32(s) == cap * (cap - 1) / 2;
+  return sel;
+}
+
+// The ranks, the tie check and, on ties, the ranks with the index tie-break, for NG candidate vectors;
+// returns the candidates of rank below cap.
+template <int NG>
+__attribute__((target("avx2,popcnt"), always_inline)) inline uint64_t rank_top(PostScratch& s, int nc, int cap) {
+  rank_candidates<NG>(s.cand, nc, s.rank);
+  bool clear;
+  uint64_t sel = ranked_below<NG>(s.rank, nc, cap, clear);
+  if (!clear) {
+    rank_candidates_ties<NG>(s.cand, nc, s.rank);
+    sel = ranked_below<NG>(s.rank, nc, cap, clear);
+  }
+  return sel;
+}
+
+// Live selection of one softmax-post row of E logits (E a multiple of 8, k <= 8 A), fused: one pass turns
+// each vector of logits into keys (stored), lane maxima (8 A lanes) and the non-finite check; the k-th
+// largest lane maximum bounds the k-th key from below; a compress pass packs the keys at or above it
+// (about 1.5 k of them) with their indices; their ranks (index tie-break when keys tie) put the winners in
+// order. Writes the k indices and returns true, or returns false, having written nothing, for a row with a
+// non-finite logit or too many candidates (ties): the general path takes it.
+template <int DT, int A>
+__attribute__((target("avx2,f16c,popcnt"), always_inline)) inline bool softmax_post_select_avx2(
+    const void* row, int E, int k, PostScratch& s, int32_t* out_idx) {
+  const int nv = E >> 3;
+  const __m256i lowest = _mm256_set1_epi32(INT32_MIN);
+  __m256i a0 = lowest, a1 = lowest, lo = _mm256_set1_epi32(INT32_MAX);
+  int v = 0;
+  if (A == 2)
+    for (; v + 1 < nv; v += 2) {
+      const __m256i x0 = finite_key(load_bits8<DT>(row, v)), x1 = finite_key(load_bits8<DT>(row, v + 1));
+      _mm256_store_si256((__m256i*)(s.key + 8 * v), x0);
+      _mm256_store_si256((__m256i*)(s.key + 8 * v + 8), x1);
+      a0 = _mm256_max_epi32(a0, x0);
+      a1 = _mm256_max_epi32(a1, x1);
+      lo = _mm256_min_epi32(lo, _mm256_min_epi32(x0, x1));
+    }
+  for (; v < nv; ++v) {
+    const __m256i x = finite_key(load_bits8<DT>(row, v));
+    _mm256_store_si256((__m256i*)(s.key + 8 * v), x);
+    a0 = _mm256_max_epi32(a0, x);
+    lo = _mm256_min_epi32(lo, x);
+  }
+  const __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_max_epi32(a0, a1), _mm256_set1_epi32(kFiniteKeyMax)),
+                                      _mm256_cmpgt_epi32(_mm256_set1_epi32(kFiniteKeyMin), lo));
+  if (!_mm256_testz_si256(bad, bad)) return false;
+  const __m256i bound = kth_lane_max_s<A>(a0, a1, k);
+  __m256i vi = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i eight = _mm256_set1_epi32(8);
+  int nc = 0;
+  for (v = 0; v < nv; ++v) {
+    const __m256i x = _mm256_load_si256((const __m256i*)(s.key + 8 * v));
+    const unsigned m = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(bound, x))) & 0xffu;
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)kCompress.lanes[m]));
+    _mm256_storeu_si256((__m256i*)(s.cand.key + nc), _mm256_permutevar8x32_epi32(x, perm));
+    _mm256_storeu_si256((__m256i*)(s.cand.index + nc), _mm256_permutevar8x32_epi32(vi, perm));
+    vi = _mm256_add_epi32(vi, eight);
+    nc += __builtin_popcount(m);
+  }
+  if (nc > kMaxCandidates) return false;
+  uint64_t sel;
+  switch ((nc + 7) >> 3) {
+    case 1: sel = rank_top<1>(s, nc, k); break;
+    case 2: sel = rank_top<2>(s, nc, k); break;
+    case 3: sel = rank_top<3>(s, nc, k); break;
+    case 4: sel = rank_top<4>(s, nc, k); break;
+    case 5: sel = rank_top<5>(s, nc, k); break;
+    case 6: sel = rank_top<6>(s, nc, k); break;
+    case 7: sel = rank_top<7>(s, nc, k); break;
+    default: sel = rank_top<8>(s, nc, k); break;
+  }
+  for (; sel; sel &= sel - 1) {
+    const int i = __builtin_ctzll(sel);
+    out_idx[s.rank[i]] = s.cand.index[i];
   }
   return true;
 }
@@ -645,6 +783,7 @@ struct RouteCtx {
   int32_t* out_idx;
   float* out_w;
   uint8_t* out_flags;
+  int fused;  // fused_lanes, for live calls
   std::atomic<int64_t> nonfinite{0};
 };
 
@@ -801,9 +940,9 @@ inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8
 }
 #endif
 
+// Rows [t0, t1) of a call, any configuration; returns the rows flagged non-finite.
 template <int DT>
-MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
-  RouteCtx& c = *static_cast<RouteCtx*>(vctx);
+MOE_CPU_CLONES int64_t route_rows_general(RouteCtx& c, int64_t t0, int64_t t1) {
   const Params& p = *c.p;
   const int k = p.k;
   float scores[MOE_MAX_EXPERTS];
@@ -856,6 +995,81 @@ MOE_CPU_CLONES void route_rows(void* vctx, int64_t t0, int64_t t1) {
     if (c.out_flags) c.out_flags[t] = (uint8_t)nf;
     nonfinite += nf;
   }
+  return nonfinite;
+}
+
+#if MOE_CPU_AVX2_SIGMOID
+bool cpu_has_fused() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+                          __builtin_cpu_supports("popcnt");
+  return has;
+}
+
+// Live softmax-post rows: softmax_post_select_avx2 per row (A: its lanes per 8), then the weights of 8
+// rows at once, one row per lane, by the replay kernel over the indices just written (it computes what
+// weights_cpu does, and every logit of these rows is finite). Rows the selection declines take the general
+// path, and so do the weights of rows outside a full block of 8 (or f16, or bf16 row 0, which the replay
+// kernel does not take).
+template <int DT, int A>
+__attribute__((target("avx2,f16c,popcnt"))) int64_t softmax_post_rows_avx2(RouteCtx& c, int64_t t0, int64_t t1) {
+  const Params& p = *c.p;
+  const int k = p.k;
+  PostScratch s;
+  int64_t nonfinite = 0;
+  for (int64_t t = t0; t < t1; t += 8) {
+    const int n = t1 - t < 8 ? (int)(t1 - t) : 8;
+    unsigned ok = 0;
+    for (int r = 0; r < n; ++r)
+      ok |= (unsigned)softmax_post_select_avx2<DT, A>(c.logits + (t + r) * c.row_bytes, p.experts, k, s,
+                                                      c.out_idx + (t + r) * k)
+            << r;
+    if (ok == 0xffu && DT != MOE_DTYPE_F16 && (DT == MOE_DTYPE_F32 || t > 0)) {
+      replay_rows8_avx2<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, c.out_idx + t * k,
+                            c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
+      continue;
+    }
+    for (int r = 0; r < n; ++r) {
+      const int64_t row = t + r;
+      if (!((ok >> r) & 1)) {
+        nonfinite += route_rows_general<DT>(c, row, row + 1);
+        continue;
+      }
+      float w[MOE_MAX_TOPK];
+      bool nf = false;
+      weights_cpu(p, RowLoader<DT>{c.logits + row * c.row_bytes}, c.out_idx + row * k, RowSoftmax{0.0f, 1.0f}, w, nf);
+      for (int j = 0; j < k; ++j) c.out_w[row * k + j] = w[j] * p.scale;
+      if (c.out_flags) c.out_flags[row] = 0;
+    }
+  }
+  return nonfinite;
+}
+#endif
+
+// Which row kernel live rows of this router take: 0 the general path, A = 1 or 2 softmax_post_rows_avx2
+// with 8 A lane maxima (16 halve the candidates from E = 128 on; below, they cost more than they save).
+int fused_lanes(const Params& p) {
+#if MOE_CPU_AVX2_SIGMOID
+  if (!p.post_softmax() || p.grouped() || p.experts % 8 != 0 || p.k > 16 || !cpu_has_fused()) return 0;
+  if (p.k > 8 || p.experts >= 16) return p.experts >= 16 ? 2 : 0;
+  return 1;
+#else
+  (void)p;
+  return 0;
+#endif
+}
+
+template <int DT>
+void route_rows(void* vctx, int64_t t0, int64_t t1) {
+  RouteCtx& c = *static_cast<RouteCtx*>(vctx);
+  int64_t nonfinite;
+#if MOE_CPU_AVX2_SIGMOID
+  if (c.fused == 1)
+    nonfinite = softmax_post_rows_avx2<DT, 1>(c, t0, t1);
+  else if (c.fused == 2)
+    nonfinite = softmax_post_rows_avx2<DT, 2>(c, t0, t1);
+  else
+#endif
+    nonfinite = route_rows_general<DT>(c, t0, t1);
   c.nonfinite.fetch_add(nonfinite, std::memory_order_relaxed);
 }
 
@@ -1092,6 +1306,7 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
   c.out_idx = out_idx;
   c.out_w = out_w;
   c.out_flags = out_flags;
+  c.fused = replay_idx ? 0 : fused_lanes(p);
   CpuPool::Body body = dtype == MOE_DTYPE_F32    ? route_rows<MOE_DTYPE_F32>
                        : dtype == MOE_DTYPE_BF16 ? route_rows<MOE_DTYPE_BF16>
                                                  : route_rows<MOE_DTYPE_F16>;
