@@ -396,6 +396,7 @@ struct PostScratch {
   alignas(32) int32_t key[MOE_MAX_EXPERTS];
   Candidates cand;
   alignas(32) int32_t rank[kMaxCandidates];
+  int nc;
 };
 
 // Candidates i < nc whose rank is below cap, as a bit mask; sets `clear` when those ranks are exactly
@@ -444,7 +445,7 @@ __attribute__((target("avx2,popcnt"), always_inline)) inline uint64_t rank_top(P
 // non-finite logit or too many candidates (ties): the general path takes it.
 template <int DT, int A>
 __attribute__((target("avx2,f16c,popcnt"), always_inline)) inline bool softmax_post_select_avx2(
-    const void* row, int E, int k, PostScratch& s, int32_t* out_idx) {
+    const void* row, int E, int k, PostScratch& s) {
   const int nv = E >> 3;
   const __m256i lowest = _mm256_set1_epi32(INT32_MIN);
   __m256i a0 = lowest, a1 = lowest, lo = _mm256_set1_epi32(INT32_MAX);
@@ -480,7 +481,14 @@ __attribute__((target("avx2,f16c,popcnt"), always_inline)) inline bool softmax_p
     vi = _mm256_add_epi32(vi, eight);
     nc += __builtin_popcount(m);
   }
-  if (nc > kMaxCandidates) return false;
+  s.nc = nc;
+  return nc <= kMaxCandidates;
+}
+
+// Second half of softmax_post_select_avx2 for a row whose softmax_post_select_avx2 returned true.
+__attribute__((target("avx2,popcnt"), always_inline)) inline void softmax_post_rank_avx2(PostScratch& s, int k,
+                                                                                        int32_t* out_idx) {
+  const int nc = s.nc;
   uint64_t sel;
   switch ((nc + 7) >> 3) {
     case 1: sel = rank_top<1>(s, nc, k); break;
@@ -496,7 +504,6 @@ __attribute__((target("avx2,f16c,popcnt"), always_inline)) inline bool softmax_p
     const int i = __builtin_ctzll(sel);
     out_idx[s.rank[i]] = s.cand.index[i];
   }
-  return true;
 }
 #else
 struct Candidates {};
@@ -1014,15 +1021,18 @@ template <int DT, int A>
 __attribute__((target("avx2,f16c,popcnt"))) int64_t softmax_post_rows_avx2(RouteCtx& c, int64_t t0, int64_t t1) {
   const Params& p = *c.p;
   const int k = p.k;
-  PostScratch s;
+  PostScratch s[2];
   int64_t nonfinite = 0;
   for (int64_t t = t0; t < t1; t += 8) {
     const int n = t1 - t < 8 ? (int)(t1 - t) : 8;
     unsigned ok = 0;
-    for (int r = 0; r < n; ++r)
-      ok |= (unsigned)softmax_post_select_avx2<DT, A>(c.logits + (t + r) * c.row_bytes, p.experts, k, s,
-                                                      c.out_idx + (t + r) * k)
-            << r;
+    // Software-pipelined: row r's first half, then row r - 1's ranks, so that two independent chains are
+    // in flight (and the ranks read candidates stored a row earlier).
+    for (int r = 0; r < n; ++r) {
+      ok |= (unsigned)softmax_post_select_avx2<DT, A>(c.logits + (t + r) * c.row_bytes, p.experts, k, s[r & 1]) << r;
+      if (r > 0 && ((ok >> (r - 1)) & 1)) softmax_post_rank_avx2(s[(r - 1) & 1], k, c.out_idx + (t + r - 1) * k);
+    }
+    if ((ok >> (n - 1)) & 1) softmax_post_rank_avx2(s[(n - 1) & 1], k, c.out_idx + (t + n - 1) * k);
     if (ok == 0xffu && DT != MOE_DTYPE_F16 && (DT == MOE_DTYPE_F32 || t > 0)) {
       replay_rows8_avx2<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, c.out_idx + t * k,
                             c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
@@ -1050,7 +1060,7 @@ __attribute__((target("avx2,f16c,popcnt"))) int64_t softmax_post_rows_avx2(Route
 int fused_lanes(const Params& p) {
 #if MOE_CPU_AVX2_SIGMOID
   if (!p.post_softmax() || p.grouped() || p.experts % 8 != 0 || p.k > 16 || !cpu_has_fused()) return 0;
-  if (p.k > 8 || p.experts >= 16) return p.experts >= 16 ? 2 : 0;
+  if (p.k > 8 || p.experts >= 128) return p.experts >= 16 ? 2 : 0;
   return 1;
 #else
   (void)p;
