@@ -846,40 +846,43 @@ __attribute__((target("avx2"), always_inline)) inline void transpose8_ps(__m256*
   t[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
 }
 
-// Largest k of the row-per-lane replay kernel (its per-row arrays live in registers and on the stack).
+// Largest k of the row-per-lane replay kernel.
 constexpr int kReplayLanesMaxK = 16;
 
 // Eight replayed rows at once, one row per lane (weights_cpu's operations in its order, across rows instead
-// of along one): for each j < k a gather of the rows' j-th indices and of their logits, then the
-// exponentials, the sums in j order and the divisions on 8 lanes, so no horizontal operation and no
-// per-row branch remains. Softmax post, sigmoid and sqrtsoftplus (softmax pre needs whole rows); fp32, and
-// bf16 when row t0 - 1 exists (its 16-bit logits are the high halves of the 32-bit words that end at them).
-// Returns the rows with a non-finite logit among their k.
-template <int DT>
+// of along one): for each j < k a gather of the rows' j-th logits, then the exponentials, the sums in j
+// order and the divisions on 8 lanes, so no horizontal operation and no per-row branch remains. Softmax
+// post, sigmoid and sqrtsoftplus (softmax pre needs whole rows); fp32, and bf16 when row t0 - 1 exists (its
+// 16-bit logits are the high halves of the 32-bit words that end at them). KP (8 or 16) >= k is the
+// compile-time bound of the j loops, so that they unroll and the j vectors stay in registers (with a
+// run-time k they lived on the stack: every operation went through memory); `j < k` tests are the same for
+// every block of a call, so they predict perfectly. Returns the rows with a non-finite logit among their k.
+template <int DT, int KP>
 __attribute__((target("avx2"))) int replay_rows8_avx2(const Params& p, const char* rows, size_t row_bytes,
                                                      const int32_t* src, int32_t* out_idx, float* out_w,
                                                      uint8_t* out_flags) {
   const int k = p.k;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i at_row = _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)(row_bytes / (DT == MOE_DTYPE_F32 ? 4 : 2))));
-  __m256 x[kReplayLanesMaxK];
+  __m256 x[KP];
   __m256i bad = _mm256_setzero_si256();
   const __m256i expo = _mm256_set1_epi32(0x7f800000);
   // The rows' indices, one j per vector: 8 x 8 transposes of the contiguous [8, k] block (a gather per j
-  // costs more on current cores).
-  __m256i ij[kReplayLanesMaxK];
-  for (int j0 = 0; j0 < k; j0 += 8) {
-    const int n = k - j0 < 8 ? k - j0 : 8;
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+  // costs more on current cores). A row reads a full vector where it stays inside the block (past its k:
+  // the next rows' indices, junk lanes), else only its own (the block may end the array).
+  for (int j0 = 0; j0 < KP; j0 += 8) {
+    if (j0 >= k) break;
+    const __m256i own = _mm256_cmpgt_epi32(_mm256_set1_epi32(k - j0), lane);
     __m256 t[8];
     for (int r = 0; r < 8; ++r)
-      t[r] = _mm256_castsi256_ps(n == 8 ? _mm256_loadu_si256((const __m256i*)(src + r * k + j0))
-                                        : _mm256_maskload_epi32(src + r * k + j0, m));
+      t[r] = _mm256_castsi256_ps(r * k + j0 + 8 <= 8 * k ? _mm256_loadu_si256((const __m256i*)(src + r * k + j0))
+                                                         : _mm256_maskload_epi32(src + r * k + j0, own));
     transpose8_ps(t);
-    for (int j = 0; j < n; ++j) ij[j0 + j] = _mm256_castps_si256(t[j]);
+    for (int j = 0; j < 8; ++j) x[j0 + j] = t[j];
   }
-  for (int j = 0; j < k; ++j) {
-    const __m256i e = _mm256_add_epi32(at_row, ij[j]);
+  for (int j = 0; j < KP; ++j) {
+    if (j >= k) break;
+    const __m256i e = _mm256_add_epi32(at_row, _mm256_castps_si256(x[j]));
     __m256i bits;
     if (DT == MOE_DTYPE_F32)
       bits = _mm256_i32gather_epi32(reinterpret_cast<const int*>(rows), e, 4);
@@ -893,48 +896,70 @@ __attribute__((target("avx2"))) int replay_rows8_avx2(const Params& p, const cha
   __m256 sum = zero;
   if (p.post_softmax()) {
     __m256 m = _mm256_set1_ps(bits_to_float(0xff800000u));
-    for (int j = 0; j < k; ++j) m = _mm256_max_ps(x[j], m);  // x > m ? x : m, as the scalar loop
-    for (int j = 0; j < k; ++j) {
-      x[j] = exp_det_lanes(_mm256_sub_ps(x[j], m));
-      sum = _mm256_add_ps(sum, x[j]);
-    }
-    for (int j = 0; j < k; ++j) x[j] = _mm256_div_ps(x[j], sum);
+    for (int j = 0; j < KP; ++j)
+      if (j < k) m = _mm256_max_ps(x[j], m);  // x > m ? x : m, as the scalar loop
+    for (int j = 0; j < KP; ++j)
+      if (j < k) x[j] = exp_det_lanes(_mm256_sub_ps(x[j], m));
+    for (int j = 0; j < KP; ++j)
+      if (j < k) sum = _mm256_add_ps(sum, x[j]);
+    for (int j = 0; j < KP; ++j)
+      if (j < k) x[j] = _mm256_div_ps(x[j], sum);
   } else {
-    if (p.score_fn == MOE_SCORE_SIGMOID)
-      for (int j = 0; j < k; ++j)
-        x[j] = _mm256_div_ps(one, _mm256_add_ps(one, exp_det_lanes(_mm256_xor_ps(x[j], _mm256_set1_ps(-0.0f)))));
-    else
-      for (int j = 0; j < k; ++j) x[j] = sqrtsoftplus_lanes(x[j]);
+    if (p.score_fn == MOE_SCORE_SIGMOID) {
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = _mm256_div_ps(one, _mm256_add_ps(one, exp_det_lanes(_mm256_xor_ps(x[j], _mm256_set1_ps(-0.0f)))));
+    } else {
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = sqrtsoftplus_lanes(x[j]);
+    }
     if (p.normalize) {
-      for (int j = 0; j < k; ++j) sum = _mm256_add_ps(sum, x[j]);
+      for (int j = 0; j < KP; ++j)
+        if (j < k) sum = _mm256_add_ps(sum, x[j]);
       sum = _mm256_add_ps(sum, _mm256_set1_ps(kSigmoidNormEps));
-      for (int j = 0; j < k; ++j) x[j] = _mm256_div_ps(x[j], sum);
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = _mm256_div_ps(x[j], sum);
     }
   }
   const __m256 scale = _mm256_set1_ps(p.scale);
   const __m256 keep = p.nonfinite == MOE_NONFINITE_ZERO ? _mm256_castsi256_ps(_mm256_xor_si256(bad, _mm256_set1_epi32(-1)))
                                                         : _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-  // Back to one row per vector: 8 x 8 transposes of j blocks (the j past k are junk lanes that the masked
-  // stores leave out).
-  for (int j = 0; j < k; ++j) x[j] = _mm256_and_ps(_mm256_mul_ps(x[j], scale), keep);
-  for (int j0 = 0; j0 < k; j0 += 8) {
-    const int n = k - j0 < 8 ? k - j0 : 8;
-    __m256 t[8];
-    for (int j = 0; j < 8; ++j) t[j] = j < n ? x[j0 + j] : zero;
-    transpose8_ps(t);
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
-    for (int r = 0; r < 8; ++r) {
-      if (n == 8)
-        _mm256_storeu_ps(out_w + r * k + j0, t[r]);
-      else
-        _mm256_maskstore_ps(out_w + r * k + j0, m, t[r]);
-    }
+  for (int j = 0; j < KP; ++j) x[j] = j < k ? _mm256_and_ps(_mm256_mul_ps(x[j], scale), keep) : zero;
+  // Back to one row per vector (8 x 8 transposes of j blocks), stored row by row: a row's vector past its k
+  // (junk) lands on the next rows' weights, which their stores then overwrite; a vector that would leave
+  // the block is masked.
+  __m256 t[KP / 8][8];
+  for (int j0 = 0; j0 < KP; j0 += 8) {
+    for (int j = 0; j < 8; ++j) t[j0 / 8][j] = x[j0 + j];
+    if (j0 < k) transpose8_ps(t[j0 / 8]);
   }
-  if (src != out_idx) std::copy(src, src + 8 * k, out_idx);
+  for (int r = 0; r < 8; ++r)
+    for (int j0 = 0; j0 < KP; j0 += 8) {
+      if (j0 >= k) break;
+      if (r * k + j0 + 8 > 8 * k)
+        _mm256_maskstore_ps(out_w + r * k + j0, _mm256_cmpgt_epi32(_mm256_set1_epi32(k - j0), lane), t[j0 / 8][r]);
+      else
+        _mm256_storeu_ps(out_w + r * k + j0, t[j0 / 8][r]);
+    }
+  // The [8, k] index block is contiguous: k vectors.
+  if (src != out_idx)
+    for (int v = 0; v < KP; ++v)
+      if (v < k) _mm256_storeu_si256((__m256i*)(out_idx + 8 * v), _mm256_loadu_si256((const __m256i*)(src + 8 * v)));
   const int nf = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
-  if (out_flags)
-    for (int r = 0; r < 8; ++r) out_flags[r] = (uint8_t)((nf >> r) & 1);
+  if (out_flags) {  // the lanes' 0/1 as eight bytes
+    const __m256i b01 = _mm256_srli_epi32(bad, 31);
+    const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(b01), _mm256_extracti128_si256(b01, 1));
+    _mm_storel_epi64((__m128i*)out_flags, _mm_packus_epi16(w16, w16));
+  }
   return __builtin_popcount((unsigned)nf);
+}
+
+// replay_rows8_avx2 for the call's k.
+template <int DT>
+__attribute__((target("avx2"))) inline int replay_rows8(const Params& p, const char* rows, size_t row_bytes,
+                                                       const int32_t* src, int32_t* out_idx, float* out_w,
+                                                       uint8_t* out_flags) {
+  return p.k <= 8 ? replay_rows8_avx2<DT, 8>(p, rows, row_bytes, src, out_idx, out_w, out_flags)
+                  : replay_rows8_avx2<DT, 16>(p, rows, row_bytes, src, out_idx, out_w, out_flags);
 }
 
 // Whether rows [t, t + 8) can take replay_rows8_avx2: all replayed (mask 1, no -1 row), f32 or bf16.
@@ -968,7 +993,7 @@ MOE_CPU_CLONES int64_t route_rows_general(RouteCtx& c, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
 #if MOE_CPU_AVX2_SIGMOID
     if (lanes8 && t + 8 <= t1 && replay_lanes_fit<DT>(p, c.replay, c.mask, t)) {
-      nonfinite += replay_rows8_avx2<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.replay + t * k, c.out_idx + t * k,
+      nonfinite += replay_rows8<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.replay + t * k, c.out_idx + t * k,
                                          c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
       t += 7;
       continue;
@@ -1034,7 +1059,7 @@ __attribute__((target("avx2,f16c,popcnt"))) int64_t softmax_post_rows_avx2(Route
     }
     if ((ok >> (n - 1)) & 1) softmax_post_rank_avx2(s[(n - 1) & 1], k, c.out_idx + (t + n - 1) * k);
     if (ok == 0xffu && DT != MOE_DTYPE_F16 && (DT == MOE_DTYPE_F32 || t > 0)) {
-      replay_rows8_avx2<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, c.out_idx + t * k,
+      replay_rows8<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, c.out_idx + t * k,
                             c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
       continue;
     }
