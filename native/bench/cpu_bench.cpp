@@ -3,7 +3,7 @@
 // live routing, replay and backward on 1 or N threads, next to the memory floor of the same bytes, min of
 // --reps calls (interference on a shared machine only adds time). Short runs of it under
 // `valgrind --tool=callgrind` give instruction counts per token, which a loaded machine does not move.
-//   cpu_bench [--tokens N] [--reps R] [--threads 1,2] [--configs e64k6,...] [--calls live,replay,backward]
+//   cpu_bench [--tokens N] [--reps R] [--threads 1,2] [--configs e64k6,...] [--calls live,replay,backward,floor,gfloor]
 //             [--dtype fp32|bf16]
 // The JMH profile (scripts/bench-profile.sh --cpu-goals) is where the reported numbers come from.
 #include <chrono>
@@ -60,12 +60,30 @@ void floor_rows(const uint64_t* in, size_t words, int32_t* idx, float* w, size_t
   g_sink = acc;
 }
 
+// The replay floor (the JMH benchmark's NativeLibrary.floorGather): each row's k replayed fp32 logits read
+// and written out with their indices.
+void floor_gather(const float* logits, int64_t tokens, int experts, const int32_t* idx, int k, int32_t* out_idx,
+                  float* out_w) {
+  uint32_t acc = 0;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int j = 0; j < k; ++j) {
+      const int32_t e = idx[t * k + j];
+      const float l = logits[t * experts + e];
+      uint32_t b;
+      memcpy(&b, &l, 4);
+      acc |= b;
+      out_idx[t * k + j] = e;
+      out_w[t * k + j] = l;
+    }
+  g_sink = acc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int64_t tokens = 4096;
   int reps = 30;
-  std::string threads_s = "1", configs_s = "e64k6,e128k8,e256k8g,e512k10", calls_s = "live,replay,backward,floor",
+  std::string threads_s = "1", configs_s = "e64k6,e128k8,e256k8g,e512k10", calls_s = "live,replay,backward,floor,gfloor",
               dtype_s = "fp32";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -88,7 +106,8 @@ int main(int argc, char** argv) {
     if (p == std::string::npos) break;
     ++p;
   }
-  printf("%-9s %-4s %3s %8s %10s %10s %10s %8s\n", "config", "dt", "thr", "T", "live", "replay", "backward", "floor");
+  printf("%-9s %-4s %3s %8s %10s %10s %10s %8s %8s\n", "config", "dt", "thr", "T", "live", "replay", "backward", "floor",
+         "gfloor");
   for (const Config& c : kConfigs) {
     if ((std::string(",") + configs_s + ",").find(std::string(",") + c.name + ",") == std::string::npos) continue;
     const int64_t n = tokens * c.experts;
@@ -161,8 +180,12 @@ int main(int argc, char** argv) {
         }
         for (auto& x : ts) x.join();
       });
-      printf("%-9s %-4s %3d %8lld %10.1f %10.1f %10.1f %8.1f\n", c.name, dtype_s.c_str(), th, (long long)tokens, live,
-             replay, backward, fl);
+      // 1 thread, fp32 only (what the JMH replay floor reads).
+      double gfl = !has("gfloor") || bf16 || th != 1 ? 0 : best([&] {
+        floor_gather(f32.data(), tokens, c.experts, idx.data(), c.k, idx2.data(), w2.data());
+      });
+      printf("%-9s %-4s %3d %8lld %10.1f %10.1f %10.1f %8.1f %8.1f\n", c.name, dtype_s.c_str(), th, (long long)tokens,
+             live, replay, backward, fl, gfl);
     }
     moe_router_destroy(r);
   }

@@ -962,6 +962,27 @@ __attribute__((target("avx2"))) inline int replay_rows8(const Params& p, const c
                   : replay_rows8_avx2<DT, 16>(p, rows, row_bytes, src, out_idx, out_w, out_flags);
 }
 
+// Rows fetched ahead by the row-per-lane replay kernel (16 and 32 measured the same).
+constexpr int64_t kLanesAhead = 16;
+
+// Fetches the logits that replay_rows8_avx2 will read for rows [t, t + 8): every line of the rows where a
+// row is at most 8 lines (its k logits touch most of them), else the k lines the indices name (junk indices
+// of masked-out or -1 rows only fetch junk: a prefetch never faults). The kernel's gathers hit 8 rows at
+// once and the hardware prefetchers do not follow them: without this, rows past L2 cost 3-5x the gather floor.
+template <int DT>
+__attribute__((always_inline)) inline void prefetch_block(const RouteCtx& c, int64_t t) {
+  const char* rows = c.logits + t * c.row_bytes;
+  if (c.row_bytes <= 512) {
+    for (size_t o = 0; o < 8 * c.row_bytes; o += 64) __builtin_prefetch(rows + o);
+  } else {
+    const int k = c.p->k;
+    const int32_t* idx = c.replay + t * k;
+    for (int r = 0; r < 8; ++r)
+      for (int j = 0; j < k; ++j)
+        __builtin_prefetch(rows + r * c.row_bytes + (size_t)idx[r * k + j] * (DT == MOE_DTYPE_F32 ? 4 : 2));
+  }
+}
+
 // Whether rows [t, t + 8) can take replay_rows8_avx2: all replayed (mask 1, no -1 row), f32 or bf16.
 template <int DT>
 inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8_t* mask, int64_t t) {
@@ -993,6 +1014,7 @@ MOE_CPU_CLONES int64_t route_rows_general(RouteCtx& c, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
 #if MOE_CPU_AVX2_SIGMOID
     if (lanes8 && t + 8 <= t1 && replay_lanes_fit<DT>(p, c.replay, c.mask, t)) {
+      if (t + kLanesAhead + 8 <= t1) prefetch_block<DT>(c, t + kLanesAhead);
       nonfinite += replay_rows8<DT>(p, c.logits + t * c.row_bytes, c.row_bytes, c.replay + t * k, c.out_idx + t * k,
                                          c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
       t += 7;
