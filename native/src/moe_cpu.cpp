@@ -1187,19 +1187,37 @@ inline void atomic_min(std::atomic<int64_t>& a, int64_t v) {
 }
 
 #if MOE_CPU_AVX2_SIGMOID
-// Rows of k <= 8 indices that are certainly valid (all in [0, experts), no two equal), 8 lanes per row:
-// lanes past k hold distinct negative fillers, and any row this test does not pass goes to the exact
-// scalar check (masked-out rows, rows of -1 and invalid rows alike). Returns the first row that needs it.
+// Rows of k <= 16 indices that are certainly valid (all in [0, experts), no two equal), one or two vectors
+// of 8 lanes per row: lanes past k hold distinct negative fillers, and any row this test does not pass goes
+// to the exact scalar check (masked-out rows, rows of -1 and invalid rows alike). Duplicates: 4 rotations
+// compare every pair within a vector, 8 rotations of the second vector every pair across the two. Returns
+// the first row that needs the scalar check.
+__attribute__((target("avx2"), always_inline)) inline __m256i out_of_range(__m256i v, __m256i hi) {
+  return _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), v), _mm256_cmpgt_epi32(v, hi));
+}
+
+template <bool TWO>
 __attribute__((target("avx2"))) int64_t first_unclear_row(const int32_t* idx, int64_t t0, int64_t t1, int k, int experts) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i used = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), lane);
+  const __m256i used = _mm256_cmpgt_epi32(_mm256_set1_epi32(TWO ? k - 8 : k), lane);
   const __m256i filler = _mm256_sub_epi32(_mm256_set1_epi32(-1), lane);
-  const __m256i hi = _mm256_set1_epi32(experts - 1), zero = _mm256_setzero_si256();
+  const __m256i hi = _mm256_set1_epi32(experts - 1);
   for (int64_t t = t0; t < t1; ++t) {
-    const __m256i v = _mm256_blendv_epi8(filler, _mm256_maskload_epi32(idx + t * k, used), used);
-    __m256i bad = _mm256_and_si256(used, _mm256_or_si256(_mm256_cmpgt_epi32(zero, v), _mm256_cmpgt_epi32(v, hi)));
-    for (int r = 1; r <= 4; ++r)
-      bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, _mm256_permutevar8x32_epi32(v, _mm256_add_epi32(lane, _mm256_set1_epi32(r)))));
+    const int32_t* row = idx + t * k;
+    // The row's last (or only) vector: its own lanes, fillers past k.
+    const __m256i v = _mm256_blendv_epi8(filler, _mm256_maskload_epi32(row + (TWO ? 8 : 0), used), used);
+    __m256i bad = _mm256_and_si256(used, out_of_range(v, hi));
+    __m256i rot[8];
+    for (int r = 1; r < (TWO ? 8 : 5); ++r) rot[r] = _mm256_permutevar8x32_epi32(v, _mm256_add_epi32(lane, _mm256_set1_epi32(r)));
+    for (int r = 1; r <= 4; ++r) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, rot[r]));
+    if (TWO) {
+      const __m256i u = _mm256_loadu_si256((const __m256i*)row);
+      bad = _mm256_or_si256(bad, out_of_range(u, hi));
+      bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(u, v));
+      for (int r = 1; r < 8; ++r) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(u, rot[r]));
+      for (int r = 1; r <= 4; ++r)
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(u, _mm256_permutevar8x32_epi32(u, _mm256_add_epi32(lane, _mm256_set1_epi32(r)))));
+    }
     if (!_mm256_testz_si256(bad, bad)) return t;
   }
   return t1;
@@ -1209,9 +1227,10 @@ __attribute__((target("avx2"))) int64_t first_unclear_row(const int32_t* idx, in
 void validate_rows(void* vctx, int64_t t0, int64_t t1) {
   ValidateCtx& c = *static_cast<ValidateCtx*>(vctx);
 #if MOE_CPU_AVX2_SIGMOID
-  if (c.k <= 8 && cpu_has_avx2()) {
+  if (c.k <= 16 && cpu_has_avx2()) {
     for (int64_t t = t0;; ++t) {
-      t = first_unclear_row(c.idx, t, t1, c.k, c.experts);
+      t = c.k <= 8 ? first_unclear_row<false>(c.idx, t, t1, c.k, c.experts)
+                   : first_unclear_row<true>(c.idx, t, t1, c.k, c.experts);
       if (t >= t1) return;
       int reason;
       if (first_bad_row(c.idx + t * c.k, c.mask ? c.mask + t : nullptr, 1, c.k, c.experts, &reason, c.minus_one_ok) == 0) {

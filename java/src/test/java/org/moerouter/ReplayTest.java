@@ -92,6 +92,40 @@ class ReplayTest {
     }
   }
 
+  /**
+   * Every slot and every pair of slots of a row of k = 1..16 indices (the native check reads such rows as one
+   * or two vectors of 8: pairs within each and across both), in a row far enough into the call that valid
+   * rows come before it: an out-of-range index or a duplicate is rejected naming that row.
+   */
+  @ParameterizedTest
+  @EnumSource(names = {"JAVA", "CPU"})
+  void everySlotAndPairOfARowIsChecked(Backend backend) {
+    int t = 24, bad = 19, e = 40;
+    float[] l = logits(t, e, 13);
+    int[] outIdx = new int[t * 16];
+    float[] outW = new float[t * 16];
+    for (int k : new int[] {1, 7, 8, 9, 12, 16}) {
+      try (MoeRouter r = MoeRouter.create(RouterConfig.builder(e, k).build(), backend)) {
+        int[] good = r.route(l, t).indices();
+        int[] o = Arrays.copyOf(outIdx, t * k);
+        float[] w = Arrays.copyOf(outW, t * k);
+        assertArrayEquals(good, r.replay(l, t, good, null).indices(), "k=" + k + ": valid rows replay");
+        for (int a = 0; a < k; a++) {
+          for (int v : new int[] {e, -2, Integer.MIN_VALUE}) {
+            int[] rep = good.clone();
+            rep[bad * k + a] = v;
+            assertRejected(r, l, t, rep, null, o, w, "row " + bad, "out of range");
+          }
+          for (int b = a + 1; b < k; b++) {
+            int[] rep = good.clone();
+            rep[bad * k + b] = rep[bad * k + a];
+            assertRejected(r, l, t, rep, null, o, w, "row " + bad, "appears twice");
+          }
+        }
+      }
+    }
+  }
+
   static void assertRejected(MoeRouter r, float[] l, int t, int[] replay, byte[] mask, int[] outIdx, float[] outW,
       String row, String reason) {
     Arrays.fill(outIdx, -99);
