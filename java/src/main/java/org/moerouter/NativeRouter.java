@@ -46,6 +46,8 @@ final class NativeRouter extends MoeRouter {
         config.groupScore().code, config.nonFinite().code, config.minusOneRows().code);
     if (h <= 0) throw RouterNative.error((int) -h, "create " + backend + " router");
     handle = h;
+    oneRow = backend == Backend.CPU && !(config.scoreFunction() == ScoreFunction.SOFTMAX && config.preSoftmax())
+        ? new JavaRouting.Kernel(config) : null;
     LIVE.incrementAndGet();
     // Destroy holds the handle, not the router, or the router would never become unreachable.
     destroy = CLEANER.register(this, new Destroy(h));
@@ -64,6 +66,9 @@ final class NativeRouter extends MoeRouter {
   @Override
   long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
       int[] outIdx, float[] outWeights, byte[] outFlags) {
+    if (oneRow != null && tokens == 1 && replayIdx != null && replayIdx[0] != -1
+        && (replayMask == null || replayMask[0] != 0))
+      return replayOneRow(f32, half, type, replayIdx, outIdx, outWeights, outFlags);
     long h = handle;
     long r = f32 != null
         ? RouterNative.moe_jni_route_host(h, f32, type.code, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags)
@@ -71,6 +76,53 @@ final class NativeRouter extends MoeRouter {
             outFlags);
     if (r < 0) throw RouterNative.error((int) -r, replayIdx != null ? "replay" : "route");
     return r;
+  }
+
+  /**
+   * CPU routers whose replayed rows read only their k logits (not softmax pre): the parameters of the
+   * one-row replay below, else null. Its methods used there keep no state, so calls may run at once.
+   */
+  private final JavaRouting.Kernel oneRow;
+
+  /**
+   * A replay of one token on a CPU router, in Java: pinning the call's Java arrays for JNI costs more
+   * (about 30 ns an array, four or five per call) than the whole row does in Java (k exponentials), so
+   * this is what a decode step pays least for (CpuGoalsBenchmark, tokens = 1: docs/benchmarks.md). The same
+   * operations in the same order as JavaRouter (JavaRouting's), so every backend still agrees bit for bit:
+   * the checks first, before anything is written, then the k logits gathered into outWeights (the rule's
+   * own scratch: it is written next anyway) and the weights computed there in place over 0..k-1.
+   */
+  private long replayOneRow(float[] f32, short[] half, LogitsType type, int[] replayIdx, int[] outIdx,
+      float[] outWeights, byte[] outFlags) {
+    final JavaRouting.Kernel kr = oneRow;
+    final int k = kr.k, e = kr.experts;
+    if (JavaRouting.checkReplayRow(replayIdx, 0, k, e) != JavaRouting.REPLAY_OK)
+      throw new MoeRouterException(Status.INVALID_REPLAY, "replay failed: " + Status.INVALID_REPLAY.description()
+          + ": " + JavaRouting.replayRowMessage(0, replayIdx, 0, k, e));
+    if (kr.nonFinite == NonFinitePolicy.ERROR)
+      for (int j = 0; j < k; j++) {
+        int x = replayIdx[j];
+        float l = f32 != null ? f32[x] : JavaRouting.halfToFloat(half[x], type);
+        if (!JavaRouting.isFinite(l))
+          throw new MoeRouterException(Status.NONFINITE, "replay failed: " + Status.NONFINITE.description() + ": "
+              + JavaRouting.nonfiniteMessage(0, x, l));
+      }
+    for (int j = 0; j < k; j++) {
+      int x = replayIdx[j];
+      outWeights[j] = f32 != null ? f32[x] : JavaRouting.halfToFloat(half[x], type);
+    }
+    boolean nf = kr.unscaledWeights(outWeights, ARANGE, 0, outWeights);
+    if (outIdx != replayIdx) System.arraycopy(replayIdx, 0, outIdx, 0, k);
+    boolean zero = nf && kr.nonFinite == NonFinitePolicy.ZERO;
+    for (int j = 0; j < k; j++) outWeights[j] = zero ? 0f : outWeights[j] * kr.scale;
+    if (outFlags != null) outFlags[0] = (byte) (nf ? 1 : 0);
+    return nf ? 1 : 0;
+  }
+
+  private static final int[] ARANGE = new int[RouterConfig.MAX_TOP_K];
+
+  static {
+    for (int j = 0; j < ARANGE.length; j++) ARANGE[j] = j;
   }
 
   // Direct-buffer addresses per argument position (see AddressCache).
