@@ -85,12 +85,13 @@ final class NativeRouter extends MoeRouter {
   private final JavaRouting.Kernel oneRow;
 
   /**
-   * A replay of one token on a CPU router, in Java: pinning the call's Java arrays for JNI costs more
-   * (about 30 ns an array, four or five per call) than the whole row does in Java (k exponentials), so
-   * this is what a decode step pays least for (CpuGoalsBenchmark, tokens = 1: docs/benchmarks.md). The same
-   * operations in the same order as JavaRouter (JavaRouting's), so every backend still agrees bit for bit:
-   * the checks first, before anything is written, then the k logits gathered into outWeights (the rule's
-   * own scratch: it is written next anyway) and the weights computed there in place over 0..k-1.
+   * A replay of one token on a CPU router, in Java: pinning the call's Java arrays for JNI costs more (30-40 ns an
+   * array, four or five per call) than the whole row does in Java (k exponentials), so this is what a decode step pays
+   * least for (CpuGoalsBenchmark, tokens = 1: docs/benchmarks.md, stage 2). Like every Java float operation it runs in
+   * the thread's MXCSR (docs/cpu-design.md, "Decode replay"). The same operations in the same order as JavaRouter
+   * (JavaRouting's), so every backend still agrees bit for bit: the checks first, before anything is written, then the
+   * k logits gathered into outWeights (the rule's own scratch: it is written next anyway) and the weights computed
+   * there in place over 0..k-1.
    */
   private long replayOneRow(float[] f32, short[] half, LogitsType type, int[] replayIdx, int[] outIdx,
       float[] outWeights, byte[] outFlags) {
