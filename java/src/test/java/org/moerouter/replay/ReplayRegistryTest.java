@@ -406,6 +406,43 @@ class ReplayRegistryTest {
   }
 
   @Test
+  void registryActionsNeverReachNeverReplayLayers() {
+    // Issue 17: setAction(RECORD) switching the MTP layer would put MTP routing into the traces.
+    RouterReplay mtp = reg.layer(LayerKey.mtp(99));
+    for (ReplayAction a : ReplayAction.values()) {
+      reg.setAction(a);
+      assertEquals(ReplayAction.NONE, mtp.action(), a.toString());
+      assertEquals(a, reg.layer(L0).action(), a.toString());
+      assertEquals(a, reg.layer(L1).action(), a.toString());
+    }
+    reg.setAction(ReplayAction.RECORD);
+    route(mtp);
+    route(reg.layer(L0));
+    assertEquals(0, mtp.recordedTokens(), "the never-replay layer recorded");
+    assertEquals(T, reg.layer(L0).recordedTokens());
+  }
+
+  @Test
+  void suspendRestoresTheLastLayerToo() {
+    // Issue 17: a restore loop stopping one short passed the test above, whose last layer is already NONE.
+    ReplayRegistry r2 = new ReplayRegistry();
+    r2.addLayer(L0, CONFIG).setAction(ReplayAction.RECORD);
+    r2.addLayer(L1, CONFIG).setAction(ReplayAction.REPLAY_FORWARD);
+    r2.addLayer(MTP1, CONFIG).setAction(ReplayAction.REPLAY_BACKWARD);
+    try (Suspension s = r2.suspend()) {
+      for (RouterReplay l : r2.layers()) assertEquals(ReplayAction.NONE, l.action(), l.key().toString());
+    }
+    assertEquals(ReplayAction.RECORD, r2.layer(L0).action());
+    assertEquals(ReplayAction.REPLAY_FORWARD, r2.layer(L1).action());
+    assertEquals(ReplayAction.REPLAY_BACKWARD, r2.layer(MTP1).action());
+    try (Suspension s = r2.layer(MTP1).suspend()) {
+      assertEquals(ReplayAction.NONE, r2.layer(MTP1).action());
+      assertEquals(ReplayAction.RECORD, r2.layer(L0).action(), "a layer's own suspension touches no other layer");
+    }
+    assertEquals(ReplayAction.REPLAY_BACKWARD, r2.layer(MTP1).action());
+  }
+
+  @Test
   void neverReplayLayersRouteLiveAndAcceptNoTarget() {
     reg.setAction(ReplayAction.REPLAY_FORWARD);
     RouterReplay mtp = reg.layer(LayerKey.mtp(99));
