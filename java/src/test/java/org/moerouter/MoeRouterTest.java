@@ -13,6 +13,9 @@ import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.util.Arrays;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -102,15 +105,62 @@ class MoeRouterTest {
       assertArrayEquals(ref.indices(), gotIdx);
       assertArrayEquals(ref.weights(), gotW, 0f);
 
-      // Replay through buffers with a mask, and a heap buffer is refused.
+      // Replay through buffers with a mask: rows with mask 0 route live, the others take the replayed
+      // experts (a rotation of the live row, so the weights move with them).
+      int[] rotated = new int[t * 6];
+      for (int row = 0; row < t; row++)
+        for (int j = 0; j < 6; j++) rotated[row * 6 + j] = ref.indices()[row * 6 + (j + 1) % 6];
+      int[] other = TestData.randomSelection(new java.util.SplittableRandom(3), t, 6, 48);
       ByteBuffer mask = ByteBuffer.allocateDirect(t);
-      for (int i = 0; i < t; i++) mask.put(i, (byte) 1);
+      byte[] maskBytes = new byte[t];
+      for (int i = 0; i < t; i++) mask.put(i, maskBytes[i] = (byte) (i % 3 == 1 ? 0 : 1));
+      int[] replay = rotated.clone();
+      int[] forced = rotated.clone();
+      for (int row = 0; row < t; row++)
+        if (maskBytes[row] == 0) {
+          System.arraycopy(other, row * 6, replay, row * 6, 6);
+          System.arraycopy(ref.indices(), row * 6, forced, row * 6, 6);
+        }
+      RoutingResult expected = r.replay(l, t, forced, null);
+      IntBuffer rep = ByteBuffer.allocateDirect(t * 6 * 4).order(ByteOrder.nativeOrder()).asIntBuffer();
+      rep.put(0, replay);
       IntBuffer out2 = ByteBuffer.allocateDirect(t * 6 * 4).order(ByteOrder.nativeOrder()).asIntBuffer();
-      r.route(logits, LogitsType.FP32, t, idx, mask, out2, w);
+      r.route(logits, LogitsType.FP32, t, rep, mask, out2, w);
       out2.get(0, gotIdx);
-      assertArrayEquals(ref.indices(), gotIdx);
+      w.get(0, gotW);
+      assertArrayEquals(expected.indices(), gotIdx, "buffers: masked replay indices");
+      assertArrayEquals(expected.weights(), gotW, 0f, "buffers: masked replay weights");
+      assertNotEquals(Arrays.toString(ref.weights()), Arrays.toString(expected.weights()), "replay moved the weights");
       assertThrows(MoeRouterException.class,
           () -> r.route(FloatBuffer.wrap(l), LogitsType.FP32, t, null, null, idx, w));
+
+      // The same through raw addresses (JavaCPP pointers; their natives are in the router's library).
+      assertTrue(NativeLibrary.loaded(), () -> "native library: " + NativeLibrary.loadFailure());
+      float[] dw = new float[t * 6];
+      for (int i = 0; i < dw.length; i++) dw[i] = (i % 5) * 0.25f - 0.5f;
+      float[] refGrad = new float[t * 48];
+      r.backward(l, t, expected.indices(), dw, refGrad);
+      try (FloatPointer pl = new FloatPointer(l); IntPointer pr = new IntPointer(replay);
+          BytePointer pm = new BytePointer(maskBytes); IntPointer pi = new IntPointer((long) t * 6);
+          FloatPointer pw = new FloatPointer((long) t * 6); BytePointer pf = new BytePointer((long) t);
+          IntPointer pe = new IntPointer(expected.indices()); FloatPointer pdw = new FloatPointer(dw);
+          FloatPointer pg = new FloatPointer((long) t * 48)) {
+        assertEquals(0, r.routeAddress(pl.address(), LogitsType.FP32, t, 0, 0, pi.address(), pw.address()));
+        pi.get(gotIdx);
+        pw.get(gotW);
+        assertArrayEquals(ref.indices(), gotIdx, "addresses: live indices");
+        assertArrayEquals(ref.weights(), gotW, 0f, "addresses: live weights");
+        assertEquals(0, r.routeAddress(pl.address(), LogitsType.FP32, t, pr.address(), pm.address(), pi.address(),
+            pw.address(), pf.address()));
+        pi.get(gotIdx);
+        pw.get(gotW);
+        assertArrayEquals(expected.indices(), gotIdx, "addresses: masked replay indices");
+        assertArrayEquals(expected.weights(), gotW, 0f, "addresses: masked replay weights");
+        r.backwardAddress(pl.address(), LogitsType.FP32, t, pe.address(), pdw.address(), pg.address());
+        float[] grad = new float[t * 48];
+        pg.get(grad);
+        assertArrayEquals(refGrad, grad, 0f, "addresses: gradients");
+      }
     }
   }
 

@@ -98,7 +98,18 @@ class MainTest {
     Run r = run("route", "--logits", dir.resolve("l64.npy").toString(), "--score", "softmax", "--topk", "2",
         "--out", dir.resolve("o").toString());
     assertEquals(0, r.status, r.err);
-    assertEquals(6, Npy.read(dir.resolve("o/idx.npy")).size());
+    // The same routing as the API on the logits rounded to float (the CLI's conversion), checked on values.
+    float[] f = new float[l.length];
+    for (int i = 0; i < l.length; i++) f[i] = (float) l[i];
+    try (MoeRouter router = MoeRouter.create(RouterConfig.builder(8, 2).build(), Backend.JAVA)) {
+      RoutingResult ref = router.route(f, 3);
+      Npy.Array idx = Npy.read(dir.resolve("o/idx.npy"));
+      assertArrayEquals(new long[] {3, 2}, idx.shape());
+      assertArrayEquals(ref.indices(), idx.toIntArray());
+      assertArrayEquals(ref.weights(), Npy.read(dir.resolve("o/weights.npy")).toFloatArray(), 1e-6f);
+      // sin(i) for i = 0..23: row 0's largest two are sin(2) > sin(1) (experts 2, 1).
+      assertArrayEquals(new int[] {2, 1}, Arrays.copyOf(idx.toIntArray(), 2));
+    }
   }
 
   @Test

@@ -55,6 +55,23 @@ class TraceCommandTest {
   }
 
   @Test
+  void diffCountsDifferingRowsAndOverlapPerLayer() throws Exception {
+    // 4 tokens, layers 3 and 5, top-2 of 8, [token, layer, k]. B differs from A in: token 0 layer 3 (same
+    // set, other order: no difference), token 1 layer 3 (one expert of two), token 2 layer 5 (none shared).
+    int[] a = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+    int[] b = {1, 0, 2, 3, 0, 4, 2, 3, 0, 1, 6, 7, 0, 1, 2, 3};
+    Path pa = dir.resolve("a.safetensors"), pb = dir.resolve("b.safetensors");
+    TraceFiles.write(RoutingTrace.builder("m", 8, 2, new int[] {3, 5}, "softmax").addSample(a).build(), pa);
+    TraceFiles.write(RoutingTrace.builder("m", 8, 2, new int[] {3, 5}, "softmax").addSample(b).build(), pb);
+    assertEquals(0, run("diff", pa.toString(), pb.toString()), err);
+    assertEquals("   layer       tokens    rows_differ   mean_overlap\n"
+        + "       3            4       0.250000       0.875000\n"
+        + "       5            4       0.250000       0.750000\n"
+        + "     all            4       0.250000       0.812500\n"
+        + "tokens with any difference: 2 of 4 (0.500000)\n", out.substring(out.indexOf("   layer")));
+  }
+
+  @Test
   void badFilesGiveOneLineErrors() throws Exception {
     Path bad = dir.resolve("bad.safetensors");
     Files.write(bad, new byte[] {1, 2, 3});

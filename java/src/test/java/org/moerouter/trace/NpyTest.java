@@ -29,7 +29,29 @@ class NpyTest {
       assertEquals(types[i], a.dtype());
       assertArrayEquals(new long[] {3, 1}, a.shape());
       assertTrue(Arrays.deepEquals(new Object[] {data[i]}, new Object[] {a.data()}), types[i].toString());
-      assertEquals(0, Files.size(p) % 1 == 0 ? (Files.size(p) - 3L * types[i].itemSize()) % 64 : 1, "header aligned to 64");
+      // The bytes as numpy lays them out: magic, version 1.0, a header padded with spaces to a multiple of 64
+      // ending in a newline, then the elements little-endian.
+      byte[] f = Files.readAllBytes(p);
+      String where = types[i].toString();
+      assertArrayEquals(new byte[] {(byte) 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0}, Arrays.copyOf(f, 8), where);
+      int headerLen = (f[8] & 0xff) | (f[9] & 0xff) << 8;
+      assertEquals(0, (10 + headerLen) % 64, where + ": header aligned to 64");
+      String header = new String(f, 10, headerLen, StandardCharsets.ISO_8859_1);
+      String descr = (types[i].itemSize() == 1 ? "|" : "<") + types[i].toString().toLowerCase(java.util.Locale.ROOT);
+      assertTrue(header.startsWith("{'descr': '" + descr + "', 'fortran_order': False, 'shape': (3, 1), }"), where + ": " + header);
+      assertEquals('\n', header.charAt(headerLen - 1), where);
+      assertEquals(10 + headerLen + 3 * types[i].itemSize(), f.length, where + ": file size");
+      ByteBuffer expected = ByteBuffer.allocate(3 * types[i].itemSize()).order(ByteOrder.LITTLE_ENDIAN);
+      for (int j = 0; j < 3; j++) {
+        Object d = data[i];
+        if (d instanceof byte[]) expected.put(((byte[]) d)[j]);
+        else if (d instanceof short[]) expected.putShort(((short[]) d)[j]);
+        else if (d instanceof int[]) expected.putInt(((int[]) d)[j]);
+        else if (d instanceof long[]) expected.putLong(((long[]) d)[j]);
+        else if (d instanceof float[]) expected.putFloat(((float[]) d)[j]);
+        else expected.putDouble(((double[]) d)[j]);
+      }
+      assertArrayEquals(expected.array(), Arrays.copyOfRange(f, 10 + headerLen, f.length), where + ": data bytes");
     }
     assertEquals(255, Npy.read(dir.resolve("U1.npy")).getLong(1));
     assertEquals(65535, Npy.read(dir.resolve("U2.npy")).toIntArray()[0]);
