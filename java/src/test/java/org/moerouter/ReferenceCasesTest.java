@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.util.Arrays;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -142,5 +143,42 @@ class ReferenceCasesTest {
         new double[] {Math.exp(2) / z * 2.5, 1.0 / 8 * 2.5}, 1e-6, 0);
     // softmax post k = 1: softmax of one logit is exactly 1, times the scale.
     check("softmax post k=1", RouterConfig.builder(8, 1).scale(2.5f).build(), l, 2, idx, new double[] {2.5, 2.5}, 0, 0);
+  }
+
+  /** IEEE binary16 decoded from its fields, independently of the library. */
+  static double half(int h) {
+    int sign = (h >>> 15) & 1, exp = (h >>> 10) & 0x1f, man = h & 0x3ff;
+    double v = exp == 0x1f ? (man == 0 ? Double.POSITIVE_INFINITY : Double.NaN)
+        : exp == 0 ? man * Math.pow(2, -24) : (1 + man / 1024.0) * Math.pow(2, exp - 15);
+    return sign == 1 ? -v : v;
+  }
+
+  @Test
+  void everyFp16ValueDecodesExactly() {
+    for (int h = 0; h < 1 << 16; h++) {
+      float got = JavaRouting.f16ToFloat((short) h);
+      double want = half(h);
+      if (Double.isNaN(want)) assertTrue(Float.isNaN(got), Integer.toHexString(h));
+      else assertEquals(Float.floatToRawIntBits((float) want), Float.floatToRawIntBits(got), Integer.toHexString(h));
+    }
+    // Both backends route fp16 rows as the same values in fp32: subnormal halves, the smallest normal,
+    // the largest finite, +-0, +-inf and NaN, where the order depends on every bit of the decoding.
+    short[] h = {0x0001, 0x0002, 0x03ff, 0x0400, (short) 0x8001, (short) 0x8000, 0x0000, 0x0200,
+        0x3c01, 0x3c00, 0x7bff, (short) 0xfbff, 0x7c00, (short) 0xfc00, 0x7e00, 0x3bff};
+    float[] f = new float[h.length];
+    for (int i = 0; i < h.length; i++) f[i] = (float) half(h[i] & 0xffff);
+    for (Backend b : HOST)
+      for (RouterConfig c : new RouterConfig[] {RouterConfig.builder(8, 8).build(),
+          RouterConfig.builder(8, 4).scoreFunction(ScoreFunction.SIGMOID).scale(3f).build()})
+        try (MoeRouter r = MoeRouter.create(c, b)) {
+          int k = c.topK();
+          int[] i16 = new int[2 * k], i32 = new int[2 * k];
+          float[] w16 = new float[2 * k], w32 = new float[2 * k];
+          assertEquals(r.route(f, 2, i32, w32), r.route(h, LogitsType.FP16, 2, i16, w16), b + " " + c);
+          assertArrayEquals(i32, i16, b + " " + c);
+          for (int j = 0; j < w16.length; j++)
+            assertEquals(Float.floatToIntBits(w32[j]), Float.floatToIntBits(w16[j]), b + " " + c + " weight " + j);
+          if (k == 8) assertArrayEquals(new int[] {3, 2, 7, 1, 0, 5, 6, 4}, Arrays.copyOf(i16, 8), b + " row 0 order");
+        }
   }
 }
