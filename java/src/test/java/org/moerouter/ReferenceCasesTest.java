@@ -10,7 +10,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Hand-written cases the goldens lack (issue 17): exact bf16 ties, NaN and +-inf rows, +-0 and
- * subnormals, k = 1 with a scale. Each expectation is written here from ROUTING_SPEC.md; JAVA and CPU
+ * subnormals, k = 1 with a scale. Each expectation is written here from docs/semantics.md; JAVA and CPU
  * must both meet it, bit for bit where the value is exact.
  */
 class ReferenceCasesTest {
