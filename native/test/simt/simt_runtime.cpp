@@ -1683,6 +1683,13 @@ cudaError_t cudaGraphReleaseUserObject(cudaGraph_t g, cudaUserObject_t o, unsign
   return ret(cudaErrorInvalidValue);
 }
 
+cudaError_t simt_occupancy(int* blocks, const void* func, int block_size, size_t dyn_smem) {
+  if (!blocks || !func || block_size <= 0 || block_size > 1024 || dyn_smem > kMaxDynSmem)
+    return ret(cudaErrorInvalidValue);
+  *blocks = std::min(2048 / block_size, 32);
+  return cudaSuccess;
+}
+
 cudaError_t simt_func_set_attribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || (size_t)value > kMaxDynSmem)
     return ret(cudaErrorInvalidValue);

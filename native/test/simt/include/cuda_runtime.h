@@ -606,6 +606,16 @@ inline cudaError_t cudaFuncSetAttribute(T* func, cudaFuncAttribute attr, int val
   return simt_func_set_attribute(reinterpret_cast<const void*>(func), attr, value);
 }
 
+// Occupancy: what a device of the emulated kind (sm_90, 2048 threads and 32 blocks per SM) allows for
+// the block size, ignoring registers and shared memory (the host compiler allocates no registers);
+// launchers that size their grid from it still turn their grid-stride loops several times here.
+cudaError_t simt_occupancy(int* blocks, const void* func, int block_size, size_t dyn_smem);
+template <class T>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, T* func, int block_size,
+                                                                 size_t dyn_smem) {
+  return simt_occupancy(blocks, reinterpret_cast<const void*>(func), block_size, dyn_smem);
+}
+
 // Launch with the arguments converted to the kernel's parameter types now, as the runtime does
 // (a captured launch keeps these values; a later launch of the graph replays them).
 template <class... Exp, class... Act>
