@@ -340,6 +340,13 @@ int main(int argc, char** argv) {
       with_options({"sigmoid_bias_top2_E128_k6_g8_4", 128, 6, MOE_SCORE_SIGMOID, 0, 8, 4, 1.0f, true}, kDefault, kTop2,
                    kProp, kReject),
       {"softmax_topksum_E64_k7_g8_2", 64, 7, MOE_SCORE_SOFTMAX, 0, 8, 2, 1.0f, false},
+      // register path (E <= 256, 8 slots per lane): E not a multiple of 32, a last slot with one expert,
+      // k > 32 (second entry), groups that straddle lanes and slots
+      with_options({"softmax_pre_bias_E200_k9_g8_3_top2", 200, 9, MOE_SCORE_SOFTMAX, 1, 8, 3, 1.0f, true}, kDefault,
+                   kTop2, kProp, kReject),
+      {"sigmoid_E250_k40", 250, 40, MOE_SCORE_SIGMOID, 0, 0, 0, 1.0f, false},
+      with_options({"sqrtsoftplus_bias_E129_k8_g3_1_max", 129, 8, MOE_SCORE_SQRTSOFTPLUS, 0, 3, 1, 1.0f, true},
+                   kDefault, kMax, kZero, kReject),
       {"sigmoid_topksum_E4096_k9_g64_4", 4096, 9, MOE_SCORE_SIGMOID, 0, 64, 4, 1.0f, false},
       // non-finite policies (per-row flags, zeroed weights and gradients, rejections)
       with_options({"softmax_post_zero_E128_k8", 128, 8, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false}, kDefault, kTopk,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fused live routing: scores + bias + group-limited selection + top-k + weights + scaling, one pass
-// over the logits. A team per token: one warp (4 tokens per 128-thread block) for E <= 512, a
+// over the logits. E <= 256: the register path (route_reg_kernel below; docs/cuda-design.md has its cost
+// model). Above, a team per token: one warp (4 tokens per 128-thread block) for E <= 512, a
 // 256-thread block per token above. The row is staged once in shared memory as float (16-byte
 // loads when aligned); selection is an exact top-k over the distinct u64 rank keys of
 // moe_routing_math.h, found by k rounds of "largest key below the previous winner": every thread
@@ -15,6 +16,8 @@
 // Replay rows reach this kernel only for softmax pre (the weights need the row's softmax) and for
 // masked-out or all -1 rows under minus_one_rows LIVE, which are routed live; all -1 rows under
 // ARANGE replay experts 0..k-1.
+#include <atomic>
+
 #include "moe_cuda_common.cuh"
 
 namespace moe {
@@ -223,6 +226,237 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW,
   }
 }
 
+// ------------------------------------------------------------------ register path (E <= 256)
+// One warp per token with the row in registers: lane l holds experts l + 32 m (m < C), read straight
+// from global memory (each warp-wide load covers 32 consecutive elements). That layout is the
+// canonical lane order of the softmax denominator (lane j adds j, j + 32, ..., then the xor
+// butterfly), so the row softmax needs no shared memory. Selection keys are 32 bits: score_key + 1,
+// 0 for an expert taken or not eligible (score_key is at most 0xff800000, so + 1 never wraps). A
+// round is __reduce_max_sync of the lanes' best keys, then __reduce_min_sync of the expert indices
+// holding that key: the lower index wins a tie, exactly the order of the 64-bit rank_key. A lane's best
+// is its lowest slot among its largest keys (slots ascend in index), and only the winning lane
+// rescans its C registers. The bias is staged once per block in shared memory (strided reads: no bank
+// conflict) and the group of each slot is a lane constant. Group scores reuse select_groups over the
+// routing scores R written to shared memory (grouped only).
+constexpr int kRegBlockThreads = 128;
+constexpr int kRegWarps = kRegBlockThreads / 32;
+constexpr int kRegMaxExperts = 256;
+// Resident blocks per SM asked of ptxas: 8 (64 registers, half the SM's warps) for C <= 4; 6 (80
+// registers) for C = 8, which spills 112 bytes at 64 (the unrolled score loop keeps eight exp_det in
+// flight) and took 94 unbounded (5 blocks). No spills at these bounds (ptxas -v, sm_80 and sm_90).
+template <int C>
+struct RegBounds {
+  static constexpr int kMinBlocks = C <= 4 ? 8 : 6;
+};
+
+template <int DT, int C>
+__global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
+    route_reg_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
+                     const uint8_t* __restrict__ mask, int skip_replay_rows, int32_t* out_idx,
+                     float* __restrict__ out_w, uint8_t* __restrict__ out_flags,
+                     unsigned long long* __restrict__ nonfinite, const unsigned long long* __restrict__ call_bad) {
+  extern __shared__ float4 dyn_smem[];
+  if (call_bad && *call_bad != kNoBadRow) return;  // rejected replay: write nothing
+
+  const int E = p.experts, k = p.k;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
+  const bool post = p.post_softmax();
+  const bool grouped = p.grouped();
+  const bool by_logit = p.rank_by_logit();
+  const bool need_r = !by_logit || grouped;  // R ranks (bias) or feeds the group scores
+  const bool two = k > 32;                    // uniform: some lane holds a second entry
+  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
+  // Shared memory: the bias [E] (read once per block), then per warp the R of its row [E] (grouped).
+  float* sh_bias = reinterpret_cast<float*>(dyn_smem);
+  float* sc = sh_bias + (size_t)(1 + warp) * E;
+  const bool with_bias = p.bias != nullptr && need_r;
+  if (with_bias) {
+    for (int i = threadIdx.x; i < E; i += kRegBlockThreads) sh_bias[i] = __ldg(p.bias + i);
+    __syncthreads();  // uniform: with_bias depends on the parameters only
+  }
+  // Group of each slot, 8 bits per slot (G <= 64): one shift per slot per token instead of a division.
+  unsigned long long grp = 0;
+  if (grouped) {
+    const int gs = p.group_size();
+#pragma unroll
+    for (int m = 0; m < C; ++m)
+      if (lane + 32 * m < E) grp |= (unsigned long long)((lane + 32 * m) / gs) << (8 * m);
+  }
+  const size_t row_bytes = (size_t)E * dtype_bytes(DT);
+  unsigned long long nf_rows = 0;
+
+  for (int64_t t = (int64_t)blockIdx.x * kRegWarps + warp; t < tokens; t += (int64_t)gridDim.x * kRegWarps) {
+    bool is_replay = replay && (!mask || mask[t] != 0);
+    // Validated rows: one starting with -1 is all -1, accepted only under LIVE (routed live here) or
+    // ARANGE (experts 0..k-1).
+    const bool minus_one = is_replay && replay[t * k] == -1;
+    const bool arange = minus_one && p.minus_one_rows == MOE_MINUS_ONE_ARANGE;
+    if (minus_one && !arange) is_replay = false;
+    if (is_replay && skip_replay_rows) continue;  // uniform over the warp
+    const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
+
+    float x[C];
+    bool nf = false;
+#pragma unroll
+    for (int m = 0; m < C; ++m) {
+      const int i = lane + 32 * m;
+      x[m] = i < E ? dev::load_elem<DT>(row, i) : 0.0f;
+      nf |= i < E && !is_finite(x[m]);
+    }
+    nf = __any_sync(dev::kFull, nf) != 0;
+
+    // Softmax pre: ex = exp_det(x - max), and the canonical denominator (team_row_softmax's order).
+    RowSoftmax sm{0.0f, 1.0f};
+    float ex[C];
+    if (pre) {
+      float mx = dev::neg_inf();
+#pragma unroll
+      for (int m = 0; m < C; ++m)
+        if (lane + 32 * m < E && x[m] > mx) mx = x[m];
+      mx = dev::seg_max_f(mx, 32);
+      float acc = 0.0f;
+#pragma unroll
+      for (int m = 0; m < C; ++m) {
+        ex[m] = 0.0f;
+        if (lane + 32 * m < E) {
+          ex[m] = exp_det(sub_rn(x[m], mx));
+          acc = add_rn(acc, ex[m]);
+        }
+      }
+      for (int off = 16; off > 0; off >>= 1) acc = add_rn(acc, __shfl_xor_sync(dev::kFull, acc, off));
+      sm.max = mx;
+      sm.sum = acc;
+    }
+
+    // Keys: K is the logit without a bias, else R (routing_score's operations).
+    unsigned key[C];
+#pragma unroll
+    for (int m = 0; m < C; ++m) {
+      const int i = lane + 32 * m;
+      float r = x[m];
+      if (need_r && !post && i < E) {
+        const float s = pre ? div_rn(ex[m], sm.sum) : score_of(p.score_fn, x[m]);
+        r = with_bias ? add_rn(s, sh_bias[i]) : s;
+      }
+      if (grouped && i < E) sc[i] = r;
+      key[m] = i < E ? score_key(by_logit ? x[m] : r) + 1u : 0u;
+      if (pre) x[m] = ex[m];  // from here x holds what the weights gather: exp for softmax pre
+    }
+
+    int e0 = 0, e1 = 0;  // lane j: the j-th and (j+32)-th expert
+    if (is_replay) {
+      if (lane < k) e0 = arange ? lane : replay[t * k + lane];
+      if (lane + 32 < k) e1 = arange ? lane + 32 : replay[t * k + lane + 32];
+    } else {
+      if (grouped) {
+        __syncwarp();  // sc written by every lane
+        const unsigned long long kept = select_groups(p, sc, lane);
+#pragma unroll
+        for (int m = 0; m < C; ++m)
+          if (!((kept >> ((grp >> (8 * m)) & 0xffu)) & 1ull)) key[m] = 0u;
+      }
+      unsigned best = 0u;
+      int bs = 0;
+#pragma unroll
+      for (int m = 0; m < C; ++m)
+        if (key[m] > best) {
+          best = key[m];
+          bs = m;
+        }
+      for (int r = 0; r < k; ++r) {
+        const unsigned win = __reduce_max_sync(dev::kFull, best);
+        const unsigned own = lane + 32 * bs;
+        const int w = (int)__reduce_min_sync(dev::kFull, best == win ? own : ~0u);
+        if (lane == (r & 31)) {
+          if (r < 32)
+            e0 = w;
+          else
+            e1 = w;
+        }
+        if (best == win && own == (unsigned)w) {  // this lane held the winner: its next best
+          best = 0u;
+          int nb = 0;
+#pragma unroll
+          for (int m = 0; m < C; ++m) {
+            if (m == bs) key[m] = 0u;
+            if (key[m] > best) {
+              best = key[m];
+              nb = m;
+            }
+          }
+          bs = nb;
+        }
+      }
+    }
+
+    // Weights: the chosen experts' values gathered from their lanes (x, or exp for softmax pre).
+    const bool v0 = lane < k, v1 = lane + 32 < k;
+    float g0 = 0.0f, g1 = 0.0f;
+#pragma unroll
+    for (int m = 0; m < C; ++m) {
+      const float a = __shfl_sync(dev::kFull, x[m], e0 & 31);
+      if ((e0 >> 5) == m) g0 = a;
+      if (two) {
+        const float b = __shfl_sync(dev::kFull, x[m], e1 & 31);
+        if ((e1 >> 5) == m) g1 = b;
+      }
+    }
+    float l0 = 0.0f, l1 = 0.0f, p0 = 0.0f, p1 = 0.0f;
+    if (pre) {
+      p0 = v0 ? div_rn(g0, sm.sum) : 0.0f;
+      p1 = v1 ? div_rn(g1, sm.sum) : 0.0f;
+    } else {
+      l0 = v0 ? g0 : 0.0f;
+      l1 = v1 ? g1 : 0.0f;
+    }
+    float u0, u1, w0, w1;
+    bool unused_nf = false;
+    dev::seg_weights<32, false>(p, lane, l0, l1, p0, p1, u0, u1, w0, w1, unused_nf);
+    const bool zero = zero_nonfinite && nf;  // ZERO: the row read a non-finite logit
+    if (v0) {
+      out_idx[t * k + lane] = e0;
+      out_w[t * k + lane] = zero ? 0.0f : mul_rn(w0, p.scale);
+    }
+    if (v1) {
+      out_idx[t * k + lane + 32] = e1;
+      out_w[t * k + lane + 32] = zero ? 0.0f : mul_rn(w1, p.scale);
+    }
+    if (out_flags && lane == 0) out_flags[t] = nf ? 1 : 0;
+    nf_rows += nf ? 1 : 0;
+    if (grouped) __syncwarp();  // sc is rewritten by the next token
+  }
+  if (nonfinite && lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);  // nf is warp-uniform
+}
+
+// Blocks per SM the register kernel reaches (asked of the runtime once per instantiation, with the
+// largest shared memory it uses; a smaller use only fits more): the grid is one full wave.
+template <int DT, int C>
+int reg_blocks_per_sm() {
+  static std::atomic<int> cached{0};
+  int b = cached.load(std::memory_order_relaxed);
+  if (b > 0) return b;
+  const size_t smem = (size_t)(1 + kRegWarps) * 32 * C * sizeof(float);
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, route_reg_kernel<DT, C>, kRegBlockThreads, smem) !=
+          cudaSuccess ||
+      b < 1)
+    b = 1;
+  cached.store(b, std::memory_order_relaxed);
+  return b;
+}
+
+template <int DT, int C>
+cudaError_t launch_reg_c(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                         const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                         unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                         cudaStream_t stream) {
+  const size_t smem = (size_t)(1 + (p.grouped() ? kRegWarps : 0)) * p.experts * sizeof(float);
+  const unsigned grid = grid_for(tokens, kRegWarps, sm_count, reg_blocks_per_sm<DT, C>());
+  return launch_kernel(route_reg_kernel<DT, C>, grid, kRegBlockThreads, smem, stream, p, logits, tokens, replay,
+                       mask, skip ? 1 : 0, out_idx, out_w, out_flags, nf, call_bad);
+}
+
 template <int DT, int TW>
 cudaError_t launch_live_t(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
                           const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
@@ -244,6 +478,15 @@ cudaError_t launch_live_dt(const Params& p, const void* logits, int64_t tokens, 
                            const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
                            unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
                            cudaStream_t stream) {
+  if (p.experts <= 64)
+    return launch_reg_c<DT, 2>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
+                               sm_count, stream);
+  if (p.experts <= 128)
+    return launch_reg_c<DT, 4>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
+                               sm_count, stream);
+  if (p.experts <= kRegMaxExperts)
+    return launch_reg_c<DT, 8>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
+                               sm_count, stream);
   if (p.experts <= kWarpPathMaxExperts)
     return launch_live_t<DT, 1>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
                                 sm_count, stream);
