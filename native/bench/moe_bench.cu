@@ -3,9 +3,15 @@
 // move: live floor reads the logits once and writes idx + weights; replay floor reads idx and the k
 // replayed logits and writes idx + weights; backward floor reads idx + dW and writes dL [T, E].
 // Timing: CUDA events around each call, median over many calls; inputs rotate over buffers whose
-// total exceeds L2 (>= 256 MB), so every call reads from HBM.
+// total exceeds L2 (>= 256 MB), so every call reads from HBM. Each floor runs in the same process,
+// right after the operation it bounds, on the same buffers. T = 64 is the decode row. The predicted
+// ratios are in docs/cuda-design.md.
 //
-//   moe_bench [--iters N] [--quick]
+//   moe_bench [--iters N] [--quick] [--tiny]
+//
+// --tiny: a few calls at small T over a small arena, with every routed row checked (k distinct experts
+// in range); the SIMT harness runs it (SimtHarnessTest) so that this program's logic is exercised on
+// every build. Its timings mean nothing.
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +29,24 @@
 namespace {
 
 constexpr size_t kArenaBytes = 256ull << 20;
+constexpr size_t kTinyArenaBytes = 4ull << 20;
+
+// Every row of idx [T, k] holds k distinct experts in [0, E): what a routing call must write.
+bool rows_valid(const int32_t* d_idx, int64_t T, int k, int E) {
+  std::vector<int32_t> h((size_t)T * k);
+  CK(cudaMemcpy(h.data(), d_idx, h.size() * 4, cudaMemcpyDeviceToHost));
+  std::vector<int> seen(E, -1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int j = 0; j < k; ++j) {
+      const int32_t e = h[t * k + j];
+      if (e < 0 || e >= E || seen[e] == (int)t) {
+        fprintf(stderr, "moe_bench: row %lld entry %d holds %d (E = %d, k = %d)\n", (long long)t, j, e, E, k);
+        return false;
+      }
+      seen[e] = (int)t;
+    }
+  return true;
+}
 
 // Live floor: a warp per token reads the row (16-byte loads) and writes k indices and weights
 // derived from it (so nothing is optimised away).
@@ -84,7 +108,7 @@ __global__ void floor_backward(int64_t tokens, int E, int k, const int32_t* __re
 
 struct Config {
   const char* name;
-  int E, k, score, G, Gk;
+  int E, k, score, pre, G, Gk;
   float scale;
   bool bias;
 };
@@ -128,19 +152,23 @@ struct Timer {
 
 int main(int argc, char** argv) {
   int iters = 200;
-  bool quick = false;
+  bool quick = false, tiny = false;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--iters") && i + 1 < argc)
       iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--quick"))
       quick = true;
+    else if (!strcmp(argv[i], "--tiny"))
+      tiny = true;
     else {
-      fprintf(stderr, "usage: %s [--iters N] [--quick]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--iters N] [--quick] [--tiny]\n", argv[0]);
       return 2;
     }
   }
   if (quick) iters = std::min(iters, 30);
+  if (tiny) iters = 3;
   if (iters < 3) iters = 3;
+  const size_t arena_bytes = tiny ? kTinyArenaBytes : kArenaBytes;
   if (moe_cuda_device_count() <= 0) {
     int raw = 0;
     cudaError_t why = cudaGetDeviceCount(&raw);
@@ -150,29 +178,34 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  printf("moe_bench: %s, %d SMs, L2 %d MB; median of %d calls, inputs rotated over >= %zu MB\n", prop.name,
-         prop.multiProcessorCount, prop.l2CacheSize >> 20, iters, kArenaBytes >> 20);
+  printf("moe_bench: %s, %d SMs, L2 %d MB; median of %d calls, inputs rotated over >= %zu MB%s\n", prop.name,
+         prop.multiProcessorCount, prop.l2CacheSize >> 20, iters, arena_bytes >> 20,
+         tiny ? " (--tiny: a logic check, the timings mean nothing)" : "");
 
+  // The issue-11 table (E64, E128 and E256 grouped at T = 65536, decode at T = 64), softmax pre as in
+  // vLLM's topk_softmax and Qwen, and one E of the warp path (257-512).
   const Config configs[] = {
-      {"E64 k6 softmax", 64, 6, MOE_SCORE_SOFTMAX, 0, 0, 1.0f, false},
-      {"E128 k8 softmax", 128, 8, MOE_SCORE_SOFTMAX, 0, 0, 1.0f, false},
-      {"E256 k8 sigmoid+bias g8/4", 256, 8, MOE_SCORE_SIGMOID, 8, 4, 2.5f, true},
-      {"E512 k10 softmax", 512, 10, MOE_SCORE_SOFTMAX, 0, 0, 1.0f, false},
+      {"E64 k6 softmax", 64, 6, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
+      {"E128 k8 softmax", 128, 8, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
+      {"E128 k8 softmax pre", 128, 8, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false},
+      {"E256 k8 sigmoid+bias g8/4", 256, 8, MOE_SCORE_SIGMOID, 0, 8, 4, 2.5f, true},
+      {"E512 k10 softmax", 512, 10, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
   };
-  const int64_t Ts[] = {1, 64, 4096, 65536};
+  const std::vector<int64_t> Ts = tiny ? std::vector<int64_t>{1, 64, 300} : std::vector<int64_t>{1, 64, 4096, 65536};
   const int dtypes[] = {MOE_DTYPE_BF16, MOE_DTYPE_F32};
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   Timer timer(iters);
+  long long tiny_rows = 0;
   std::mt19937_64 rng(7);
 
   // Arena of random logits (valid as fp32 and bf16), rotated over.
-  std::vector<float> host(kArenaBytes / 4);
+  std::vector<float> host(arena_bytes / 4);
   std::normal_distribution<float> nd(0.0f, 2.0f);
   for (auto& x : host) x = nd(rng);
   void* arena = nullptr;
-  CK(cudaMalloc(&arena, kArenaBytes));
-  CK(cudaMemcpy(arena, host.data(), kArenaBytes, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&arena, arena_bytes));
+  CK(cudaMemcpy(arena, host.data(), arena_bytes, cudaMemcpyHostToDevice));
   host.clear();
   host.shrink_to_fit();
 
@@ -182,7 +215,7 @@ int main(int argc, char** argv) {
   for (const Config& c : configs) {
     std::vector<float> bias(c.E);
     for (auto& b : bias) b = nd(rng) * 0.05f;
-    moe_router_config cfg{c.E, c.k, c.score, 0, c.G, c.Gk, c.scale, c.bias ? bias.data() : nullptr,
+    moe_router_config cfg{c.E, c.k, c.score, c.pre, c.G, c.Gk, c.scale, c.bias ? bias.data() : nullptr,
                           MOE_NORMALIZE_DEFAULT, MOE_GROUP_TOPK_SUM, MOE_NONFINITE_PROPAGATE, MOE_MINUS_ONE_REJECT};
     moe_router* r = nullptr;
     MK(moe_router_create(&cfg, MOE_BACKEND_CUDA, 0, &r));
@@ -191,7 +224,7 @@ int main(int argc, char** argv) {
         const size_t esz = dtype == MOE_DTYPE_F32 ? 4 : 2;
         const size_t lbytes = (size_t)T * c.E * esz;
         const size_t lstride = (lbytes + 255) & ~(size_t)255;
-        const int64_t nbuf = std::max<int64_t>(1, (int64_t)(kArenaBytes / lstride));
+        const int64_t nbuf = std::max<int64_t>(1, (int64_t)(arena_bytes / lstride));
         // replay indices / dW rotated the same way (valid distinct rows)
         const int64_t ibuf = std::min<int64_t>(nbuf, 64);
         const size_t ik = (size_t)T * c.k;
@@ -226,6 +259,11 @@ int main(int argc, char** argv) {
         double live = timer.median_us(iters, [&](int i) {
           MK(moe_route(r, L(i), dtype, T, nullptr, nullptr, d_idx, d_w, nullptr, d_nf, s));
         }, s);
+        if (tiny) {  // the last live call's rows, before the floor overwrites them
+          CK(cudaStreamSynchronize(s));
+          if (!rows_valid(d_idx, T, c.k, c.E)) return 1;
+          tiny_rows += T;
+        }
         double live_floor = timer.median_us(iters, [&](int i) {
           floor_live<<<warps_grid, 256, 0, s>>>(reinterpret_cast<const uint4*>(L(i)), T, (int)(c.E * esz / 16), c.k,
                                                 d_idx, d_w);
@@ -233,6 +271,11 @@ int main(int argc, char** argv) {
         double rep = timer.median_us(iters, [&](int i) {
           MK(moe_route(r, L(i), dtype, T, R(i), nullptr, d_idx, d_w, nullptr, d_nf, s));
         }, s);
+        if (tiny) {
+          CK(cudaStreamSynchronize(s));
+          if (!rows_valid(d_idx, T, c.k, c.E)) return 1;
+          tiny_rows += T;
+        }
         double rep_floor = timer.median_us(iters, [&](int i) {
           if (dtype == MOE_DTYPE_F32)
             floor_replay<float><<<thr_grid, 256, 0, s>>>(reinterpret_cast<const float*>(L(i)), T, c.E, c.k, R(i),
@@ -266,6 +309,7 @@ int main(int argc, char** argv) {
   }
   printf("\nlive = moe_route (fused score/select/weights); replay = moe_route with replay indices (device\n"
          "validation included); bwd = moe_route_backward (validation included). ratio = ours / floor.\n");
+  if (tiny) printf("moe_bench: --tiny: %lld routed rows checked\n", tiny_rows);
   cudaFree(arena);
   CK(cudaStreamDestroy(s));
   return 0;

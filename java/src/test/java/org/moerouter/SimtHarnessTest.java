@@ -70,7 +70,7 @@ class SimtHarnessTest {
     // A clean build prints only problems: one summary line per run here; the whole output goes into the
     // assertion message when the run fails.
     for (String line : lines)
-      if (line.startsWith("CUDA kernels: ") || line.startsWith("SIMT self-test: "))
+      if (line.startsWith("CUDA kernels: ") || line.startsWith("SIMT self-test: ") || line.startsWith("moe_bench: --tiny"))
         System.out.println("[moe-router] SIMT harness: " + line);
       else if (line.startsWith("check-ptx: "))
         System.out.println("[moe-router] " + line);
@@ -103,6 +103,19 @@ class SimtHarnessTest {
     List<String> lines = run("-", List.of(Paths.get(root, "scripts", "check-ptx.sh").toString()));
     assertEquals(3, lines.stream().filter(l -> l.startsWith("check-ptx: ") && l.contains("no contraction")).count(),
         "one clean summary per set of flags:\n" + String.join("\n", lines));
+  }
+
+  /**
+   * moe_bench --tiny on the emulated device: the benchmark's own kernels (the floors), its event timing
+   * and its calls of every routing entry point run on every build, and each routed row is checked (k
+   * distinct experts in range), so the program the GPU bundle runs is not dead code. Its timings mean
+   * nothing here.
+   */
+  @Test
+  void benchmarkRunsOnTheEmulatedDevice() throws Exception {
+    List<String> lines = run("forward", List.of(harness("moe_bench_simt").toString(), "--tiny"));
+    assertTrue(lines.stream().anyMatch(l -> l.startsWith("moe_bench: --tiny: ") && l.endsWith(" routed rows checked")),
+        "summary line missing:\n" + String.join("\n", lines));
   }
 
   // forward, reverse and one seeded random order (-Dmoerouter.simtSeed=N picks another seed)
