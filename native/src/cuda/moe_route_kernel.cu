@@ -243,30 +243,43 @@ constexpr int kRegWarps = kRegBlockThreads / 32;
 constexpr int kRegMaxExperts = 256;
 // Resident blocks per SM asked of ptxas: 8 (64 registers, half the SM's warps) for C <= 4; 6 (80
 // registers) for C = 8, which spills 112 bytes at 64 (the unrolled score loop keeps eight exp_det in
-// flight) and took 94 unbounded (5 blocks). No spills at these bounds (ptxas -v, sm_80 and sm_90).
+// flight) and took 94 unbounded (5 blocks). ptxas -v still reports 8-32 bytes of spill traffic at C = 4
+// and 8 (16 even unbounded at C = 4): registers saved around the division's slow path.
 template <int C>
 struct RegBounds {
   static constexpr int kMinBlocks = C <= 4 ? 8 : 6;
 };
 
-template <int DT, int C>
+// W: lanes per token in the weights phase. W = 8 (k <= 8): the warp selects 4 tokens one after the
+// other, lane 8q + j keeping the j-th winner of token q, then computes the 4 tokens' weights at once
+// (seg_weights over segments of 8 lanes: the exp, the division and the k-term sums run on useful lanes
+// instead of a whole warp per token). W = 32: one token per pass.
+template <int DT, int C, int W>
 __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
     route_reg_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
                      const uint8_t* __restrict__ mask, int skip_replay_rows, int32_t* out_idx,
                      float* __restrict__ out_w, uint8_t* __restrict__ out_flags,
                      unsigned long long* __restrict__ nonfinite, const unsigned long long* __restrict__ call_bad) {
+  constexpr int P = 32 / W;  // tokens per pass of a warp
   extern __shared__ float4 dyn_smem[];
   if (call_bad && *call_bad != kNoBadRow) return;  // rejected replay: write nothing
 
   const int E = p.experts, k = p.k;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int sub = lane & (W - 1), seg = lane / W;  // weights phase: entry `sub` of token `seg`
   const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
   const bool post = p.post_softmax();
   const bool grouped = p.grouped();
   const bool by_logit = p.rank_by_logit();
   const bool need_r = !by_logit || grouped;  // R ranks (bias) or feeds the group scores
-  const bool two = k > 32;                    // uniform: some lane holds a second entry
+  const bool two = W == 32 && k > 32;         // uniform: some lane holds a second entry
+  // Packed keys (bf16 and fp16 logits ranked by the logit): the score key of such a value has constant
+  // low 8 bits (its float has at least 13 zero mantissa bits, and the key maps them to all zeros or all
+  // ones by sign), so they can hold 255 - index (E <= 256): keys are distinct, a larger one is a better
+  // expert or, for equal scores, a lower index, and one REDUX per round names the winner. The + 0x100
+  // keeps a NaN logit's key (0) above the 0 of taken and dropped experts.
+  const bool packed = DT != MOE_DTYPE_F32 && by_logit;
   const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
   // Shared memory: the bias [E] (read once per block), then per warp the R of its row [E] (grouped).
   float* sh_bias = reinterpret_cast<float*>(dyn_smem);
@@ -287,158 +300,211 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
   const size_t row_bytes = (size_t)E * dtype_bytes(DT);
   unsigned long long nf_rows = 0;
 
-  for (int64_t t = (int64_t)blockIdx.x * kRegWarps + warp; t < tokens; t += (int64_t)gridDim.x * kRegWarps) {
-    bool is_replay = replay && (!mask || mask[t] != 0);
-    // Validated rows: one starting with -1 is all -1, accepted only under LIVE (routed live here) or
-    // ARANGE (experts 0..k-1).
-    const bool minus_one = is_replay && replay[t * k] == -1;
-    const bool arange = minus_one && p.minus_one_rows == MOE_MINUS_ONE_ARANGE;
-    if (minus_one && !arange) is_replay = false;
-    if (is_replay && skip_replay_rows) continue;  // uniform over the warp
-    const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
+  const int64_t pass_stride = (int64_t)gridDim.x * kRegWarps * P;
+  for (int64_t base = ((int64_t)blockIdx.x * kRegWarps + warp) * P; base < tokens; base += pass_stride) {
+    // What the weights phase needs, held by lane seg * W + sub for token base + seg.
+    int e0 = 0, e1 = 0;       // the sub-th and (sub+32)-th expert
+    float g0 = 0.0f, g1 = 0.0f;  // their logits (softmax pre: exp_det(l - max))
+    float row_sum = 1.0f;        // softmax pre: the token's denominator
+    bool active = false, row_nf = false;
 
-    float x[C];
-    bool nf = false;
-#pragma unroll
-    for (int m = 0; m < C; ++m) {
-      const int i = lane + 32 * m;
-      x[m] = i < E ? dev::load_elem<DT>(row, i) : 0.0f;
-      nf |= i < E && !is_finite(x[m]);
-    }
-    nf = __any_sync(dev::kFull, nf) != 0;
+    for (int q = 0; q < P; ++q) {
+      const int64_t t = base + q;
+      if (t >= tokens) break;  // uniform
+      bool is_replay = replay && (!mask || mask[t] != 0);
+      // Validated rows: one starting with -1 is all -1, accepted only under LIVE (routed live here) or
+      // ARANGE (experts 0..k-1).
+      const bool minus_one = is_replay && replay[t * k] == -1;
+      const bool arange = minus_one && p.minus_one_rows == MOE_MINUS_ONE_ARANGE;
+      if (minus_one && !arange) is_replay = false;
+      if (is_replay && skip_replay_rows) continue;  // uniform over the warp
+      const bool mine = seg == q;                   // this lane holds an entry of token q
+      const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
 
-    // Softmax pre: ex = exp_det(x - max), and the canonical denominator (team_row_softmax's order).
-    RowSoftmax sm{0.0f, 1.0f};
-    float ex[C];
-    if (pre) {
-      float mx = dev::neg_inf();
-#pragma unroll
-      for (int m = 0; m < C; ++m)
-        if (lane + 32 * m < E && x[m] > mx) mx = x[m];
-      mx = dev::seg_max_f(mx, 32);
-      float acc = 0.0f;
+      float x[C];
+      bool nf = false;
 #pragma unroll
       for (int m = 0; m < C; ++m) {
-        ex[m] = 0.0f;
-        if (lane + 32 * m < E) {
-          ex[m] = exp_det(sub_rn(x[m], mx));
-          acc = add_rn(acc, ex[m]);
-        }
+        const int i = lane + 32 * m;
+        x[m] = i < E ? dev::load_elem<DT>(row, i) : 0.0f;
+        nf |= i < E && !is_finite(x[m]);
       }
-      for (int off = 16; off > 0; off >>= 1) acc = add_rn(acc, __shfl_xor_sync(dev::kFull, acc, off));
-      sm.max = mx;
-      sm.sum = acc;
-    }
+      nf = __any_sync(dev::kFull, nf) != 0;
 
-    // Keys: K is the logit without a bias, else R (routing_score's operations).
-    unsigned key[C];
-#pragma unroll
-    for (int m = 0; m < C; ++m) {
-      const int i = lane + 32 * m;
-      float r = x[m];
-      if (need_r && !post && i < E) {
-        const float s = pre ? div_rn(ex[m], sm.sum) : score_of(p.score_fn, x[m]);
-        r = with_bias ? add_rn(s, sh_bias[i]) : s;
-      }
-      if (grouped && i < E) sc[i] = r;
-      key[m] = i < E ? score_key(by_logit ? x[m] : r) + 1u : 0u;
-      if (pre) x[m] = ex[m];  // from here x holds what the weights gather: exp for softmax pre
-    }
-
-    int e0 = 0, e1 = 0;  // lane j: the j-th and (j+32)-th expert
-    if (is_replay) {
-      if (lane < k) e0 = arange ? lane : replay[t * k + lane];
-      if (lane + 32 < k) e1 = arange ? lane + 32 : replay[t * k + lane + 32];
-    } else {
-      if (grouped) {
-        __syncwarp();  // sc written by every lane
-        const unsigned long long kept = select_groups(p, sc, lane);
+      // Softmax pre: ex = exp_det(x - max), and the canonical denominator (team_row_softmax's order).
+      RowSoftmax sm{0.0f, 1.0f};
+      float ex[C];
+      if (pre) {
+        float mx = dev::neg_inf();
 #pragma unroll
         for (int m = 0; m < C; ++m)
-          if (!((kept >> ((grp >> (8 * m)) & 0xffu)) & 1ull)) key[m] = 0u;
+          if (lane + 32 * m < E && x[m] > mx) mx = x[m];
+        mx = dev::seg_max_f(mx, 32);
+        float acc = 0.0f;
+#pragma unroll
+        for (int m = 0; m < C; ++m) {
+          ex[m] = 0.0f;
+          if (lane + 32 * m < E) {
+            ex[m] = exp_det(sub_rn(x[m], mx));
+            acc = add_rn(acc, ex[m]);
+          }
+        }
+        for (int off = 16; off > 0; off >>= 1) acc = add_rn(acc, __shfl_xor_sync(dev::kFull, acc, off));
+        sm.max = mx;
+        sm.sum = acc;
       }
-      unsigned best = 0u;
-      int bs = 0;
+
+      // Keys: K is the logit without a bias, else R (routing_score's operations).
+      unsigned key[C];
 #pragma unroll
-      for (int m = 0; m < C; ++m)
-        if (key[m] > best) {
-          best = key[m];
-          bs = m;
+      for (int m = 0; m < C; ++m) {
+        const int i = lane + 32 * m;
+        float r = x[m];
+        if (need_r && !post && i < E) {
+          const float s = pre ? div_rn(ex[m], sm.sum) : score_of(p.score_fn, x[m]);
+          r = with_bias ? add_rn(s, sh_bias[i]) : s;
         }
-      for (int r = 0; r < k; ++r) {
-        const unsigned win = __reduce_max_sync(dev::kFull, best);
-        const unsigned own = lane + 32 * bs;
-        const int w = (int)__reduce_min_sync(dev::kFull, best == win ? own : ~0u);
-        if (lane == (r & 31)) {
-          if (r < 32)
-            e0 = w;
-          else
-            e1 = w;
-        }
-        if (best == win && own == (unsigned)w) {  // this lane held the winner: its next best
-          best = 0u;
-          int nb = 0;
+        if (grouped && i < E) sc[i] = r;
+        if (packed)
+          key[m] = i < E ? ((score_key(x[m]) & 0xffffff00u) + 0x100u) | (unsigned)(255 - i) : 0u;
+        else
+          key[m] = i < E ? score_key(by_logit ? x[m] : r) + 1u : 0u;
+        if (pre) x[m] = ex[m];  // from here x holds what the weights gather: exp for softmax pre
+      }
+
+      int w0 = 0, w1 = 0;  // lane j: the j-th and (j+32)-th expert of token q
+      if (is_replay) {
+        if (lane < k) w0 = arange ? lane : replay[t * k + lane];
+        if (lane + 32 < k) w1 = arange ? lane + 32 : replay[t * k + lane + 32];
+      } else {
+        if (grouped) {
+          __syncwarp();  // sc written by every lane
+          const unsigned long long kept = select_groups(p, sc, lane);
 #pragma unroll
-          for (int m = 0; m < C; ++m) {
-            if (m == bs) key[m] = 0u;
-            if (key[m] > best) {
-              best = key[m];
-              nb = m;
+          for (int m = 0; m < C; ++m)
+            if (!((kept >> ((grp >> (8 * m)) & 0xffu)) & 1ull)) key[m] = 0u;
+        }
+        unsigned best = 0u;
+        int bs = 0;
+#pragma unroll
+        for (int m = 0; m < C; ++m)
+          if (key[m] > best) {
+            best = key[m];
+            bs = m;
+          }
+        if (packed) {  // distinct keys: one REDUX per round names the winner
+          for (int r = 0; r < k; ++r) {
+            const unsigned win = __reduce_max_sync(dev::kFull, best);
+            const int w = 255 - (int)(win & 0xffu);
+            if (lane == (r & 31)) {
+              if (r < 32)
+                w0 = w;
+              else
+                w1 = w;
+            }
+            if ((w & 31) == lane) {  // this lane held the winner (slot w >> 5): its next best
+              best = 0u;
+#pragma unroll
+              for (int m = 0; m < C; ++m) {
+                if (m == (w >> 5)) key[m] = 0u;
+                best = dev::umax(best, key[m]);
+              }
             }
           }
-          bs = nb;
+        } else {
+          for (int r = 0; r < k; ++r) {
+            const unsigned win = __reduce_max_sync(dev::kFull, best);
+            const unsigned own = lane + 32 * bs;
+            const int w = (int)__reduce_min_sync(dev::kFull, best == win ? own : ~0u);
+            if (lane == (r & 31)) {
+              if (r < 32)
+                w0 = w;
+              else
+                w1 = w;
+            }
+            if (best == win && own == (unsigned)w) {  // this lane held the winner: its next best
+              best = 0u;
+              int nb = 0;
+#pragma unroll
+              for (int m = 0; m < C; ++m) {
+                if (m == bs) key[m] = 0u;
+                if (key[m] > best) {
+                  best = key[m];
+                  nb = m;
+                }
+              }
+              bs = nb;
+            }
+          }
         }
       }
+      // Token q's entries move to its segment (W < 32: lane q * W + j takes lane j's), and each gathers
+      // its expert's value from the lane holding it.
+      if (W < 32) {
+        w0 = __shfl_sync(dev::kFull, w0, sub);
+        if (mine) {
+          e0 = w0;
+          row_sum = sm.sum;
+          row_nf = nf;
+          active = true;
+        }
+      } else {
+        e0 = w0;
+        e1 = w1;
+        row_sum = sm.sum;
+        row_nf = nf;
+        active = true;
+      }
+#pragma unroll
+      for (int m = 0; m < C; ++m) {
+        const float a = __shfl_sync(dev::kFull, x[m], w0 & 31);
+        if (mine && (w0 >> 5) == m) g0 = a;
+        if (two) {
+          const float b = __shfl_sync(dev::kFull, x[m], w1 & 31);
+          if ((w1 >> 5) == m) g1 = b;
+        }
+      }
+      nf_rows += nf ? 1 : 0;
+      if (grouped) __syncwarp();  // sc is rewritten by the next token
     }
 
-    // Weights: the chosen experts' values gathered from their lanes (x, or exp for softmax pre).
-    const bool v0 = lane < k, v1 = lane + 32 < k;
-    float g0 = 0.0f, g1 = 0.0f;
-#pragma unroll
-    for (int m = 0; m < C; ++m) {
-      const float a = __shfl_sync(dev::kFull, x[m], e0 & 31);
-      if ((e0 >> 5) == m) g0 = a;
-      if (two) {
-        const float b = __shfl_sync(dev::kFull, x[m], e1 & 31);
-        if ((e1 >> 5) == m) g1 = b;
-      }
-    }
+    // Weights of the pass's tokens (moe::unscaled_weights' operations, in segments of W lanes).
+    const int64_t t = base + seg;
+    const bool v0 = active && sub < k, v1 = active && two && sub + 32 < k;
     float l0 = 0.0f, l1 = 0.0f, p0 = 0.0f, p1 = 0.0f;
     if (pre) {
-      p0 = v0 ? div_rn(g0, sm.sum) : 0.0f;
-      p1 = v1 ? div_rn(g1, sm.sum) : 0.0f;
+      p0 = v0 ? div_rn(g0, row_sum) : 0.0f;
+      p1 = v1 ? div_rn(g1, row_sum) : 0.0f;
     } else {
       l0 = v0 ? g0 : 0.0f;
       l1 = v1 ? g1 : 0.0f;
     }
-    float u0, u1, w0, w1;
+    float u0, u1, wt0, wt1;
     bool unused_nf = false;
-    dev::seg_weights<32, false>(p, lane, l0, l1, p0, p1, u0, u1, w0, w1, unused_nf);
-    const bool zero = zero_nonfinite && nf;  // ZERO: the row read a non-finite logit
+    dev::seg_weights<W, false>(p, sub, l0, l1, p0, p1, u0, u1, wt0, wt1, unused_nf);
+    const bool zero = zero_nonfinite && row_nf;  // ZERO: the row read a non-finite logit
     if (v0) {
-      out_idx[t * k + lane] = e0;
-      out_w[t * k + lane] = zero ? 0.0f : mul_rn(w0, p.scale);
+      out_idx[t * k + sub] = e0;
+      out_w[t * k + sub] = zero ? 0.0f : mul_rn(wt0, p.scale);
     }
     if (v1) {
-      out_idx[t * k + lane + 32] = e1;
-      out_w[t * k + lane + 32] = zero ? 0.0f : mul_rn(w1, p.scale);
+      out_idx[t * k + sub + 32] = e1;
+      out_w[t * k + sub + 32] = zero ? 0.0f : mul_rn(wt1, p.scale);
     }
-    if (out_flags && lane == 0) out_flags[t] = nf ? 1 : 0;
-    nf_rows += nf ? 1 : 0;
-    if (grouped) __syncwarp();  // sc is rewritten by the next token
+    if (out_flags && active && sub == 0) out_flags[t] = row_nf ? 1 : 0;
   }
   if (nonfinite && lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);  // nf is warp-uniform
 }
 
 // Blocks per SM the register kernel reaches (asked of the runtime once per instantiation, with the
 // largest shared memory it uses; a smaller use only fits more): the grid is one full wave.
-template <int DT, int C>
+template <int DT, int C, int W>
 int reg_blocks_per_sm() {
   static std::atomic<int> cached{0};
   int b = cached.load(std::memory_order_relaxed);
   if (b > 0) return b;
   const size_t smem = (size_t)(1 + kRegWarps) * 32 * C * sizeof(float);
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, route_reg_kernel<DT, C>, kRegBlockThreads, smem) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, route_reg_kernel<DT, C, W>, kRegBlockThreads, smem) !=
           cudaSuccess ||
       b < 1)
     b = 1;
@@ -446,15 +512,29 @@ int reg_blocks_per_sm() {
   return b;
 }
 
+template <int DT, int C, int W>
+cudaError_t launch_reg_w(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                         const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                         unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                         cudaStream_t stream) {
+  const size_t smem = (size_t)(1 + (p.grouped() ? kRegWarps : 0)) * p.experts * sizeof(float);
+  const unsigned grid = grid_for(tokens, kRegWarps * (32 / W), sm_count, reg_blocks_per_sm<DT, C, W>());
+  return launch_kernel(route_reg_kernel<DT, C, W>, grid, kRegBlockThreads, smem, stream, p, logits, tokens, replay,
+                       mask, skip ? 1 : 0, out_idx, out_w, out_flags, nf, call_bad);
+}
+
 template <int DT, int C>
 cudaError_t launch_reg_c(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
                          const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
                          unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
                          cudaStream_t stream) {
-  const size_t smem = (size_t)(1 + (p.grouped() ? kRegWarps : 0)) * p.experts * sizeof(float);
-  const unsigned grid = grid_for(tokens, kRegWarps, sm_count, reg_blocks_per_sm<DT, C>());
-  return launch_kernel(route_reg_kernel<DT, C>, grid, kRegBlockThreads, smem, stream, p, logits, tokens, replay,
-                       mask, skip ? 1 : 0, out_idx, out_w, out_flags, nf, call_bad);
+  // 4 tokens per pass only when one token per warp would need more than a wave: below that (decode
+  // sizes) a warp's tokens would run one after the other while SMs idle.
+  if (p.k <= 8 && tokens > (int64_t)sm_count * reg_blocks_per_sm<DT, C, 32>() * kRegWarps)
+    return launch_reg_w<DT, C, 8>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
+                                  sm_count, stream);
+  return launch_reg_w<DT, C, 32>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
+                                 sm_count, stream);
 }
 
 template <int DT, int TW>
