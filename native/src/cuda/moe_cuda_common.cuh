@@ -116,10 +116,11 @@ cudaError_t launch_kernel(void (*kernel)(P...), unsigned grid, unsigned block, s
 
 // Replay validation (moe_replay_kernel.cu): resets call_bad, then first bad row (mask 0 rows
 // skipped, all -1 rows too when minus_one_ok) -> atomicMin into call_bad and err_slot, packed
-// row << 2 | reason.
+// row << 2 | reason. counter (nullable): zeroed afterwards if no row was bad (the call's non-finite
+// count; only when nothing after the validation can still reject the call). One launch up to 256 rows.
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
                                  bool minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
-                                 int sm_count, cudaStream_t stream);
+                                 unsigned long long* counter, int sm_count, cudaStream_t stream);
 // Non-finite policy ERROR (moe_nonfinite_kernel.cu), after the validation of the same call: the first
 // row whose read set holds a NaN or +-inf, and its first such logit, -> atomicMin into verdict and
 // err_slot (nullable). Routing (`backward` false) reads what moe_route reads (idx: replay indices or

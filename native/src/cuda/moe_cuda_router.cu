@@ -180,14 +180,18 @@ int wait_direct_calls(CudaState* s, const char* what) {
 
 // Verdict of a validated call: resets it and records the first rejected row of this call (invalid
 // indices, then under ERROR the first non-finite read) in it and in err_slot (nullable). idx/mask:
-// replay indices (route, nullable) or the backward's indices.
+// replay indices (route, nullable) or the backward's indices. counter (nullable): the call's non-finite
+// count, zeroed here when the call is valid; *counter_zeroed says whether it was.
 int enqueue_verdict(CudaState* s, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                     const uint8_t* mask, bool backward, unsigned long long* verdict, unsigned long long* err_slot,
-                    cudaStream_t stream) {
+                    unsigned long long* counter, bool* counter_zeroed, cudaStream_t stream) {
   const Params& p = s->dparams;
+  // The validation zeroes the counter only when no non-finite scan follows (the scan may still reject).
+  unsigned long long* zero = idx && p.nonfinite != MOE_NONFINITE_ERROR ? counter : nullptr;
+  if (counter_zeroed) *counter_zeroed = zero != nullptr;
   if (idx)
     MOE_CUDA_TRY(launch_validate_rows(idx, mask, tokens, p.k, p.experts,
-                                      !backward && p.minus_one_rows != MOE_MINUS_ONE_REJECT, verdict, err_slot,
+                                      !backward && p.minus_one_rows != MOE_MINUS_ONE_REJECT, verdict, err_slot, zero,
                                       s->sm_count, stream),
                  backward ? "index validation launch" : "replay validation launch");
   else
@@ -205,13 +209,14 @@ int enqueue_route(CudaState* s, const void* logits, int dtype, int64_t tokens, c
                   const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
                   unsigned long long* nonfinite, unsigned long long* verdict, cudaStream_t stream) {
   const Params& p = s->dparams;
+  bool counter_zeroed = false;
   if (verdict) {
     int rc = enqueue_verdict(s, logits, dtype, tokens, replay, mask, false, verdict,
-                             &s->d_words[CudaState::kErrorWord], stream);
+                             &s->d_words[CudaState::kErrorWord], nonfinite, &counter_zeroed, stream);
     if (rc != MOE_OK) return rc;
   }
   const unsigned long long* call_bad = verdict;
-  if (nonfinite) {
+  if (nonfinite && !counter_zeroed) {
     if (call_bad)
       MOE_CUDA_TRY(launch_zero_if_valid(nonfinite, call_bad, stream), "non-finite counter reset");
     else
@@ -242,7 +247,7 @@ int enqueue_backward(CudaState* s, const void* logits, int dtype, int64_t tokens
   const Params& p = s->dparams;
   if (verdict) {
     int rc = enqueue_verdict(s, logits, dtype, tokens, idx, nullptr, true, verdict,
-                             &s->d_words[CudaState::kErrorWord], stream);
+                             &s->d_words[CudaState::kErrorWord], nullptr, nullptr, stream);
     if (rc != MOE_OK) return rc;
   }
   MOE_CUDA_TRY(launch_backward(p, logits, dtype, tokens, idx, grad_w,

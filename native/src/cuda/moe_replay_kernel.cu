@@ -32,6 +32,34 @@ __global__ void validate_rows_kernel(const int32_t* __restrict__ idx, const uint
   }
 }
 
+// Up to kSmallRows rows: one block resets the verdict, validates, and (counter non-null) zeroes the
+// non-finite counter of a valid call: one launch instead of a memset, the validation and a reset kernel,
+// which at decode sizes is most of a replay call's time. The verdict is this call's own slot, so the
+// plain store that resets it races with nothing; the router's error slot takes the row by atomicMin.
+constexpr int kSmallRows = 256;
+
+__global__ void __launch_bounds__(kSmallRows)
+    validate_rows_small_kernel(const int32_t* __restrict__ idx, const uint8_t* __restrict__ mask, int64_t tokens,
+                               int k, int experts, int minus_one_ok, unsigned long long* call_bad,
+                               unsigned long long* err_slot, unsigned long long* counter) {
+  __shared__ unsigned long long first;
+  if (threadIdx.x == 0) first = kNoBadRow;
+  __syncthreads();
+  const int64_t t = threadIdx.x;
+  if (t < tokens && !(mask && mask[t] == 0) && !(minus_one_ok && is_minus_one_row(idx + t * k, k))) {
+    const int why = check_replay_row(idx + t * k, k, experts);
+    if (why != MOE_REPLAY_OK) atomicMin(&first, ((unsigned long long)t << 2) | (unsigned long long)why);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    *call_bad = first;
+    if (first != kNoBadRow)
+      atomicMin(err_slot, first);
+    else if (counter)
+      *counter = 0;
+  }
+}
+
 // Read and reset in one step: a rejection landing between a read and a reset would be lost.
 __global__ void take_error_kernel(unsigned long long* err_slot, unsigned long long* taken) {
   *taken = atomicExch(err_slot, kNoBadRow);
@@ -135,12 +163,17 @@ cudaError_t launch_replay_dt(const Params& p, const void* logits, int64_t tokens
 
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
                                  bool minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
-                                 int sm_count, cudaStream_t stream) {
+                                 unsigned long long* counter, int sm_count, cudaStream_t stream) {
+  if (tokens <= kSmallRows)
+    return launch_kernel(validate_rows_small_kernel, 1, kSmallRows, 0, stream, idx, mask, tokens, k, experts,
+                         minus_one_ok ? 1 : 0, call_bad, err_slot, counter);
   cudaError_t e = cudaMemsetAsync(call_bad, 0xff, sizeof(unsigned long long), stream);
-  if (e != cudaSuccess || tokens <= 0) return e;
+  if (e != cudaSuccess) return e;
   const unsigned grid = grid_for(tokens, 256, sm_count, 8);
-  return launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts,
-                       minus_one_ok ? 1 : 0, call_bad, err_slot);
+  e = launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts, minus_one_ok ? 1 : 0,
+                    call_bad, err_slot);
+  if (e != cudaSuccess || !counter) return e;
+  return launch_kernel(zero_if_valid_kernel, 1, 1, 0, stream, counter, call_bad);
 }
 
 cudaError_t launch_take_error(unsigned long long* err_slot, unsigned long long* taken, cudaStream_t stream) {
