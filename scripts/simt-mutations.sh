@@ -54,6 +54,19 @@ MUTATIONS=(
   "section 6, drop probs pad: the routed zeros before a padding slot ignored|src/cuda/moe_dropping_kernel.cu|s/p.above\[e\] \+ zeros_before \+ nonrouted_before < a.cap/p.above[e] + nonrouted_before < a.cap/"
   "section 6, drop: inclusive chunk bases in the counting sort|src/cuda/moe_dropping_kernel.cu|s/p.cc\[c \* a.experts \+ e\] = \(int32_t\)run;\n(\s*)run \+= v;/run += v;\n\1p.cc[c * a.experts + e] = (int32_t)run;/"
   "section 6, drop: the call verdict ignored (invalid rows written)|src/cuda/moe_dropping_kernel.cu|s/return call_bad && \*call_bad != kNoBadRow;/return false;/"
+  "one-block validation: a rejected call's non-finite count is zeroed|src/cuda/moe_replay_kernel.cu|s/else if \(counter\)\n/if (counter)\n/"
+  "one-block validation: the verdict is not reset by a valid call|src/cuda/moe_replay_kernel.cu|s/\*call_bad = first;/if (first != kNoBadRow) *call_bad = first;/"
+  "register path: a tie of keys goes to the higher expert index|src/cuda/moe_route_kernel.cu|s/__reduce_min_sync\(dev::kFull, best == win \? own : ~0u\)/__reduce_max_sync(dev::kFull, best == win ? own : 0u)/"
+  "register path: the winner's slot is not dropped before the rescan|src/cuda/moe_route_kernel.cu|s/if \(m == bs\) key\[m\] = 0u;//"
+  "register path: experts of dropped groups stay eligible|src/cuda/moe_route_kernel.cu|s/if \(!\(\(kept >> \(\(grp >> \(8 \* m\)\) & 0xffu\)\) & 1ull\)\) key\[m\] = 0u;/(void)kept;/"
+  "register path: ranking key R without a bias|src/cuda/moe_route_kernel.cu|s/score_key\(by_logit \? x\[m\] : r\)/score_key(r)/"
+  "register path: the bias of the neighbouring expert|src/cuda/moe_route_kernel.cu|s/add_rn\(s, sh_bias\[i\]\)/add_rn(s, sh_bias[i ^ 1 < E ? i ^ 1 : i])/"
+  "register path: softmax pre weights from the logits, not the exps|src/cuda/moe_route_kernel.cu|s/if \(pre\) x\[m\] = ex\[m\];//"
+  "register path: the second entry (k > 32) gathered from the first's lane|src/cuda/moe_route_kernel.cu|s/__shfl_sync\(dev::kFull, x\[m\], w1 & 31\)/__shfl_sync(dev::kFull, x[m], w0 \& 31)/"
+  "register path, packed keys: the index in the low byte as is (a tie goes to the higher index)|src/cuda/moe_route_kernel.cu|s/\| \(unsigned\)\(255 - i\)/| (unsigned)i/; s/const int w = 255 - \(int\)\(win & 0xffu\);/const int w = (int)(win \& 0xffu);/"
+  "register path, 4 tokens per pass: entries not moved to their token's segment|src/cuda/moe_route_kernel.cu|s/w0 = __shfl_sync\(dev::kFull, w0, sub\);//"
+  "register path, 4 tokens per pass: the softmax pre denominator left at 1|src/cuda/moe_route_kernel.cu|s/          row_sum = sm.sum;\n          row_nf = nf;/          row_nf = nf;/"
+  "register path: -1 rows: ARANGE rows routed live|src/cuda/moe_route_kernel.cu|s/minus_one && p.minus_one_rows == MOE_MINUS_ONE_ARANGE/minus_one \&\& p.minus_one_rows == MOE_MINUS_ONE_LIVE/"
 )
 
 build() {
