@@ -31,6 +31,7 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream, i
   const int E = c.E, k = c.k;
   std::vector<uint8_t> logits = make_logits(rng, T, E, MOE_DTYPE_F32, 0);
   std::vector<int32_t> rep = random_replay(rng, T, E, k);
+  const std::vector<int32_t> rep_ok = rep;
   const int64_t dup_row = 123, oor_row = 200, minus_row = 150;
   if (k >= 2) rep[dup_row * k + k - 1] = rep[dup_row * k];
   rep[oor_row * k] = E;  // out of range
@@ -89,6 +90,27 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream, i
     printf("  ok  %s device rejection: %s\n", c.name, moe_last_error_message());
   if (moe_router_check_replay(r.gpu, &bad_row, &reason) != MOE_OK)
     failf("%s check_replay did not reset after reporting", c.name);
+  // The rejected call's verdict slot comes back after the router's 32 call slots: valid calls there
+  // must reset it, not inherit the rejection.
+  {
+    DBuf<int32_t> d_ok(rep_ok.size());
+    d_ok.up(rep_ok.data());
+    std::vector<int32_t> oi(rep_ok.size());
+    std::vector<float> ow(rep_ok.size());
+    int64_t onf = 0;
+    MK(moe_route(r.cpu, logits.data(), MOE_DTYPE_F32, T, rep_ok.data(), nullptr, oi.data(), ow.data(), nullptr, &onf,
+                 nullptr));
+    const int before = g_failures;
+    for (int i = 0; i < 33 && g_failures == before; ++i) {
+      d_idx.poison();
+      MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_ok.p, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
+      CK(cudaStreamSynchronize(stream));
+      compare_route(std::string(c.name) + " valid replay " + std::to_string(i) + " after a rejection", T, k, oi, ow,
+                    onf, d_idx.down(), d_w.down(), d_nf.down()[0]);
+    }
+    if (moe_router_check_replay(r.gpu, &bad_row, &reason) != MOE_OK)
+      failf("%s valid replays after a rejection were rejected (row %lld)", c.name, (long long)bad_row);
+  }
   // host path: immediate error, outputs untouched
   std::vector<int32_t> hi(rep.size(), -7);
   std::vector<float> hw(rep.size(), -1.0f);
