@@ -594,7 +594,7 @@ int section6_call(moe_router* r, void* stream, bool validated, const Enqueue& en
 
 int validate_idx(CudaState* s, const int32_t* idx, int64_t tokens, unsigned long long* verdict, cudaStream_t st) {
   MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, s->dparams.k, s->dparams.experts, false, verdict,
-                                    &s->d_words[CudaState::kErrorWord], s->sm_count, st),
+                                    &s->d_words[CudaState::kErrorWord], nullptr, s->sm_count, st),
                "index validation launch");
   return MOE_OK;
 }
