@@ -39,8 +39,8 @@ cpu: non-finite row flags never written as 1	src/moe_cpu.cpp	if (c.out_flags) c.
 cpu: replay mask ignored by the row plan	src/moe_cpu.cpp	if (!replay || (mask && mask[t] == 0)) return RowPlan{nullptr};	if (!replay) return RowPlan{nullptr};
 cpu: minus-one rows ARANGE routed live	src/moe_cpu.cpp	return RowPlan{p.minus_one_rows == MOE_MINUS_ONE_ARANGE ? arange : nullptr};	return RowPlan{nullptr};
 cpu: weights normalised only when they should not be	src/moe_cpu.cpp	if (!p.normalize) return;	if (p.normalize) return;
-cpu: 8-row replay lanes drop the scale	src/moe_cpu.cpp	x[j] = _mm256_and_ps(_mm256_mul_ps(x[j], scale), keep);	x[j] = _mm256_and_ps(x[j], keep);
-validation: lane pre-check misses duplicates 4 apart	src/moe_cpu.cpp	for (int r = 1; r <= 4; ++r)	for (int r = 1; r <= 3; ++r)
+cpu: 8-row replay lanes drop the scale	src/moe_cpu.cpp	x[j] = j < k ? _mm256_and_ps(_mm256_mul_ps(x[j], scale), keep) : zero;	x[j] = j < k ? _mm256_and_ps(x[j], keep) : zero;
+validation: lane pre-check misses duplicates 4 apart	src/moe_cpu.cpp	for (int r = 1; r <= 4; ++r) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, rot[r]));	for (int r = 1; r <= 3; ++r) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, rot[r]));
 validation: bad row named relative to its chunk	src/moe_cpu.cpp	if (bad >= 0) atomic_min(c.first_bad, bad + t0);	if (bad >= 0) atomic_min(c.first_bad, bad);
 validation: masked-out rows checked, others skipped	src/moe_api.cpp	if (mask && mask[t] == 0) continue;	if (mask && mask[t] != 0) continue;
 validation: duplicate positions swapped in the message	src/moe_api.cpp	(long long)row, r[j], m, j);	(long long)row, r[j], j, m);
