@@ -25,14 +25,14 @@ WORK="$(mktemp -d)"
 
 # name <TAB> file under native/ <TAB> text to find (exactly once; \n is a newline) <TAB> replacement
 MUTANTS="$(cat <<'EOF'
-math: score_key keeps -0 below +0	include/moe_routing_math.h	float_to_bits(r + 0.0f)	float_to_bits(r)
+math: score_key keeps -0 below +0	include/moe_routing_math.h	float_to_bits(add_rn(r, 0.0f))	float_to_bits(r)
 math: score_key ranks +-inf as NaN	include/moe_routing_math.h	<= 0x7f800000u)	< 0x7f800000u)
 math: replay range check admits E	include/moe_routing_math.h	if (e < 0 || e >= experts) return MOE_REPLAY_OUT_OF_RANGE;	if (e < 0 || e > experts) return MOE_REPLAY_OUT_OF_RANGE;
 math: replay duplicate check skips position k-1	include/moe_routing_math.h	for (int m = 0; m < j; ++m)	for (int m = 0; m < j && j < k - 1; ++m)
 math: a row of -1 after its first entry counts as padding	include/moe_routing_math.h	if (idx[j] != -1) return false;	if (idx[j] != -1 && j > 0) return false;
-math: sigmoid of -x	include/moe_routing_math.h	return 1.0f / (1.0f + exp_det(-x));	return 1.0f / (1.0f + exp_det(x));
-math: softmax-post backward drops the scale	include/moe_routing_math.h	grad[idx[j]] = w_unscaled[j] * (p.scale * dw[j] - dot);	grad[idx[j]] = w_unscaled[j] * (dw[j] - dot);
-math: sigmoid backward uses S instead of S(1-S)	include/moe_routing_math.h	grad[idx[j]] = du[j] * (s * (1.0f - s));	grad[idx[j]] = du[j] * s;
+math: sigmoid of -x	include/moe_routing_math.h	return div_rn(1.0f, add_rn(1.0f, exp_det(-x)));	return div_rn(1.0f, add_rn(1.0f, exp_det(x)));
+math: softmax-post backward drops the scale	include/moe_routing_math.h	grad[idx[j]] = mul_rn(w_unscaled[j], sub_rn(mul_rn(p.scale, dw[j]), dot));	grad[idx[j]] = mul_rn(w_unscaled[j], sub_rn(dw[j], dot));
+math: sigmoid backward uses S instead of S(1-S)	include/moe_routing_math.h	grad[idx[j]] = mul_rn(du[j], mul_rn(s, sub_rn(1.0f, s)));	grad[idx[j]] = mul_rn(du[j], s);
 cpu: live weights not scaled	src/moe_cpu.cpp	for (int j = 0; j < k; ++j) out[j] = w[j] * p.scale;	for (int j = 0; j < k; ++j) out[j] = w[j];
 cpu: ZERO policy zeroes the finite rows	src/moe_cpu.cpp	    if (zero && nf)\n      for (int j = 0; j < k; ++j) out[j] = 0.0f;	    if (zero && !nf)\n      for (int j = 0; j < k; ++j) out[j] = 0.0f;
 cpu: non-finite row flags never written as 1	src/moe_cpu.cpp	if (c.out_flags) c.out_flags[t] = (uint8_t)nf;	if (c.out_flags) c.out_flags[t] = 0;
