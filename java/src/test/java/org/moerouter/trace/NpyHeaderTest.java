@@ -130,6 +130,8 @@ class NpyHeaderTest {
     rejectsHeader("{'shape': (-1,)}", "bad .npy header at character 11: expected a non-negative integer in the shape");
     rejectsHeader("{'shape': (3 4)}", "bad .npy header at character 13: expected ',' or ')' in the shape");
     rejectsHeader("{'shape': (3,", "bad .npy header at character 13: unexpected end of the header");
+    // The header ending right after a digit (no ',' or 'L' to look at).
+    rejectsHeader("{'shape': (3", "bad .npy header at character 12: unexpected end of the header");
     rejectsHeader("['descr']", "bad .npy header at character 0: expected '{'");
   }
 }

@@ -136,6 +136,10 @@ class TraceBoundaryCasesTest {
   void dataOffsetsAtTheirLimits() throws IOException {
     String m = meta("4", "2", "[0]", "");
     String off = tensor("sample_offsets", "I64", "[3]", 0, 24);
+    // Tiled and of the right total length, but sample_offsets one byte short of its 3 x 8 bytes.
+    rejects(header(m, tensor("sample_offsets", "I64", "[3]", 0, 23), tensor("indices", "U8", "[3,1,2]", 23, 29)),
+        java.util.Arrays.copyOf(data(OFFSETS, INDICES, 0), 29),
+        "tensor 'sample_offsets' data_offsets [0, 23] span 23 bytes, its dtype and shape need 24");
     rejects(header(m, off, tensor("indices", "U8", "[3,1,2]", 24, 29)),
         "tensor 'indices' data_offsets [24, 29] span 5 bytes, its dtype and shape need 6");
     rejects(header(m, off, tensor("indices", "U8", "[3,1,2]", 24, 31)),
