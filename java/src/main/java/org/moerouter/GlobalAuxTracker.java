@@ -30,6 +30,13 @@ public final class GlobalAuxTracker {
   private int steps;
   private double numTokens;
 
+  /**
+   * A tracker with no micro-batch added.
+   *
+   * @param experts E, in {@code [1, RouterConfig.MAX_EXPERTS]}
+   * @param topK k, in {@code [1, experts]}: Ng = sum of the counts / k
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when experts or topK is out of range
+   */
   public GlobalAuxTracker(int experts, int topK) {
     if (experts < 1 || experts > RouterConfig.MAX_EXPERTS)
       throw MoeRouter.invalid("experts must be in [1, " + RouterConfig.MAX_EXPERTS + "], got " + experts);
@@ -39,7 +46,13 @@ public final class GlobalAuxTracker {
     this.acc = new double[experts];
   }
 
-  /** Adds one micro-batch's global counts g [E] (integers summed over the ranks). */
+  /**
+   * Adds one micro-batch's global counts g (integers summed over the ranks).
+   *
+   * @param globalCounts g [E], each {@code >= 0}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a null array, a length other than E or a
+   *     negative count; the state is unchanged then
+   */
   public void add(int[] globalCounts) {
     check(globalCounts == null ? -1 : globalCounts.length);
     for (int i = 0; i < experts; i++)
@@ -52,7 +65,13 @@ public final class GlobalAuxTracker {
     step(sum);
   }
 
-  /** Adds one micro-batch's global counts g [E] given as doubles (finite, >= 0; Megatron keeps them in float). */
+  /**
+   * Adds one micro-batch's global counts g given as doubles (Megatron keeps them in float).
+   *
+   * @param globalCounts g [E], each finite and {@code >= 0}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a null array, a length other than E or a
+   *     negative or non-finite count; the state is unchanged then
+   */
   public void add(double[] globalCounts) {
     check(globalCounts == null ? -1 : globalCounts.length);
     for (int i = 0; i < experts; i++)
@@ -76,7 +95,14 @@ public final class GlobalAuxTracker {
     numTokens = sum / topK;
   }
 
-  /** G [E] = the accumulated counts / the micro-batches added since the reset, into {@code out}, which is returned. */
+  /**
+   * G = the accumulated counts / the micro-batches added since the reset (Megatron's running average).
+   *
+   * @param out receives G [E] (at least E entries)
+   * @return out
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when out is null or shorter than E
+   * @throws IllegalStateException when no micro-batch was added since the last reset
+   */
   public double[] tokensPerExpert(double[] out) {
     if (out == null || out.length < experts)
       throw MoeRouter.invalid("out must hold " + experts + " entries, got " + (out == null ? "null" : out.length));
@@ -85,12 +111,20 @@ public final class GlobalAuxTracker {
     return out;
   }
 
-  /** Ng of the last micro-batch added: {@code sum_i g_i / k}; 0 before the first. */
+  /**
+   * Ng of the last micro-batch added: {@code sum_i g_i / k}.
+   *
+   * @return Ng; 0 before the first micro-batch and after a reset
+   */
   public double numTokens() {
     return numTokens;
   }
 
-  /** Micro-batches added since the last reset (Megatron {@code ga_steps}). */
+  /**
+   * Micro-batches added since the last reset (Megatron {@code ga_steps}).
+   *
+   * @return the count, {@code >= 0}
+   */
   public int steps() {
     return steps;
   }

@@ -38,35 +38,65 @@ public final class LossConfig {
     zCoeff = b.zCoeff;
   }
 
+  /**
+   * A builder with every loss off (coefficients 0) and the sequence layout {@link SeqLayout#SB}.
+   *
+   * @return a new builder
+   */
   public static Builder builder() {
     return new Builder();
   }
 
-  /** Switch load-balancing loss coefficient (0: off). */
+  /**
+   * Switch load-balancing loss coefficient.
+   *
+   * @return the coefficient, {@code >= 0}; 0 when the loss is off
+   */
   public float auxCoeff() {
     return auxCoeff;
   }
 
-  /** Sequence aux loss coefficient (0: off). */
+  /**
+   * Sequence aux loss coefficient.
+   *
+   * @return the coefficient, {@code >= 0}; 0 when the loss is off
+   */
   public float seqAuxCoeff() {
     return seqAuxCoeff;
   }
 
-  /** Sq, the length of the sequences of the sequence aux loss (0 when it is off). */
+  /**
+   * Sq, the length of the sequences of the sequence aux loss.
+   *
+   * @return Sq {@code >= 1}, or 0 when the sequence loss is off (whatever the builder was given)
+   */
   public int seqLength() {
     return seqLength;
   }
 
+  /**
+   * How the rows of a call form sequences for the sequence aux loss.
+   *
+   * @return the layout given to {@link Builder#seqAuxLoss}, else {@link SeqLayout#SB}
+   */
   public SeqLayout seqLayout() {
     return seqLayout;
   }
 
-  /** Global aux loss coefficient (0: off). */
+  /**
+   * Global aux loss coefficient.
+   *
+   * @return the coefficient, {@code >= 0}; 0 when the loss is off
+   */
   public float globalAuxCoeff() {
     return globalAuxCoeff;
   }
 
-  /** Router z-loss coefficient (0: off). */
+  /**
+   * Router z-loss coefficient.
+   *
+   * @return the coefficient, {@code >= 0}; 0 when the loss is off
+   */
   public float zCoeff() {
     return zCoeff;
   }
@@ -111,6 +141,9 @@ public final class LossConfig {
     /**
      * Switch load-balancing loss {@code coeff * E / (k N^2) * sum_i c_i sum_t A[t, i]} over the call's N
      * valid tokens (Megatron {@code aux_loss}).
+     *
+     * @param coeff finite, {@code >= 0}; 0 turns it off
+     * @return this builder
      */
     public Builder auxLoss(float coeff) {
       this.auxCoeff = coeff;
@@ -119,7 +152,14 @@ public final class LossConfig {
 
     /**
      * Sequence aux loss (DeepSeek-V2/V3 {@code seq_aux_loss}): the call's tokens are B sequences of
-     * {@code seqLength} rows laid out as {@code layout}; every call's token count must be a multiple of it.
+     * {@code seqLength} rows laid out as {@code layout}; every call's token count must be a multiple of
+     * seqLength.
+     *
+     * @param coeff finite, {@code >= 0}; 0 turns it off
+     * @param seqLength Sq, {@code >= 1} when the loss is on
+     * @param layout {@link SeqLayout#SB} (Megatron) or {@link SeqLayout#BS} (HF DeepSeek)
+     * @return this builder
+     * @throws NullPointerException when layout is null
      */
     public Builder seqAuxLoss(float coeff, int seqLength, SeqLayout layout) {
       this.seqAuxCoeff = coeff;
@@ -131,19 +171,34 @@ public final class LossConfig {
     /**
      * Global aux loss (Megatron {@code global_aux_loss}) from the averaged global counts G and this
      * micro-batch's global token count Ng passed with each call ({@link GlobalAuxTracker} keeps them).
+     *
+     * @param coeff finite, {@code >= 0}; 0 turns it off
+     * @return this builder
      */
     public Builder globalAuxLoss(float coeff) {
       this.globalAuxCoeff = coeff;
       return this;
     }
 
-    /** Router z-loss {@code coeff * sum_t v_t lse_t^2 / max(N, 1)}. */
+    /**
+     * Router z-loss {@code coeff * sum_t v_t lse_t^2 / max(N, 1)} (Megatron {@code moe_z_loss_coeff}).
+     *
+     * @param coeff finite, {@code >= 0}; 0 turns it off
+     * @return this builder
+     */
     public Builder zLoss(float coeff) {
       this.zCoeff = coeff;
       return this;
     }
 
-    /** Same rules, order and texts as moe_losses_host (moe_api_training.cpp). */
+    /**
+     * Checks every rule and builds: the same rules, order and texts as {@code moe_losses_host}
+     * (moe_api_training.cpp).
+     *
+     * @return the immutable configuration
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming the loss whose coefficient is negative
+     *     or not finite, or a sequence length below 1 with the sequence loss on
+     */
     public LossConfig build() {
       coeff("aux loss", auxCoeff);
       coeff("seq aux loss", seqAuxCoeff);

@@ -13,46 +13,78 @@ public final class LossValues {
   /** The native call's values {aux, seq aux, global aux, z, N}: no allocation per call. */
   final double[] raw = new double[5];
 
-  /** Values for routers of {@code experts} experts. */
+  /**
+   * Values for routers of {@code experts} experts; every value 0 until a call fills them.
+   *
+   * @param experts E, in {@code [1, RouterConfig.MAX_EXPERTS]}; a {@code losses} call rejects values of
+   *     another E
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when experts is out of range
+   */
   public LossValues(int experts) {
     if (experts < 1 || experts > RouterConfig.MAX_EXPERTS)
       throw MoeRouter.invalid("experts must be in [1, " + RouterConfig.MAX_EXPERTS + "], got " + experts);
     auxTokensPerExpert = new int[experts];
   }
 
-  /** Switch load-balancing loss; 0 when off or N = 0. */
+  /**
+   * Switch load-balancing loss of the last call.
+   *
+   * @return the loss; 0 when off or N = 0
+   */
   public double auxLoss() {
     return auxLoss;
   }
 
-  /** Sequence aux loss; 0 when off or N = 0. */
+  /**
+   * Sequence aux loss of the last call.
+   *
+   * @return the loss; 0 when off or N = 0
+   */
   public double seqAuxLoss() {
     return seqAuxLoss;
   }
 
-  /** Global aux loss; 0 when off, N = 0 or Ng = 0. */
+  /**
+   * Global aux loss of the last call.
+   *
+   * @return the loss; 0 when off, N = 0 or Ng = 0
+   */
   public double globalAuxLoss() {
     return globalAuxLoss;
   }
 
-  /** Router z-loss; 0 when off or N = 0. */
+  /**
+   * Router z-loss of the last call.
+   *
+   * @return the loss; 0 when off or N = 0
+   */
   public double zLoss() {
     return zLoss;
   }
 
-  /** The sum of the four (what the gradient added by the call is the gradient of). */
+  /**
+   * The sum of the four losses: what the gradient that the call added is the gradient of.
+   *
+   * @return aux + seq aux + global aux + z
+   */
   public double total() {
     return auxLoss + seqAuxLoss + globalAuxLoss + zLoss;
   }
 
-  /** N: the valid rows of the call. */
+  /**
+   * N, the valid rows of the last call.
+   *
+   * @return N, {@code >= 0}
+   */
   public long validTokens() {
     return validTokens;
   }
 
   /**
-   * c [E]: the plain top-k (aux) map's counts over the valid rows, what the ranks sum into the global
-   * counts of {@link GlobalAuxTracker#add}. This object's array (not a copy): the next call overwrites it.
+   * c [E]: the plain top-k (aux) map's counts over the valid rows of the last call, what the ranks sum into
+   * the global counts of {@link GlobalAuxTracker#add(int[])}.
+   *
+   * @return this object's array (not a copy): the next call overwrites it
    */
   public int[] auxTokensPerExpert() {
     return auxTokensPerExpert;

@@ -37,15 +37,33 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * router.backward(logits, tokens, idx, gradWeights, rows, gradLogits);
  * }</pre>
  *
- * <p>Threads and lifetime: routers are safe to call from several threads at once. {@link #close()} is
- * idempotent and may race with calls: calls already inside finish normally, the native resources are
- * freed when the last of them returns, and every call that starts after close throws
+ * <p>Memory forms: Java arrays (every backend), direct NIO buffers and raw host addresses (every backend;
+ * the native ones use the memory in place, the Java one copies), device pointers on a CUDA stream
+ * ({@code routeDevice}, {@code backwardDevice}, {@link #checkReplay()}: CUDA only), and on JDK 22+
+ * {@code MemorySegment}s through {@code MoeSegments}. A CUDA router given host memory copies it to the
+ * device and back within the call.
+ *
+ * <p>Errors: every failure is a {@link MoeRouterException} whose {@link Status} names the rule
+ * ({@link Status#INVALID_ARGUMENT} for shapes, lengths and nulls, {@link Status#INVALID_REPLAY} for replay and
+ * backward rows, {@link Status#NONFINITE} under ERROR), raised before any output is written; the methods
+ * below list theirs.
+ *
+ * <p>Threads and lifetime: routers are safe to call from several threads at once (the Java backend
+ * serialises the calls of one router; the native ones run them concurrently), with one exception: the
+ * expert bias ({@link #setExpertBias}, {@link #updateExpertBias}) must not change while other threads
+ * route. {@link #close()} is idempotent and may race with calls: calls already inside finish normally, the
+ * native resources are freed when the last of them returns, and every call that starts after close throws
  * {@link IllegalStateException}.
  *
  * <p>Close native routers explicitly (try-with-resources). A CPU or CUDA router that is never closed is
  * freed by a {@link java.lang.ref.Cleaner} once the garbage collector finds it unreachable, but the
  * collector does not see native or device memory, so that can be late or, in a JVM with little heap
  * pressure, never before exit.
+ *
+ * <p>Traps: outputs must not overlap inputs (except {@code replayIdx} and {@code outIdx}, which may be the
+ * same array); array calls on the native backends pin the arrays for the whole call, which can hold off
+ * the garbage collector, on CUDA for the device round trip too (use direct buffers or device pointers for
+ * large CUDA batches); the {@link RoutingResult} forms allocate per call.
  */
 public abstract class MoeRouter implements AutoCloseable {
   final RouterConfig config;
@@ -58,16 +76,45 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * A router on the fastest available backend (CUDA, then native CPU, then Java): {@link Backend#AUTO}.
-   * The fallback to Java is logged once; {@code -Dmoerouter.requireNative=true} makes it an error.
+   * A router on the fastest available backend, {@link Backend#AUTO}: CUDA, then native CPU, then pure Java.
+   * The fallback to Java is logged once (System.Logger {@code "org.moerouter"}, WARNING) with the reason;
+   * {@code -Dmoerouter.requireNative=true} ({@link #REQUIRE_NATIVE_PROPERTY}) makes it an error.
+   *
+   * @param config the validated configuration; the router keeps it (it is immutable)
+   * @return a new open router; close it (try-with-resources)
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} when no native backend loaded and
+   *     {@code moerouter.requireNative} is true; the status of a failed native creation (for example
+   *     {@link Status#OUT_OF_MEMORY}, {@link Status#CUDA_ERROR})
+   * @throws NullPointerException when config is null
    */
   public static MoeRouter create(RouterConfig config) {
     return create(config, Backend.AUTO);
   }
 
-  /** System property that turns AUTO's silent-but-logged Java fallback into an exception. */
+  /**
+   * System property ({@value}) that turns AUTO's logged fallback to Java into a {@link MoeRouterException}
+   * ({@link Status#UNSUPPORTED}); read at each {@link #create(RouterConfig)}.
+   */
   public static final String REQUIRE_NATIVE_PROPERTY = "moerouter.requireNative";
 
+  /**
+   * A router on a named backend, or on the first available one for {@link Backend#AUTO} and
+   * {@link Backend#NATIVE}.
+   *
+   * <pre>{@code
+   * MoeRouter cpu = MoeRouter.create(config, Backend.CPU);      // throws if the JNI library did not load
+   * MoeRouter any = MoeRouter.create(config, Backend.NATIVE);   // CUDA, else CPU, never Java
+   * }</pre>
+   *
+   * @param config the validated configuration; the router keeps it (it is immutable)
+   * @param backend {@link Backend#JAVA} always works; CPU and CUDA need the native library (CUDA also its
+   *     kernels and a visible device: {@link #unavailableReason(Backend)} says which is missing)
+   * @return a new open router; {@link #backend()} is the resolved backend (never AUTO or NATIVE)
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} naming the reason when the requested backend (or,
+   *     for NATIVE, any native one) is unavailable, or AUTO would fall back to Java under
+   *     {@code -Dmoerouter.requireNative=true}; the status of a failed native creation otherwise
+   * @throws NullPointerException when config or backend is null
+   */
   public static MoeRouter create(RouterConfig config, Backend backend) {
     Objects.requireNonNull(config, "config");
     switch (Objects.requireNonNull(backend, "backend")) {
@@ -99,18 +146,34 @@ public abstract class MoeRouter implements AutoCloseable {
 
   private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
 
-  /** The backend {@link Backend#AUTO} resolves to on this machine. */
+  /**
+   * The backend {@link Backend#AUTO} resolves to on this machine now (CUDA, then CPU, then JAVA).
+   *
+   * @return CUDA, CPU or JAVA; never AUTO or NATIVE
+   */
   public static Backend defaultBackend() {
     if (unavailableReason(Backend.CUDA) == null) return Backend.CUDA;
     if (unavailableReason(Backend.CPU) == null) return Backend.CPU;
     return Backend.JAVA;
   }
 
+  /**
+   * Whether {@link #create(RouterConfig, Backend)} can make a router on this backend here.
+   *
+   * @param backend any backend; JAVA and AUTO are always available
+   * @return true when {@link #unavailableReason(Backend)} is null
+   */
   public static boolean isAvailable(Backend backend) {
     return unavailableReason(backend) == null;
   }
 
-  /** Null when the backend can be used here, else why not. */
+  /**
+   * Why a backend cannot be used here: the native library failed to load (with the loader's error), the
+   * library has no CUDA kernels (the CPU-only jar), or no CUDA device is visible.
+   *
+   * @param backend any backend; NATIVE is available when CPU is
+   * @return null when the backend can be used, else a one-line reason
+   */
   public static String unavailableReason(Backend backend) {
     if (backend == Backend.JAVA || backend == Backend.AUTO) return null;
     if (!RouterNative.available()) return "native library failed to load: " + RouterNative.loadFailure();
@@ -123,11 +186,15 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Threads per large CPU-backend call, the caller's included: the CPU backend runs on one worker
-   * pool per process, shared by every router, so 58 routers (one per MoE layer) still use this many
-   * threads. Default: {@code -Dmoerouter.threads=N}, else {@link Runtime#availableProcessors()}
-   * (which honours {@code -XX:ActiveProcessorCount} and container limits). Takes effect from the next
-   * large call; 1 runs every call on its caller. No effect when the native library did not load.
+   * Threads per large CPU-backend call, the caller's included. The CPU backend runs on one worker pool per
+   * process, shared by every router, so 58 routers (one per MoE layer) still use this many threads.
+   * Default: {@code -Dmoerouter.threads=N}, else {@link Runtime#availableProcessors()} (which honours
+   * {@code -XX:ActiveProcessorCount} and container limits). Takes effect from the next large call and may
+   * be called at any time, from any thread. No effect on the Java and CUDA backends, nor when the native
+   * library did not load.
+   *
+   * @param threads 1 runs every call on its caller; must be {@code >= 1}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when threads is below 1
    */
   public static void setCpuThreads(int threads) {
     if (threads < 1) throw invalid("CPU threads must be >= 1, got " + threads);
@@ -136,29 +203,71 @@ public abstract class MoeRouter implements AutoCloseable {
     if (st != 0) throw RouterNative.error(st, "setCpuThreads");
   }
 
-  /** The current {@link #setCpuThreads} value (the default before any call; 1 without the native library). */
+  /**
+   * The current {@link #setCpuThreads} value.
+   *
+   * @return threads per large CPU-backend call (the default before any call); 1 when the native library
+   *     did not load
+   */
   public static int cpuThreads() {
     return RouterNative.available() ? RouterNative.moe_get_num_threads() : 1;
   }
 
+  /**
+   * The configuration this router was created with; still readable after {@link #close()}.
+   *
+   * @return the immutable configuration (its expert bias is the creation-time one: see {@link #expertBias()}
+   *     for the bias in use)
+   */
   public final RouterConfig config() {
     return config;
   }
 
+  /**
+   * The backend this router runs on; still readable after {@link #close()}.
+   *
+   * @return JAVA, CPU or CUDA (the resolved one, never AUTO or NATIVE)
+   */
   public final Backend backend() {
     return backend;
   }
 
   // ------------------------------------------------------------------ live routing, arrays
 
-  /** Live routing of fp32 logits; returns the number of rows with non-finite logits. */
+  /**
+   * Live routing of fp32 logits (docs/semantics.md sections 1-3): for each row the k experts by ranking key,
+   * best first, and their weights. Same as the overload with {@code outNonfiniteRows} null.
+   *
+   * @param logits fp32 logits [tokens, E], row-major (at least tokens * E elements)
+   * @param tokens T, the rows to route, {@code >= 0}
+   * @param outIdx receives the expert indices [tokens, k], each row best first
+   * @param outWeights receives the weights [tokens, k] in the order of outIdx, scale included
+   * @return the number of rows in which a logit that was read is NaN or infinite (0 when all are finite)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when tokens is negative or an array is null
+   *     or shorter than its shape; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR} naming the
+   *     first row and expert with a NaN or infinity; nothing is written in either case
+   * @throws IllegalStateException when the router is closed
+   */
   public final long route(float[] logits, int tokens, int[] outIdx, float[] outWeights) {
     return route(logits, tokens, outIdx, outWeights, null);
   }
 
   /**
-   * Live routing of fp32 logits; {@code outNonfiniteRows} [tokens] (may be null) receives 1 for each
-   * row with a non-finite logit, else 0. Returns the number of such rows.
+   * Live routing of fp32 logits, with the per-row non-finite flags that {@link #backward(float[], int, int[],
+   * float[], byte[], float[]) backward} needs under {@link NonFinitePolicy#ZERO}.
+   *
+   * @param logits fp32 logits [tokens, E], row-major (at least tokens * E elements)
+   * @param tokens T, the rows to route, {@code >= 0}
+   * @param outIdx receives the expert indices [tokens, k], each row best first
+   * @param outWeights receives the weights [tokens, k] in the order of outIdx, scale included (0 for a
+   *     flagged row under ZERO)
+   * @param outNonfiniteRows receives [tokens] 1 for each row that read a NaN or infinite logit, else 0;
+   *     null to skip
+   * @return the number of rows flagged (0 when every read logit was finite)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when tokens is negative or an array is null
+   *     or shorter than its shape; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is
+   *     written in either case
+   * @throws IllegalStateException when the router is closed
    */
   public final long route(float[] logits, int tokens, int[] outIdx, float[] outWeights, byte[] outNonfiniteRows) {
     acquire("route");
@@ -170,12 +279,40 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** Live routing of bf16/fp16 logits given as raw 16-bit values. */
+  /**
+   * Live routing of bf16 or fp16 logits given as raw 16-bit values (widened exactly to fp32 first).
+   *
+   * @param logits raw bf16 or fp16 bits [tokens, E], row-major
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows to route, {@code >= 0}
+   * @param outIdx receives the expert indices [tokens, k], each row best first
+   * @param outWeights receives the fp32 weights [tokens, k] in the order of outIdx, scale included
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when type is FP32 or null, tokens is negative,
+   *     or an array is null or too short; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR};
+   *     nothing is written in either case
+   * @throws IllegalStateException when the router is closed
+   */
   public final long route(short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights) {
     return route(logits, type, tokens, outIdx, outWeights, null);
   }
 
-  /** Live routing of bf16/fp16 logits, with the per-row non-finite flags (may be null). */
+  /**
+   * Live routing of bf16 or fp16 logits, with the per-row non-finite flags.
+   *
+   * @param logits raw bf16 or fp16 bits [tokens, E], row-major
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows to route, {@code >= 0}
+   * @param outIdx receives the expert indices [tokens, k], each row best first
+   * @param outWeights receives the fp32 weights [tokens, k] in the order of outIdx, scale included
+   * @param outNonfiniteRows receives [tokens] 1 for each row that read a NaN or infinite logit, else 0;
+   *     null to skip
+   * @return the number of rows flagged
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when type is FP32 or null, tokens is negative,
+   *     or an array is null or too short; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR};
+   *     nothing is written in either case
+   * @throws IllegalStateException when the router is closed
+   */
   public final long route(short[] logits, LogitsType type, int tokens, int[] outIdx, float[] outWeights,
       byte[] outNonfiniteRows) {
     acquire("route");
@@ -188,7 +325,18 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** Live routing into new arrays (non-finite row flags included). */
+  /**
+   * Live routing of fp32 logits into new arrays, non-finite row flags included. Allocates per call: hot
+   * loops use the overloads that write into caller-provided arrays.
+   *
+   * @param logits fp32 logits [tokens, E], row-major
+   * @param tokens T, the rows to route, {@code >= 0}
+   * @return indices, weights, the non-finite row count and flags, in arrays of exactly [tokens, k] and
+   *     [tokens]
+   * @throws MoeRouterException as {@link #route(float[], int, int[], float[], byte[])}
+   * @throws ArithmeticException when tokens * k overflows an int
+   * @throws IllegalStateException when the router is closed
+   */
   public final RoutingResult route(float[] logits, int tokens) {
     checkTokens(tokens);
     int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
@@ -201,15 +349,54 @@ public abstract class MoeRouter implements AutoCloseable {
   // ------------------------------------------------------------------ replay, arrays
 
   /**
-   * Replay: the experts of {@code replayIdx} [tokens, k] in the given order, weights from the live
-   * logits. {@code replayMask} [tokens] may be null; rows with mask 0 are routed live.
+   * Replay (docs/semantics.md section 4): the experts of {@code replayIdx} in the given order, weights
+   * computed from these logits. Rows are checked before anything is written: an expert out of range or
+   * repeated within its row rejects the call naming the row; all -1 rows follow
+   * {@link RouterConfig#minusOneRows()}.
+   *
+   * <pre>{@code
+   * router.route(logits, T, recorded, w);                    // rollout: record
+   * router.replay(logits2, T, recorded, null, idx, w2);      // training: same experts, new weights
+   * }</pre>
+   *
+   * @param logits fp32 logits [tokens, E], row-major
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to use [tokens, k], int32; may be outIdx itself (in-place replay)
+   * @param replayMask [tokens], or null: rows with mask 0 are routed live, others replayed
+   * @param outIdx receives the indices used [tokens, k]: the replayed row (or the live selection)
+   * @param outWeights receives the weights [tokens, k] in the order of outIdx, scale included
+   * @return the number of rows in which a logit that was read is NaN or infinite (a replayed row reads its
+   *     k logits, or its whole row under softmax pre)
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first invalid row;
+   *     {@link Status#INVALID_ARGUMENT} for a negative tokens or a null or short array;
+   *     {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written in any case
+   * @throws NullPointerException when replayIdx is null
+   * @throws IllegalStateException when the router is closed
    */
   public final long replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
       float[] outWeights) {
     return replay(logits, tokens, replayIdx, replayMask, outIdx, outWeights, null);
   }
 
-  /** Replay with the per-row non-finite flags {@code outNonfiniteRows} [tokens] (may be null). */
+  /**
+   * Replay of fp32 logits with the per-row non-finite flags, as
+   * {@link #replay(float[], int, int[], byte[], int[], float[])}.
+   *
+   * @param logits fp32 logits [tokens, E], row-major
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to use [tokens, k], int32; may be outIdx itself
+   * @param replayMask [tokens], or null: rows with mask 0 are routed live
+   * @param outIdx receives the indices used [tokens, k]
+   * @param outWeights receives the weights [tokens, k] in the order of outIdx, scale included
+   * @param outNonfiniteRows receives [tokens] 1 for each row that read a NaN or infinite logit, else 0;
+   *     null to skip
+   * @return the number of rows flagged
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first invalid row;
+   *     {@link Status#INVALID_ARGUMENT} for a negative tokens or a null or short array;
+   *     {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written in any case
+   * @throws NullPointerException when replayIdx is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final long replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask, int[] outIdx,
       float[] outWeights, byte[] outNonfiniteRows) {
     acquire("replay");
@@ -223,11 +410,47 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
+  /**
+   * Replay of bf16 or fp16 logits, as {@link #replay(float[], int, int[], byte[], int[], float[])}.
+   *
+   * @param logits raw bf16 or fp16 bits [tokens, E], row-major
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to use [tokens, k], int32; may be outIdx itself
+   * @param replayMask [tokens], or null: rows with mask 0 are routed live
+   * @param outIdx receives the indices used [tokens, k]
+   * @param outWeights receives the fp32 weights [tokens, k] in the order of outIdx, scale included
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first invalid row;
+   *     {@link Status#INVALID_ARGUMENT} when type is FP32 or null, tokens is negative or an array is null or
+   *     short; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written in any case
+   * @throws NullPointerException when replayIdx is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final long replay(short[] logits, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
       int[] outIdx, float[] outWeights) {
     return replay(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, null);
   }
 
+  /**
+   * Replay of bf16 or fp16 logits with the per-row non-finite flags.
+   *
+   * @param logits raw bf16 or fp16 bits [tokens, E], row-major
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to use [tokens, k], int32; may be outIdx itself
+   * @param replayMask [tokens], or null: rows with mask 0 are routed live
+   * @param outIdx receives the indices used [tokens, k]
+   * @param outWeights receives the fp32 weights [tokens, k] in the order of outIdx, scale included
+   * @param outNonfiniteRows receives [tokens] 1 for each row that read a NaN or infinite logit, else 0;
+   *     null to skip
+   * @return the number of rows flagged
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first invalid row;
+   *     {@link Status#INVALID_ARGUMENT} when type is FP32 or null, tokens is negative or an array is null or
+   *     short; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written in any case
+   * @throws NullPointerException when replayIdx is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final long replay(short[] logits, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
       int[] outIdx, float[] outWeights, byte[] outNonfiniteRows) {
     acquire("replay");
@@ -241,7 +464,18 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** Replay into new arrays (non-finite row flags included). */
+  /**
+   * Replay of fp32 logits into new arrays, non-finite row flags included. Allocates per call.
+   *
+   * @param logits fp32 logits [tokens, E], row-major
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to use [tokens, k], int32
+   * @param replayMask [tokens], or null: rows with mask 0 are routed live
+   * @return indices, weights, the non-finite row count and flags
+   * @throws MoeRouterException as {@link #replay(float[], int, int[], byte[], int[], float[], byte[])}
+   * @throws ArithmeticException when tokens * k overflows an int
+   * @throws IllegalStateException when the router is closed
+   */
   public final RoutingResult replay(float[] logits, int tokens, int[] replayIdx, byte[] replayMask) {
     checkTokens(tokens);
     int[] idx = new int[Math.multiplyExact(tokens, config.topK())];
@@ -259,17 +493,52 @@ public abstract class MoeRouter implements AutoCloseable {
   // ------------------------------------------------------------------ direct buffers and raw addresses
 
   /**
-   * Routing over direct buffers (from their positions): logits is a FloatBuffer (FP32), a ShortBuffer
-   * (BF16/FP16) or a ByteBuffer holding {@code type}. replayIdx and replayMask may be null. Every buffer
-   * must be direct and in {@link java.nio.ByteOrder#nativeOrder()} (a big-endian one is rejected, not
-   * reinterpreted); outputs must be writable.
+   * Live routing or replay over direct NIO buffers, read and written from their positions (which are left
+   * unchanged). Every buffer must be direct and, when its elements are wider than a byte, in
+   * {@link java.nio.ByteOrder#nativeOrder()} (a big-endian view is rejected, not reinterpreted); outputs must
+   * be writable. The native backends pass the addresses without copying; the Java backend copies.
+   *
+   * @param logits [tokens, E] of {@code type}: a FloatBuffer (FP32), a ShortBuffer of raw bits (BF16, FP16)
+   *     or a ByteBuffer holding {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to replay [tokens, k], or null for live routing
+   * @param replayMask [tokens] with replayIdx, or null: rows with mask 0 are routed live
+   * @param outIdx receives the expert indices [tokens, k]
+   * @param outWeights receives the fp32 weights [tokens, k], scale included
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming the buffer that is null, too small
+   *     (remaining elements), not direct, read-only (outputs), in the wrong byte order, or of a type that does
+   *     not hold {@code type}, and for a mask without replayIdx; {@link Status#INVALID_REPLAY} for an invalid
+   *     replay row; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written then
+   * @throws NullPointerException when type is null
+   * @throws IllegalStateException when the router is closed
    */
   public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights) {
     return route(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, null);
   }
 
-  /** Routing over direct buffers with the per-row non-finite flags {@code outNonfiniteRows} [tokens] (may be null). */
+  /**
+   * Routing over direct buffers with the per-row non-finite flags, as
+   * {@link #route(Buffer, LogitsType, int, IntBuffer, ByteBuffer, IntBuffer, FloatBuffer)}.
+   *
+   * @param logits [tokens, E] of {@code type}: a FloatBuffer (FP32), a ShortBuffer of raw bits (BF16, FP16)
+   *     or a ByteBuffer holding {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx the experts to replay [tokens, k], or null for live routing
+   * @param replayMask [tokens] with replayIdx, or null: rows with mask 0 are routed live
+   * @param outIdx receives the expert indices [tokens, k]
+   * @param outWeights receives the fp32 weights [tokens, k], scale included
+   * @param outNonfiniteRows receives [tokens] 1 for each row that read a NaN or infinite logit, else 0;
+   *     null to skip
+   * @return the number of rows flagged
+   * @throws MoeRouterException as the overload without flags; also when outNonfiniteRows is too small or
+   *     read-only
+   * @throws NullPointerException when type is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final long route(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
       IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outNonfiniteRows) {
     acquire(replayIdx != null ? "replay" : "route");
@@ -310,15 +579,48 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Routing over raw host addresses (for example {@code MemorySegment.address()}); sizes are the
-   * caller's responsibility. replayIdx/replayMask may be 0. Returns the non-finite row count.
+   * Live routing or replay over raw host addresses, for example {@code MemorySegment.address()} ({@code
+   * MoeSegments} on JDK 22+ checks sizes, alignment and liveness first). Nothing about the memory can be
+   * checked here: sizes, alignment (of the element type) and lifetime are the caller's, and a wrong address
+   * crashes the JVM. The Java backend copies through the memory; the native ones use it in place.
+   *
+   * @param logits address of [tokens, E] logits of {@code type}, row-major
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx address of the int32 experts to replay [tokens, k], or 0 for live routing
+   * @param replayMask address of the uint8 mask [tokens], or 0: rows with mask 0 are routed live
+   * @param outIdx address receiving the int32 indices [tokens, k]
+   * @param outWeights address receiving the fp32 weights [tokens, k]
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative tokens, a 0 logits or output
+   *     address with tokens &gt; 0, or a mask without replayIdx; {@link Status#INVALID_REPLAY} for an invalid
+   *     replay row; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; {@link Status#UNSUPPORTED}
+   *     on the Java backend above 2^31 logits; nothing is written then
+   * @throws NullPointerException when type is null
+   * @throws IllegalStateException when the router is closed
    */
   public final long routeAddress(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights) {
     return routeAddress(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, 0L);
   }
 
-  /** Routing over raw host addresses with the per-row non-finite flags at {@code outNonfiniteRows} (uint8 [tokens], or 0). */
+  /**
+   * Routing over raw host addresses with the per-row non-finite flags, as
+   * {@link #routeAddress(long, LogitsType, long, long, long, long, long)}.
+   *
+   * @param logits address of [tokens, E] logits of {@code type}, row-major
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx address of the int32 experts to replay [tokens, k], or 0 for live routing
+   * @param replayMask address of the uint8 mask [tokens], or 0
+   * @param outIdx address receiving the int32 indices [tokens, k]
+   * @param outWeights address receiving the fp32 weights [tokens, k]
+   * @param outNonfiniteRows address receiving the uint8 flags [tokens], or 0 to skip
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException as the overload without flags
+   * @throws NullPointerException when type is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final long routeAddress(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights, long outNonfiniteRows) {
     acquire(replayIdx != 0 ? "replay" : "route");
@@ -334,11 +636,30 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * CUDA only: routing over device pointers, enqueued on {@code stream} (a cudaStream_t; 0 for the
-   * default stream) without synchronising. Replay rows are validated on the device, and under
-   * {@link NonFinitePolicy#ERROR} so are the logits the call reads: a rejected call writes no output
-   * and is reported by the next {@link #checkReplay()}. {@code nonfiniteRows} is an optional device
-   * int64 receiving the count.
+   * CUDA only: live routing or replay over device pointers, enqueued on {@code stream} without
+   * synchronising. Replay rows are validated on the device, and under {@link NonFinitePolicy#ERROR} so are
+   * the logits the call reads: a rejected call writes no output and is reported by the next
+   * {@link #checkReplay()}, which callers must run before trusting the outputs.
+   *
+   * <pre>{@code
+   * router.routeDevice(dLogits, LogitsType.BF16, T, dRecorded, 0, dIdx, dW, 0, stream);   // replay
+   * // ... more work on the stream ...
+   * router.checkReplay();                                  // syncs; throws if a row was rejected
+   * }</pre>
+   *
+   * @param logits device pointer to [tokens, E] logits of {@code type}, row-major
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx device pointer to the int32 experts to replay [tokens, k], or 0 for live routing
+   * @param replayMask device pointer to the uint8 mask [tokens], or 0
+   * @param outIdx device pointer receiving the int32 indices [tokens, k]
+   * @param outWeights device pointer receiving the fp32 weights [tokens, k]
+   * @param nonfiniteRows device pointer to an int64 receiving the non-finite row count, or 0
+   * @param stream a {@code cudaStream_t} on this router's device; 0 for the default stream
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a router that is not CUDA; argument errors
+   *     found on the host ({@link Status#INVALID_ARGUMENT}) and launch failures ({@link Status#CUDA_ERROR})
+   *     at once
+   * @throws IllegalStateException when the router is closed
    */
   public final void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights, long nonfiniteRows, long stream) {
@@ -347,9 +668,23 @@ public abstract class MoeRouter implements AutoCloseable {
 
   /**
    * CUDA only: {@link #routeDevice(long, LogitsType, long, long, long, long, long, long, long)} that also
-   * writes the per-row non-finite flags to {@code outNonfiniteRowFlags} (device uint8 [tokens], or 0),
-   * which {@link #backwardDevice(long, LogitsType, long, long, long, long, long, long)} takes under
+   * writes the per-row non-finite flags, which
+   * {@link #backwardDevice(long, LogitsType, long, long, long, long, long, long)} takes under
    * {@link NonFinitePolicy#ZERO}.
+   *
+   * @param logits device pointer to [tokens, E] logits of {@code type}, row-major
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx device pointer to the int32 experts to replay [tokens, k], or 0 for live routing
+   * @param replayMask device pointer to the uint8 mask [tokens], or 0
+   * @param outIdx device pointer receiving the int32 indices [tokens, k]
+   * @param outWeights device pointer receiving the fp32 weights [tokens, k]
+   * @param outNonfiniteRowFlags device pointer receiving the uint8 flags [tokens], or 0
+   * @param nonfiniteRows device pointer to an int64 receiving the non-finite row count, or 0
+   * @param stream a {@code cudaStream_t} on this router's device; 0 for the default stream
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a router that is not CUDA; host-side argument
+   *     errors and launch failures at once; row rejections through {@link #checkReplay()}
+   * @throws IllegalStateException when the router is closed
    */
   public final void routeDevice(long logits, LogitsType type, long tokens, long replayIdx, long replayMask,
       long outIdx, long outWeights, long outNonfiniteRowFlags, long nonfiniteRows, long stream) {
@@ -363,10 +698,13 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * CUDA only: synchronises with every device call enqueued on this router and throws if one since the
-   * last check was rejected: {@link Status#INVALID_REPLAY} for an invalid replay or backward row (the
-   * lowest), else {@link Status#NONFINITE} for the lowest row that read a NaN or infinity under
-   * {@link NonFinitePolicy#ERROR}.
+   * CUDA only: synchronises with every device call enqueued on this router and throws if one since the last
+   * check was rejected. On the host backends, which reject at the call, it returns at once.
+   *
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} for an invalid replay or backward row (the
+   *     lowest), else {@link Status#NONFINITE} for the lowest row that read a NaN or infinity under
+   *     {@link NonFinitePolicy#ERROR}; {@link Status#CUDA_ERROR} when the synchronisation itself fails
+   * @throws IllegalStateException when the router is closed
    */
   public final void checkReplay() {
     acquire("checkReplay");
@@ -380,20 +718,40 @@ public abstract class MoeRouter implements AutoCloseable {
   // ------------------------------------------------------------------ backward
 
   /**
-   * Backward of the weights (spec section 5): gradLogits [tokens, E] from gradWeights [tokens, k] for
-   * the experts {@code idx} [tokens, k] the forward used (live or replayed: its output indices, never
-   * -1). Every element is written. Routers with {@link NonFinitePolicy#ZERO} need the overload that
-   * takes the forward's non-finite row flags.
+   * Backward of the weights (docs/semantics.md section 5): gradLogits from gradWeights for the experts the
+   * forward used. Every element of gradLogits is written (it is overwritten, not accumulated). Routers with
+   * {@link NonFinitePolicy#ZERO} need the overload that takes the forward's non-finite row flags.
+   *
+   * @param logits the forward's fp32 logits [tokens, E]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx the forward's output indices [tokens, k] (live or replayed; never -1)
+   * @param gradWeights the upstream gradient of the weights [tokens, k], in the order of idx
+   * @param gradLogits receives the gradient of the logits [tokens, E]
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first row of idx out of range or
+   *     repeated; {@link Status#INVALID_ARGUMENT} for a short or null array, and under ZERO (no flags);
+   *     {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written then
+   * @throws IllegalStateException when the router is closed
    */
   public final void backward(float[] logits, int tokens, int[] idx, float[] gradWeights, float[] gradLogits) {
     backward(logits, tokens, idx, gradWeights, null, gradLogits);
   }
 
   /**
-   * Backward with the forward's non-finite row flags {@code nonfiniteRows} [tokens] (its
-   * {@code outNonfiniteRows}). Under {@link NonFinitePolicy#ZERO} they are required and flagged rows get
-   * a zero gradient (a live row read its whole row, which the indices do not tell); otherwise they
-   * may be null and are not read. Under ERROR a non-finite logit this call reads rejects it.
+   * Backward with the forward's non-finite row flags (its {@code outNonfiniteRows}). Under
+   * {@link NonFinitePolicy#ZERO} they are required and flagged rows get a zero gradient (a live row read its
+   * whole row, which the indices do not tell); otherwise they may be null and are not read. Under ERROR a
+   * non-finite logit this call reads rejects it.
+   *
+   * @param logits the forward's fp32 logits [tokens, E]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx the forward's output indices [tokens, k] (live or replayed; never -1)
+   * @param gradWeights the upstream gradient of the weights [tokens, k], in the order of idx
+   * @param nonfiniteRows the forward's flags [tokens]; null allowed unless the policy is ZERO
+   * @param gradLogits receives the gradient of the logits [tokens, E]; every element is written
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first invalid row of idx;
+   *     {@link Status#INVALID_ARGUMENT} for a short or null array (flags under ZERO included);
+   *     {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written then
+   * @throws IllegalStateException when the router is closed
    */
   public final void backward(float[] logits, int tokens, int[] idx, float[] gradWeights, byte[] nonfiniteRows,
       float[] gradLogits) {
@@ -406,11 +764,39 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
+  /**
+   * Backward of bf16 or fp16 logits, as {@link #backward(float[], int, int[], float[], float[])}.
+   *
+   * @param logits the forward's raw bf16 or fp16 logits [tokens, E]
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx the forward's output indices [tokens, k] (never -1)
+   * @param gradWeights the upstream gradient of the weights [tokens, k], in the order of idx
+   * @param gradLogits receives the fp32 gradient of the logits [tokens, E]; every element is written
+   * @throws MoeRouterException as the fp32 overload; {@link Status#INVALID_ARGUMENT} also when type is FP32
+   *     or null
+   * @throws IllegalStateException when the router is closed
+   */
   public final void backward(short[] logits, LogitsType type, int tokens, int[] idx, float[] gradWeights,
       float[] gradLogits) {
     backward(logits, type, tokens, idx, gradWeights, null, gradLogits);
   }
 
+  /**
+   * Backward of bf16 or fp16 logits with the forward's non-finite row flags, as
+   * {@link #backward(float[], int, int[], float[], byte[], float[])}.
+   *
+   * @param logits the forward's raw bf16 or fp16 logits [tokens, E]
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx the forward's output indices [tokens, k] (never -1)
+   * @param gradWeights the upstream gradient of the weights [tokens, k], in the order of idx
+   * @param nonfiniteRows the forward's flags [tokens]; null allowed unless the policy is ZERO
+   * @param gradLogits receives the fp32 gradient of the logits [tokens, E]; every element is written
+   * @throws MoeRouterException as the fp32 overload; {@link Status#INVALID_ARGUMENT} also when type is FP32
+   *     or null
+   * @throws IllegalStateException when the router is closed
+   */
   public final void backward(short[] logits, LogitsType type, int tokens, int[] idx, float[] gradWeights,
       byte[] nonfiniteRows, float[] gradLogits) {
     acquire("backward");
@@ -423,13 +809,42 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** Backward over raw host addresses. */
+  /**
+   * Backward over raw host addresses (sizes, alignment and lifetime are the caller's; see
+   * {@link #routeAddress(long, LogitsType, long, long, long, long, long)}). Not for
+   * {@link NonFinitePolicy#ZERO} routers, which need the flags.
+   *
+   * @param logits address of the forward's [tokens, E] logits of {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx address of the forward's int32 indices [tokens, k]
+   * @param gradWeights address of the fp32 upstream gradient [tokens, k]
+   * @param gradLogits address receiving the fp32 gradient [tokens, E]; every element is written
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative tokens, a 0 address with
+   *     tokens &gt; 0, or a ZERO router; {@link Status#INVALID_REPLAY} for an invalid row of idx;
+   *     {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written then
+   * @throws NullPointerException when type is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final void backwardAddress(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long gradLogits) {
     backwardAddress(logits, type, tokens, idx, gradWeights, 0L, gradLogits);
   }
 
-  /** Backward over raw host addresses with the forward's non-finite row flags (uint8 [tokens], or 0). */
+  /**
+   * Backward over raw host addresses with the forward's non-finite row flags.
+   *
+   * @param logits address of the forward's [tokens, E] logits of {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx address of the forward's int32 indices [tokens, k]
+   * @param gradWeights address of the fp32 upstream gradient [tokens, k]
+   * @param nonfiniteRows address of the forward's uint8 flags [tokens]; 0 allowed unless the policy is ZERO
+   * @param gradLogits address receiving the fp32 gradient [tokens, E]; every element is written
+   * @throws MoeRouterException as the overload without flags (a 0 flags address is rejected under ZERO)
+   * @throws NullPointerException when type is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final void backwardAddress(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long nonfiniteRows, long gradLogits) {
     acquire("backward");
@@ -445,16 +860,43 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** CUDA only: backward over device pointers on {@code stream} (not for {@link NonFinitePolicy#ZERO} routers). */
+  /**
+   * CUDA only: backward over device pointers, enqueued on {@code stream} without synchronising; an invalid
+   * row of idx (or a non-finite read under ERROR) is reported by the next {@link #checkReplay()}. Not for
+   * {@link NonFinitePolicy#ZERO} routers.
+   *
+   * @param logits device pointer to the forward's [tokens, E] logits of {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx device pointer to the forward's int32 indices [tokens, k]
+   * @param gradWeights device pointer to the fp32 upstream gradient [tokens, k]
+   * @param gradLogits device pointer receiving the fp32 gradient [tokens, E]
+   * @param stream a {@code cudaStream_t} on this router's device; 0 for the default stream
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a router that is not CUDA; host-side argument
+   *     errors (a ZERO router included) and launch failures at once
+   * @throws IllegalStateException when the router is closed
+   */
   public final void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long gradLogits, long stream) {
     backwardDevice(logits, type, tokens, idx, gradWeights, 0L, gradLogits, stream);
   }
 
   /**
-   * CUDA only: backward over device pointers on {@code stream} with the forward's per-row non-finite flags
-   * {@code nonfiniteRowFlags} (device uint8 [tokens], its {@code outNonfiniteRowFlags}; required under
-   * {@link NonFinitePolicy#ZERO}, else may be 0 and is not read).
+   * CUDA only: backward over device pointers with the forward's per-row non-finite flags (its
+   * {@code outNonfiniteRowFlags}), as {@link #backwardDevice(long, LogitsType, long, long, long, long, long)}.
+   *
+   * @param logits device pointer to the forward's [tokens, E] logits of {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx device pointer to the forward's int32 indices [tokens, k]
+   * @param gradWeights device pointer to the fp32 upstream gradient [tokens, k]
+   * @param nonfiniteRowFlags device pointer to the uint8 flags [tokens]; required under ZERO, else may be 0
+   *     and is not read
+   * @param gradLogits device pointer receiving the fp32 gradient [tokens, E]
+   * @param stream a {@code cudaStream_t} on this router's device; 0 for the default stream
+   * @throws MoeRouterException {@link Status#UNSUPPORTED} on a router that is not CUDA; host-side argument
+   *     errors and launch failures at once; row rejections through {@link #checkReplay()}
+   * @throws IllegalStateException when the router is closed
    */
   public final void backwardDevice(long logits, LogitsType type, long tokens, long idx, long gradWeights,
       long nonfiniteRowFlags, long gradLogits, long stream) {
@@ -469,8 +911,16 @@ public abstract class MoeRouter implements AutoCloseable {
   // ------------------------------------------------------------------ training extras (spec section 6)
 
   /**
-   * Tokens per expert [E] of a selection idx [tokens, k] (the one actually used: the replayed one
-   * under replay), written to {@code outCounts}, which is returned.
+   * Tokens per expert of a selection (docs/semantics.md section 6): how many rows of idx name each expert.
+   * Count the selection actually used (the replayed one under replay).
+   *
+   * @param idx expert indices [tokens, k]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param outCounts receives the counts [E] (overwritten, not accumulated)
+   * @return outCounts
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming a row with an expert out of range;
+   *     {@link Status#INVALID_ARGUMENT} for a short or null array
+   * @throws IllegalStateException when the router is closed
    */
   public final int[] tokensPerExpert(int[] idx, int tokens, int[] outCounts) {
     acquire("tokensPerExpert");
@@ -501,8 +951,17 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Dense views of a selection: {@code outMap} [tokens, E] bytes (1 where selected) and
-   * {@code outProbs} [tokens, E] (weights scattered, zeros elsewhere); either may be null.
+   * Dense views of a selection (docs/semantics.md section 6): the routing map and the weights scattered
+   * into [tokens, E]. Both outputs are fully overwritten.
+   *
+   * @param idx expert indices [tokens, k]
+   * @param weights their weights [tokens, k]; read only when outProbs is given (may be null otherwise)
+   * @param tokens T, the rows, {@code >= 0}
+   * @param outMap receives [tokens, E] bytes, 1 where selected, else 0; null to skip
+   * @param outProbs receives [tokens, E] the weights at the selected experts, 0 elsewhere; null to skip
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming a row of idx out of range or repeated;
+   *     {@link Status#INVALID_ARGUMENT} for a short or null array
+   * @throws IllegalStateException when the router is closed
    */
   public final void denseViews(int[] idx, float[] weights, int tokens, byte[] outMap, float[] outProbs) {
     acquire("denseViews");
@@ -513,7 +972,18 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** Routing map as bits: {@code outBits} [tokens, ceil(E / 64)] words, bit e % 64 of word e / 64. */
+  /**
+   * The routing map of a selection as bits: word {@code t * W + e / 64}, bit {@code e % 64} is set where
+   * token t selected expert e, with W = ceil(E / 64) words per row.
+   *
+   * @param idx expert indices [tokens, k]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param outBits receives [tokens, ceil(E / 64)] words, fully overwritten
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming a row of idx out of range or repeated;
+   *     {@link Status#INVALID_ARGUMENT} for a short array
+   * @throws NullPointerException when outBits is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final void denseMapBits(int[] idx, int tokens, long[] outBits) {
     acquire("denseMapBits");
     try {
@@ -557,10 +1027,21 @@ public abstract class MoeRouter implements AutoCloseable {
    * Switch load-balancing loss {@code coeff * E * sum_i f_i * P_i} over every row (no padding): the aux
    * scores A (full-row softmax, or sigmoid / sqrtsoftplus normalised per row) and the plain top-k map of the
    * logits (no groups, no bias), with {@code f_i = count_i / (tokens * k)} and {@code P_i} the mean aux score
-   * of expert i. Optional outputs (null to skip): aux scores [tokens, E], top-k map [tokens, E], counts [E].
-   * {@code gradLogits} [tokens, E] (optional): the loss gradient is ADDED to it, so it can
-   * accumulate onto {@link #backward}'s result. Returns the loss. {@link #losses} is the general form
-   * (padding, the sequence and global losses, all at once); this is its aux loss with every row valid.
+   * of expert i. {@link #losses} is the general form (padding, the sequence and global losses, all at once);
+   * this is its aux loss with every row valid. Allocates a {@link LossValues} per call.
+   *
+   * @param logits fp32 logits [tokens, E]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param coeff the loss coefficient, finite and {@code >= 0}
+   * @param outScores receives the aux scores [tokens, E]; null to skip
+   * @param outTopkMap receives the plain top-k map [tokens, E], bytes 1 or 0; null to skip
+   * @param outCounts receives the map's counts [E]; null to skip
+   * @param gradLogits [tokens, E] or null: the loss gradient is ADDED to it, so it can accumulate onto
+   *     {@link #backward}'s result
+   * @return the loss (0 for tokens = 0)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative or non-finite coeff, a
+   *     negative tokens, or a short or null array
+   * @throws IllegalStateException when the router is closed
    */
   public final float auxLoss(float[] logits, int tokens, float coeff, float[] outScores, byte[] outTopkMap,
       int[] outCounts, float[] gradLogits) {
@@ -573,6 +1054,22 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
+  /**
+   * The aux loss of bf16 or fp16 logits, as
+   * {@link #auxLoss(float[], int, float, float[], byte[], int[], float[])}.
+   *
+   * @param logits raw bf16 or fp16 logits [tokens, E]
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param coeff the loss coefficient, finite and {@code >= 0}
+   * @param outScores receives the aux scores [tokens, E]; null to skip
+   * @param outTopkMap receives the plain top-k map [tokens, E]; null to skip
+   * @param outCounts receives the map's counts [E]; null to skip
+   * @param gradLogits [tokens, E] or null: the loss gradient is ADDED to it
+   * @return the loss (0 for tokens = 0)
+   * @throws MoeRouterException as the fp32 overload; also when type is FP32 or null
+   * @throws IllegalStateException when the router is closed
+   */
   public final float auxLoss(short[] logits, LogitsType type, int tokens, float coeff, float[] outScores,
       byte[] outTopkMap, int[] outCounts, float[] gradLogits) {
     acquire("auxLoss");
@@ -594,7 +1091,19 @@ public abstract class MoeRouter implements AutoCloseable {
     return (float) v.auxLoss;
   }
 
-  /** Router z-loss {@code coeff * mean(logsumexp(L)^2)}; its gradient is ADDED to gradLogits if given. */
+  /**
+   * Router z-loss {@code coeff * mean_t(logsumexp(L_t)^2)} over every row (docs/semantics.md section 6); its
+   * gradient is ADDED to gradLogits if given. Allocates a {@link LossValues} per call.
+   *
+   * @param logits fp32 logits [tokens, E]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param coeff the loss coefficient, finite and {@code >= 0}
+   * @param gradLogits [tokens, E] or null: the loss gradient is added to it
+   * @return the loss (0 for tokens = 0)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative or non-finite coeff, a
+   *     negative tokens, or a short or null array
+   * @throws IllegalStateException when the router is closed
+   */
   public final float zLoss(float[] logits, int tokens, float coeff, float[] gradLogits) {
     acquire("zLoss");
     try {
@@ -605,6 +1114,18 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
+  /**
+   * Router z-loss of bf16 or fp16 logits, as {@link #zLoss(float[], int, float, float[])}.
+   *
+   * @param logits raw bf16 or fp16 logits [tokens, E]
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param coeff the loss coefficient, finite and {@code >= 0}
+   * @param gradLogits [tokens, E] or null: the loss gradient is added to it
+   * @return the loss (0 for tokens = 0)
+   * @throws MoeRouterException as the fp32 overload; also when type is FP32 or null
+   * @throws IllegalStateException when the router is closed
+   */
   public final float zLoss(short[] logits, LogitsType type, int tokens, float coeff, float[] gradLogits) {
     acquire("zLoss");
     try {
@@ -625,11 +1146,18 @@ public abstract class MoeRouter implements AutoCloseable {
   // ------------------------------------------------------------------ spec section 6 with padding
 
   /**
-   * The valid tokens of spec section 6, {@code outValid} [tokens] (1 valid, 0 not), from Megatron's
-   * {@code paddingMask} [tokens] (1 = padding, "exclude"; null = no padding): a row is valid when it is not
-   * padding and, under {@link NonFinitePolicy#ZERO}, holds no NaN or infinite logit (logits are read only
-   * under ZERO). Returns N. The counts and losses take {@code outValid}; padding changes no index, weight or
-   * drop decision, only those.
+   * The valid tokens of docs/semantics.md section 6: a row is valid when it is not padding and, under
+   * {@link NonFinitePolicy#ZERO}, holds no NaN or infinite logit. The counts and losses take
+   * {@code outValid}; padding changes no index, weight or drop decision, only those.
+   *
+   * @param logits fp32 logits [tokens, E]; read only under ZERO (may be null otherwise)
+   * @param tokens T, the rows, {@code >= 0}
+   * @param paddingMask Megatron's padding mask [tokens] (nonzero = padding, excluded), or null for none
+   * @param outValid receives [tokens] 1 for a valid row, else 0
+   * @return N, the number of valid rows
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative tokens or a short or null
+   *     array (logits under ZERO)
+   * @throws IllegalStateException when the router is closed
    */
   public final long validTokens(float[] logits, int tokens, byte[] paddingMask, byte[] outValid) {
     acquire("validTokens");
@@ -641,6 +1169,18 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
+  /**
+   * The valid tokens of bf16 or fp16 logits, as {@link #validTokens(float[], int, byte[], byte[])}.
+   *
+   * @param logits raw bf16 or fp16 logits [tokens, E]; read only under ZERO (may be null otherwise)
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param paddingMask the padding mask [tokens] (nonzero = padding), or null for none
+   * @param outValid receives [tokens] 1 for a valid row, else 0
+   * @return N, the number of valid rows
+   * @throws MoeRouterException as the fp32 overload; also when type is FP32 or null
+   * @throws IllegalStateException when the router is closed
+   */
   public final long validTokens(short[] logits, LogitsType type, int tokens, byte[] paddingMask, byte[] outValid) {
     acquire("validTokens");
     try {
@@ -653,9 +1193,18 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Tokens per expert [E] over the valid rows ({@code validRows} [tokens] from {@link #validTokens}; null =
-   * every row) of a selection idx [tokens, k]: {@code valid_tokens_per_expert}, what the expert-bias update
-   * takes. With token dropping count the final map instead ({@link #tokensPerExpert(byte[], int, byte[], int[])}).
+   * Tokens per expert over the valid rows of a selection: {@code valid_tokens_per_expert}, what the
+   * expert-bias update ({@link #updateExpertBias}) takes. With token dropping count the final map instead
+   * ({@link #tokensPerExpert(byte[], int, byte[], int[])}).
+   *
+   * @param idx expert indices [tokens, k]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param validRows [tokens] from {@link #validTokens} (nonzero = valid), or null for every row
+   * @param outCounts receives the counts [E] (overwritten)
+   * @return outCounts
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming a row with an expert out of range;
+   *     {@link Status#INVALID_ARGUMENT} for a short or null array
+   * @throws IllegalStateException when the router is closed
    */
   public final int[] tokensPerExpert(int[] idx, int tokens, byte[] validRows, int[] outCounts) {
     acquire("tokensPerExpert");
@@ -682,9 +1231,17 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Column sums over the valid rows ({@code validRows} [tokens] or null) of a routing map [tokens, E] (bytes,
-   * nonzero = routed): {@code tokens_per_expert} / {@code valid_tokens_per_expert} of the final map of
-   * {@link #dropTokens} (with {@code padToCapacity} its padding slots count, as the dispatcher sees them).
+   * Column sums of a routing map over the valid rows: {@code tokens_per_expert} /
+   * {@code valid_tokens_per_expert} of the final map of {@link #dropTokens} (with {@code padToCapacity} its
+   * padding slots count, as the dispatcher sees them).
+   *
+   * @param map a routing map [tokens, E], bytes, nonzero = routed
+   * @param tokens T, the rows, {@code >= 0}
+   * @param validRows [tokens] (nonzero = valid), or null for every row
+   * @param outCounts receives the counts [E] (overwritten)
+   * @return outCounts
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative tokens or a short or null array
+   * @throws IllegalStateException when the router is closed
    */
   public final int[] tokensPerExpert(byte[] map, int tokens, byte[] validRows, int[] outCounts) {
     acquire("tokensPerExpert");
@@ -707,28 +1264,51 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * The router losses of {@code losses} over logits [tokens, E] and the valid rows {@code validRows} [tokens]
-   * ({@link #validTokens}; null = every row; under {@link NonFinitePolicy#ZERO} a row with a non-finite logit
-   * is invalid whatever it says), docs/semantics.md section 6: aux scores A (softmax, or S / (sum S + 1e-20) for
-   * sigmoid and sqrtsoftplus) and the plain top-k map M of the logits (the k largest, ties to the lower
-   * index; no groups, bias, replay or dropping), both over the valid rows only, then
+   * The router losses of {@code losses} over logits [tokens, E] and the valid rows (docs/semantics.md
+   * section 6): aux scores A (softmax, or S / (sum S + 1e-20) for sigmoid and sqrtsoftplus) and the plain
+   * top-k map M of the logits (the k largest, ties to the lower index; no groups, bias, replay or dropping),
+   * both over the valid rows only, then
    * <ul>
    *   <li>aux: {@code coeff * E / (k N^2) * sum_i c_i sum_t A[t, i]}, c = M's counts, N = valid rows;</li>
    *   <li>seq aux: the same per sequence with Nq = N / B (Megatron's mean valid count per sequence), summed
    *       and divided by B;</li>
-   *   <li>global aux: {@code coeff * E / (k Ng^2) * sum_i G_i sum_t A[t, i]} with {@code globalTokensPerExpert}
-   *       G [E] and {@code globalNumTokens} Ng ({@link GlobalAuxTracker}; both ignored unless the global loss
-   *       is on; Ng = 0 gives 0);</li>
+   *   <li>global aux: {@code coeff * E / (k Ng^2) * sum_i G_i sum_t A[t, i]} with G and Ng passed in
+   *       ({@link GlobalAuxTracker}; Ng = 0 gives 0);</li>
    *   <li>z: {@code coeff * sum_t v_t logsumexp(L_t)^2 / max(N, 1)}.</li>
    * </ul>
-   * With N = 0 every loss is 0. {@code gradLogits} [tokens, E] (optional): the gradient of the sum of the
-   * losses (upstream 1; c, G, Ng and N held constant, as Megatron's autograd does) is ADDED to it, so call
-   * {@link #backward} first (it writes every element) and the losses after. Values, N and c go into
-   * {@code out} (reusable), which is returned. Sums are merged in an order independent of the thread count.
+   * With N = 0 every loss is 0. Sums are merged in an order independent of the thread count.
+   *
+   * <pre>{@code
+   * LossValues values = new LossValues(E);                       // reused every step
+   * long n = router.validTokens(logits, T, paddingMask, valid);
+   * router.backward(logits, T, idx, dW, rows, dL);               // writes every element of dL
+   * router.losses(logits, T, valid, lossConfig, null, 0, dL, values);   // adds the losses' gradient
+   * double total = values.total();
+   * }</pre>
    *
    * <p>Traps: invalid rows get no gradient and count nowhere, but they are still routed (and dropped)
    * like any row; the sequence loss needs {@code tokens} to be a multiple of its sequence length; under
-   * PROPAGATE a valid row with a NaN logit makes the losses NaN.
+   * PROPAGATE a valid row with a NaN logit makes the losses NaN; gradLogits is added to, so call
+   * {@link #backward} (which overwrites) first.
+   *
+   * @param logits fp32 logits [tokens, E]
+   * @param tokens T, the rows, {@code >= 0}
+   * @param validRows [tokens] from {@link #validTokens} (nonzero = valid), or null for every row; under
+   *     {@link NonFinitePolicy#ZERO} a row with a non-finite logit is invalid whatever it says
+   * @param losses which losses, with their coefficients
+   * @param globalTokensPerExpert G [E], finite and {@code >= 0}; read only when the global loss is on (may
+   *     be null otherwise)
+   * @param globalNumTokens Ng, finite and {@code >= 0}; read only when the global loss is on
+   * @param gradLogits [tokens, E] or null: the gradient of the sum of the losses (upstream 1; c, G, Ng and N
+   *     held constant, as Megatron's autograd does) is ADDED to it
+   * @param out receives the four values, N and c (overwritten); made for this router's E
+   * @return out
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a negative tokens, a short or null array,
+   *     an {@code out} of another expert count, a token count that is not a multiple of the sequence length
+   *     (seq aux on), a missing, negative or non-finite G or Ng (global aux on); {@link Status#UNSUPPORTED} on
+   *     the Java backend above 2^31 logits; nothing is written then
+   * @throws NullPointerException when losses or out is null
+   * @throws IllegalStateException when the router is closed
    */
   public final LossValues losses(float[] logits, int tokens, byte[] validRows, LossConfig losses,
       double[] globalTokensPerExpert, double globalNumTokens, float[] gradLogits, LossValues out) {
@@ -744,7 +1324,24 @@ public abstract class MoeRouter implements AutoCloseable {
     }
   }
 
-  /** {@link #losses(float[], int, byte[], LossConfig, double[], double, float[], LossValues)} of bf16/fp16 logits. */
+  /**
+   * The router losses of bf16 or fp16 logits, as
+   * {@link #losses(float[], int, byte[], LossConfig, double[], double, float[], LossValues)}.
+   *
+   * @param logits raw bf16 or fp16 logits [tokens, E]
+   * @param type {@link LogitsType#BF16} or {@link LogitsType#FP16}
+   * @param tokens T, the rows, {@code >= 0}
+   * @param validRows [tokens] (nonzero = valid), or null for every row
+   * @param losses which losses, with their coefficients
+   * @param globalTokensPerExpert G [E]; read only when the global loss is on (may be null otherwise)
+   * @param globalNumTokens Ng; read only when the global loss is on
+   * @param gradLogits [tokens, E] or null: the gradient of the sum of the losses is ADDED to it
+   * @param out receives the four values, N and c (overwritten)
+   * @return out
+   * @throws MoeRouterException as the fp32 overload; also when type is FP32 or null
+   * @throws NullPointerException when losses or out is null
+   * @throws IllegalStateException when the router is closed
+   */
   public final LossValues losses(short[] logits, LogitsType type, int tokens, byte[] validRows, LossConfig losses,
       double[] globalTokensPerExpert, double globalNumTokens, float[] gradLogits, LossValues out) {
     acquire("losses");
@@ -761,15 +1358,29 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Token dropping (docs/semantics.md section 6) of a selection idx [tokens, k] (live or replayed: the
-   * indices the forward used) with its weights [tokens, k] (scale included): each expert keeps
-   * {@link TokenDropping#capacity} tokens by the drop policy, ties to the lower token index. Outputs, each
-   * optional: {@code outMap} [tokens, E] the final routing map (with {@code padToCapacity} the keep mask
-   * itself, padding slots included), {@code outProbs} [tokens, E] the weights on the final map (0 elsewhere,
-   * and 0 on padding slots), {@code outKept} [tokens, k] 1 where the entry is kept
-   * ({@link TokenDropping#maskDropped} before {@link #backward}), {@code outKeptCounts} [E] routed entries
-   * kept. Returns the routed entries dropped. Rows must hold k distinct experts in range (else rejected
-   * naming the row, nothing written); weights may be NaN (they rank below every number under PROBS).
+   * Token dropping (docs/semantics.md section 6) of a selection (live or replayed: the indices the forward
+   * used) with its weights: each expert keeps {@link TokenDropping#capacity} tokens by the drop policy, ties
+   * to the lower token index. Rows must hold k distinct experts in range; weights may be NaN (they rank
+   * below every number under PROBS).
+   *
+   * @param drop the capacity factor, policy and padding rule
+   * @param idx the selection [tokens, k]
+   * @param weights its weights [tokens, k] (scale included); required under {@link DropPolicy#PROBS} or with
+   *     outProbs, else may be null
+   * @param tokens T, the rows, {@code >= 0}
+   * @param outMap receives the final routing map [tokens, E] (with {@code padToCapacity} the keep mask
+   *     itself, padding slots included); null to skip
+   * @param outProbs receives the weights on the final map [tokens, E] (0 elsewhere and on padding slots);
+   *     null to skip
+   * @param outKept receives [tokens, k] 1 where the entry is kept, else 0 (for
+   *     {@link TokenDropping#maskDropped} before {@link #backward}); null to skip
+   * @param outKeptCounts receives the routed entries kept per expert [E]; null to skip
+   * @return the number of routed entries dropped
+   * @throws MoeRouterException {@link Status#INVALID_REPLAY} naming the first row of idx out of range or
+   *     repeated; {@link Status#INVALID_ARGUMENT} for a negative tokens or a short or null array;
+   *     {@link Status#UNSUPPORTED} above 2^31 map elements; nothing is written then
+   * @throws NullPointerException when drop is null
+   * @throws IllegalStateException when the router is closed
    */
   public final long dropTokens(TokenDropping drop, int[] idx, float[] weights, int tokens, byte[] outMap,
       float[] outProbs, byte[] outKept, int[] outKeptCounts) {
@@ -1040,9 +1651,18 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Aux-loss-free balancing step (DeepSeek-V3): {@code b_i += rate * sign(mean(tokens) - tokens_i)},
-   * applied to this router (sigmoid, sqrtsoftplus or softmax pre; a router built without bias starts
-   * from zeros, and ranks by R = score + bias from then on). Returns the new bias.
+   * Aux-loss-free balancing step (DeepSeek-V3; docs/semantics.md section 6):
+   * {@code b_i += rate * sign(mean(tokens) - tokens_i)}, applied to this router. A router built without a
+   * bias starts from zeros, and ranks by R = score + bias from then on. Serialised with the other bias
+   * methods, but not with routing: see the trap of {@link #setExpertBias}.
+   *
+   * @param tokensPerExpert counts [E], {@code >= 0}: {@link #tokensPerExpert(int[], int, byte[], int[])} over
+   *     the valid rows, summed over the ranks
+   * @param rate the update rate (DeepSeek-V3's gamma), finite
+   * @return a copy of the new bias [E]
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a softmax post router (it takes no bias),
+   *     a short or null array, a negative count or a non-finite rate; the bias is unchanged then
+   * @throws IllegalStateException when the router is closed
    */
   public final synchronized float[] updateExpertBias(int[] tokensPerExpert, float rate) {
     acquire("updateExpertBias");
@@ -1075,8 +1695,13 @@ public abstract class MoeRouter implements AutoCloseable {
   private float[] expertBias;  // a copy; null when none
 
   /**
-   * The expert bias currently used for selection (a copy; zeros for a router built without one that
-   * accepts one: sigmoid, sqrtsoftplus, softmax pre).
+   * The expert bias currently used for selection (after {@link #setExpertBias} and
+   * {@link #updateExpertBias}, unlike {@code config().expertBias()}).
+   *
+   * @return a copy [E]; zeros for a router built without a bias that accepts one (sigmoid, sqrtsoftplus,
+   *     softmax pre)
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a softmax post router
+   * @throws IllegalStateException when the router is closed
    */
   public final synchronized float[] expertBias() {
     acquire("expertBias");
@@ -1094,8 +1719,17 @@ public abstract class MoeRouter implements AutoCloseable {
   }
 
   /**
-   * Replaces the expert bias (sigmoid, sqrtsoftplus or softmax pre routers), e.g. after an aux-loss-free
-   * balancing step. A router built without a bias ranks by R = score + bias once one is set.
+   * Replaces the expert bias (sigmoid, sqrtsoftplus or softmax pre routers), for example after a balancing
+   * step computed elsewhere. A router built without a bias ranks by R = score + bias once one is set.
+   *
+   * <p>Trap: change the bias between steps, not while other threads route on this router. The Java backend
+   * serialises the two, but the native ones update the bias in place, so a CPU or CUDA call in flight may
+   * read a mix of the old and the new entries.
+   *
+   * @param bias the new bias [E], every entry finite; copied
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a softmax post router, a null array, a
+   *     length other than E or a non-finite entry; the bias is unchanged then
+   * @throws IllegalStateException when the router is closed
    */
   public final synchronized void setExpertBias(float[] bias) {
     acquire("setExpertBias");
@@ -1162,7 +1796,11 @@ public abstract class MoeRouter implements AutoCloseable {
     if ((int) STATE.getAndAdd(this, -CALL) == CALL + CLOSED) freeResources();
   }
 
-  /** True once {@link #close()} was called. */
+  /**
+   * Whether {@link #close()} was called.
+   *
+   * @return true once close() ran (calls already inside may still be finishing)
+   */
   public final boolean isClosed() {
     return (state & CLOSED) != 0;
   }

@@ -25,11 +25,25 @@ import java.util.Objects;
  *   <li>{@link Builder#minusOneRows}: what replay does with all -1 rows, REJECT (default), LIVE or ARANGE.</li>
  * </ul>
  * The native library checks the same rules with the same messages ({@code moe_config_validate}).
+ *
+ * <p>A configuration is immutable and safe to share between threads and routers; a {@link Builder} is
+ * not thread-safe. {@link #equals} compares the effective {@link #normalize()}, so an explicit setting
+ * equal to the default makes an equal configuration.
+ *
+ * <p>Traps: the bias passed to the builder is copied, so later writes to the caller's array change
+ * nothing (use {@link MoeRouter#setExpertBias}); {@link #expertBias()} is the creation-time bias, not the
+ * one a router has reached after balancing updates; build-time errors are
+ * {@link MoeRouterException}s ({@link Status#INVALID_ARGUMENT}), not {@code IllegalArgumentException}s.
  */
 public final class RouterConfig {
-  /** Limits shared by every backend (moe_router.h). */
+  /** Most experts a router may have (E), on every backend; mirrors {@code MOE_MAX_EXPERTS} in moe_router.h. */
   public static final int MAX_EXPERTS = 4096;
+  /** Most experts per token (k), on every backend; mirrors {@code MOE_MAX_TOPK} in moe_router.h. */
   public static final int MAX_TOP_K = 64;
+  /**
+   * Most expert groups for group-limited routing; mirrors {@code MOE_MAX_GROUPS} in moe_router.h (the kept-group
+   * mask is one 64-bit word).
+   */
   public static final int MAX_GROUPS = 64;
 
   private final int experts;
@@ -60,31 +74,77 @@ public final class RouterConfig {
     this.minusOneRows = b.minusOneRows;
   }
 
+  /**
+   * A builder with the spec defaults (softmax post, no bias, no groups, scale 1, PROPAGATE, REJECT). The
+   * shape is checked at {@link Builder#build()}, not here.
+   *
+   * <pre>{@code
+   * RouterConfig mixtral = RouterConfig.builder(8, 2).build();        // softmax post, top-2
+   * RouterConfig qwen3 = RouterConfig.builder(128, 8).build();
+   * RouterConfig dsV3 = RouterConfig.builder(256, 8).scoreFunction(ScoreFunction.SIGMOID)
+   *     .expertBias(bias).groups(8, 4).groupScore(GroupScore.TOP2_SUM).scale(2.5f).build();
+   * }</pre>
+   *
+   * @param experts E, in {@code [1, MAX_EXPERTS]}
+   * @param topK k, in {@code [1, min(E, MAX_TOP_K)]}
+   * @return a new builder
+   */
   public static Builder builder(int experts, int topK) {
     return new Builder(experts, topK);
   }
 
+  /**
+   * Number of experts.
+   *
+   * @return E, the columns of the logits [tokens, E]
+   */
   public int experts() {
     return experts;
   }
 
+  /**
+   * Experts selected per token.
+   *
+   * @return k, the columns of the indices and weights [tokens, k]
+   */
   public int topK() {
     return topK;
   }
 
+  /**
+   * The score function S = f(logits) (docs/semantics.md section 1).
+   *
+   * @return SOFTMAX, SIGMOID or SQRTSOFTPLUS
+   */
   public ScoreFunction scoreFunction() {
     return scoreFunction;
   }
 
+  /**
+   * Whether softmax runs over all experts before the top-k (softmax pre) rather than over the k selected
+   * logits (softmax post, the default).
+   *
+   * @return true for softmax pre; always false for the other score functions
+   */
   public boolean preSoftmax() {
     return preSoftmax;
   }
 
-  /** A copy of the expert bias, or null. */
+  /**
+   * The expert bias this configuration was built with. A router's bias can change after creation
+   * ({@link MoeRouter#expertBias()} gives the one in use).
+   *
+   * @return a copy [E], or null when none was set
+   */
   public float[] expertBias() {
     return expertBias == null ? null : expertBias.clone();
   }
 
+  /**
+   * Whether an expert bias was set (selection then ranks by R = S + b, else by the logit).
+   *
+   * @return true when {@link #expertBias()} is not null
+   */
   public boolean hasExpertBias() {
     return expertBias != null;
   }
@@ -93,53 +153,95 @@ public final class RouterConfig {
     return expertBias;
   }
 
-  /** Whether this score function takes an expert bias: sigmoid, sqrtsoftplus, or softmax with pre-softmax. */
+  /**
+   * Whether this score function takes an expert bias: sigmoid, sqrtsoftplus, or softmax pre (R = P + b).
+   *
+   * @return false only for softmax post
+   */
   public boolean acceptsExpertBias() {
     return scoreFunction != ScoreFunction.SOFTMAX || preSoftmax;
   }
 
-  /** Number of expert groups; 0 when routing is not group-limited. */
+  /**
+   * Number of expert groups (contiguous blocks of E / groups experts) for group-limited routing.
+   *
+   * @return the configured count; 0 when none was set
+   */
   public int groups() {
     return groups;
   }
 
-  /** Groups kept per token; 0 when routing is not group-limited. */
+  /**
+   * Groups kept per token for group-limited routing.
+   *
+   * @return the configured count; 0 when none was set
+   */
   public int groupTopK() {
     return groupTopK;
   }
 
-  /** True when selection is limited to the best groups. */
+  /**
+   * Whether selection is limited to the best groups: more than one group, and fewer kept than there are.
+   * {@code groups(g, g)} and {@code groups(1, 1)} are valid but select as ungrouped routing does.
+   *
+   * @return true when {@code groups > 1} and {@code 0 < groupTopK < groups}
+   */
   public boolean grouped() {
     return groups > 1 && groupTopK > 0 && groupTopK < groups;
   }
 
+  /**
+   * How a group is scored for group-limited routing (docs/semantics.md section 2).
+   *
+   * @return TOPK_SUM (the default), TOP2_SUM or MAX
+   */
   public GroupScore groupScore() {
     return groupScore;
   }
 
+  /**
+   * The routed scaling factor applied to the weights after normalisation.
+   *
+   * @return a finite factor {@code > 0}; 1 by default
+   */
   public float scale() {
     return scale;
   }
 
   /**
-   * Whether the k weights are renormalised to sum 1 (docs/semantics.md section 3): the explicit setting,
-   * else true for sigmoid and sqrtsoftplus and false for softmax pre; true for softmax post (by
-   * construction). With k = 1 it has no effect (a single weight is never normalised).
+   * Whether the k weights are renormalised to sum 1 (docs/semantics.md section 3).
+   *
+   * @return the explicit setting, else true for sigmoid and sqrtsoftplus and false for softmax pre; true for
+   *     softmax post (by construction). With k = 1 it has no effect (a single weight is never normalised)
    */
   public boolean normalize() {
     if (normalize != null) return normalize;
     return scoreFunction != ScoreFunction.SOFTMAX || !preSoftmax;
   }
 
-  /** The explicit normalize setting, or null when the spec default applies. */
+  /**
+   * The explicit {@link Builder#normalize} setting, as opposed to the effective {@link #normalize()}.
+   *
+   * @return TRUE or FALSE when set, or null when the spec default applies
+   */
   public Boolean normalizeSetting() {
     return normalize;
   }
 
+  /**
+   * What calls do with rows whose read logits are NaN or infinite (docs/semantics.md section 2).
+   *
+   * @return PROPAGATE (the default), ZERO or ERROR
+   */
   public NonFinitePolicy nonFinite() {
     return nonFinite;
   }
 
+  /**
+   * What replay does with rows that are all -1 (docs/semantics.md section 4).
+   *
+   * @return REJECT (the default), LIVE or ARANGE
+   */
   public MinusOneRows minusOneRows() {
     return minusOneRows;
   }
@@ -149,7 +251,11 @@ public final class RouterConfig {
     return normalize == null ? 0 : normalize ? 1 : 2;
   }
 
-  /** A builder starting from this configuration. */
+  /**
+   * A builder starting from this configuration, for a variant of it.
+   *
+   * @return a new builder holding every setting of this configuration (explicit normalize included)
+   */
   public Builder toBuilder() {
     Builder b = new Builder(experts, topK).scoreFunction(scoreFunction).preSoftmax(preSoftmax).scale(scale)
         .groupScore(groupScore).nonFinite(nonFinite).minusOneRows(minusOneRows);
@@ -160,7 +266,14 @@ public final class RouterConfig {
     return b;
   }
 
-  /** Same configuration with another expert bias (for the aux-loss-free balancing update). */
+  /**
+   * This configuration with another expert bias, checked as {@link Builder#build()} checks it. For a running
+   * router, {@link MoeRouter#setExpertBias} changes the bias without a new router.
+   *
+   * @param bias the new bias [E], or null for none; copied
+   * @return a new configuration
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} as {@link Builder#build()}
+   */
   public RouterConfig withExpertBias(float[] bias) {
     return toBuilder().expertBias(bias).build();
   }
@@ -217,40 +330,74 @@ public final class RouterConfig {
       this.topK = topK;
     }
 
+    /**
+     * The score function S = f(logits) (default SOFTMAX).
+     *
+     * @param f SOFTMAX, SIGMOID (DeepSeek-V3) or SQRTSOFTPLUS (DeepSeek-V4)
+     * @return this builder
+     * @throws NullPointerException when f is null
+     */
     public Builder scoreFunction(ScoreFunction f) {
       this.scoreFunction = Objects.requireNonNull(f, "scoreFunction");
       return this;
     }
 
-    /** Softmax over all experts before top-k (DeepSeek-V2 style; not renormalised unless {@link #normalize}). */
+    /**
+     * Softmax over all experts before top-k (DeepSeek-V2 style; not renormalised unless {@link #normalize}).
+     * Softmax only.
+     *
+     * @param pre true for softmax pre, false for softmax post (the default)
+     * @return this builder
+     */
     public Builder preSoftmax(boolean pre) {
       this.preSoftmax = pre;
       return this;
     }
 
     /**
-     * Expert bias [experts] added to the scores for selection only (R = S + b, or P + b with softmax pre);
-     * null for none. With a bias experts are ranked by R, without one by the logit.
+     * Expert bias added to the scores for selection only (R = S + b, or P + b with softmax pre); never the
+     * weights. With a bias experts are ranked by R, without one by the logit.
+     *
+     * @param bias [experts], every entry finite; copied; null for none (the default)
+     * @return this builder
      */
     public Builder expertBias(float[] bias) {
       this.expertBias = bias == null ? null : bias.clone();
       return this;
     }
 
-    /** Group-limited routing: {@code groups} contiguous groups, keep the best {@code groupTopK}. */
+    /**
+     * Group-limited routing: {@code groups} contiguous groups of E / groups experts, keep the best
+     * {@code groupTopK}, then select the k experts within them (docs/semantics.md section 2).
+     *
+     * @param groups number of groups, in {@code [1, MAX_GROUPS]}, dividing E; 0 with groupTopK 0 for none
+     * @param groupTopK groups kept, in {@code [1, groups]}, holding at least k experts
+     * @return this builder
+     */
     public Builder groups(int groups, int groupTopK) {
       this.groups = groups;
       this.groupTopK = groupTopK;
       return this;
     }
 
-    /** How a group is scored (default {@link GroupScore#TOPK_SUM}); needs {@link #groups}. */
+    /**
+     * How a group is scored (default {@link GroupScore#TOPK_SUM}); other values need {@link #groups}.
+     *
+     * @param g TOPK_SUM, TOP2_SUM or MAX
+     * @return this builder
+     * @throws NullPointerException when g is null
+     */
     public Builder groupScore(GroupScore g) {
       this.groupScore = Objects.requireNonNull(g, "groupScore");
       return this;
     }
 
-    /** Multiplies the weights (routed scaling factor), after normalisation. */
+    /**
+     * Multiplies the weights (routed scaling factor), after normalisation (default 1).
+     *
+     * @param scale finite and {@code > 0}
+     * @return this builder
+     */
     public Builder scale(float scale) {
       this.scale = scale;
       return this;
@@ -259,31 +406,60 @@ public final class RouterConfig {
     /**
      * Renormalise the k weights, {@code w = u / (sum(u) + 1e-20)} (vLLM/SGLang {@code renormalize}).
      * Unset: true for sigmoid and sqrtsoftplus, false for softmax pre. Softmax post rejects false.
+     *
+     * @param normalize the explicit setting
+     * @return this builder
      */
     public Builder normalize(boolean normalize) {
       this.normalize = normalize;
       return this;
     }
 
-    /** Back to the spec default of {@link #normalize}. */
+    /**
+     * Back to the spec default of {@link #normalize}.
+     *
+     * @return this builder
+     */
     public Builder normalizeDefault() {
       this.normalize = null;
       return this;
     }
 
-    /** What a call does with rows whose read logits are NaN or infinite (default PROPAGATE). */
+    /**
+     * What a call does with rows whose read logits are NaN or infinite (default PROPAGATE).
+     *
+     * @param policy PROPAGATE, ZERO or ERROR
+     * @return this builder
+     * @throws NullPointerException when policy is null
+     */
     public Builder nonFinite(NonFinitePolicy policy) {
       this.nonFinite = Objects.requireNonNull(policy, "nonFinite");
       return this;
     }
 
-    /** What replay does with all -1 rows (default REJECT); honoured by every replay path. */
+    /**
+     * What replay does with all -1 rows (default REJECT); honoured by every replay path.
+     *
+     * @param policy REJECT, LIVE or ARANGE
+     * @return this builder
+     * @throws NullPointerException when policy is null
+     */
     public Builder minusOneRows(MinusOneRows policy) {
       this.minusOneRows = Objects.requireNonNull(policy, "minusOneRows");
       return this;
     }
 
-    /** Same rules, order and messages as moe_config_validate (moe_api.cpp). */
+    /**
+     * Checks every rule and builds; the same rules, order and messages as {@code moe_config_validate}
+     * (moe_api.cpp), so a configuration accepted here is accepted by the native backends.
+     *
+     * @return the immutable configuration (the bias array copied)
+     * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming the first rule broken and the value:
+     *     E or k out of range or k &gt; E, pre-softmax without softmax, normalize false on softmax post, a bias
+     *     on softmax post, of the wrong length or not finite, a scale that is not finite and positive, groups
+     *     that do not divide E or keep fewer than k experts, a group score the shape cannot use or without
+     *     groups
+     */
     public RouterConfig build() {
       if (experts < 1 || experts > MAX_EXPERTS)
         throw invalid("experts must be in [1, " + MAX_EXPERTS + "], got " + experts);

@@ -31,7 +31,17 @@ public final class TokenDropping {
     this.padToCapacity = padToCapacity;
   }
 
-  /** Same rule and text as moe_drop_tokens_host: the factor must be finite and > 0. */
+  /**
+   * A token-dropping setting; the same rule and text as {@code moe_drop_tokens_host}.
+   *
+   * @param capacityFactor Megatron's {@code moe_expert_capacity_factor}, finite and {@code > 0}
+   * @param policy which tokens an over-capacity expert keeps
+   * @param padToCapacity Megatron's {@code moe_pad_expert_input_to_capacity}: each expert's final map is
+   *     padded with unrouted tokens up to its capacity
+   * @return the immutable setting
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when the factor is not finite or not positive
+   * @throws NullPointerException when policy is null
+   */
   public static TokenDropping of(double capacityFactor, DropPolicy policy, boolean padToCapacity) {
     Objects.requireNonNull(policy, "policy");
     if (!(capacityFactor > 0) || !Double.isFinite(capacityFactor))
@@ -40,21 +50,43 @@ public final class TokenDropping {
     return new TokenDropping(capacityFactor, policy, padToCapacity);
   }
 
+  /**
+   * The capacity factor.
+   *
+   * @return a finite factor {@code > 0}
+   */
   public double capacityFactor() {
     return capacityFactor;
   }
 
+  /**
+   * Which tokens an expert over its capacity keeps.
+   *
+   * @return PROBS or POSITION
+   */
   public DropPolicy policy() {
     return policy;
   }
 
+  /**
+   * Whether each expert's final map is padded up to its capacity.
+   *
+   * @return true when padding slots are added
+   */
   public boolean padToCapacity() {
     return padToCapacity;
   }
 
   /**
    * Tokens each expert keeps: {@code ceil((tokens * k / experts) * capacityFactor)} in float64 (Python's
-   * {@code math.ceil}, Megatron {@code get_capacity}), or {@code tokens} when that is larger (nothing dropped).
+   * {@code math.ceil}, Megatron {@code get_capacity}), or {@code tokens} when that is larger (nothing
+   * dropped).
+   *
+   * @param tokens T, the rows of the call, {@code >= 0}
+   * @param k experts per token, {@code >= 1}
+   * @param experts E, {@code >= 1}
+   * @return the capacity, in {@code [0, tokens]}
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when an argument is out of range
    */
   public long capacity(long tokens, int k, int experts) {
     if (tokens < 0 || k < 1 || experts < 1)
@@ -64,9 +96,16 @@ public final class TokenDropping {
   }
 
   /**
-   * The gradient through kept entries only: {@code out[i] = kept[i] != 0 ? gradWeights[i] : 0} over [tokens, k]
-   * ({@code out} may be {@code gradWeights}). A dropped entry gets exactly 0, even where the upstream
-   * gradient is NaN. Then {@link MoeRouter#backward} as usual.
+   * The gradient through kept entries only: {@code out[i] = kept[i] != 0 ? gradWeights[i] : 0} over
+   * [tokens, k]. A dropped entry gets exactly 0, even where the upstream gradient is NaN. Then
+   * {@link MoeRouter#backward} as usual.
+   *
+   * @param tokens T, the rows, {@code >= 0}
+   * @param k experts per token, {@code >= 1}
+   * @param gradWeights the upstream gradient of the weights [tokens, k]
+   * @param kept {@code outKept} of {@link MoeRouter#dropTokens} [tokens, k]
+   * @param out receives the masked gradient [tokens, k]; may be gradWeights itself
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a bad shape or a short or null array
    */
   public static void maskDropped(int tokens, int k, float[] gradWeights, byte[] kept, float[] out) {
     long n = (long) tokens * k;
