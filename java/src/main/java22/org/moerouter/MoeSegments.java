@@ -39,20 +39,55 @@ import java.util.Objects;
  * MoeRouter#backwardAddress}); the segments stay reachable until the call returns, so memory of an
  * automatic arena cannot be freed under it. Closing a shared arena from another thread while a call
  * uses its segments is a race the caller must avoid, as with any memory freed during use.
+ *
+ * <p>Traps: these forms write no per-row non-finite flags, so a {@link NonFinitePolicy#ZERO} router's
+ * backward cannot run here (pass {@code segment.address()} to the {@code routeAddress} and
+ * {@code backwardAddress} overloads that take flags); and the checks are per call, so a segment is only
+ * known to be valid for the call that checked it.
  */
 public final class MoeSegments {
   private MoeSegments() {}
 
-  /** Live routing; returns the number of rows with non-finite logits. */
+  /**
+   * Live routing over segments, as {@link MoeRouter#route(float[], int, int[], float[])}.
+   *
+   * @param router an open router on any backend (the Java one copies through the memory)
+   * @param logits native segment of logits [tokens, E] of {@code type}, aligned to its element size
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param outIdx native segment receiving the int32 indices [tokens, k], 4-byte aligned
+   * @param outWeights native segment receiving the fp32 weights [tokens, k], 4-byte aligned
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming the argument that fails a check of the
+   *     class comment (nothing read or written); {@link Status#NONFINITE} under
+   *     {@link NonFinitePolicy#ERROR}; {@link Status#UNSUPPORTED} on a big-endian platform
+   * @throws NullPointerException when router or type is null
+   * @throws IllegalStateException when the router is closed
+   */
   public static long route(MoeRouter router, MemorySegment logits, LogitsType type, long tokens, MemorySegment outIdx,
       MemorySegment outWeights) {
     return routeChecked("route", router, logits, type, tokens, null, null, outIdx, outWeights);
   }
 
   /**
-   * Replay: the experts of {@code replayIdx} [tokens, k] in their order, weights from the live logits.
-   * {@code replayMask} [tokens] may be null; rows with mask 0 are routed live. Invalid rows are rejected
-   * before any output is written. Returns the number of rows with non-finite logits.
+   * Replay over segments (docs/semantics.md section 4): the experts of {@code replayIdx} in their order,
+   * weights from the live logits. Invalid rows are rejected before any output is written.
+   *
+   * @param router an open router on any backend
+   * @param logits native segment of logits [tokens, E] of {@code type}, aligned to its element size
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param replayIdx native segment of the int32 experts to replay [tokens, k]; may be outIdx itself
+   *     (in-place replay)
+   * @param replayMask native segment of the uint8 mask [tokens], or null: rows with mask 0 are routed live
+   * @param outIdx native segment receiving the int32 indices used [tokens, k]
+   * @param outWeights native segment receiving the fp32 weights [tokens, k]
+   * @return the number of rows in which a logit that was read is NaN or infinite
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming the argument that fails a check of the
+   *     class comment (replayIdx null included); {@link Status#INVALID_REPLAY} naming the first invalid row;
+   *     {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written in any case
+   * @throws NullPointerException when router or type is null
+   * @throws IllegalStateException when the router is closed
    */
   public static long replay(MoeRouter router, MemorySegment logits, LogitsType type, long tokens,
       MemorySegment replayIdx, MemorySegment replayMask, MemorySegment outIdx, MemorySegment outWeights) {
@@ -61,8 +96,23 @@ public final class MoeSegments {
   }
 
   /**
-   * Backward of the weights: gradLogits [tokens, E] from gradWeights [tokens, k] for the experts idx
-   * [tokens, k] the forward used. Every element of gradLogits is written.
+   * Backward of the weights over segments (docs/semantics.md section 5): gradLogits [tokens, E] from
+   * gradWeights [tokens, k] for the experts idx [tokens, k] the forward used. Every element of gradLogits is
+   * written. No non-finite row flags: routers with {@link NonFinitePolicy#ZERO} are rejected (use
+   * {@link MoeRouter#backwardAddress(long, LogitsType, long, long, long, long, long)} with the flags).
+   *
+   * @param router an open router on any backend
+   * @param logits native segment of the forward's logits [tokens, E] of {@code type}
+   * @param type the element type of logits
+   * @param tokens T, the rows, {@code >= 0}
+   * @param idx native segment of the forward's int32 indices [tokens, k] (never -1)
+   * @param gradWeights native segment of the fp32 upstream gradient [tokens, k]
+   * @param gradLogits native segment receiving the fp32 gradient [tokens, E]; overlaps no input
+   * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} naming the argument that fails a check of the
+   *     class comment, and for a ZERO router; {@link Status#INVALID_REPLAY} naming the first invalid row of
+   *     idx; {@link Status#NONFINITE} under {@link NonFinitePolicy#ERROR}; nothing is written then
+   * @throws NullPointerException when router or type is null
+   * @throws IllegalStateException when the router is closed
    */
   public static void backward(MoeRouter router, MemorySegment logits, LogitsType type, long tokens, MemorySegment idx,
       MemorySegment gradWeights, MemorySegment gradLogits) {
