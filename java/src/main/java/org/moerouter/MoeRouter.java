@@ -190,8 +190,7 @@ public abstract class MoeRouter implements AutoCloseable {
    * process, shared by every router, so 58 routers (one per MoE layer) still use this many threads.
    * Default: {@code -Dmoerouter.threads=N}, else {@link Runtime#availableProcessors()} (which honours
    * {@code -XX:ActiveProcessorCount} and container limits). Takes effect from the next large call and may
-   * be called at any time, from any thread. No effect on the Java and CUDA backends, nor when the native
-   * library did not load.
+   * be called at any time, from any thread. No effect when the native library did not load.
    *
    * @param threads 1 runs every call on its caller; must be {@code >= 1}
    * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} when threads is below 1
