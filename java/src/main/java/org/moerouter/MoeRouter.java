@@ -43,10 +43,11 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * {@code MemorySegment}s through {@code MoeSegments}. A CUDA router given host memory copies it to the
  * device and back within the call.
  *
- * <p>Errors: every failure is a {@link MoeRouterException} whose {@link Status} names the rule
+ * <p>Errors: a broken rule is a {@link MoeRouterException} whose {@link Status} names it
  * ({@link Status#INVALID_ARGUMENT} for shapes, lengths and nulls, {@link Status#INVALID_REPLAY} for replay and
- * backward rows, {@link Status#NONFINITE} under ERROR), raised before any output is written; the methods
- * below list theirs.
+ * backward rows, {@link Status#NONFINITE} under ERROR), raised before any output is written (device calls
+ * report row rejections through {@link #checkReplay()}); a call on a closed router throws
+ * {@link IllegalStateException}. Each method lists its own.
  *
  * <p>Threads and lifetime: routers are safe to call from several threads at once (the Java backend
  * serialises the calls of one router; the native ones run them concurrently), with one exception: the
