@@ -39,7 +39,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  *
  * <p>Memory forms: Java arrays (every backend), direct NIO buffers and raw host addresses (every backend;
  * the native ones use the memory in place, the Java one copies), device pointers on a CUDA stream
- * ({@code routeDevice}, {@code backwardDevice}, {@link #checkReplay()}: CUDA only), and on JDK 22+
+ * (the {@code *Device} methods and {@link #checkReplay()}: CUDA only), and on JDK 22+
  * {@code MemorySegment}s through {@code MoeSegments}. A CUDA router given host memory copies it to the
  * device and back within the call.
  *
