@@ -385,9 +385,10 @@ int cuda_set_bias(moe_router* r) {
   return MOE_OK;
 }
 
-int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
-               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
-               int64_t* out_nonfinite, void* stream) {
+// Every device-pointer call: the device and the caller's error state kept, one enqueue at a time, a ring
+// slot (and a verdict slot for validated calls) around what `enqueue` puts on the stream.
+template <typename Enqueue>
+static int enqueue_call(moe_router* r, void* stream, bool validated, const Enqueue& enqueue) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
   ErrorStateScope errors;
@@ -396,29 +397,29 @@ int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, con
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   std::lock_guard<std::mutex> lock(s->enqueue_mu);
   Call call;
-  const bool validated = replay_idx != nullptr || s->dparams.nonfinite == MOE_NONFINITE_ERROR;
   int rc = begin_call(s, st, validated, &call);
   if (rc != MOE_OK) return rc;
-  rc = enqueue_route(s, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags,
-                     reinterpret_cast<unsigned long long*>(out_nonfinite), validated ? call.verdict : nullptr, st);
-  return end_call(s, st, call, rc);
+  return end_call(s, st, call, enqueue(s, st, validated ? call.verdict : nullptr));
+}
+
+int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
+               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+               int64_t* out_nonfinite, void* stream) {
+  if (!r->cuda) return no_state();
+  const bool validated = replay_idx != nullptr || r->cuda->dparams.nonfinite == MOE_NONFINITE_ERROR;
+  return enqueue_call(r, stream, validated, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
+    return enqueue_route(s, logits, dtype, tokens, replay_idx, replay_mask, out_idx, out_w, out_flags,
+                         reinterpret_cast<unsigned long long*>(out_nonfinite), verdict, st);
+  });
 }
 
 int cuda_backward(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* idx,
                   const float* grad_w, const uint8_t* flags, float* grad_logits, void* stream) {
-  CudaState* s = r->cuda;
-  if (!s) return no_state();
+  if (!r->cuda) return no_state();
   if (tokens == 0) return MOE_OK;
-  ErrorStateScope errors;
-  DeviceScope scope(s->device);
-  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  std::lock_guard<std::mutex> lock(s->enqueue_mu);
-  Call call;
-  int rc = begin_call(s, st, true, &call);
-  if (rc != MOE_OK) return rc;
-  rc = enqueue_backward(s, logits, dtype, tokens, idx, grad_w, flags, grad_logits, call.verdict, st);
-  return end_call(s, st, call, rc);
+  return enqueue_call(r, stream, true, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
+    return enqueue_backward(s, logits, dtype, tokens, idx, grad_w, flags, grad_logits, verdict, st);
+  });
 }
 
 int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
@@ -577,21 +578,6 @@ int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
 // set_bias wait for them like for every other call.
 namespace {
 
-template <typename Enqueue>
-int section6_call(moe_router* r, void* stream, bool validated, const Enqueue& enqueue) {
-  CudaState* s = r->cuda;
-  if (!s) return no_state();
-  ErrorStateScope errors;
-  DeviceScope scope(s->device);
-  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
-  cudaStream_t st = static_cast<cudaStream_t>(stream);
-  std::lock_guard<std::mutex> lock(s->enqueue_mu);
-  Call call;
-  int rc = begin_call(s, st, validated, &call);
-  if (rc != MOE_OK) return rc;
-  return end_call(s, st, call, enqueue(s, st, validated ? call.verdict : nullptr));
-}
-
 int validate_idx(CudaState* s, const int32_t* idx, int64_t tokens, unsigned long long* verdict, cudaStream_t st) {
   MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, s->dparams.k, s->dparams.experts, false, verdict,
                                     &s->d_words[CudaState::kErrorWord], nullptr, s->sm_count, st),
@@ -603,7 +589,7 @@ int validate_idx(CudaState* s, const int32_t* idx, int64_t tokens, unsigned long
 
 int cuda_valid_tokens(moe_router* r, const void* logits, int dtype, int64_t tokens, const uint8_t* padding,
                       uint8_t* out_valid, int64_t* out_count, void* stream) {
-  return section6_call(r, stream, false, [&](CudaState* s, cudaStream_t st, unsigned long long*) {
+  return enqueue_call(r, stream, false, [&](CudaState* s, cudaStream_t st, unsigned long long*) {
     MOE_CUDA_TRY(launch_valid_tokens(s->dparams, logits, dtype, tokens, padding, out_valid,
                                      reinterpret_cast<unsigned long long*>(out_count), s->sm_count, st),
                  "valid tokens launch");
@@ -613,7 +599,7 @@ int cuda_valid_tokens(moe_router* r, const void* logits, int dtype, int64_t toke
 
 int cuda_tokens_per_expert(moe_router* r, const int32_t* idx, const uint8_t* map, const uint8_t* valid,
                            int64_t tokens, int32_t* counts, void* stream) {
-  return section6_call(r, stream, idx != nullptr, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
+  return enqueue_call(r, stream, idx != nullptr, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
     if (idx) {
       int rc = validate_idx(s, idx, tokens, verdict, st);
       if (rc != MOE_OK) return rc;
@@ -643,7 +629,7 @@ int cuda_losses(moe_router* r, const void* logits, int dtype, int64_t tokens, co
   a.z_coeff = c.z_coeff;
   a.global_tokens = c.global_aux_coeff != 0.0f ? c.global_tokens : nullptr;
   a.global_num_tokens = c.global_num_tokens;
-  return section6_call(r, stream, false, [&](CudaState* s, cudaStream_t st, unsigned long long*) {
+  return enqueue_call(r, stream, false, [&](CudaState* s, cudaStream_t st, unsigned long long*) {
     MOE_CUDA_TRY(launch_losses(a, shape, logits, valid, out, out_counts, out_scores, out_map, grad,
                                static_cast<char*>(workspace), s->sm_count, st),
                  "losses launch");
@@ -654,7 +640,7 @@ int cuda_losses(moe_router* r, const void* logits, int dtype, int64_t tokens, co
 int cuda_drop_tokens(moe_router* r, const int32_t* idx, const float* w, int64_t tokens, int64_t cap, int policy,
                      int pad, uint8_t* out_map, float* out_probs, uint8_t* out_kept, int32_t* out_kept_counts,
                      int64_t* out_dropped, void* workspace, void* stream) {
-  return section6_call(r, stream, true, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
+  return enqueue_call(r, stream, true, [&](CudaState* s, cudaStream_t st, unsigned long long* verdict) {
     int rc = validate_idx(s, idx, tokens, verdict, st);
     if (rc != MOE_OK) return rc;
     MOE_CUDA_TRY(launch_drop_tokens(idx, w, tokens, s->dparams.k, s->dparams.experts, cap, policy, pad != 0, out_map,
