@@ -100,8 +100,14 @@ int moe_cuda_compiled(void);
 int moe_router_create(const moe_router_config* config, int backend, int device, moe_router** out);
 /* NULL is accepted and ignored, so callers can close idempotently. */
 int moe_router_destroy(moe_router* router);
-/* Replaces the expert bias (host [num_experts]); for the aux-loss-free balancing update. A router
- * created without a bias ranks by the logits; once a bias is set it ranks by R = score + bias. */
+/* Replaces the expert bias (host [num_experts], copied); for the aux-loss-free balancing update. A router
+ * created without a bias ranks by the logits; once a bias is set it ranks by R = score + bias.
+ * May run while other threads route on the router: every routing call uses one bias version for all
+ * its rows, the one current when it started, and every call that starts after this returned uses the
+ * new one; concurrent set_bias calls are serialised. CPU: never waits for calls in flight (they keep
+ * their version). CUDA: waits until the calls already running or enqueued on the router finish (one
+ * device bias buffer, which captured graphs read at each launch: their launches are the caller's to
+ * order against this). */
 int moe_router_set_bias(moe_router* router, const float* host_bias);
 /*
  * CPU backend: large calls run on one worker pool per process, shared by every router (the caller

@@ -41,6 +41,26 @@ Params params_from_config(const moe_router_config& c, const float* bias) {
   return p;
 }
 
+Params call_params(moe_router* r, BiasVersion* hold) {
+  {
+    std::lock_guard<std::mutex> lock(r->bias_mu);
+    *hold = r->bias;  // one reference count increment: the copy of the pointer, not of the values
+  }
+  Params p = r->params;
+  p.bias = *hold ? (*hold)->data() : nullptr;
+  p.biased = p.bias != nullptr;
+  return p;
+}
+
+// A new bias version holding a copy of `values` [experts], or null when out of memory.
+static BiasVersion new_bias_version(const float* values, int experts) {
+  try {
+    return std::make_shared<const std::vector<float>>(values, values + experts);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+
 const char* group_score_name(int g) {
   return g == MOE_GROUP_TOP2_SUM ? "TOP2_SUM" : g == MOE_GROUP_MAX ? "MAX" : "TOPK_SUM";
 }
@@ -194,10 +214,13 @@ int moe_router_create(const moe_router_config* config, int backend, int device, 
   moe_router* r = new (std::nothrow) moe_router();
   if (!r) return fail(MOE_ERR_OUT_OF_MEMORY, "router allocation failed");
   r->config = *config;
+  r->config.expert_bias = nullptr;
   r->backend = backend;
-  if (config->expert_bias) r->bias_host.assign(config->expert_bias, config->expert_bias + config->num_experts);
-  r->config.expert_bias = r->bias_host.empty() ? nullptr : r->bias_host.data();
-  r->params = params_from_config(r->config, r->config.expert_bias);
+  r->params = params_from_config(r->config, nullptr);
+  if (config->expert_bias && !(r->bias = new_bias_version(config->expert_bias, config->num_experts))) {
+    moe_router_destroy(r);
+    return fail(MOE_ERR_OUT_OF_MEMORY, "router allocation failed (expert bias)");
+  }
   st = backend == MOE_BACKEND_CPU ? cpu_router_init(r) : cuda_router_init(r, device);
   if (st != MOE_OK) {
     moe_router_destroy(r);
@@ -220,11 +243,19 @@ int moe_router_set_bias(moe_router* r, const float* host_bias) {
   if (!bias_allowed(r->config)) return bias_rejected();
   for (int i = 0; i < r->config.num_experts; ++i)
     if (!is_finite(host_bias[i])) return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias[%d] is not finite", i);
-  r->bias_host.assign(host_bias, host_bias + r->config.num_experts);
-  r->config.expert_bias = r->bias_host.data();
-  r->params.bias = r->bias_host.data();
-  r->params.biased = true;
-  return r->backend == MOE_BACKEND_CUDA ? cuda_set_bias(r) : MOE_OK;
+  // Calls in flight keep the version they took; calls that start after the swap take the new one.
+  BiasVersion next = new_bias_version(host_bias, r->config.num_experts);
+  if (!next) return fail(MOE_ERR_OUT_OF_MEMORY, "set_bias: allocation of the new bias failed");
+  std::lock_guard<std::mutex> setting(r->set_mu);
+  if (r->backend == MOE_BACKEND_CUDA) {
+    int st = cuda_set_bias(r, next->data());
+    if (st != MOE_OK) return st;
+  }
+  {
+    std::lock_guard<std::mutex> lock(r->bias_mu);
+    r->bias.swap(next);
+  }
+  return MOE_OK;  // `next` (the old version) is freed here unless a call still holds it
 }
 
 int moe_router_set_threads(moe_router* r, int threads) {

@@ -1376,7 +1376,8 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
               int64_t* out_nonfinite) {
   FpEnvGuard fp;
-  const Params& p = r->params;
+  BiasVersion bias;  // every row of this call ranks with the bias current now, whatever set_bias does meanwhile
+  const Params p = call_params(r, &bias);
   if (replay_idx) {
     int st = validate_indices(r, replay_idx, replay_mask, tokens, p.minus_one_rows != MOE_MINUS_ONE_REJECT);
     if (st != MOE_OK) return st;

@@ -13,7 +13,7 @@ int cuda_device_count() { return 0; }
 int cuda_compiled() { return 0; }
 int cuda_router_init(moe_router*, int) { return no_cuda(); }
 void cuda_router_release(moe_router*) {}
-int cuda_set_bias(moe_router*) { return no_cuda(); }
+int cuda_set_bias(moe_router*, const float*) { return no_cuda(); }
 int cuda_route(moe_router*, const void*, int, int64_t, const int32_t*, const uint8_t*, int32_t*, float*, uint8_t*,
                int64_t*, void*) {
   return no_cuda();

@@ -4,6 +4,8 @@
 #define MOE_INTERNAL_H_
 
 #include <stdint.h>
+#include <memory>
+#include <mutex>
 #include <vector>
 #include "moe_router.h"
 #include "moe_routing_math.h"
@@ -13,13 +15,25 @@ class CpuPool;
 struct CudaState;
 }  // namespace moe
 
+namespace moe {
+// One version of the expert bias [experts]: never written after it is published, so a call that took it
+// reads the same values in every row while set_bias publishes the next version; the last call holding an
+// old version frees it.
+using BiasVersion = std::shared_ptr<const std::vector<float>>;
+}  // namespace moe
+
 struct moe_router {
-  moe_router_config config;  // expert_bias points into bias_host
-  std::vector<float> bias_host;
-  moe::Params params;  // host view (bias -> bias_host)
+  moe_router_config config;  // expert_bias is null: the bias lives in `bias`
+  moe::Params params;        // everything but the bias (bias null, biased false): see moe::call_params
   int backend;
   moe::CpuPool* pool = nullptr;
   moe::CudaState* cuda = nullptr;
+  // The current bias version (null: none given yet). bias_mu guards the pointer only, for the few
+  // instructions of a copy or a swap; set_mu serialises whole bias changes (validation, the CUDA device
+  // copy, the swap) so that concurrent setters publish on the host and the device in the same order.
+  std::mutex bias_mu;
+  std::mutex set_mu;
+  moe::BiasVersion bias;
 };
 
 namespace moe {
@@ -33,6 +47,9 @@ int fail(int status, const char* fmt, ...)
 void clear_error();
 
 Params params_from_config(const moe_router_config& c, const float* bias);
+// The Params of one host call: r->params with the bias version current now. `hold` keeps that version
+// alive until the call ends, however many times the bias changes meanwhile. No allocation.
+Params call_params(moe_router* r, BiasVersion* hold);
 bool valid_dtype(int dtype);
 // First bad row of replay/backward indices ([tokens, k], rows with mask 0 skipped, and all -1 rows
 // when minus_one_ok), or -1.
@@ -81,7 +98,8 @@ int cuda_device_count();
 int cuda_compiled();
 int cuda_router_init(moe_router* r, int device);
 void cuda_router_release(moe_router* r);
-int cuda_set_bias(moe_router* r);
+// Copies `bias` [experts] to the device once the direct calls in flight are done; later calls rank by R.
+int cuda_set_bias(moe_router* r, const float* bias);
 int cuda_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
                const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
                int64_t* out_nonfinite, void* stream);

@@ -321,10 +321,11 @@ int cuda_router_init(moe_router* r, int device) {
                "cudaMemset(replay slots)");
   s->dparams = r->params;
   s->dparams.bias = nullptr;
+  s->dparams.biased = r->bias != nullptr;  // no call can run yet: the creation-time bias, read directly
   if (!r->params.post_softmax()) {  // sigmoid, sqrtsoftplus, softmax pre: a bias may be set later
     MOE_CUDA_TRY(cudaMalloc(&s->d_bias, sizeof(float) * r->params.experts), "cudaMalloc(bias)");
-    if (r->params.bias)
-      MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts,
+    if (r->bias)
+      MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->bias->data(), sizeof(float) * r->params.experts,
                                    cudaMemcpyHostToDevice, s->host_stream),
                    "cudaMemcpy(bias)");
     else  // adding +0 changes no routing score (scores are >= +0 or NaN), so zeros equal "no bias"; the
@@ -366,18 +367,22 @@ void cuda_router_release(moe_router* r) {
   r->cuda = nullptr;
 }
 
-int cuda_set_bias(moe_router* r) {
+// The device bias is one buffer, updated in place: graphs read it at each launch, so it cannot move.
+// Both locks make the change one step for every call the router orders: no direct call is enqueued
+// and no host variant stages (host variants read dparams and enqueue on host_stream under staging_mu)
+// until the copy has landed and dparams.biased is set, and the direct calls enqueued before it finish
+// first (they read d_bias on the device). Graph launches are the caller's to order against this.
+int cuda_set_bias(moe_router* r, const float* bias) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
   ErrorStateScope errors;
-  // No direct call may be enqueued while the bias changes; those already enqueued finish first.
   std::lock_guard<std::mutex> enqueue_lock(s->enqueue_mu);
   std::lock_guard<std::mutex> staging_lock(s->staging_mu);
   DeviceScope scope(s->device);
   MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
   int rc = wait_direct_calls(s, "set_bias: wait for the calls in flight");
   if (rc != MOE_OK) return rc;
-  MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, r->params.bias, sizeof(float) * r->params.experts, cudaMemcpyHostToDevice,
+  MOE_CUDA_TRY(cudaMemcpyAsync(s->d_bias, bias, sizeof(float) * r->params.experts, cudaMemcpyHostToDevice,
                                s->host_stream),
                "cudaMemcpy(bias)");
   MOE_CUDA_TRY(cudaStreamSynchronize(s->host_stream), "set_bias");

@@ -14,10 +14,17 @@ final class JavaRouter extends MoeRouter {
   private final float[] row;
   private final float[] w;
   private final int[] arange;
+  /**
+   * The current bias version (null: none), never written after it is published: a call copies the
+   * reference into the kernel once, at its start, so all its rows rank with one version and a change
+   * never waits for the call.
+   */
+  private volatile float[] bias;
 
   JavaRouter(RouterConfig config) {
     super(config, Backend.JAVA);
     kernel = new JavaRouting.Kernel(config);
+    bias = kernel.bias;
     row = new float[config.experts()];
     w = new float[config.topK()];
     arange = new int[config.topK()];
@@ -101,6 +108,7 @@ final class JavaRouter extends MoeRouter {
   synchronized long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx,
       byte[] replayMask, int[] outIdx, float[] outWeights, byte[] outFlags) {
     String operation = replayIdx != null ? "replay" : "route";
+    kernel.bias = bias;
     if (replayIdx != null) validate(replayIdx, replayMask, tokens, operation, kernel.minusOneRows != MinusOneRows.REJECT);
     if (kernel.nonFinite == NonFinitePolicy.ERROR)
       rejectNonfinite(f32, half, type, tokens, replayIdx, replayMask, false, operation);
@@ -232,8 +240,8 @@ final class JavaRouter extends MoeRouter {
   }
 
   @Override
-  synchronized void applyExpertBias(float[] bias) {
-    kernel.bias = bias.clone();
+  void applyExpertBias(float[] bias) {
+    this.bias = bias.clone();
   }
 
   @Override

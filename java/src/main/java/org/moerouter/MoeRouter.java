@@ -50,9 +50,10 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * {@link IllegalStateException}. Each method lists its own.
  *
  * <p>Threads and lifetime: routers are safe to call from several threads at once (the Java backend
- * serialises the calls of one router; the native ones run them concurrently), with one exception: the
- * expert bias ({@link #setExpertBias}, {@link #updateExpertBias}) must not change while other threads
- * route. {@link #close()} is idempotent and may race with calls: calls already inside finish normally, the
+ * serialises the calls of one router; the native ones run them concurrently). The expert bias may change
+ * ({@link #setExpertBias}, {@link #updateExpertBias}) while other threads route: each routing call ranks
+ * all its rows with one bias version, the one current when it started, and every call that starts after
+ * the change returned uses the new one. {@link #close()} is idempotent and may race with calls: calls already inside finish normally, the
  * native resources are freed when the last of them returns, and every call that starts after close throws
  * {@link IllegalStateException}.
  *
@@ -1654,7 +1655,8 @@ public abstract class MoeRouter implements AutoCloseable {
    * Aux-loss-free balancing step (DeepSeek-V3; docs/semantics.md section 6):
    * {@code b_i += rate * sign(mean(tokens) - tokens_i)}, applied to this router. A router built without a
    * bias starts from zeros, and ranks by R = score + bias from then on. Serialised with the other bias
-   * methods, but not with routing: see the trap of {@link #setExpertBias}.
+   * methods; routing calls on other threads use the bias from before or from after the step, never a mix
+   * (see {@link #setExpertBias}).
    *
    * @param tokensPerExpert counts [E], {@code >= 0}: {@link #tokensPerExpert(int[], int, byte[], int[])} over
    *     the valid rows, summed over the ranks
@@ -1664,10 +1666,12 @@ public abstract class MoeRouter implements AutoCloseable {
    *     a short or null array, a negative count or a non-finite rate; the bias is unchanged then
    * @throws IllegalStateException when the router is closed
    */
-  public final synchronized float[] updateExpertBias(int[] tokensPerExpert, float rate) {
+  public final float[] updateExpertBias(int[] tokensPerExpert, float rate) {
     acquire("updateExpertBias");
     try {
-      return updateBias(tokensPerExpert, rate);
+      synchronized (biasLock) {
+        return updateBias(tokensPerExpert, rate);
+      }
     } finally {
       release();
     }
@@ -1692,7 +1696,12 @@ public abstract class MoeRouter implements AutoCloseable {
 
   // ------------------------------------------------------------------ state
 
-  private float[] expertBias;  // a copy; null when none
+  private float[] expertBias;  // a copy; null when none. Guarded by biasLock
+  /**
+   * Serialises the bias methods with each other (read-modify-write of updateExpertBias); not {@code this},
+   * which the Java backend's routing calls hold, so that a bias change never waits for a routing call.
+   */
+  private final Object biasLock = new Object();
 
   /**
    * The expert bias currently used for selection (after {@link #setExpertBias} and
@@ -1703,10 +1712,12 @@ public abstract class MoeRouter implements AutoCloseable {
    * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a softmax post router
    * @throws IllegalStateException when the router is closed
    */
-  public final synchronized float[] expertBias() {
+  public final float[] expertBias() {
     acquire("expertBias");
     try {
-      return currentBias();
+      synchronized (biasLock) {
+        return currentBias();
+      }
     } finally {
       release();
     }
@@ -1722,19 +1733,27 @@ public abstract class MoeRouter implements AutoCloseable {
    * Replaces the expert bias (sigmoid, sqrtsoftplus or softmax pre routers), for example after a balancing
    * step computed elsewhere. A router built without a bias ranks by R = score + bias once one is set.
    *
-   * <p>Trap: change the bias between steps, not while other threads route on this router. The Java backend
-   * serialises the two, but the native ones update the bias in place, so a CPU or CUDA call in flight may
-   * read a mix of the old and the new entries.
+   * <p>Threads: safe while other threads route on this router. Every routing call uses exactly one bias
+   * version for all its rows, the one current when the call started: a call in flight finishes with the
+   * old bias (never a mix of old and new entries), and every call that starts after this method returned
+   * uses the new one. Bias changes are serialised with each other. On the Java and CPU backends the change
+   * does not wait for the calls in flight (they hold their version until they end). A CUDA router keeps one
+   * bias buffer on the device, so the change waits until the calls already running or enqueued on the
+   * router have finished; CUDA graph launches are the caller's to order against it, and a graph captured
+   * before the first bias was given to a router created without one keeps ranking by logit (capture it
+   * again).
    *
    * @param bias the new bias [E], every entry finite; copied
    * @throws MoeRouterException {@link Status#INVALID_ARGUMENT} for a softmax post router, a null array, a
    *     length other than E or a non-finite entry; the bias is unchanged then
    * @throws IllegalStateException when the router is closed
    */
-  public final synchronized void setExpertBias(float[] bias) {
+  public final void setExpertBias(float[] bias) {
     acquire("setExpertBias");
     try {
-      replaceBias(bias);
+      synchronized (biasLock) {
+        replaceBias(bias);
+      }
     } finally {
       release();
     }
