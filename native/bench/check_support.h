@@ -519,6 +519,7 @@ void run_training(cudaStream_t stream, bool quick);
 void run_goldens(const std::vector<std::string>& dirs, cudaStream_t stream);
 void run_edges(cudaStream_t stream, bool quick);
 void run_concurrency(bool quick);
+void run_bias(bool quick);
 
 }  // namespace check
 

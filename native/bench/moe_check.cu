@@ -11,6 +11,7 @@
 //   goldens      the float64 reference cases (--goldens DIR, repeatable), check_goldens.cu
 //   edges        T = 0, signed zeros, NaN/inf rows, subnormals, E = 1..4096, k = E, 64 groups
 //   concurrency  threads, streams, destroyed streams, graph launches, error state (check_concurrency.cu)
+//   bias         set_bias while other threads route: one bias version per call (check_bias.cu)
 // Indices, weights and gradients must be bit-identical to the CPU backend (NaN matches any NaN).
 // Exit status 0 = pass, 1 = mismatch, 2 = no device or bad usage.
 //
@@ -289,7 +290,7 @@ int main(int argc, char** argv) {
     else {
       fprintf(stderr,
               "usage: %s [--quick] [--seed N] [--verbose] [--goldens DIR]... [--only SECTION,...]\n"
-              "sections: sweep, invalid, graph, agreement, goldens, edges, concurrency, training\n",
+              "sections: sweep, invalid, graph, agreement, goldens, edges, concurrency, bias, training\n",
               argv[0]);
       return 2;
     }
@@ -462,6 +463,7 @@ int main(int argc, char** argv) {
   if (run("goldens") && !goldens.empty()) run_goldens(goldens, stream);
   if (run("edges")) run_edges(stream, quick);
   if (run("concurrency")) run_concurrency(quick);
+  if (run("bias")) run_bias(quick);
   if (run("training")) run_training(stream, quick);
   CK(cudaStreamDestroy(stream));
   CK(cudaDeviceSynchronize());
