@@ -175,32 +175,25 @@ void direct_calls_around_set_bias(moe_router* gpu, int64_t T, const std::vector<
 void run_bias(bool quick) {
   const int before = g_failures;
   std::mt19937_64 rng(31);
-  {
-    // 8192 rows of 64 experts: the CPU pool runs them in many chunks (grain 128 rows), so a version
-    // change between chunks or inside a row's bias read is visible.
-    const int64_t T = 8192;
+  // 8192 rows of 64 experts: the CPU pool runs them in many chunks (grain 128 rows), so a version change
+  // between chunks or inside a row's bias read is visible. The emulated device gets fewer rows.
+  for (const int backend : {MOE_BACKEND_CPU, MOE_BACKEND_CUDA}) {
+    const bool cuda = backend == MOE_BACKEND_CUDA;
+    const int64_t T = cuda ? 256 : 8192;
     const std::vector<uint8_t> logits = make_logits(rng, T, kE, MOE_DTYPE_F32, 0);
     const Versions ex = expected(logits, T);
     const moe_router_config cfg = base_config();
-    moe_router* cpu = nullptr;
-    MK(moe_router_create(&cfg, MOE_BACKEND_CPU, 0, &cpu));
-    const int flips = race("bias CPU router", cpu, T, logits, ex, 2, quick ? 20 : 60);
-    if (g_verbose) printf("bias CPU router: %d bias changes\n", flips);
-    moe_router_destroy(cpu);
-  }
-  {
-    const int64_t T = 256;
-    const std::vector<uint8_t> logits = make_logits(rng, T, kE, MOE_DTYPE_F32, 0);
-    const Versions ex = expected(logits, T);
-    const moe_router_config cfg = base_config();
-    moe_router* gpu = nullptr;
-    MK(moe_router_create(&cfg, MOE_BACKEND_CUDA, 0, &gpu));
-    direct_calls_around_set_bias(gpu, T, logits, ex);
-    moe_router_destroy(gpu);
-    MK(moe_router_create(&cfg, MOE_BACKEND_CUDA, 0, &gpu));
-    const int flips = race("bias CUDA router (host variants)", gpu, T, logits, ex, 2, quick ? 4 : 12);
-    if (g_verbose) printf("bias CUDA router: %d bias changes\n", flips);
-    moe_router_destroy(gpu);
+    moe_router* r = nullptr;
+    if (cuda) {
+      MK(moe_router_create(&cfg, backend, 0, &r));
+      direct_calls_around_set_bias(r, T, logits, ex);
+      moe_router_destroy(r);
+    }
+    MK(moe_router_create(&cfg, backend, 0, &r));  // no bias yet: the first set_bias starts ranking by R
+    const std::string what = cuda ? "bias CUDA router (host variants)" : "bias CPU router";
+    const int flips = race(what, r, T, logits, ex, 2, cuda ? (quick ? 4 : 12) : (quick ? 20 : 60));
+    if (g_verbose) printf("%s: %d bias changes\n", what.c_str(), flips);
+    moe_router_destroy(r);
   }
   printf("%-36s %s\n", "bias", g_failures == before ? "ok" : "MISMATCH");
   fflush(stdout);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter.cli;
 
+import java.io.PrintStream;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -44,6 +45,21 @@ final class Args {
         throw new UsageException("unknown option --" + name);
       }
     }
+    return a;
+  }
+
+  /**
+   * The options of a command taking no positional argument (argv[0] is its name): null when {@code --help}
+   * asked for {@code help}, printed on {@code out} (the command then exits 0); a positional argument is a
+   * usage error.
+   */
+  static Args command(String[] argv, Set<String> valued, Set<String> booleans, String help, PrintStream out) {
+    Args a = parse(argv, 1, valued, booleans);
+    if (a.flag("help")) {
+      out.println(help);
+      return null;
+    }
+    if (!a.positional.isEmpty()) throw new UsageException("unexpected argument '" + a.positional.get(0) + "'");
     return a;
   }
 

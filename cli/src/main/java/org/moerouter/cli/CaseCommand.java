@@ -73,12 +73,8 @@ final class CaseCommand {
       "replay_drop_kept_counts.npy", "replay_drop_grad_logits.npy", "live_error.txt", "replay_error.txt"};
 
   static int run(String[] argv, PrintStream out) throws IOException {
-    Args a = Args.parse(argv, 1, Set.of("case", "backend", "out"), Set.of());
-    if (a.flag("help")) {
-      out.println(HELP);
-      return 0;
-    }
-    if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
+    Args a = Args.command(argv, Set.of("case", "backend", "out"), Set.of(), HELP, out);
+    if (a == null) return 0;
     Path dir = Paths.get(a.require("case"));
     Path outDir = Paths.get(a.require("out"));
     Backend backend = Main.backend(a.get("backend"));

@@ -57,13 +57,9 @@ final class DemoCommand {
       "  --no-progress       no progress output (default: a bar on a terminal, plain lines otherwise)");
 
   static int run(String[] argv, PrintStream out, PrintStream err) throws IOException {
-    Args a = Args.parse(argv, 1, Set.of("backend", "layers", "tokens", "hidden", "model", "out", "seed", "micro-batches"),
-        Set.of("progress", "no-progress"));
-    if (a.flag("help")) {
-      out.println(HELP);
-      return 0;
-    }
-    if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
+    Args a = Args.command(argv, Set.of("backend", "layers", "tokens", "hidden", "model", "out", "seed", "micro-batches"),
+        Set.of("progress", "no-progress"), HELP, out);
+    if (a == null) return 0;
     if (a.flag("progress") && a.flag("no-progress")) throw new Args.UsageException("--progress and --no-progress conflict");
     Backend backend = Main.backend(a.get("backend"));
     int layers = positive(a, "layers", 12);

@@ -85,13 +85,9 @@ public final class Main {
           System.arraycopy(args, 1, rest, 0, rest.length);
           return TraceCommand.run(rest, out, err);
         case "info":
-          Args a = Args.parse(args, 1, Set.of(), Set.of());
-          if (a.flag("help")) {
-            out.println("usage: moe-router info\nWhich backends load here, and why the others do not.");
-            return 0;
-          }
-          if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
-          return info(out);
+          Args a = Args.command(args, Set.of(), Set.of(),
+              "usage: moe-router info\nWhich backends load here, and why the others do not.", out);
+          return a == null ? 0 : info(out);
         default:
           command = null;
           throw new Args.UsageException("unknown command '" + args[0] + "'");

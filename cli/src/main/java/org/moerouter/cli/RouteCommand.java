@@ -3,6 +3,7 @@ package org.moerouter.cli;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.ByteBuffer;
 import java.nio.file.FileSystemException;
 import java.nio.file.Path;
 import java.nio.file.Paths;
@@ -97,18 +98,48 @@ final class RouteCommand {
       "seq_aux_loss.npy", "global_aux_loss.npy", "z_loss.npy", "loss_grad_logits.npy", "routing_map.npy",
       "routing_probs.npy", "kept.npy", "kept_counts.npy", "updated_bias.npy"};
 
+  /**
+   * What the reported time depends on: the clock, and the two costly steps it must leave out (creating the
+   * router, which loads the native library on first use, and encoding the outputs). Tests substitute a
+   * virtual clock that these steps advance, so they check what the time covers without timing anything.
+   */
+  interface Env {
+    long nanoTime();
+
+    MoeRouter createRouter(RouterConfig config, Backend backend);
+
+    ByteBuffer encode(Npy.Array array);
+  }
+
+  static final Env SYSTEM = new Env() {
+    @Override
+    public long nanoTime() {
+      return System.nanoTime();
+    }
+
+    @Override
+    public MoeRouter createRouter(RouterConfig config, Backend backend) {
+      return MoeRouter.create(config, backend);
+    }
+
+    @Override
+    public ByteBuffer encode(Npy.Array array) {
+      return Npy.encode(array);
+    }
+  };
+
   static int run(String[] argv, PrintStream out) throws IOException {
-    Args a = Args.parse(argv, 1,
+    return run(argv, out, SYSTEM);
+  }
+
+  static int run(String[] argv, PrintStream out, Env env) throws IOException {
+    Args a = Args.command(argv,
         Set.of("logits", "bias", "score", "topk", "groups", "group-topk", "group-score", "scale", "normalize",
             "nonfinite", "replay", "replay-mask", "minus-one-rows", "grad-weights", "padding-mask", "aux-loss",
             "seq-aux-loss", "seq-length", "seq-layout", "global-aux-loss", "global-tokens", "global-num-tokens", "z-loss",
             "capacity-factor", "drop-policy", "bias-update-rate", "backend", "out"),
-        Set.of("pre-softmax", "pad-to-capacity"));
-    if (a.flag("help")) {
-      out.println(HELP);
-      return 0;
-    }
-    if (!a.positional.isEmpty()) throw new Args.UsageException("unexpected argument '" + a.positional.get(0) + "'");
+        Set.of("pre-softmax", "pad-to-capacity"), HELP, out);
+    if (a == null) return 0;
     Path logitsPath = Paths.get(a.require("logits"));
     Path outDir = Paths.get(a.require("out"));
     Backend backend = Main.backend(a.get("backend"));
@@ -212,11 +243,11 @@ final class RouteCommand {
     long nonfinite;
     double ms;
     // Created before the clock starts: loading the native library is not routing time.
-    try (MoeRouter router = MoeRouter.create(config, backend)) {
+    try (MoeRouter router = env.createRouter(config, backend)) {
       int[] idx = new int[tokens * k];
       float[] weights = new float[tokens * k];
       byte[] rows = nonFinite == NonFinitePolicy.ZERO ? new byte[tokens] : null;
-      long t0 = System.nanoTime();
+      long t0 = env.nanoTime();
       if (replay != null) {
         // The targets are checked by one layer of a replay registry (section 7's rules and texts, -1 rows
         // included); the router replays them with the same minus-one-rows policy.
@@ -281,11 +312,11 @@ final class RouteCommand {
         float[] next = router.updateExpertBias(validCounts, biasRate);
         results.put("updated_bias.npy", new Npy.Array(Npy.Dtype.F4, new long[] {experts}, next));
       }
-      ms = (System.nanoTime() - t0) / 1e6;
+      ms = (env.nanoTime() - t0) / 1e6;
       if (rows != null) results.put("nonfinite_rows.npy", new Npy.Array(Npy.Dtype.U1, new long[] {tokens}, rows));
       results.put("idx.npy", new Npy.Array(Npy.Dtype.I4, new long[] {tokens, k}, idx));
       results.put("weights.npy", new Npy.Array(Npy.Dtype.F4, new long[] {tokens, k}, weights));
-      results.forEach((name, array) -> outputs.put(name, Npy.encode(array)));
+      results.forEach((name, array) -> outputs.put(name, env.encode(array)));
       backend = router.backend();
     }
     outputs.commit();
