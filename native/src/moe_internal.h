@@ -29,8 +29,8 @@ struct moe_router {
   moe::CpuPool* pool = nullptr;
   moe::CudaState* cuda = nullptr;
   // The current bias version (null: none given yet). bias_mu guards the pointer only, for the few
-  // instructions of a copy or a swap; set_mu serialises whole bias changes (validation, the CUDA device
-  // copy, the swap) so that concurrent setters publish on the host and the device in the same order.
+  // instructions of a copy or a swap; set_mu serialises whole bias changes (the CUDA device copy and
+  // the swap) so that concurrent setters publish on the host and the device in the same order.
   std::mutex bias_mu;
   std::mutex set_mu;
   moe::BiasVersion bias;
