@@ -6,7 +6,7 @@
 #
 #   scripts/simt-mutations.sh [ORDER...]      orders: forward reverse random:SEED (default: forward reverse)
 #
-# Environment: SIMT_MUTATION_SECTIONS (default "sweep,invalid,goldens,edges,training"; the goldens section
+# Environment: SIMT_MUTATION_SECTIONS (default "sweep,invalid,goldens,edges,grouped,training"; the goldens section
 # runs java/src/test/goldens and goldens_v2), SIMT_MUTATION_FILTER (an extended regex: only the mutations
 # whose name matches), KEEP_WORK=1 keeps the temporary tree.
 # Exit status: 0 when every mutation was caught in at least one order, 1 otherwise, 2 on setup errors.
@@ -15,7 +15,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORDERS=("$@")
 ((${#ORDERS[@]})) || ORDERS=(forward reverse)
-SECTIONS="${SIMT_MUTATION_SECTIONS:-sweep,invalid,goldens,edges,training}"
+SECTIONS="${SIMT_MUTATION_SECTIONS:-sweep,invalid,goldens,edges,grouped,training}"
 FILTER="${SIMT_MUTATION_FILTER:-}"
 WORK="$(mktemp -d)"
 [[ "${KEEP_WORK:-0}" == 1 ]] || trap 'rm -rf "$WORK"' EXIT
@@ -67,6 +67,18 @@ MUTATIONS=(
   "register path, 4 tokens per pass: entries not moved to their token's segment|src/cuda/moe_route_kernel.cu|s/w0 = __shfl_sync\(dev::kFull, w0, sub\);//"
   "register path, 4 tokens per pass: the softmax pre denominator left at 1|src/cuda/moe_route_kernel.cu|s/          row_sum = sm.sum;\n          row_nf = nf;/          row_nf = nf;/"
   "register path: -1 rows: ARANGE rows routed live|src/cuda/moe_route_kernel.cu|s/minus_one && p.minus_one_rows == MOE_MINUS_ONE_ARANGE/minus_one \&\& p.minus_one_rows == MOE_MINUS_ONE_LIVE/"
+  "grouped path: a tie of group scores keeps the higher group|src/cuda/moe_route_grouped_kernel.cu|s/\(o == gkey && h < lane\)/(o == gkey \&\& h > lane)/"
+  "grouped path: a group's top value counted once however many lanes hold it|src/cuda/moe_route_grouped_kernel.cu|s/const int n = __popc\(holders\) < left \? __popc\(holders\) : left;/const int n = 1;/"
+  "grouped path: the holder of a group's top value keeps it for the next term|src/cuda/moe_route_grouped_kernel.cu|s/c\[m\] = 0u;\n(\s*)dropped = true;/dropped = true;/"
+  "grouped path: experts of dropped groups stay eligible|src/cuda/moe_route_grouped_kernel.cu|s/if \(!\(\(kept >> \(\(slot_group >> \(4 \* m\)\) & 15u\)\) & 1u\)\) key\[m\] = 0u;/(void)kept;/"
+  "grouped path: Gk + 1 groups kept|src/cuda/moe_route_grouped_kernel.cu|s/lane < G && before < Gk\)/lane < G \&\& before <= Gk)/"
+  "grouped path: a negative R's key read back as its magnitude|src/cuda/moe_route_grouped_kernel.cu|s/\? \(key & 0x7fffffffu\) : ~key/? (key \& 0x7fffffffu) : (~key | 0x80000000u)/"
+  "grouped path: the slot -> group table of one slot per group|src/cuda/moe_route_grouped_kernel.cu|s/slot_group \|= \(unsigned\)\(m \/ spg\) << \(4 \* m\);/slot_group |= (unsigned)m << (4 * m);/"
+  "grouped path: ranking key R without a bias|src/cuda/moe_route_grouped_kernel.cu|s/key\[m\] = by_logit \? \(m < slots \? score_key\(x\[m\]\) \+ 1u : 0u\) : kr\[m\];/key[m] = kr[m];/"
+  "grouped path: -1 rows under ARANGE routed live|src/cuda/moe_route_grouped_kernel.cu|s/p.minus_one_rows == MOE_MINUS_ONE_ARANGE\) continue;/p.minus_one_rows == MOE_MINUS_ONE_REJECT) continue;/"
+  "grouped path: ZERO writes the weights of flagged rows|src/cuda/moe_route_grouped_kernel.cu|s/const bool zero = zero_nonfinite && row_nf;/const bool zero = false;/"
+  "grouped path: the row flag from lane 0's slots only|src/cuda/moe_route_grouped_kernel.cu|s/nf = __any_sync\(dev::kFull, nf\) != 0;/nf = __shfl_sync(dev::kFull, nf, 0);/"
+  "grouped path, 4 tokens per pass: entries not moved to their token's segment|src/cuda/moe_route_grouped_kernel.cu|s/w0 = __shfl_sync\(dev::kFull, w0, sub\);//"
 )
 
 build() {

@@ -520,6 +520,7 @@ void run_goldens(const std::vector<std::string>& dirs, cudaStream_t stream);
 void run_edges(cudaStream_t stream, bool quick);
 void run_concurrency(bool quick);
 void run_bias(bool quick);
+void run_grouped(cudaStream_t stream, bool quick);  // check_grouped.cu
 
 }  // namespace check
 

@@ -10,6 +10,7 @@
 //   graph        CUDA-graph capture and replay; agreement: the device routing agreement
 //   goldens      the float64 reference cases (--goldens DIR, repeatable), check_goldens.cu
 //   edges        T = 0, signed zeros, NaN/inf rows, subnormals, E = 1..4096, k = E, 64 groups
+//   grouped      the groups-in-registers kernel's edges (check_grouped.cu)
 //   concurrency  threads, streams, destroyed streams, graph launches, error state (check_concurrency.cu)
 //   bias         set_bias while other threads route: one bias version per call (check_bias.cu)
 // Indices, weights and gradients must be bit-identical to the CPU backend (NaN matches any NaN).
@@ -290,7 +291,7 @@ int main(int argc, char** argv) {
     else {
       fprintf(stderr,
               "usage: %s [--quick] [--seed N] [--verbose] [--goldens DIR]... [--only SECTION,...]\n"
-              "sections: sweep, invalid, graph, agreement, goldens, edges, concurrency, bias, training\n",
+              "sections: sweep, invalid, graph, agreement, goldens, edges, grouped, concurrency, bias, training\n",
               argv[0]);
       return 2;
     }
@@ -462,6 +463,7 @@ int main(int argc, char** argv) {
   if (run("agreement")) check_agreement(rng, stream);
   if (run("goldens") && !goldens.empty()) run_goldens(goldens, stream);
   if (run("edges")) run_edges(stream, quick);
+  if (run("grouped")) run_grouped(stream, quick);
   if (run("concurrency")) run_concurrency(quick);
   if (run("bias")) run_bias(quick);
   if (run("training")) run_training(stream, quick);

@@ -151,6 +151,15 @@ cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, in
                               float* out_w, uint8_t* out_flags, unsigned long long* nonfinite,
                               const unsigned long long* call_bad, int sm_count, cudaStream_t stream);
 
+// Group-limited live routing with the groups in registers (moe_route_grouped_kernel.cu), for the
+// configurations grouped_path_accepts (E <= 256, 32 | E / G, no softmax pre, replay rows skipped);
+// launch_route_live dispatches to it. Same contract as launch_route_live with skip_replay_rows.
+bool grouped_path_accepts(const Params& p, const int32_t* replay, bool skip_replay_rows);
+cudaError_t launch_route_grouped(const Params& p, const void* logits, int dtype, int64_t tokens,
+                                 const int32_t* replay, const uint8_t* mask, int32_t* out_idx, float* out_w,
+                                 uint8_t* out_flags, unsigned long long* nonfinite,
+                                 const unsigned long long* call_bad, int sm_count, cudaStream_t stream);
+
 // Backward (moe_backward_kernel.cu): grad_logits [T, E], every element written. flags [T] (the
 // forward's non-finite row flags) are read under non-finite policy ZERO only (then required).
 cudaError_t launch_backward(const Params& p, const void* logits, int dtype, int64_t tokens, const int32_t* idx,

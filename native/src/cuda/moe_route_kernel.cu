@@ -581,6 +581,9 @@ cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, in
                               float* out_w, uint8_t* out_flags, unsigned long long* nonfinite,
                               const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
+  if (grouped_path_accepts(p, replay, skip_replay_rows))  // groups in registers (moe_route_grouped_kernel.cu)
+    return launch_route_grouped(p, logits, dtype, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                call_bad, sm_count, stream);
   switch (dtype) {
     case MOE_DTYPE_F32:
       return launch_live_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fused live routing, group-limited, with the groups in registers (docs/cuda-design-grouped.md has the
+// cost model). Taken by launch_route_live (moe_route_kernel.cu) when grouped_path_accepts(): E <= 256,
+// E and the group size multiples of 32, and no softmax pre (sigmoid, sqrtsoftplus with or without a
+// bias, softmax post); every other configuration keeps route_reg_kernel or the team kernels.
+//
+// Layout: one warp per token, lane l holds experts l + 32 m (slot m < E / 32), read straight from
+// global memory, as in route_reg_kernel. With 32 | group size, group g is the slots [g s, (g + 1) s)
+// (s = group size / 32) of every lane: no expert's group is ever computed, a slot's group is a
+// constant of the kernel, and a group's top terms are warp reductions over one slot range.
+//
+// Per token: the routing scores R (score + bias) of the row as 32-bit keys (score_key + 1; the
+// value is recovered from the key, exactly up to the sign of zero and NaN payloads, which change no
+// sum: a sum starting at +0 is never -0, and every NaN keys as 0). Group score = the top `per`
+// values of R in descending order (moe::group_score_from_sorted): each round is one REDUX max over
+// the lanes' best keys of the group and a ballot counting how many lanes hold it; the value is added
+// once per holder (equal keys are equal values, so which of them is taken does not change the sum),
+// and each holder drops that slot. The kept groups (top Gk by rank_key(score, g)) are decided on
+// warp-uniform values: lane g ranks group g against the others (one shuffle per group) and a ballot
+// gives the kept mask. Selection, weights and outputs are route_reg_kernel's (4 tokens per warp pass
+// when k <= 8; one REDUX per round with packed keys for bf16/fp16 ranked by the logit).
+// Non-finite rows need no special case: NaN keys as 0 + 1 (below every number, above taken and
+// dropped experts), exactly the CPU's order, and the row flag is the OR over the row (ZERO writes zero
+// weights; ERROR rows were rejected by moe_nonfinite_kernel.cu before this kernel runs).
+// Replay rows: only the live rows of a replay call come here (masked-out rows, all -1 rows under
+// LIVE): launch_route_live skips the replayed ones (skip_replay_rows), which the replay kernel wrote.
+#include <atomic>
+
+#include "moe_cuda_common.cuh"
+
+namespace moe {
+namespace {
+
+constexpr int kGrpBlockThreads = 128;
+constexpr int kGrpWarps = kGrpBlockThreads / 32;
+constexpr int kGrpMaxSlots = 8;  // E <= 256
+static_assert(kGrpMaxSlots * 4 <= 32, "the slot -> group table packs 4 bits per slot in one u32");
+static_assert(MOE_MAX_GROUPS <= 64, "kept-group masks are one u64");
+
+// Resident blocks per SM asked of ptxas: route_reg_kernel's bounds (64 registers for C <= 4, 80 for
+// C = 8); the kernel holds the logits, the R keys and the selection keys (3 C registers).
+template <int C>
+struct GrpBounds {
+  static constexpr int kMinBlocks = C <= 4 ? 8 : 6;
+};
+
+// The value whose score_key is `key` (score_key's inverse): exact for every non-NaN value except -0,
+// which comes back as +0 (score_key already maps both to one key); key 0 (NaN) gives a NaN.
+__device__ __forceinline__ float key_value(unsigned key) {
+  return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+}
+
+// W: lanes per token in the weights phase (8: 4 tokens per warp pass, k <= 8; 32: one token per pass).
+template <int DT, int C, int W>
+__global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
+    route_grouped_kernel(Params p, const void* __restrict__ logits, int64_t tokens, const int32_t* replay,
+                         const uint8_t* __restrict__ mask, int32_t* out_idx, float* __restrict__ out_w,
+                         uint8_t* __restrict__ out_flags, unsigned long long* __restrict__ nonfinite,
+                         const unsigned long long* __restrict__ call_bad) {
+  constexpr int P = 32 / W;  // tokens per pass of a warp
+  extern __shared__ float4 dyn_smem[];
+  if (call_bad && *call_bad != kNoBadRow) return;  // rejected replay: write nothing
+
+  const int E = p.experts, k = p.k;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int sub = lane & (W - 1), seg = lane / W;  // weights phase: entry `sub` of token `seg`
+  const bool post = p.post_softmax();
+  const bool by_logit = p.rank_by_logit();
+  const bool two = W == 32 && k > 32;  // uniform: some lane holds a second entry
+  // Packed selection keys (bf16/fp16 ranked by the logit): route_reg_kernel's, one REDUX per round.
+  const bool packed = DT != MOE_DTYPE_F32 && by_logit;
+  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
+  const int slots = E >> 5;  // E is a multiple of 32: slot m holds an expert on every lane or none
+  const int G = p.groups, Gk = p.group_topk, per = p.per_group();
+  const int spg = p.group_size() >> 5;  // slots per group
+  unsigned slot_group = 0;              // 4 bits per slot: its group (uniform)
+#pragma unroll
+  for (int m = 0; m < C; ++m) slot_group |= (unsigned)(m / spg) << (4 * m);
+
+  // The bias [E], read once per block (strided: no bank conflict). Softmax post has none.
+  float* sh_bias = reinterpret_cast<float*>(dyn_smem);
+  const bool with_bias = p.bias != nullptr && !post;
+  if (with_bias) {
+    for (int i = threadIdx.x; i < E; i += kGrpBlockThreads) sh_bias[i] = __ldg(p.bias + i);
+    __syncthreads();  // uniform: with_bias depends on the parameters only
+  }
+  const size_t row_bytes = (size_t)E * dtype_bytes(DT);
+  unsigned long long nf_rows = 0;
+
+  const int64_t pass_stride = (int64_t)gridDim.x * kGrpWarps * P;
+  for (int64_t base = ((int64_t)blockIdx.x * kGrpWarps + warp) * P; base < tokens; base += pass_stride) {
+    int e0 = 0, e1 = 0;          // weights phase (lane seg * W + sub, token base + seg): the experts
+    float g0 = 0.0f, g1 = 0.0f;  // and their logits
+    bool active = false, row_nf = false;
+
+    for (int q = 0; q < P; ++q) {
+      const int64_t t = base + q;
+      if (t >= tokens) break;  // uniform
+      // Replayed rows were written by the replay kernel; masked-out rows and all -1 rows under LIVE are
+      // routed live here (launch_route_live sends only skip_replay_rows calls to this kernel).
+      if (replay && (!mask || mask[t] != 0) && replay[t * k] != -1) continue;
+      if (replay && (!mask || mask[t] != 0) && p.minus_one_rows == MOE_MINUS_ONE_ARANGE) continue;
+      const bool mine = seg == q;  // this lane holds an entry of token q
+      const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
+
+      float x[C];
+      bool nf = false;
+#pragma unroll
+      for (int m = 0; m < C; ++m) {
+        x[m] = m < slots ? dev::load_elem<DT>(row, lane + 32 * m) : 0.0f;
+        nf |= m < slots && !is_finite(x[m]);
+      }
+      nf = __any_sync(dev::kFull, nf) != 0;
+
+      // kr: key of R (score_key + 1; 0 = no expert); key: the selection key (K = R with a bias, else the
+      // logit), 0 once taken or dropped.
+      unsigned kr[C], key[C];
+#pragma unroll
+      for (int m = 0; m < C; ++m) {
+        const int i = lane + 32 * m;
+        float r = x[m];
+        if (!post && m < slots) {
+          const float s = score_of(p.score_fn, x[m]);
+          r = with_bias ? add_rn(s, sh_bias[i]) : s;
+        }
+        kr[m] = m < slots ? score_key(r) + 1u : 0u;
+        if (packed)
+          key[m] = m < slots ? ((score_key(x[m]) & 0xffffff00u) + 0x100u) | (unsigned)(255 - i) : 0u;
+        else
+          key[m] = by_logit ? (m < slots ? score_key(x[m]) + 1u : 0u) : kr[m];
+      }
+
+      // Group scores: `per` terms per group, a REDUX per distinct value (a ballot counts its holders).
+      // Unrolled over g (G <= C): kr stays in registers, every index is a constant.
+      unsigned gkey = 0;  // lane g < G: score_key of group g's score
+#pragma unroll
+      for (int g = 0; g < C; ++g) {
+        if (g >= G) break;  // uniform
+        unsigned c[C];
+        unsigned best = 0u;
+#pragma unroll
+        for (int m = 0; m < C; ++m) {
+          c[m] = ((slot_group >> (4 * m)) & 15u) == (unsigned)g ? kr[m] : 0u;
+          best = dev::umax(best, c[m]);
+        }
+        float sum = 0.0f;
+        for (int left = per; left > 0;) {  // uniform
+          const unsigned win = __reduce_max_sync(dev::kFull, best);
+          const unsigned holders = __ballot_sync(dev::kFull, best == win);
+          const float v = key_value(win - 1u);
+          const int n = __popc(holders) < left ? __popc(holders) : left;
+          for (int j = 0; j < n; ++j) sum = add_rn(sum, v);
+          left -= n;
+          if (left > 0 && best == win) {  // drop one slot holding it, then this lane's next best
+            bool dropped = false;
+            best = 0u;
+#pragma unroll
+            for (int m = 0; m < C; ++m) {
+              if (!dropped && c[m] == win) {
+                c[m] = 0u;
+                dropped = true;
+              }
+              best = dev::umax(best, c[m]);
+            }
+          }
+        }
+        if (lane == g) gkey = score_key(sum);
+      }
+      // Kept groups: lane g counts the groups ranked before g (larger score key, or equal and lower index).
+      int before = 0;
+      for (int h = 0; h < G; ++h) {
+        const unsigned o = __shfl_sync(dev::kFull, gkey, h);
+        before += (o > gkey || (o == gkey && h < lane)) ? 1 : 0;
+      }
+      const unsigned kept = __ballot_sync(dev::kFull, lane < G && before < Gk);
+#pragma unroll
+      for (int m = 0; m < C; ++m)
+        if (!((kept >> ((slot_group >> (4 * m)) & 15u)) & 1u)) key[m] = 0u;
+
+      // Top k among the kept experts: route_reg_kernel's rounds.
+      int w0 = 0, w1 = 0;  // lane j: the j-th and (j+32)-th expert of token q
+      unsigned best = 0u;
+      int bs = 0;
+#pragma unroll
+      for (int m = 0; m < C; ++m)
+        if (key[m] > best) {
+          best = key[m];
+          bs = m;
+        }
+      if (packed) {  // distinct keys: one REDUX per round names the winner
+        for (int r = 0; r < k; ++r) {
+          const unsigned win = __reduce_max_sync(dev::kFull, best);
+          const int w = 255 - (int)(win & 0xffu);
+          if (lane == (r & 31)) {
+            if (r < 32)
+              w0 = w;
+            else
+              w1 = w;
+          }
+          if ((w & 31) == lane) {  // this lane held the winner (slot w >> 5): its next best
+            best = 0u;
+#pragma unroll
+            for (int m = 0; m < C; ++m) {
+              if (m == (w >> 5)) key[m] = 0u;
+              best = dev::umax(best, key[m]);
+            }
+          }
+        }
+      } else {
+        for (int r = 0; r < k; ++r) {
+          const unsigned win = __reduce_max_sync(dev::kFull, best);
+          const unsigned own = lane + 32 * bs;
+          const int w = (int)__reduce_min_sync(dev::kFull, best == win ? own : ~0u);
+          if (lane == (r & 31)) {
+            if (r < 32)
+              w0 = w;
+            else
+              w1 = w;
+          }
+          if (best == win && own == (unsigned)w) {  // this lane held the winner: its next best
+            best = 0u;
+            int nb = 0;
+#pragma unroll
+            for (int m = 0; m < C; ++m) {
+              if (m == bs) key[m] = 0u;
+              if (key[m] > best) {
+                best = key[m];
+                nb = m;
+              }
+            }
+            bs = nb;
+          }
+        }
+      }
+      // Token q's entries move to its segment (W < 32), and each gathers its expert's logit.
+      if (W < 32) {
+        w0 = __shfl_sync(dev::kFull, w0, sub);
+        if (mine) {
+          e0 = w0;
+          row_nf = nf;
+          active = true;
+        }
+      } else {
+        e0 = w0;
+        e1 = w1;
+        row_nf = nf;
+        active = true;
+      }
+#pragma unroll
+      for (int m = 0; m < C; ++m) {
+        const float a = __shfl_sync(dev::kFull, x[m], w0 & 31);
+        if (mine && (w0 >> 5) == m) g0 = a;
+        if (two) {
+          const float b = __shfl_sync(dev::kFull, x[m], w1 & 31);
+          if ((w1 >> 5) == m) g1 = b;
+        }
+      }
+      nf_rows += nf ? 1 : 0;
+    }
+
+    // Weights of the pass's tokens (moe::unscaled_weights' operations, in segments of W lanes).
+    const int64_t t = base + seg;
+    const bool v0 = active && sub < k, v1 = active && two && sub + 32 < k;
+    const float l0 = v0 ? g0 : 0.0f, l1 = v1 ? g1 : 0.0f;
+    float u0, u1, wt0, wt1;
+    bool unused_nf = false;
+    dev::seg_weights<W, false>(p, sub, l0, l1, 0.0f, 0.0f, u0, u1, wt0, wt1, unused_nf);
+    const bool zero = zero_nonfinite && row_nf;  // ZERO: the row read a non-finite logit
+    if (v0) {
+      out_idx[t * k + sub] = e0;
+      out_w[t * k + sub] = zero ? 0.0f : mul_rn(wt0, p.scale);
+    }
+    if (v1) {
+      out_idx[t * k + sub + 32] = e1;
+      out_w[t * k + sub + 32] = zero ? 0.0f : mul_rn(wt1, p.scale);
+    }
+    if (out_flags && active && sub == 0) out_flags[t] = row_nf ? 1 : 0;
+  }
+  if (nonfinite && lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);  // nf is warp-uniform
+}
+
+// Blocks per SM the kernel reaches (asked of the runtime once per instantiation, with the largest
+// shared memory it uses): the grid is one full wave.
+template <int DT, int C, int W>
+int grouped_blocks_per_sm() {
+  static std::atomic<int> cached{0};
+  int b = cached.load(std::memory_order_relaxed);
+  if (b > 0) return b;
+  const size_t smem = (size_t)32 * C * sizeof(float);
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, route_grouped_kernel<DT, C, W>, kGrpBlockThreads, smem) !=
+          cudaSuccess ||
+      b < 1)
+    b = 1;
+  cached.store(b, std::memory_order_relaxed);
+  return b;
+}
+
+template <int DT, int C, int W>
+cudaError_t launch_grouped_w(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                             const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                             unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                             cudaStream_t stream) {
+  const size_t smem = (size_t)p.experts * sizeof(float);
+  const unsigned grid = grid_for(tokens, kGrpWarps * (32 / W), sm_count, grouped_blocks_per_sm<DT, C, W>());
+  return launch_kernel(route_grouped_kernel<DT, C, W>, grid, kGrpBlockThreads, smem, stream, p, logits, tokens,
+                       replay, mask, out_idx, out_w, out_flags, nf, call_bad);
+}
+
+template <int DT, int C>
+cudaError_t launch_grouped_c(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                             const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                             unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                             cudaStream_t stream) {
+  // 4 tokens per pass only above one token per warp of a full wave (route_reg_kernel's rule).
+  if (p.k <= 8 && tokens > (int64_t)sm_count * grouped_blocks_per_sm<DT, C, 32>() * kGrpWarps)
+    return launch_grouped_w<DT, C, 8>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
+                                      sm_count, stream);
+  return launch_grouped_w<DT, C, 32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
+                                     sm_count, stream);
+}
+
+template <int DT>
+cudaError_t launch_grouped_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
+                              const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
+                              unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
+                              cudaStream_t stream) {
+  if (p.experts <= 64)
+    return launch_grouped_c<DT, 2>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
+                                   sm_count, stream);
+  if (p.experts <= 128)
+    return launch_grouped_c<DT, 4>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
+                                   sm_count, stream);
+  return launch_grouped_c<DT, 8>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad, sm_count,
+                                 stream);
+}
+
+}  // namespace
+
+bool grouped_path_accepts(const Params& p, const int32_t* replay, bool skip_replay_rows) {
+  return p.grouped() && !p.pre_softmax && p.experts <= 32 * kGrpMaxSlots && p.experts % 32 == 0 &&
+         p.group_size() % 32 == 0 && (!replay || skip_replay_rows);
+}
+
+cudaError_t launch_route_grouped(const Params& p, const void* logits, int dtype, int64_t tokens,
+                                 const int32_t* replay, const uint8_t* mask, int32_t* out_idx, float* out_w,
+                                 uint8_t* out_flags, unsigned long long* nonfinite,
+                                 const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
+  if (tokens <= 0) return cudaSuccess;
+  switch (dtype) {
+    case MOE_DTYPE_F32:
+      return launch_grouped_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                              call_bad, sm_count, stream);
+    case MOE_DTYPE_BF16:
+      return launch_grouped_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                               call_bad, sm_count, stream);
+    default:
+      return launch_grouped_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
+                                              call_bad, sm_count, stream);
+  }
+}
+
+}  // namespace moe
