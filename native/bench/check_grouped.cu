@@ -36,7 +36,8 @@ std::vector<uint8_t> group_copy_logits(std::mt19937_64& rng, int64_t T, int E, i
 }
 
 // Logits from a pool of extremes: signed zeros, subnormals of each dtype, values where sigmoid
-// saturates to 1 or underflows, the largest finite values, mixed with ordinary ones.
+// saturates to 1 or underflows, the largest finite values, mixed with ordinary ones; some rows all
+// negative (softmax post's R is the logit: negative group sums).
 std::vector<uint8_t> extreme_logits(std::mt19937_64& rng, int64_t T, int E, int dtype) {
   static const float pool[] = {0.0f,    -0.0f,   1e-45f,  -1e-45f, 1e-40f,   -1e-40f, 6e-8f,  -6e-8f,
                                1e-39f,  17.0f,   17.5f,   30.0f,   -88.0f,   -89.0f,  -104.0f, 104.0f,
@@ -44,6 +45,9 @@ std::vector<uint8_t> extreme_logits(std::mt19937_64& rng, int64_t T, int E, int 
   std::normal_distribution<float> nd(0.0f, 3.0f);
   std::vector<float> v((size_t)T * E);
   for (auto& x : v) x = rng() % 2 ? pool[rng() % (sizeof pool / sizeof pool[0])] : nd(rng);
+  for (int64_t t = 0; t < T; ++t)  // one row in three all negative: negative R in the group sums
+    if (rng() % 3 == 0)
+      for (int i = 0; i < E; ++i) v[(size_t)t * E + i] = -fabsf(v[(size_t)t * E + i]) - 0.5f;
   return to_dtype(v, dtype);
 }
 

@@ -132,17 +132,23 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
       }
 
       // Group scores: `per` terms per group, a REDUX per distinct value (a ballot counts its holders).
-      // Unrolled over g (G <= C): kr stays in registers, every index is a constant.
-      unsigned gkey = 0;  // lane g < G: score_key of group g's score
+      // Unrolled over g (G <= C): kr stays in registers, every index is a constant. One slot per group
+      // (32 experts, DeepSeek-V3's 256 / 8): the group's keys are kr[g], and a holder has nothing left.
+      const bool one_slot = spg == 1;
+      float gsum = 0.0f;  // lane g < G: group g's score
 #pragma unroll
       for (int g = 0; g < C; ++g) {
         if (g >= G) break;  // uniform
-        unsigned c[C];
+        unsigned c[C] = {};  // the group's keys (several slots per group)
         unsigned best = 0u;
+        if (one_slot) {
+          best = kr[g];
+        } else {
 #pragma unroll
-        for (int m = 0; m < C; ++m) {
-          c[m] = ((slot_group >> (4 * m)) & 15u) == (unsigned)g ? kr[m] : 0u;
-          best = dev::umax(best, c[m]);
+          for (int m = 0; m < C; ++m) {
+            c[m] = ((slot_group >> (4 * m)) & 15u) == (unsigned)g ? kr[m] : 0u;
+            best = dev::umax(best, c[m]);
+          }
         }
         float sum = 0.0f;
         for (int left = per; left > 0;) {  // uniform
@@ -150,9 +156,12 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
           const unsigned holders = __ballot_sync(dev::kFull, best == win);
           const float v = key_value(win - 1u);
           const int n = __popc(holders) < left ? __popc(holders) : left;
-          for (int j = 0; j < n; ++j) sum = add_rn(sum, v);
+          sum = add_rn(sum, v);  // n >= 1: the maximum's own lane
+          for (int j = 1; j < n; ++j) sum = add_rn(sum, v);
           left -= n;
-          if (left > 0 && best == win) {  // drop one slot holding it, then this lane's next best
+          if (left > 0 && best == win && one_slot) {
+            best = 0u;
+          } else if (left > 0 && best == win) {  // drop one slot holding it, then this lane's next best
             bool dropped = false;
             best = 0u;
 #pragma unroll
@@ -165,8 +174,9 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
             }
           }
         }
-        if (lane == g) gkey = score_key(sum);
+        if (lane == g) gsum = sum;
       }
+      const unsigned gkey = score_key(gsum);  // lane g < G: the key of group g's score
       // Kept groups: lane g counts the groups ranked before g (larger score key, or equal and lower index).
       int before = 0;
       for (int h = 0; h < G; ++h) {
