@@ -70,6 +70,8 @@ MUTATIONS=(
   "grouped path: a tie of group scores keeps the higher group|src/cuda/moe_route_grouped_kernel.cu|s/\(o == gkey && h < lane\)/(o == gkey \&\& h > lane)/"
   "grouped path: a group's top value counted once however many lanes hold it|src/cuda/moe_route_grouped_kernel.cu|s/const int n = __popc\(holders\) < left \? __popc\(holders\) : left;/const int n = 1 + 0 * left;/"
   "grouped path: the holder of a group's top value keeps it for the next term|src/cuda/moe_route_grouped_kernel.cu|s/c\[m\] = 0u;\n(\s*)dropped = true;/dropped = true;/"
+  "grouped path, one slot per group: a top value held by one lane taken twice|src/cuda/moe_route_grouped_kernel.cu|s/\(holders & \(holders - 1u\)\) \? m1 - 1u : next - 1u/(holders != 0u) ? m1 - 1u : next - 1u/"
+  "grouped path, one slot per group: TOP2_SUM summed as MAX|src/cuda/moe_route_grouped_kernel.cu|s/if \(per == 2\) \{  \/\/ the second term/if (per == 3) {  \/\/ the second term/"
   "grouped path: experts of dropped groups stay eligible|src/cuda/moe_route_grouped_kernel.cu|s/if \(!\(\(kept >> \(\(slot_group >> \(4 \* m\)\) & 15u\)\) & 1u\)\) key\[m\] = 0u;/(void)kept;/"
   "grouped path: Gk + 1 groups kept|src/cuda/moe_route_grouped_kernel.cu|s/lane < G && before < Gk\)/lane < G \&\& before <= Gk)/"
   "grouped path: a negative R's key read back as its magnitude|src/cuda/moe_route_grouped_kernel.cu|s/\? \(key & 0x7fffffffu\) : ~key\)/? (key \& 0x7fffffffu) : (~key \& 0x7fffffffu))/"

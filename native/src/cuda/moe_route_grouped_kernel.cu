@@ -139,6 +139,18 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
 #pragma unroll
       for (int g = 0; g < C; ++g) {
         if (g >= G) break;  // uniform
+        if (one_slot && per <= 2) {  // MAX, TOP2_SUM, TOPK_SUM with k / Gk <= 2: two REDUX, no loop
+          const unsigned k1 = kr[g];
+          const unsigned m1 = __reduce_max_sync(dev::kFull, k1);
+          float sum = add_rn(0.0f, key_value(m1 - 1u));
+          if (per == 2) {  // the second term: m1 again when two lanes hold it, else the next key
+            const unsigned holders = __ballot_sync(dev::kFull, k1 == m1);
+            const unsigned next = __reduce_max_sync(dev::kFull, k1 == m1 ? 0u : k1);
+            sum = add_rn(sum, key_value((holders & (holders - 1u)) ? m1 - 1u : next - 1u));
+          }
+          if (lane == g) gsum = sum;
+          continue;
+        }
         unsigned c[C] = {};  // the group's keys (several slots per group)
         unsigned best = 0u;
         if (one_slot) {
@@ -179,7 +191,9 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
       const unsigned gkey = score_key(gsum);  // lane g < G: the key of group g's score
       // Kept groups: lane g counts the groups ranked before g (larger score key, or equal and lower index).
       int before = 0;
-      for (int h = 0; h < G; ++h) {
+#pragma unroll
+      for (int h = 0; h < C; ++h) {
+        if (h >= G) break;  // uniform
         const unsigned o = __shfl_sync(dev::kFull, gkey, h);
         before += (o > gkey || (o == gkey && h < lane)) ? 1 : 0;
       }
