@@ -15,7 +15,8 @@
 // values of R in descending order (moe::group_score_from_sorted): each round is one REDUX max over
 // the lanes' best keys of the group and a ballot counting how many lanes hold it; the value is added
 // once per holder (equal keys are equal values, so which of them is taken does not change the sum),
-// and each holder drops that slot. The kept groups (top Gk by rank_key(score, g)) are decided on
+// and each holder drops that slot; with one slot per group (E / G = 32) and at most two terms, a group
+// is two REDUX and one ballot, no loop. The kept groups (top Gk by rank_key(score, g)) are decided on
 // warp-uniform values: lane g ranks group g against the others (one shuffle per group) and a ballot
 // gives the kept mask. Selection, weights and outputs are route_reg_kernel's (4 tokens per warp pass
 // when k <= 8; one REDUX per round with packed keys for bf16/fp16 ranked by the logit).
