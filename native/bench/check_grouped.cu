@@ -45,9 +45,9 @@ std::vector<uint8_t> extreme_logits(std::mt19937_64& rng, int64_t T, int E, int 
   std::normal_distribution<float> nd(0.0f, 3.0f);
   std::vector<float> v((size_t)T * E);
   for (auto& x : v) x = rng() % 2 ? pool[rng() % (sizeof pool / sizeof pool[0])] : nd(rng);
-  for (int64_t t = 0; t < T; ++t)  // one row in three all negative: negative R in the group sums
+  for (int64_t t = 0; t < T; ++t)  // one row in three all negative and spread: negative group sums that differ
     if (rng() % 3 == 0)
-      for (int i = 0; i < E; ++i) v[(size_t)t * E + i] = -fabsf(v[(size_t)t * E + i]) - 0.5f;
+      for (int i = 0; i < E; ++i) v[(size_t)t * E + i] = -fabsf(nd(rng)) - 0.5f;
   return to_dtype(v, dtype);
 }
 
