@@ -7,6 +7,8 @@
 // under each non-finite policy, subnormal and huge logits (saturated scores: many equal keys), k > 32,
 // absent slots (E < 32 C), rows of -1 routed live, and token counts that leave a warp's 4-token pass
 // partly empty.
+#include <algorithm>
+
 #include "check_support.h"
 
 namespace check {
