@@ -238,6 +238,53 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW,
 // rescans its C registers. The bias is staged once per block in shared memory (strided reads: no bank
 // conflict) and the group of each slot is a lane constant. Group scores reuse select_groups over the
 // routing scores R written to shared memory (grouped only).
+// A lane's C selection keys sorted descending in registers (C = 2, 4, 8), so that each round's winner
+// pops its first key instead of rescanning. Distinct keys (packed): any network; the optimal ones (1, 5
+// and 19 comparators, two instructions each).
+__device__ __forceinline__ void cas_desc(unsigned& a, unsigned& b) {
+  const unsigned hi = a > b ? a : b, lo = a > b ? b : a;
+  a = hi;
+  b = lo;
+}
+template <int C>
+__device__ __forceinline__ void sort_desc_distinct(unsigned (&v)[C]) {
+  static_assert(C == 2 || C == 4 || C == 8, "sorting networks for 2, 4 and 8 slots");
+  constexpr int kN = C == 2 ? 1 : C == 4 ? 5 : 19;
+  constexpr int kPairs[3][19][2] = {
+      {{0, 1}},
+      {{0, 1}, {2, 3}, {0, 2}, {1, 3}, {1, 2}},
+      {{0, 2}, {1, 3}, {4, 6}, {5, 7}, {0, 4}, {1, 5}, {2, 6}, {3, 7}, {0, 1}, {2, 3},
+       {4, 5}, {6, 7}, {2, 4}, {3, 5}, {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}}};
+  constexpr int kNet = C == 2 ? 0 : C == 4 ? 1 : 2;
+#pragma unroll
+  for (int c = 0; c < kN; ++c) cas_desc(v[kPairs[kNet][c][0]], v[kPairs[kNet][c][1]]);
+}
+// Keys that may be equal (fp32, or keys from R), each with its expert index: equal keys must stay in
+// slot order (ascending index), so only neighbours are exchanged, and only when the later key is
+// strictly larger (odd-even transposition: C rounds, stable).
+template <int C>
+__device__ __forceinline__ void sort_desc_stable(unsigned (&v)[C], unsigned (&idx)[C]) {
+#pragma unroll
+  for (int round = 0; round < C; ++round) {
+#pragma unroll
+    for (int a = round & 1; a + 1 < C; a += 2) {
+      const bool swap = v[a + 1] > v[a];
+      const unsigned va = v[a], ia = idx[a];
+      v[a] = swap ? v[a + 1] : va;
+      idx[a] = swap ? idx[a + 1] : ia;
+      v[a + 1] = swap ? va : v[a + 1];
+      idx[a + 1] = swap ? ia : idx[a + 1];
+    }
+  }
+}
+// The winner's lane drops its first entry: the rest shift up, `fill` enters at the end.
+template <int C>
+__device__ __forceinline__ void pop_if(unsigned (&v)[C], bool pop, unsigned fill) {
+#pragma unroll
+  for (int m = 0; m + 1 < C; ++m) v[m] = pop ? v[m + 1] : v[m];
+  v[C - 1] = pop ? fill : v[C - 1];
+}
+
 constexpr int kRegBlockThreads = 128;
 constexpr int kRegWarps = kRegBlockThreads / 32;
 constexpr int kRegMaxExperts = 256;
@@ -384,57 +431,50 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
           for (int m = 0; m < C; ++m)
             if (!((kept >> ((grp >> (8 * m)) & 0xffu)) & 1ull)) key[m] = 0u;
         }
-        unsigned best = 0u;
-        int bs = 0;
-#pragma unroll
-        for (int m = 0; m < C; ++m)
-          if (key[m] > best) {
-            best = key[m];
-            bs = m;
-          }
+        // Each lane sorts its C keys once (descending); a round's winner then pops its first key and
+        // the rest shift up: C selects per round instead of a rescan of C keys.
         if (packed) {  // distinct keys: one REDUX per round names the winner
-          for (int r = 0; r < k; ++r) {
-            const unsigned win = __reduce_max_sync(dev::kFull, best);
-            const int w = 255 - (int)(win & 0xffu);
-            if (lane == (r & 31)) {
-              if (r < 32)
-                w0 = w;
-              else
-                w1 = w;
-            }
-            if ((w & 31) == lane) {  // this lane held the winner (slot w >> 5): its next best
-              best = 0u;
-#pragma unroll
-              for (int m = 0; m < C; ++m) {
-                if (m == (w >> 5)) key[m] = 0u;
-                best = dev::umax(best, key[m]);
-              }
-            }
+          sort_desc_distinct<C>(key);
+          unsigned wk0 = 0u, wk1 = 0u;  // lane j: the key of the j-th / (j+32)-th winner
+          // Rounds 0..31 and 32..k-1 apart: a round records its winner with one compare and one select.
+          const int k0 = k < 32 ? k : 32;
+          for (int r = 0; r < k0; ++r) {
+            const unsigned win = __reduce_max_sync(dev::kFull, key[0]);
+            wk0 = lane == r ? win : wk0;
+            pop_if<C>(key, key[0] == win, 0u);  // one lane: the keys are distinct
           }
+          for (int r = 32; r < k; ++r) {
+            const unsigned win = __reduce_max_sync(dev::kFull, key[0]);
+            wk1 = lane == r - 32 ? win : wk1;
+            pop_if<C>(key, key[0] == win, 0u);
+          }
+          if (lane < k) w0 = 255 - (int)(wk0 & 0xffu);
+          if (lane + 32 < k) w1 = 255 - (int)(wk1 & 0xffu);
         } else {
-          for (int r = 0; r < k; ++r) {
-            const unsigned win = __reduce_max_sync(dev::kFull, best);
-            const unsigned own = lane + 32 * bs;
-            const int w = (int)__reduce_min_sync(dev::kFull, best == win ? own : ~0u);
-            if (lane == (r & 31)) {
-              if (r < 32)
-                w0 = w;
-              else
-                w1 = w;
-            }
-            if (best == win && own == (unsigned)w) {  // this lane held the winner: its next best
-              best = 0u;
-              int nb = 0;
+          // Equal keys: the lower index wins, so a lane's order must keep its slots ascending among
+          // equal keys (a stable network), and its expert index travels with each key.
+          unsigned own[C];
 #pragma unroll
-              for (int m = 0; m < C; ++m) {
-                if (m == bs) key[m] = 0u;
-                if (key[m] > best) {
-                  best = key[m];
-                  nb = m;
-                }
-              }
-              bs = nb;
-            }
+          for (int m = 0; m < C; ++m) own[m] = lane + 32 * m;
+          sort_desc_stable<C>(key, own);
+          // The round's winner: the lowest index holding the largest key.
+          auto round = [&]() {
+            const unsigned win = __reduce_max_sync(dev::kFull, key[0]);
+            const bool has = key[0] == win;
+            const unsigned w = __reduce_min_sync(dev::kFull, has ? own[0] : ~0u);
+            const bool pop = has && own[0] == w;
+            pop_if<C>(key, pop, 0u);
+            pop_if<C>(own, pop, ~0u);
+            return (int)w;
+          };
+          const int k0 = k < 32 ? k : 32;
+          for (int r = 0; r < k0; ++r) {
+            const int w = round();
+            w0 = lane == r ? w : w0;
+          }
+          for (int r = 32; r < k; ++r) {
+            const int w = round();
+            w1 = lane == r - 32 ? w : w1;
           }
         }
       }
