@@ -80,9 +80,18 @@ struct CudaState {
   // check_replay; d_words[kTakenWord]: where check_replay's exchange lands; d_words[kHostWord]: the
   // verdict of the host variants' non-finite scan (under staging_mu; reported synchronously, never
   // through the error slot); then the kCallSlots direct-call slots and the kGraphSlots graph slots.
+  // After the kWords words: per word, the multi-block validation's accumulator (kWords more, kNoBadRow
+  // between calls) and finished-block count (kWords more, 0 between calls) of the verdict slot at the same
+  // index; the validation's last block restores both (launch_validate_rows).
   unsigned long long* d_words = nullptr;
   static constexpr int kErrorWord = 0, kTakenWord = 1, kHostWord = 2, kFirstCallSlot = 3,
                        kFirstGraphSlot = kFirstCallSlot + kCallSlots, kWords = kFirstGraphSlot + kGraphSlots;
+  unsigned long long* validation_acc(const unsigned long long* verdict) {
+    return d_words + kWords + (verdict - d_words);
+  }
+  unsigned long long* validation_done(const unsigned long long* verdict) {
+    return d_words + 2 * kWords + (verdict - d_words);
+  }
   cudaEvent_t slot_done[kCallSlots] = {};
   unsigned next_slot = 0;
   GraphSlotPool* graph_slots = nullptr;
@@ -114,13 +123,16 @@ cudaError_t launch_kernel(void (*kernel)(P...), unsigned grid, unsigned block, s
 // Each returns cudaSuccess or the launch error. `call_bad` (nullable): device per-call slot; when it
 // holds a row the kernels return without writing anything.
 
-// Replay validation (moe_replay_kernel.cu): resets call_bad, then first bad row (mask 0 rows
-// skipped, all -1 rows too when minus_one_ok) -> atomicMin into call_bad and err_slot, packed
-// row << 2 | reason. counter (nullable): zeroed afterwards if no row was bad (the call's non-finite
-// count; only when nothing after the validation can still reject the call). One launch up to 256 rows.
+// Replay validation (moe_replay_kernel.cu): call_bad = the first bad row (mask 0 rows skipped, all -1
+// rows too when minus_one_ok), packed row << 2 | reason, or kNoBadRow; a bad row also goes to err_slot
+// (atomicMin). counter (nullable): zeroed if no row was bad (the call's non-finite count; only when
+// nothing after the validation can still reject the call). One launch at any size: above 256 rows the
+// blocks meet in acc (kNoBadRow before and after) and count themselves in done (0 before and after;
+// CudaState::validation_acc / validation_done of call_bad), and the last one decides.
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
                                  bool minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
-                                 unsigned long long* counter, int sm_count, cudaStream_t stream);
+                                 unsigned long long* counter, unsigned long long* acc, unsigned long long* done,
+                                 int sm_count, cudaStream_t stream);
 // Non-finite policy ERROR (moe_nonfinite_kernel.cu), after the validation of the same call: the first
 // row whose read set holds a NaN or +-inf, and its first such logit, -> atomicMin into verdict and
 // err_slot (nullable). Routing (`backward` false) reads what moe_route reads (idx: replay indices or

@@ -192,7 +192,7 @@ int enqueue_verdict(CudaState* s, const void* logits, int dtype, int64_t tokens,
   if (idx)
     MOE_CUDA_TRY(launch_validate_rows(idx, mask, tokens, p.k, p.experts,
                                       !backward && p.minus_one_rows != MOE_MINUS_ONE_REJECT, verdict, err_slot, zero,
-                                      s->sm_count, stream),
+                                      s->validation_acc(verdict), s->validation_done(verdict), s->sm_count, stream),
                  backward ? "index validation launch" : "replay validation launch");
   else
     MOE_CUDA_TRY(cudaMemsetAsync(verdict, 0xff, sizeof(unsigned long long), stream), "verdict reset");
@@ -316,8 +316,11 @@ int cuda_router_init(moe_router* r, int device) {
   MOE_CUDA_TRY(cudaStreamCreateWithFlags(&s->host_stream, cudaStreamNonBlocking), "cudaStreamCreate");
   for (int i = 0; i < kCallSlots; ++i)
     MOE_CUDA_TRY(cudaEventCreateWithFlags(&s->slot_done[i], cudaEventDisableTiming), "cudaEventCreate");
-  MOE_CUDA_TRY(cudaMalloc(&s->d_words, CudaState::kWords * sizeof(unsigned long long)), "cudaMalloc(replay slots)");
-  MOE_CUDA_TRY(cudaMemsetAsync(s->d_words, 0xff, CudaState::kWords * sizeof(unsigned long long), s->host_stream),
+  MOE_CUDA_TRY(cudaMalloc(&s->d_words, 3 * CudaState::kWords * sizeof(unsigned long long)), "cudaMalloc(replay slots)");
+  MOE_CUDA_TRY(cudaMemsetAsync(s->d_words, 0xff, 2 * CudaState::kWords * sizeof(unsigned long long), s->host_stream),
+               "cudaMemset(replay slots)");
+  MOE_CUDA_TRY(cudaMemsetAsync(s->d_words + 2 * CudaState::kWords, 0, CudaState::kWords * sizeof(unsigned long long),
+                               s->host_stream),
                "cudaMemset(replay slots)");
   s->dparams = r->params;
   s->dparams.bias = nullptr;
@@ -585,7 +588,8 @@ namespace {
 
 int validate_idx(CudaState* s, const int32_t* idx, int64_t tokens, unsigned long long* verdict, cudaStream_t st) {
   MOE_CUDA_TRY(launch_validate_rows(idx, nullptr, tokens, s->dparams.k, s->dparams.experts, false, verdict,
-                                    &s->d_words[CudaState::kErrorWord], nullptr, s->sm_count, st),
+                                    &s->d_words[CudaState::kErrorWord], nullptr, s->validation_acc(verdict),
+                                    s->validation_done(verdict), s->sm_count, st),
                "index validation launch");
   return MOE_OK;
 }

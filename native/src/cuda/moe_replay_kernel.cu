@@ -17,19 +17,39 @@
 namespace moe {
 namespace {
 
-__global__ void validate_rows_kernel(const int32_t* __restrict__ idx, const uint8_t* __restrict__ mask,
-                                     int64_t tokens, int k, int experts, int minus_one_ok,
-                                     unsigned long long* call_bad, unsigned long long* err_slot) {
+// Any number of rows in one launch: each block finds its first bad row (shared atomicMin) and folds it
+// into `acc`; the last block to finish (a fenced count that wraps back to 0) takes acc (restoring
+// kNoBadRow), stores the verdict, reports a bad row to err_slot and zeroes a valid call's counter. No
+// memset of the verdict before, no reset kernel after: a validated call is 2 launches at any size.
+__global__ void __launch_bounds__(256)
+    validate_rows_kernel(const int32_t* __restrict__ idx, const uint8_t* __restrict__ mask, int64_t tokens, int k,
+                         int experts, int minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
+                         unsigned long long* counter, unsigned long long* acc, unsigned long long* done) {
+  __shared__ unsigned long long first;
+  __shared__ bool last;
+  if (threadIdx.x == 0) first = kNoBadRow;
+  __syncthreads();
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < tokens; t += (int64_t)gridDim.x * blockDim.x) {
     if (mask && mask[t] == 0) continue;
     if (minus_one_ok && is_minus_one_row(idx + t * k, k)) continue;
     const int why = check_replay_row(idx + t * k, k, experts);
-    if (why != MOE_REPLAY_OK) {
-      const unsigned long long packed = ((unsigned long long)t << 2) | (unsigned long long)why;
-      atomicMin(call_bad, packed);
-      atomicMin(err_slot, packed);
-    }
+    if (why != MOE_REPLAY_OK) atomicMin(&first, ((unsigned long long)t << 2) | (unsigned long long)why);
   }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    if (first != kNoBadRow) atomicMin(acc, first);
+    __threadfence();  // this block's acc update before its count: the last block sees every block's
+    last = atomicInc(reinterpret_cast<unsigned*>(done), gridDim.x - 1) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last || threadIdx.x != 0) return;
+  __threadfence();
+  const unsigned long long bad = atomicExch(acc, kNoBadRow);
+  *call_bad = bad;
+  if (bad != kNoBadRow)
+    atomicMin(err_slot, bad);
+  else if (counter)
+    *counter = 0;
 }
 
 // Up to kSmallRows rows: one block resets the verdict, validates, and (counter non-null) zeroes the
@@ -163,17 +183,14 @@ cudaError_t launch_replay_dt(const Params& p, const void* logits, int64_t tokens
 
 cudaError_t launch_validate_rows(const int32_t* idx, const uint8_t* mask, int64_t tokens, int k, int experts,
                                  bool minus_one_ok, unsigned long long* call_bad, unsigned long long* err_slot,
-                                 unsigned long long* counter, int sm_count, cudaStream_t stream) {
+                                 unsigned long long* counter, unsigned long long* acc, unsigned long long* done,
+                                 int sm_count, cudaStream_t stream) {
   if (tokens <= kSmallRows)
     return launch_kernel(validate_rows_small_kernel, 1, kSmallRows, 0, stream, idx, mask, tokens, k, experts,
                          minus_one_ok ? 1 : 0, call_bad, err_slot, counter);
-  cudaError_t e = cudaMemsetAsync(call_bad, 0xff, sizeof(unsigned long long), stream);
-  if (e != cudaSuccess) return e;
   const unsigned grid = grid_for(tokens, 256, sm_count, 8);
-  e = launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts, minus_one_ok ? 1 : 0,
-                    call_bad, err_slot);
-  if (e != cudaSuccess || !counter) return e;
-  return launch_kernel(zero_if_valid_kernel, 1, 1, 0, stream, counter, call_bad);
+  return launch_kernel(validate_rows_kernel, grid, 256, 0, stream, idx, mask, tokens, k, experts,
+                       minus_one_ok ? 1 : 0, call_bad, err_slot, counter, acc, done);
 }
 
 cudaError_t launch_take_error(unsigned long long* err_slot, unsigned long long* taken, cudaStream_t stream) {
