@@ -8,6 +8,8 @@
 // score (softmax post and pre, sigmoid, sqrtsoftplus) with or without normalisation. Non-finite
 // policy ZERO: rows flagged by the forward, or reading a non-finite logit here (the whole row for
 // softmax pre, the k selected ones otherwise), get an all-zero row.
+#include <atomic>
+
 #include "moe_cuda_common.cuh"
 
 namespace moe {
@@ -85,7 +87,12 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
       else
         for (int i = tid; i < E; i += N) buf[i] = mul_rn(-div_rn(buf[i], sm.sum), dot);
     } else {
-      for (int i = tid; i < E; i += N) buf[i] = 0.0f;
+      if (vec_out) {  // 16-byte shared stores: E / 128 per lane (one at E = 128)
+        float4* b4 = reinterpret_cast<float4*>(buf);
+        for (int c = tid; c < E / 4; c += N) b4[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      } else {
+        for (int i = tid; i < E; i += N) buf[i] = 0.0f;
+      }
       if (warp0) {
         const float l0 = v0 ? dev::load_elem<DT>(row, e0) : 0.0f, l1 = v1 ? dev::load_elem<DT>(row, e1) : 0.0f;
         float u0, u1, w0, w1;
@@ -127,6 +134,24 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
   }
 }
 
+// Blocks per SM the backward kernel reaches (asked of the runtime once per instantiation, with the
+// largest shared memory of its path: a smaller row only fits more). The grid is that times the SMs:
+// one wave, grid-stride over the tokens, no partial last wave (2,112 blocks for 1,320 resident before).
+template <int DT, int TW>
+int bw_blocks_per_sm() {
+  static std::atomic<int> cached{0};
+  int b = cached.load(std::memory_order_relaxed);
+  if (b > 0) return b;
+  constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
+  constexpr int threads = TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW;
+  const size_t smem = (size_t)kTeams * (TW == 1 ? kWarpPathMaxExperts : MOE_MAX_EXPERTS) * sizeof(float);
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, backward_kernel<DT, TW>, threads, smem) != cudaSuccess ||
+      b < 1)
+    b = 1;
+  cached.store(b, std::memory_order_relaxed);
+  return b;
+}
+
 template <int DT, int TW>
 cudaError_t launch_bw_t(const Params& p, const void* logits, int64_t tokens, const int32_t* idx, const float* grad_w,
                         const uint8_t* flags, float* grad_logits, const unsigned long long* call_bad, int sm_count,
@@ -138,7 +163,7 @@ cudaError_t launch_bw_t(const Params& p, const void* logits, int64_t tokens, con
   const size_t row_bytes = (size_t)p.experts * dtype_bytes(DT);
   const int vec_in = ((uintptr_t)logits % 16 == 0) && (row_bytes % 16 == 0);
   const int vec_out = ((uintptr_t)grad_logits % 16 == 0) && (p.experts % 4 == 0);
-  const unsigned grid = grid_for(tokens, kTeams, sm_count, TW == 1 ? 16 : 8);
+  const unsigned grid = grid_for(tokens, kTeams, sm_count, bw_blocks_per_sm<DT, TW>());
   return launch_kernel(backward_kernel<DT, TW>, grid, threads, smem, stream, p, logits, tokens, idx, grad_w, flags,
                        grad_logits, vec_in, vec_out, call_bad);
 }
