@@ -277,6 +277,16 @@ __device__ __forceinline__ void sort_desc_stable(unsigned (&v)[C], unsigned (&id
     }
   }
 }
+// The logit of a bf16 or fp16 value from its packed key ((score_key & 0xffffff00) + 0x100 | index byte):
+// score_key is b | sign for b >= +0 and ~b below, and the float of such a value has its low 8 bits (bf16:
+// 16) zero, so they are restored exactly. Two values differ: -0 comes back as +0 (score_key adds +0
+// first), which changes no weight (exp_det, sigmoid_det and sqrtsoftplus_det give the same bits for
+// both, and the softmax's differences of zeros are +0 either way), and NaN comes back with another
+// payload (0xffffff00), still a NaN.
+__device__ __forceinline__ float packed_key_logit(unsigned key) {
+  const unsigned s = (key - 0x100u) & 0xffffff00u;
+  return __uint_as_float((s & 0x80000000u) ? s ^ 0x80000000u : ~s & 0xffffff00u);
+}
 // The winner's lane drops its first entry: the rest shift up, `fill` enters at the end.
 template <int C>
 __device__ __forceinline__ void pop_if(unsigned (&v)[C], bool pop, unsigned fill) {
@@ -420,6 +430,7 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
       }
 
       int w0 = 0, w1 = 0;  // lane j: the j-th and (j+32)-th expert of token q
+      unsigned wk0 = 0u, wk1 = 0u;  // packed keys: lane j, the key of the j-th / (j+32)-th winner
       if (is_replay) {
         if (lane < k) w0 = arange ? lane : replay[t * k + lane];
         if (lane + 32 < k) w1 = arange ? lane + 32 : replay[t * k + lane + 32];
@@ -435,7 +446,6 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
         // the rest shift up: C selects per round instead of a rescan of C keys.
         if (packed) {  // distinct keys: one REDUX per round names the winner
           sort_desc_distinct<C>(key);
-          unsigned wk0 = 0u, wk1 = 0u;  // lane j: the key of the j-th / (j+32)-th winner
           // Rounds 0..31 and 32..k-1 apart: a round records its winner with one compare and one select.
           const int k0 = k < 32 ? k : 32;
           for (int r = 0; r < k0; ++r) {
@@ -479,9 +489,16 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
         }
       }
       // Token q's entries move to its segment (W < 32: lane q * W + j takes lane j's), and each gathers
-      // its expert's value from the lane holding it.
+      // its expert's value from the lane holding it, or, for a packed key ranking the logit itself
+      // (not softmax pre, whose weights need the exp), decodes it from the key (packed_key_logit).
+      const bool from_key = packed && !pre && !is_replay;  // warp-uniform
       if (W < 32) {
-        w0 = __shfl_sync(dev::kFull, w0, sub);
+        if (from_key) {
+          wk0 = __shfl_sync(dev::kFull, wk0, sub);
+          w0 = 255 - (int)(wk0 & 0xffu);
+        } else {
+          w0 = __shfl_sync(dev::kFull, w0, sub);
+        }
         if (mine) {
           e0 = w0;
           row_sum = sm.sum;
@@ -495,13 +512,18 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
         row_nf = nf;
         active = true;
       }
+      if (from_key) {
+        if (mine) g0 = packed_key_logit(wk0);
+        if (two) g1 = packed_key_logit(wk1);
+      } else {
 #pragma unroll
-      for (int m = 0; m < C; ++m) {
-        const float a = __shfl_sync(dev::kFull, x[m], w0 & 31);
-        if (mine && (w0 >> 5) == m) g0 = a;
-        if (two) {
-          const float b = __shfl_sync(dev::kFull, x[m], w1 & 31);
-          if ((w1 >> 5) == m) g1 = b;
+        for (int m = 0; m < C; ++m) {
+          const float a = __shfl_sync(dev::kFull, x[m], w0 & 31);
+          if (mine && (w0 >> 5) == m) g0 = a;
+          if (two) {
+            const float b = __shfl_sync(dev::kFull, x[m], w1 & 31);
+            if ((w1 >> 5) == m) g1 = b;
+          }
         }
       }
       nf_rows += nf ? 1 : 0;
