@@ -448,6 +448,30 @@ int main(int argc, char** argv) {
     printf("%-36s %s\n", c.name, g_failures == fails_before ? "ok" : "MISMATCH");
     fflush(stdout);
   }
+  // Register-path selection (each lane's keys sorted once and popped by the round's winner; packed bf16/fp16
+  // keys that carry the winner's logit): ties (rows quantised to halves: equal keys, -0 beside +0),
+  // NaN/inf rows and saturated rows in every dtype; E not a multiple of 32 on 2, 4 and 8 slots; k > 32; a
+  // group limit and softmax pre on packed keys; R keys (a bias: the stable sort of equal keys); 4 tokens
+  // per warp pass with T not a multiple of 4 (T_passes), one per warp at T = 37.
+  if (run("sweep")) {
+    const Config selection[] = {
+        {"selection_softmax_post_E50_k6", 50, 6, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
+        {"selection_softmax_post_E120_k8", 120, 8, MOE_SCORE_SOFTMAX, 0, 0, 0, 1.0f, false},
+        {"selection_sigmoid_E200_k8", 200, 8, MOE_SCORE_SIGMOID, 0, 0, 0, 1.0f, false},
+        {"selection_sqrtsoftplus_E250_k36", 250, 36, MOE_SCORE_SQRTSOFTPLUS, 0, 0, 0, 1.0f, false},
+        {"selection_softmax_pre_E100_k5", 100, 5, MOE_SCORE_SOFTMAX, 1, 0, 0, 1.0f, false},
+        {"selection_softmax_post_E96_k6_g4_2", 96, 6, MOE_SCORE_SOFTMAX, 0, 4, 2, 1.0f, false},
+        {"selection_sigmoid_bias_E90_k8", 90, 8, MOE_SCORE_SIGMOID, 0, 0, 0, 1.0f, true},
+    };
+    for (const Config& c : selection) {
+      const int fails_before = g_failures;
+      for (int dtype = 0; dtype < 3; ++dtype)
+        for (int mode : {1, 3, 7})
+          for (int64_t T : {(int64_t)37, T_passes}) check_case(c, dtype, T, mode, rng, stream);
+      printf("%-36s %s\n", c.name, g_failures == fails_before ? "ok" : "MISMATCH");
+      fflush(stdout);
+    }
+  }
   if (run("graph")) {
     check_graph(configs[15], rng);
     check_graph(configs[9], rng);
