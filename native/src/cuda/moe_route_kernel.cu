@@ -233,11 +233,12 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW,
 // butterfly), so the row softmax needs no shared memory. Selection keys are 32 bits: score_key + 1,
 // 0 for an expert taken or not eligible (score_key is at most 0xff800000, so + 1 never wraps). A
 // round is __reduce_max_sync of the lanes' best keys, then __reduce_min_sync of the expert indices
-// holding that key: the lower index wins a tie, exactly the order of the 64-bit rank_key. A lane's best
-// is its lowest slot among its largest keys (slots ascend in index), and only the winning lane
-// rescans its C registers. The bias is staged once per block in shared memory (strided reads: no bank
-// conflict) and the group of each slot is a lane constant. Group scores reuse select_groups over the
-// routing scores R written to shared memory (grouped only).
+// holding that key: the lower index wins a tie, exactly the order of the 64-bit rank_key. Each lane
+// sorts its C keys once (equal keys kept in slot order, i.e. by index), so a lane's first key is its
+// best and the round's winner pops it. The bias is staged once per block in shared memory (strided
+// reads: no bank conflict) and the group of each slot is a lane constant. Group scores reuse
+// select_groups over the routing scores R written to shared memory (grouped only).
+
 // A lane's C selection keys sorted descending in registers (C = 2, 4, 8), so that each round's winner
 // pops its first key instead of rescanning. Distinct keys (packed): any network; the optimal ones (1, 5
 // and 19 comparators, two instructions each).
