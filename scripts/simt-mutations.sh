@@ -59,7 +59,7 @@ MUTATIONS=(
   "register path: a tie of keys goes to the higher expert index|src/cuda/moe_route_kernel.cu|s/__reduce_min_sync\(dev::kFull, has \? own\[0\] : ~0u\)/__reduce_max_sync(dev::kFull, has ? own[0] : 0u)/"
   "register path: the winner keeps its first key (equal-key rounds)|src/cuda/moe_route_kernel.cu|s/const bool pop = has && own\[0\] == w;/const bool pop = false;/"
   "register path: every lane holding the round's key pops (equal keys)|src/cuda/moe_route_kernel.cu|s/const bool pop = has && own\[0\] == w;/const bool pop = has;/"
-  "register path, packed keys: the winner keeps its first key|src/cuda/moe_route_kernel.cu|s/pop_if<C>\(key, key\[0\] == win, 0u\);  \/\/ one lane/pop_if<C>(key, false, 0u);/"
+  "register path, packed keys: the winner keeps its first key|src/cuda/moe_route_kernel.cu|s/pop_if<C>\(key, key\[0\] == win, 0u\);  \/\/ one lane: the keys are distinct/pop_if<C>(key, false, 0u);/"
   "register path, sorted keys: the 4-slot network misses its last comparator|src/cuda/moe_route_kernel.cu|s/\{0, 2\}, \{1, 3\}, \{1, 2\}\},/{0, 2}, {1, 3}, {0, 0}},/"
   "register path, sorted keys: the 8-slot network misses its last comparator|src/cuda/moe_route_kernel.cu|s/\{3, 4\}, \{5, 6\}\}\};/{3, 4}, {0, 0}}};/"
   "register path, sorted keys: the 2-slot network is empty|src/cuda/moe_route_kernel.cu|s/\{\{0, 1\}\},/{{0, 0}},/"
