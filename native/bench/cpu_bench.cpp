@@ -4,7 +4,9 @@
 // --reps calls (interference on a shared machine only adds time). Short runs of it under
 // `valgrind --tool=callgrind` give instruction counts per token, which a loaded machine does not move.
 //   cpu_bench [--tokens N] [--reps R] [--threads 1,2] [--configs e64k6,...] [--calls live,replay,backward,floor,gfloor]
-//             [--dtype fp32|bf16]
+//             [--dtype fp32|bf16] [--isa avx512,avx2,scalar]
+// --isa runs each instruction-set level of the CPU kernels in turn (A/B in one process: moe::cpu_set_isa_cap),
+// and checks that every level's replay and live outputs are bit-identical to the first level's.
 // The JMH profile (scripts/bench-profile.sh --cpu-goals) is where the reported numbers come from.
 #include <chrono>
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "moe_internal.h"
 #include "moe_router.h"
 
 namespace {
@@ -84,7 +87,7 @@ int main(int argc, char** argv) {
   int64_t tokens = 4096;
   int reps = 30;
   std::string threads_s = "1", configs_s = "e64k6,e128k8,e256k8g,e512k10", calls_s = "live,replay,backward,floor,gfloor",
-              dtype_s = "fp32";
+              dtype_s = "fp32", isa_s = "";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--tokens") tokens = atoll(argv[i + 1]);
@@ -93,6 +96,7 @@ int main(int argc, char** argv) {
     else if (a == "--configs") configs_s = argv[i + 1];
     else if (a == "--calls") calls_s = argv[i + 1];
     else if (a == "--dtype") dtype_s = argv[i + 1];
+    else if (a == "--isa") isa_s = argv[i + 1];
     else {
       fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -106,8 +110,17 @@ int main(int argc, char** argv) {
     if (p == std::string::npos) break;
     ++p;
   }
-  printf("%-9s %-4s %3s %8s %10s %10s %10s %8s %8s\n", "config", "dt", "thr", "T", "live", "replay", "backward", "floor",
-         "gfloor");
+  std::vector<int> isas;  // -1: the default (no cap)
+  for (size_t p = 0; p < isa_s.size();) {
+    size_t q = isa_s.find(',', p);
+    std::string v = isa_s.substr(p, q == std::string::npos ? std::string::npos : q - p);
+    isas.push_back(v == "scalar" ? moe::kIsaScalar : v == "avx2" ? moe::kIsaAvx2 : moe::kIsaAvx512);
+    if (q == std::string::npos) break;
+    p = q + 1;
+  }
+  if (isas.empty()) isas.push_back(-1);
+  printf("%-9s %-4s %-6s %3s %8s %10s %10s %10s %8s %8s\n", "config", "dt", "isa", "thr", "T", "live", "replay",
+         "backward", "floor", "gfloor");
   for (const Config& c : kConfigs) {
     if ((std::string(",") + configs_s + ",").find(std::string(",") + c.name + ",") == std::string::npos) continue;
     const int64_t n = tokens * c.experts;
@@ -137,8 +150,15 @@ int main(int argc, char** argv) {
     }
     std::vector<int32_t> idx(tokens * c.k), idx2(tokens * c.k);
     std::vector<float> w(tokens * c.k), w2(tokens * c.k), dw(tokens * c.k, 0.5f), grad(n);
+    // The replay input, on the first thread count: under callgrind (--toggle-collect=moe_route_host) work on
+    // pool workers is not counted, so a 1-thread run must not start with a 2-thread call.
+    moe_set_num_threads(thread_counts[0]);
     moe_route_host(r, logits, dtype, tokens, nullptr, nullptr, idx.data(), w.data(), nullptr, nullptr);
+    std::vector<int32_t> ref_idx;
+    std::vector<float> ref_w, ref_rw;
+    for (int isa : isas)
     for (int th : thread_counts) {
+      const int level = moe::cpu_set_isa_cap(isa);
       moe_set_num_threads(th);
       auto best = [&](auto fn) {
         double b = 1e300;
@@ -160,6 +180,17 @@ int main(int argc, char** argv) {
       })
                                     : 0;
       if (has("replay") && idx2 != idx) printf("  (%s: replay indices differ from live!)\n", c.name);
+      // Every level must give the first level's bits: replay weights, then live indices and weights.
+      if (has("replay")) {
+        if (ref_rw.empty()) ref_rw = w2;
+        else if (memcmp(ref_rw.data(), w2.data(), w2.size() * 4) != 0) printf("  (%s: replay weights MISMATCH)\n", c.name);
+      }
+      if (has("live")) {
+        moe_route_host(r, logits, dtype, tokens, nullptr, nullptr, idx2.data(), w2.data(), nullptr, nullptr);
+        if (ref_idx.empty()) ref_idx = idx2, ref_w = w2;
+        else if (idx2 != ref_idx || memcmp(ref_w.data(), w2.data(), w2.size() * 4) != 0)
+          printf("  (%s: live outputs MISMATCH)\n", c.name);
+      }
       double backward = has("backward") ? best([&] {
         moe_route_backward_host(r, logits, dtype, tokens, idx.data(), dw.data(), nullptr, grad.data());
       })
@@ -184,8 +215,9 @@ int main(int argc, char** argv) {
       double gfl = !has("gfloor") || bf16 || th != 1 ? 0 : best([&] {
         floor_gather(f32.data(), tokens, c.experts, idx.data(), c.k, idx2.data(), w2.data());
       });
-      printf("%-9s %-4s %3d %8lld %10.1f %10.1f %10.1f %8.1f %8.1f\n", c.name, dtype_s.c_str(), th, (long long)tokens,
-             live, replay, backward, fl, gfl);
+      const char* isa_name = level == moe::kIsaAvx512 ? "avx512" : level == moe::kIsaAvx2 ? "avx2" : "scalar";
+      printf("%-9s %-4s %-6s %3d %8lld %10.1f %10.1f %10.1f %8.1f %8.1f\n", c.name, dtype_s.c_str(), isa_name, th,
+             (long long)tokens, live, replay, backward, fl, gfl);
     }
     moe_router_destroy(r);
   }

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Native CPU backend: the per-token math of moe_routing_math.h, multi-threaded over tokens.
+#include <stdlib.h>
+#include <string.h>
+
 #include <algorithm>
 #include <atomic>
 #include <new>
@@ -12,6 +15,11 @@
 #include "moe_internal.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and it then warns about their own
+// "uninitialized" operand when they inline (GCC PR 105593, fixed in 12.3); the pragma covers the header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #define MOE_CPU_AVX2_SIGMOID 1  // AVX2 exp/sigmoid lanes, chosen at run time
 #endif
@@ -148,10 +156,48 @@ __attribute__((target("avx2"))) void exp_shifted_avx2(const float* in, float sub
   for (; i < n; ++i) out[i] = exp_det(in[i] - sub);
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
+}  // namespace
+
+// The widest instruction set the CPU kernels may use: what the CPU has (AVX-512 F/BW/DQ/VL with the OS
+// saving zmm state, which __builtin_cpu_supports checks), capped by MOE_ROUTER_CPU_ISA (scalar, avx2, avx512)
+// at first use and by cpu_set_isa_cap (tests run every path on one machine). Every level gives the same bits.
+static std::atomic<int> g_isa_cap{-1};
+
+static int detected_isa() {
+  static const int isa = !__builtin_cpu_supports("avx2") ? kIsaScalar
+                         : __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+                             ? kIsaAvx512
+                             : kIsaAvx2;
+  return isa;
 }
+
+static int env_isa_cap() {
+  const char* v = getenv("MOE_ROUTER_CPU_ISA");
+  if (!v) return kIsaAvx512;
+  if (!strcmp(v, "scalar")) return kIsaScalar;
+  if (!strcmp(v, "avx2")) return kIsaAvx2;
+  return kIsaAvx512;
+}
+
+int cpu_isa() {
+  int cap = g_isa_cap.load(std::memory_order_relaxed);
+  if (cap < 0) {
+    static const int from_env = env_isa_cap();
+    cap = from_env;
+  }
+  return std::min(cap, detected_isa());
+}
+
+int cpu_set_isa_cap(int cap) {
+  g_isa_cap.store(cap < 0 ? -1 : std::min(cap, (int)kIsaAvx512), std::memory_order_relaxed);
+  return cpu_isa();
+}
+
+namespace {
+
+bool cpu_has_avx2() { return cpu_isa() >= kIsaAvx2; }
+bool cpu_has_avx512() { return cpu_isa() >= kIsaAvx512; }
 
 // Lane numbers of the set bits of an 8-bit mask, packed one per byte, lowest first: the shuffle that
 // compresses the selected lanes of a vector to its front (AVX2 has no vpcompressd).
@@ -790,7 +836,8 @@ struct RouteCtx {
   int32_t* out_idx;
   float* out_w;
   uint8_t* out_flags;
-  int fused;  // fused_lanes, for live calls
+  int fused;     // fused_lanes, for live calls
+  int replay16;  // replay calls: the KP (8 or 16) of replay_rows_avx512, 0 when it is not used
   std::atomic<int64_t> nonfinite{0};
 };
 
@@ -991,6 +1038,212 @@ inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8
     if ((mask && mask[t + r] == 0) || replay[(t + r) * p.k] == -1) return false;
   return true;
 }
+
+// Rows fetched ahead by the AVX-512 replay kernel: two blocks.
+constexpr int64_t kLanesAhead16 = 32;
+
+// The AVX-512 kernels (F, BW, DQ, VL): 16 rows per block, the AVX2 kernels' operations in their order on
+// twice the lanes, with mask registers for the selects, the lane tests and the partial loads and stores.
+#define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+// exp_det on 16 lanes (exp_det_lanes' operations; blends on compare masks).
+MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
+  const __m512 hi = _mm512_set1_ps(88.72283935546875f), lo = _mm512_set1_ps(-103.97208404541015625f);
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  const __mmask16 above = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
+  __m512 xc = _mm512_mask_blend_ps(above, x, hi);
+  xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(xc, lo, _CMP_LT_OQ), xc, lo);
+  xc = _mm512_mask_blend_ps(nan, xc, zero);
+  const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269502162933349609375f)), _mm512_set1_ps(0.5f));
+  const __m512 tr = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(t));
+  const __m512 nf = _mm512_mask_sub_ps(tr, _mm512_cmp_ps_mask(tr, t, _CMP_GT_OQ), tr, one);
+  __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(nf, _mm512_set1_ps(0.693359375f)));
+  r = _mm512_sub_ps(r, _mm512_mul_ps(nf, _mm512_set1_ps(-2.12194440e-4f)));
+  const __m512 z = _mm512_mul_ps(r, r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+  __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), one);
+  const __m512i ni = _mm512_cvttps_epi32(nf);
+  const __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512i bias127 = _mm512_set1_epi32(127);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias127), 23)));
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias127), 23)));
+  y = _mm512_mask_blend_ps(above, y, _mm512_set1_ps(bits_to_float(0x7f800000u)));
+  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), y, zero);
+  return _mm512_mask_blend_ps(nan, y, x);
+}
+
+// log_det_lanes on 16 lanes.
+MOE_AVX512 inline __m512 log_det_lanes16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512i b = _mm512_castps_si512(x);
+  __m512i e = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 23), _mm512_set1_epi32(0xff)),
+                               _mm512_set1_epi32(126));
+  __m512 m = _mm512_castsi512_ps(
+      _mm512_or_si512(_mm512_and_si512(b, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x3f000000)));
+  const __mmask16 low = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm512_mask_sub_epi32(e, low, e, _mm512_set1_epi32(1));
+  m = _mm512_mask_blend_ps(low, _mm512_sub_ps(m, one), _mm512_sub_ps(_mm512_add_ps(m, m), one));
+  const __m512 z = _mm512_mul_ps(m, m);
+  __m512 y = _mm512_set1_ps(7.0376836292e-2f);
+  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1514610310e-1f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1676998740e-1f));
+  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.2420140846e-1f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.4249322787e-1f));
+  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.6668057665e-1f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.0000714765e-1f));
+  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.4999993993e-1f));
+  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(3.3333331174e-1f));
+  y = _mm512_mul_ps(y, m);
+  y = _mm512_mul_ps(y, z);
+  const __m512 fe = _mm512_cvtepi32_ps(e);
+  y = _mm512_add_ps(y, _mm512_mul_ps(fe, _mm512_set1_ps(-2.12194440e-4f)));
+  y = _mm512_sub_ps(y, _mm512_mul_ps(_mm512_set1_ps(0.5f), z));
+  const __m512 r = _mm512_add_ps(m, y);
+  return _mm512_add_ps(r, _mm512_mul_ps(fe, _mm512_set1_ps(0.693359375f)));
+}
+
+// sqrtsoftplus_lanes on 16 lanes.
+MOE_AVX512 inline __m512 sqrtsoftplus_lanes16(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 y = exp_det_lanes16(x);
+  const __m512 u = _mm512_add_ps(one, y);
+  const __m512 l1p = _mm512_add_ps(log_det_lanes16(u), _mm512_div_ps(_mm512_sub_ps(y, _mm512_sub_ps(u, one)), u));
+  return _mm512_sqrt_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(20.0f), _CMP_GT_OQ), l1p, x));
+}
+
+// transpose8_ps on both 256-bit halves of t: t[i] lane j <-> t[j] lane i within lanes 0-7, and within 8-15.
+MOE_AVX512 inline void transpose8x2_ps(__m512* t) {
+  const __m512 a0 = _mm512_unpacklo_ps(t[0], t[1]), a1 = _mm512_unpackhi_ps(t[0], t[1]);
+  const __m512 a2 = _mm512_unpacklo_ps(t[2], t[3]), a3 = _mm512_unpackhi_ps(t[2], t[3]);
+  const __m512 a4 = _mm512_unpacklo_ps(t[4], t[5]), a5 = _mm512_unpackhi_ps(t[4], t[5]);
+  const __m512 a6 = _mm512_unpacklo_ps(t[6], t[7]), a7 = _mm512_unpackhi_ps(t[6], t[7]);
+  const __m512 b0 = _mm512_shuffle_ps(a0, a2, 0x44), b1 = _mm512_shuffle_ps(a0, a2, 0xee);
+  const __m512 b2 = _mm512_shuffle_ps(a1, a3, 0x44), b3 = _mm512_shuffle_ps(a1, a3, 0xee);
+  const __m512 b4 = _mm512_shuffle_ps(a4, a6, 0x44), b5 = _mm512_shuffle_ps(a4, a6, 0xee);
+  const __m512 b6 = _mm512_shuffle_ps(a5, a7, 0x44), b7 = _mm512_shuffle_ps(a5, a7, 0xee);
+  // 128-bit blocks: lo = (x.0, y.0, x.2, y.2), hi = (x.1, y.1, x.3, y.3) (16 + block for the second source).
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  t[0] = _mm512_permutex2var_ps(b0, lo, b4);
+  t[1] = _mm512_permutex2var_ps(b1, lo, b5);
+  t[2] = _mm512_permutex2var_ps(b2, lo, b6);
+  t[3] = _mm512_permutex2var_ps(b3, lo, b7);
+  t[4] = _mm512_permutex2var_ps(b0, hi, b4);
+  t[5] = _mm512_permutex2var_ps(b1, hi, b5);
+  t[6] = _mm512_permutex2var_ps(b2, hi, b6);
+  t[7] = _mm512_permutex2var_ps(b3, hi, b7);
+}
+
+// The contiguous [16, k] int block at src as KP vectors of 16 lanes, x[j] lane r = src[r * k + j] (j < k;
+// x[j] for j >= k unset). Row r's 8 ints from j0 go to the low half of vector r % 8 when r < 8, else to its
+// high half, then both halves are transposed at once. Loads are masked to the block (it may end the array).
+template <int KP>
+MOE_AVX512 inline void load_block16(const int32_t* src, int k, __m512* x) {
+  for (int j0 = 0; j0 < KP; j0 += 8) {
+    if (j0 >= k) break;
+    const __mmask8 own = (__mmask8)((k - j0 >= 8) ? 0xff : (1u << (k - j0)) - 1);
+    __m512 t[8];
+    for (int r = 0; r < 8; ++r) {
+      const int32_t* a = src + r * k + j0;
+      const int32_t* b = src + (r + 8) * k + j0;
+      const __m256i lo = _mm256_loadu_si256((const __m256i*)a);  // inside the block: r * k + j0 + 8 <= 16 k
+      const __m256i hi = (r + 8) * k + j0 + 8 <= 16 * k ? _mm256_loadu_si256((const __m256i*)b)
+                                                         : _mm256_maskz_loadu_epi32(own, b);
+      t[r] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+    }
+    transpose8x2_ps(t);
+    for (int j = 0; j < 8; ++j) x[j0 + j] = t[j];
+  }
+}
+
+// replay_rows8_avx2 on 16 rows (one row per lane): the same operations in the same order. Rows [t, t + 16)
+// must be replayed rows (mask 1, not -1) of a validated call, fp32, or bf16 with t > 0. Returns the rows
+// with a non-finite logit among their k, or -1 when a row of the block is not a replayed row (-1 row or
+// mask 0), with nothing written.
+template <int DT, int KP>
+MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t row_bytes, const int32_t* src,
+                                    const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags) {
+  const int k = p.k;
+  __m512 x[KP];
+  load_block16<KP>(src, k, x);
+  // A -1 row is all -1 (validated): its first index decides, as plan_row's does.
+  __mmask16 skip = _mm512_cmpeq_epi32_mask(_mm512_castps_si512(x[0]), _mm512_set1_epi32(-1));
+  if (mask) skip |= _mm_cmpeq_epi8_mask(_mm_loadu_si128((const __m128i*)mask), _mm_setzero_si128());
+  if (skip) return -1;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i at_row = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)(row_bytes / (DT == MOE_DTYPE_F32 ? 4 : 2))));
+  const __m512i expo = _mm512_set1_epi32(0x7f800000);
+  __mmask16 bad = 0;
+  for (int j = 0; j < KP; ++j) {
+    if (j >= k) break;
+    const __m512i e = _mm512_add_epi32(at_row, _mm512_castps_si512(x[j]));
+    __m512i bits;
+    if (DT == MOE_DTYPE_F32)
+      bits = _mm512_i32gather_epi32(e, rows, 4);
+    else
+      bits = _mm512_and_si512(_mm512_i32gather_epi32(e, rows - 2, 2), _mm512_set1_epi32((int)0xffff0000u));
+    bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, expo), expo);
+    x[j] = _mm512_castsi512_ps(bits);
+  }
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  __m512 sum = zero;
+  if (p.post_softmax()) {
+    __m512 m = _mm512_set1_ps(bits_to_float(0xff800000u));
+    for (int j = 0; j < KP; ++j)
+      if (j < k) m = _mm512_max_ps(x[j], m);  // x > m ? x : m, as the scalar loop
+    for (int j = 0; j < KP; ++j)
+      if (j < k) x[j] = exp_det_lanes16(_mm512_sub_ps(x[j], m));
+    for (int j = 0; j < KP; ++j)
+      if (j < k) sum = _mm512_add_ps(sum, x[j]);
+    for (int j = 0; j < KP; ++j)
+      if (j < k) x[j] = _mm512_div_ps(x[j], sum);
+  } else {
+    if (p.score_fn == MOE_SCORE_SIGMOID) {
+      const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+      for (int j = 0; j < KP; ++j)
+        if (j < k)
+          x[j] = _mm512_div_ps(
+              one, _mm512_add_ps(one, exp_det_lanes16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x[j]), sign)))));
+    } else {
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = sqrtsoftplus_lanes16(x[j]);
+    }
+    if (p.normalize) {
+      for (int j = 0; j < KP; ++j)
+        if (j < k) sum = _mm512_add_ps(sum, x[j]);
+      sum = _mm512_add_ps(sum, _mm512_set1_ps(kSigmoidNormEps));
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = _mm512_div_ps(x[j], sum);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(p.scale);
+  const __mmask16 keep = p.nonfinite == MOE_NONFINITE_ZERO ? (__mmask16)~bad : (__mmask16)0xffff;
+  for (int j = 0; j < KP; ++j) x[j] = j < k ? _mm512_maskz_mul_ps(keep, x[j], scale) : zero;
+  // Back to rows: vector r of a transposed j block holds row r's 8 weights (low half) and row r + 8's (high).
+  for (int j0 = 0; j0 < KP; j0 += 8) {
+    if (j0 >= k) break;
+    const __mmask8 own = (__mmask8)((k - j0 >= 8) ? 0xff : (1u << (k - j0)) - 1);
+    transpose8x2_ps(x + j0);
+    for (int r = 0; r < 8; ++r) {
+      _mm256_mask_storeu_ps(out_w + r * k + j0, own, _mm512_castps512_ps256(x[j0 + r]));
+      _mm256_mask_storeu_ps(out_w + (r + 8) * k + j0, own, _mm512_extractf32x8_ps(x[j0 + r], 1));
+    }
+  }
+  if (src != out_idx) {  // the [16, k] index block is contiguous: k vectors of 16
+    for (int v = 0; v < KP; ++v)
+      if (v < k) _mm512_storeu_si512(out_idx + 16 * v, _mm512_loadu_si512(src + 16 * v));
+  }
+  if (out_flags) _mm_storeu_si128((__m128i*)out_flags, _mm_maskz_set1_epi8(bad, 1));
+  return __builtin_popcount((unsigned)bad);
+}
+
 #endif
 
 // Rows [t0, t1) of a call, any configuration; returns the rows flagged non-finite.
@@ -1058,10 +1311,48 @@ MOE_CPU_CLONES int64_t route_rows_general(RouteCtx& c, int64_t t0, int64_t t1) {
 }
 
 #if MOE_CPU_AVX2_SIGMOID
+// Rows [t0, t1) of a replay call on the AVX-512 kernel, 16 rows a block; blocks it does not take (a -1 or
+// masked-out row, bf16 row 0) and the last rows go to route_rows_general. Returns the non-finite rows.
+template <int DT, int KP>
+MOE_AVX512 int64_t replay_rows_avx512(RouteCtx& c, int64_t t0, int64_t t1) {
+  const Params& p = *c.p;
+  const int k = p.k;
+  const size_t es = DT == MOE_DTYPE_F32 ? 4 : 2;
+  int64_t nonfinite = 0;
+  // Fetch the logits kLanesAhead16 rows ahead: every line of short rows (a row's k logits touch most of
+  // them), the k lines the indices name in long rows (junk indices of rows the kernel declines fetch junk;
+  // a prefetch never faults). The 16-row gathers defeat the hardware prefetchers.
+  auto fetch = [&](int64_t b) {
+    const char* r0 = c.logits + b * c.row_bytes;
+    if (c.row_bytes <= 512) {
+      for (size_t o = 0; o < 16 * c.row_bytes; o += 64) __builtin_prefetch(r0 + o);
+    } else {
+      const int32_t* idx = c.replay + b * k;
+      for (int r = 0; r < 16; ++r)
+        for (int j = 0; j < k; ++j) __builtin_prefetch(r0 + r * c.row_bytes + (size_t)idx[r * k + j] * es);
+    }
+  };
+  for (int64_t b = t0; b < t0 + kLanesAhead16 && b + 16 <= t1; b += 16) fetch(b);
+  int64_t t = t0;
+  for (; t + 16 <= t1; t += 16) {
+    if (t + kLanesAhead16 + 16 <= t1) fetch(t + kLanesAhead16);
+    int n = -1;
+    if (DT == MOE_DTYPE_F32 || t > 0)
+      n = replay_rows16_avx512<DT, KP>(p, c.logits + t * c.row_bytes, c.row_bytes, c.replay + t * k,
+                                       c.mask ? c.mask + t : nullptr, c.out_idx + t * k, c.out_w + t * k,
+                                       c.out_flags ? c.out_flags + t : nullptr);
+    nonfinite += n >= 0 ? n : route_rows_general<DT>(c, t, t + 16);
+  }
+  if (t < t1) nonfinite += route_rows_general<DT>(c, t, t1);
+  return nonfinite;
+}
+#endif
+
+#if MOE_CPU_AVX2_SIGMOID
 bool cpu_has_fused() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
                           __builtin_cpu_supports("popcnt");
-  return has;
+  return has && cpu_has_avx2();
 }
 
 // Live softmax-post rows: softmax_post_select_avx2 per row (A: its lanes per 8), then the weights of 8
@@ -1125,7 +1416,11 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
   RouteCtx& c = *static_cast<RouteCtx*>(vctx);
   int64_t nonfinite;
 #if MOE_CPU_AVX2_SIGMOID
-  if (c.fused == 1)
+  if (DT != MOE_DTYPE_F16 && c.replay16 == 8)
+    nonfinite = replay_rows_avx512<DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT, 8>(c, t0, t1);
+  else if (DT != MOE_DTYPE_F16 && c.replay16 == 16)
+    nonfinite = replay_rows_avx512<DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT, 16>(c, t0, t1);
+  else if (c.fused == 1)
     nonfinite = softmax_post_rows_avx2<DT, 1>(c, t0, t1);
   else if (c.fused == 2)
     nonfinite = softmax_post_rows_avx2<DT, 2>(c, t0, t1);
@@ -1396,6 +1691,11 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
   c.out_w = out_w;
   c.out_flags = out_flags;
   c.fused = replay_idx ? 0 : fused_lanes(p);
+  c.replay16 = 0;
+#if MOE_CPU_AVX2_SIGMOID
+  if (replay_idx && dtype != MOE_DTYPE_F16 && !p.needs_full_row() && p.k <= kReplayLanesMaxK && cpu_has_avx512())
+    c.replay16 = p.k <= 8 ? 8 : 16;
+#endif
   CpuPool::Body body = dtype == MOE_DTYPE_F32    ? route_rows<MOE_DTYPE_F32>
                        : dtype == MOE_DTYPE_BF16 ? route_rows<MOE_DTYPE_BF16>
                                                  : route_rows<MOE_DTYPE_F16>;

@@ -65,6 +65,10 @@ void cpu_router_release(moe_router* r);
 int cpu_set_threads(moe_router* r, int threads);
 int cpu_set_num_threads(int threads);  // the process-wide pool; threads >= 0, 0 = usable CPUs
 int cpu_num_threads();
+// The CPU kernels' instruction set (moe_cpu.cpp): the CPU's, capped by MOE_ROUTER_CPU_ISA and cpu_set_isa_cap.
+enum { kIsaScalar = 0, kIsaAvx2 = 1, kIsaAvx512 = 2 };
+int cpu_isa();
+int cpu_set_isa_cap(int cap);  // -1: no cap (the environment's); returns the level now in use
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
               int64_t* out_nonfinite);

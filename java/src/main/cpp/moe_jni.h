@@ -161,6 +161,13 @@ static inline int64_t moe_jni_test_fpenv_call(int64_t h, int mode, int backward,
 #endif
 }
 
+// Test hook (CpuIsaLevelsTest): caps the CPU kernels' instruction set (0 scalar, 1 AVX2, 2 AVX-512; -1 no cap:
+// what the CPU has, capped by MOE_ROUTER_CPU_ISA) for the whole process; returns the level now in use.
+namespace moe {
+int cpu_set_isa_cap(int cap);
+}
+static inline int moe_jni_test_cpu_isa(int cap) { return moe::cpu_set_isa_cap(cap); }
+
 // Memory floors of the benchmarks (CpuGoalsBenchmark, docs/cpu-design.md): the least any router can do.
 // Live: read every logit byte (an OR over 64-bit words, which the compiler vectorises) and write `outs`
 // indices and weights. Replay: read the k logits each replay row names, the row of indices itself, and

@@ -250,6 +250,12 @@ final class RouterNative {
   @NoException static native long moe_jni_floor_gather(@Cast("const float*") long logits, long tokens, int experts,
       @Cast("const int32_t*") long idx, int k, @Cast("int32_t*") long outIdx, @Cast("float*") long outWeights);
 
+  /**
+   * Test hook (CpuIsaLevelsTest): caps the CPU kernels' instruction set for the process (0 scalar, 1 AVX2, 2 AVX-512,
+   * -1 no cap); returns the level now in use.
+   */
+  @NoException static native int moe_jni_test_cpu_isa(int cap);
+
   /** Test hook (FpEnvTest): a host route/backward from a thread with FTZ (mode 1) and/or DAZ (mode 2) set. */
   @NoException @CriticalRegion static native long moe_jni_test_fpenv_call(long handle, int mode, int backward,
       @Cast("const void*") float[] logits, int dtype, long tokens, @Cast("const int32_t*") int[] replayIdx,
