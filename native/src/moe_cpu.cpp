@@ -4,8 +4,10 @@
 #include <string.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <new>
+#include <utility>
 #if defined(__linux__)
 #include <sched.h>
 #endif
@@ -1522,11 +1524,55 @@ __attribute__((target("avx2"))) int64_t first_unclear_row(const int32_t* idx, in
   }
   return t1;
 }
+
+// first_unclear_row on 16 rows a block, for k = K exactly: the block's indices transposed to one vector per
+// j (load_block16), then every lane's range (one unsigned compare: -1 and other negatives are out of range too)
+// and every pair i < j, each a compare under the mask of the lanes still clear. Returns the first row that
+// needs the exact scalar check, or the first row of the last (fewer than 16) rows when none does.
+template <int K>
+MOE_AVX512 int64_t first_unclear_row16(const int32_t* idx, int64_t t0, int64_t t1, int experts) {
+  constexpr int KP = K <= 8 ? 8 : 16;
+  const __m512i hi = _mm512_set1_epi32(experts);
+  int64_t t = t0;
+  for (; t + 16 <= t1; t += 16) {
+    __m512 f[KP];
+    load_block16<KP>(idx + t * K, K, f);
+    __m512i x[K];
+    for (int j = 0; j < K; ++j) x[j] = _mm512_castps_si512(f[j]);
+    __mmask16 ok = 0xffff;
+    for (int j = 0; j < K; ++j) ok = _mm512_mask_cmplt_epu32_mask(ok, x[j], hi);
+    for (int i = 0; i < K; ++i)
+      for (int j = i + 1; j < K; ++j) ok = _mm512_mask_cmpneq_epi32_mask(ok, x[i], x[j]);
+    if (ok != 0xffff) return t + __builtin_ctz(~(unsigned)ok);
+  }
+  return t;
+}
+
+using FirstUnclear16 = int64_t (*)(const int32_t*, int64_t, int64_t, int);
+
+template <int... K>
+constexpr std::array<FirstUnclear16, sizeof...(K)> first_unclear16_table(std::integer_sequence<int, K...>) {
+  return {{&first_unclear_row16<K + 1>...}};
+}
+// first_unclear_row16<k> for k = 1..16 (index k - 1).
+const std::array<FirstUnclear16, 16> kFirstUnclear16 = first_unclear16_table(std::make_integer_sequence<int, 16>{});
 #endif
 
 void validate_rows(void* vctx, int64_t t0, int64_t t1) {
   ValidateCtx& c = *static_cast<ValidateCtx*>(vctx);
 #if MOE_CPU_AVX2_SIGMOID
+  if (c.k <= 16 && cpu_has_avx512()) {
+    const FirstUnclear16 first = kFirstUnclear16[c.k - 1];
+    for (;; ++t0) {
+      t0 = first(c.idx, t0, t1, c.experts);
+      if (t0 + 16 > t1) break;  // the last rows: the AVX2 test below
+      int reason;
+      if (first_bad_row(c.idx + t0 * c.k, c.mask ? c.mask + t0 : nullptr, 1, c.k, c.experts, &reason, c.minus_one_ok) == 0) {
+        atomic_min(c.first_bad, t0);
+        return;
+      }
+    }
+  }
   if (c.k <= 16 && cpu_has_avx2()) {
     for (int64_t t = t0;; ++t) {
       t = c.k <= 8 ? first_unclear_row<false>(c.idx, t, t1, c.k, c.experts)
