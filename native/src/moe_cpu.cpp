@@ -1041,8 +1041,8 @@ inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8
   return true;
 }
 
-// Rows fetched ahead by the AVX-512 replay kernel: two blocks.
-constexpr int64_t kLanesAhead16 = 32;
+// Rows fetched ahead by the AVX-512 replay kernel: one block (16, 32 and 64 measured the same at T = 65536).
+constexpr int64_t kLanesAhead16 = 16;
 
 // The AVX-512 kernels (F, BW, DQ, VL): 16 rows per block, the AVX2 kernels' operations in their order on
 // twice the lanes, with mask registers for the selects, the lane tests and the partial loads and stores.
@@ -1229,15 +1229,20 @@ MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t ro
   const __mmask16 keep = p.nonfinite == MOE_NONFINITE_ZERO ? (__mmask16)~bad : (__mmask16)0xffff;
   for (int j = 0; j < KP; ++j) x[j] = j < k ? _mm512_maskz_mul_ps(keep, x[j], scale) : zero;
   // Back to rows: vector r of a transposed j block holds row r's 8 weights (low half) and row r + 8's (high).
-  for (int j0 = 0; j0 < KP; j0 += 8) {
-    if (j0 >= k) break;
-    const __mmask8 own = (__mmask8)((k - j0 >= 8) ? 0xff : (1u << (k - j0)) - 1);
-    transpose8x2_ps(x + j0);
-    for (int r = 0; r < 8; ++r) {
-      _mm256_mask_storeu_ps(out_w + r * k + j0, own, _mm512_castps512_ps256(x[j0 + r]));
-      _mm256_mask_storeu_ps(out_w + (r + 8) * k + j0, own, _mm512_extractf32x8_ps(x[j0 + r], 1));
+  // Stored row by row, full vectors: a row's vector past its k (junk) lands on the next rows' weights, which
+  // their stores then overwrite; only a vector that would leave the block is masked. (Masked stores of every
+  // row measured 2-3x slower once the outputs no longer fit in L2: T = 65536, e64k6 and e128k8.)
+  for (int j0 = 0; j0 < KP; j0 += 8)
+    if (j0 < k) transpose8x2_ps(x + j0);
+  for (int r = 0; r < 16; ++r)
+    for (int j0 = 0; j0 < KP; j0 += 8) {
+      if (j0 >= k) break;
+      const __m256 v = r < 8 ? _mm512_castps512_ps256(x[j0 + r]) : _mm512_extractf32x8_ps(x[j0 + r - 8], 1);
+      if (r * k + j0 + 8 > 16 * k)
+        _mm256_mask_storeu_ps(out_w + r * k + j0, (__mmask8)((1u << (k - j0)) - 1), v);
+      else
+        _mm256_storeu_ps(out_w + r * k + j0, v);
     }
-  }
   if (src != out_idx) {  // the [16, k] index block is contiguous: k vectors of 16
     for (int v = 0; v < KP; ++v)
       if (v < k) _mm512_storeu_si512(out_idx + 16 * v, _mm512_loadu_si512(src + 16 * v));
