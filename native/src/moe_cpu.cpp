@@ -441,7 +441,7 @@ __attribute__((target("avx2,f16c"), always_inline)) inline __m256i load_bits8(co
 
 // Per-thread scratch of softmax_post_select_avx2.
 struct PostScratch {
-  alignas(32) int32_t key[MOE_MAX_EXPERTS];
+  alignas(64) int32_t key[MOE_MAX_EXPERTS];  // 64: softmax_post_select16's vectors
   Candidates cand;
   alignas(32) int32_t rank[kMaxCandidates];
   int nc;
@@ -840,6 +840,7 @@ struct RouteCtx {
   uint8_t* out_flags;
   int fused;     // fused_lanes, for live calls
   int replay16;  // replay calls: the KP (8 or 16) of replay_rows_avx512, 0 when it is not used
+  bool live16;   // live calls of a fused router: softmax_post_rows_avx512 (E a multiple of 16)
   std::atomic<int64_t> nonfinite{0};
 };
 
@@ -1046,7 +1047,7 @@ constexpr int64_t kLanesAhead16 = 16;
 
 // The AVX-512 kernels (F, BW, DQ, VL): 16 rows per block, the AVX2 kernels' operations in their order on
 // twice the lanes, with mask registers for the selects, the lane tests and the partial loads and stores.
-#define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+#define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,f16c,popcnt")))
 
 // exp_det on 16 lanes (exp_det_lanes' operations; blends on compare masks).
 MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
@@ -1356,6 +1357,51 @@ MOE_AVX512 int64_t replay_rows_avx512(RouteCtx& c, int64_t t0, int64_t t1) {
 #endif
 
 #if MOE_CPU_AVX2_SIGMOID
+// softmax_post_rows_avx2 with the weights of 16 rows at once on the AVX-512 replay kernel. The selection stays
+// softmax_post_select_avx2's, software-pipelined: an AVX-512 selection (16 lane maxima, the candidates
+// compressed and expanded into one vector, ranks over its 15 rotations) measured 5-20% slower on Zen 4 (a
+// longer dependency chain per row, and more than 16 candidates at E = 512), so it is not here.
+template <int DT, int A>
+MOE_AVX512 int64_t softmax_post_rows_avx512(RouteCtx& c, int64_t t0, int64_t t1) {
+  const Params& p = *c.p;
+  const int k = p.k;
+  PostScratch s[2];
+  int64_t nonfinite = 0;
+  for (int64_t t = t0; t < t1; t += 16) {
+    const int n = t1 - t < 16 ? (int)(t1 - t) : 16;
+    unsigned ok = 0;
+    for (int r = 0; r < n; ++r) {
+      ok |= (unsigned)softmax_post_select_avx2<DT, A>(c.logits + (t + r) * c.row_bytes, p.experts, k, s[r & 1]) << r;
+      if (r > 0 && ((ok >> (r - 1)) & 1)) softmax_post_rank_avx2(s[(r - 1) & 1], k, c.out_idx + (t + r - 1) * k);
+    }
+    if ((ok >> (n - 1)) & 1) softmax_post_rank_avx2(s[(n - 1) & 1], k, c.out_idx + (t + n - 1) * k);
+    for (int r = 0; r < n; ++r)
+      if (!((ok >> r) & 1)) nonfinite += route_rows_general<DT>(c, t + r, t + r + 1);
+    if (ok == 0xffffu && DT != MOE_DTYPE_F16 && (DT == MOE_DTYPE_F32 || t > 0)) {
+      constexpr int D = DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT;
+      if (k <= 8)
+        replay_rows16_avx512<D, 8>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, nullptr,
+                                   c.out_idx + t * k, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
+      else
+        replay_rows16_avx512<D, 16>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, nullptr,
+                                    c.out_idx + t * k, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
+      continue;
+    }
+    for (int r = 0; r < n; ++r) {
+      if (!((ok >> r) & 1)) continue;
+      const int64_t row = t + r;
+      float w[MOE_MAX_TOPK];
+      bool nf = false;
+      weights_cpu(p, RowLoader<DT>{c.logits + row * c.row_bytes}, c.out_idx + row * k, RowSoftmax{0.0f, 1.0f}, w, nf);
+      for (int j = 0; j < k; ++j) c.out_w[row * k + j] = w[j] * p.scale;
+      if (c.out_flags) c.out_flags[row] = 0;
+    }
+  }
+  return nonfinite;
+}
+#endif
+
+#if MOE_CPU_AVX2_SIGMOID
 bool cpu_has_fused() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
                           __builtin_cpu_supports("popcnt");
@@ -1423,7 +1469,11 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
   RouteCtx& c = *static_cast<RouteCtx*>(vctx);
   int64_t nonfinite;
 #if MOE_CPU_AVX2_SIGMOID
-  if (DT != MOE_DTYPE_F16 && c.replay16 == 8)
+  if (c.fused == 1 && c.live16)
+    nonfinite = softmax_post_rows_avx512<DT, 1>(c, t0, t1);
+  else if (c.fused == 2 && c.live16)
+    nonfinite = softmax_post_rows_avx512<DT, 2>(c, t0, t1);
+  else if (DT != MOE_DTYPE_F16 && c.replay16 == 8)
     nonfinite = replay_rows_avx512<DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT, 8>(c, t0, t1);
   else if (DT != MOE_DTYPE_F16 && c.replay16 == 16)
     nonfinite = replay_rows_avx512<DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT, 16>(c, t0, t1);
@@ -1743,6 +1793,7 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
   c.out_flags = out_flags;
   c.fused = replay_idx ? 0 : fused_lanes(p);
   c.replay16 = 0;
+  c.live16 = c.fused != 0 && p.experts % 16 == 0 && cpu_has_avx512();
 #if MOE_CPU_AVX2_SIGMOID
   if (replay_idx && dtype != MOE_DTYPE_F16 && !p.needs_full_row() && p.k <= kReplayLanesMaxK && cpu_has_avx512())
     c.replay16 = p.k <= 8 ? 8 : 16;
