@@ -1082,6 +1082,35 @@ MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
   return _mm512_mask_blend_ps(nan, y, x);
 }
 
+// exp_det_lanes16 for arguments known to be neither NaN nor above 88.72 (softmax post's l - max over finite
+// logits, which is <= 0): the selects for those cases are the identity there, so the result is the same.
+MOE_AVX512 inline __m512 exp_det_lanes16_le0(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-103.97208404541015625f);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  const __m512 xc = _mm512_mask_blend_ps(under, x, lo);
+  const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269502162933349609375f)), _mm512_set1_ps(0.5f));
+  const __m512 tr = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(t));
+  const __m512 nf = _mm512_mask_sub_ps(tr, _mm512_cmp_ps_mask(tr, t, _CMP_GT_OQ), tr, one);
+  __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(nf, _mm512_set1_ps(0.693359375f)));
+  r = _mm512_sub_ps(r, _mm512_mul_ps(nf, _mm512_set1_ps(-2.12194440e-4f)));
+  const __m512 z = _mm512_mul_ps(r, r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+  __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), one);
+  const __m512i ni = _mm512_cvttps_epi32(nf);
+  const __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
+  const __m512i n2 = _mm512_sub_epi32(ni, n1);
+  const __m512i bias127 = _mm512_set1_epi32(127);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias127), 23)));
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias127), 23)));
+  return _mm512_maskz_mov_ps((__mmask16)~under, y);
+}
+
 // log_det_lanes on 16 lanes.
 MOE_AVX512 inline __m512 log_det_lanes16(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -1201,8 +1230,13 @@ MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t ro
     __m512 m = _mm512_set1_ps(bits_to_float(0xff800000u));
     for (int j = 0; j < KP; ++j)
       if (j < k) m = _mm512_max_ps(x[j], m);  // x > m ? x : m, as the scalar loop
-    for (int j = 0; j < KP; ++j)
-      if (j < k) x[j] = exp_det_lanes16(_mm512_sub_ps(x[j], m));
+    if (bad == 0) {  // every gathered logit finite: x - max <= 0, never NaN
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = exp_det_lanes16_le0(_mm512_sub_ps(x[j], m));
+    } else {
+      for (int j = 0; j < KP; ++j)
+        if (j < k) x[j] = exp_det_lanes16(_mm512_sub_ps(x[j], m));
+    }
     for (int j = 0; j < KP; ++j)
       if (j < k) sum = _mm512_add_ps(sum, x[j]);
     for (int j = 0; j < KP; ++j)
