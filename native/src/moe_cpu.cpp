@@ -18,8 +18,8 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and it then warns about their own
-// "uninitialized" operand when they inline (GCC PR 105593, fixed in 12.3); the pragma covers the header.
-#if defined(__GNUC__) && !defined(__clang__)
+// "uninitialized" operand when they inline (GCC PR 105593, fixed in 12.3); set before the header to cover it.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <immintrin.h>
@@ -441,7 +441,7 @@ __attribute__((target("avx2,f16c"), always_inline)) inline __m256i load_bits8(co
 
 // Per-thread scratch of softmax_post_select_avx2.
 struct PostScratch {
-  alignas(64) int32_t key[MOE_MAX_EXPERTS];  // 64: softmax_post_select16's vectors
+  alignas(32) int32_t key[MOE_MAX_EXPERTS];
   Candidates cand;
   alignas(32) int32_t rank[kMaxCandidates];
   int nc;
@@ -1042,7 +1042,8 @@ inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8
   return true;
 }
 
-// Rows fetched ahead by the AVX-512 replay kernel: one block (16, 32 and 64 measured the same at T = 65536).
+// Rows fetched ahead by the AVX-512 replay kernel: one block, the AVX2 kernel's distance in rows (32, 64 and
+// 128 made no difference that the shared machine's noise at T = 65536 let us see).
 constexpr int64_t kLanesAhead16 = 16;
 
 // The AVX-512 kernels (F, BW, DQ, VL): 16 rows per block, the AVX2 kernels' operations in their order on
