@@ -86,6 +86,8 @@ class TrainingPitSurvivorsTest {
       assertArrayEquals(scores, staleScores);
       assertArrayEquals(map, staleMap);
       assertArrayEquals(counts, staleCounts);
+      for (int i = 0; i < t * e; i++)
+        if (i / e != 3) assertTrue(staleScores[i] > 0f, "a valid row's score is positive: " + i);
       for (int i = 0; i < e; i++) {
         assertEquals(0f, staleScores[3 * e + i], "padding row scores");
         assertEquals(0, staleMap[3 * e + i], "padding row map");
@@ -206,6 +208,7 @@ class TrainingPitSurvivorsTest {
 
     assertEquals(d, TokenDropping.of(1.25, DropPolicy.PROBS, true));
     assertEquals(d.hashCode(), TokenDropping.of(1.25, DropPolicy.PROBS, true).hashCode());
+    assertNotEquals(d.hashCode(), TokenDropping.of(1.5, DropPolicy.PROBS, true).hashCode());
     assertNotEquals(d, TokenDropping.of(1.5, DropPolicy.PROBS, true));
     assertNotEquals(d, TokenDropping.of(1.25, DropPolicy.POSITION, true));
     assertNotEquals(d, TokenDropping.of(1.25, DropPolicy.PROBS, false));
@@ -247,6 +250,10 @@ class TrainingPitSurvivorsTest {
     assertNotEquals(all, LossConfig.builder().auxLoss(0.5f).seqAuxLoss(0.5f, 64, SeqLayout.SB).globalAuxLoss(2f).zLoss(1e-3f).build());
     assertNotEquals(all, LossConfig.builder().seqAuxLoss(0.25f, 64, SeqLayout.SB).globalAuxLoss(2f).zLoss(1e-3f).build());
 
+    new LossValues(1);
+    new LossValues(RouterConfig.MAX_EXPERTS);
+    invalid("experts must be in [1, 4096], got 0", () -> new LossValues(0));
+    invalid("experts must be in [1, 4096], got 4097", () -> new LossValues(RouterConfig.MAX_EXPERTS + 1));
     LossValues v = new LossValues(4);
     assertEquals("LossValues{aux=0.0, seqAux=0.0, globalAux=0.0, z=0.0, validTokens=0}", v.toString());
   }
