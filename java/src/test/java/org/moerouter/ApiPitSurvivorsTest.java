@@ -145,6 +145,7 @@ class ApiPitSurvivorsTest {
     c.put("expertBias", r -> r.expertBias());
     c.put("setExpertBias", r -> r.setExpertBias(new float[E]));
     // CUDA only: a JAVA router says so, after counting the call in.
+    c.put("checkReplay", r -> r.checkReplay());  // a no-op off CUDA, but a counted call
     c.put("routeDevice", r -> r.routeDevice(0, LogitsType.FP32, 0, 0, 0, 0, 0, 0, 0));
     c.put("routeDevice flags", r -> r.routeDevice(0, LogitsType.FP32, 0, 0, 0, 0, 0, 0, 0, 0));
     c.put("backwardDevice", r -> r.backwardDevice(0, LogitsType.FP32, 0, 0, 0, 0, 0));
