@@ -240,6 +240,15 @@ class ApiPitSurvivorsTest {
       invalid("logits", () -> r.zLoss(Arrays.copyOf(l, T * E - 1), T, 0.1f, null));
       invalid("gradLogits", () -> r.zLoss(l, T, 0.1f, s1));
       invalid("tokens must be >= 0, got -1", () -> r.zLoss(l, -1, 0.1f, null));
+      invalid("BF16 or FP16", () -> r.auxLoss(h, LogitsType.FP32, T, 0.1f, null, null, null, null));
+      invalid("logits", () -> r.auxLoss(Arrays.copyOf(h, T * E - 1), LogitsType.BF16, T, 0.1f, null, null, null, null));
+      invalid("BF16 or FP16", () -> r.zLoss(h, LogitsType.FP32, T, 0.1f, null));
+      invalid("logits", () -> r.zLoss(Arrays.copyOf(h, T * E - 1), LogitsType.BF16, T, 0.1f, null));
+      float[] lh = new float[T * E];
+      for (int i = 0; i < lh.length; i++) lh[i] = JavaRouting.bf16ToFloat(h[i]);
+      assertEquals(r.auxLoss(lh, T, 0.1f, null, null, null, null), r.auxLoss(h, LogitsType.BF16, T, 0.1f, null, null, null, null));
+      assertEquals(r.zLoss(lh, T, 0.1f, null), r.zLoss(h, LogitsType.BF16, T, 0.1f, null));
+      assertTrue(r.zLoss(h, LogitsType.BF16, T, 0.1f, null) > 0f);
 
       invalid("tokens must be >= 0, got -1", () -> r.validTokens(l, -1, null, new byte[T]));
       invalid("paddingMask", () -> r.validTokens(l, T, new byte[T - 1], new byte[T]));
