@@ -18,6 +18,8 @@
 //
 //   moe_check [--quick] [--seed N] [--verbose] [--goldens DIR]... [--only SECTION[,SECTION...]]
 
+#include <algorithm>
+
 #include "check_support.h"
 
 using namespace check;
@@ -27,12 +29,19 @@ namespace {
 // Invalid replay rows (T: 250 or 300, either side of the one-block validation's 256 rows; the planted
 // rows are below 250): device calls write nothing and report through check_replay; host calls
 // fail at once with the CPU backend's message; masked-out bad rows are accepted. Rows of -1: all -1
-// is invalid under REJECT, a row mixing -1 and experts under every policy.
+// is invalid under REJECT (valid under LIVE and ARANGE: row 60 then), a row mixing -1 and experts under every policy.
 void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream, int64_t T) {
   Routers r(c, rng);
   const int E = c.E, k = c.k;
   std::vector<uint8_t> logits = make_logits(rng, T, E, MOE_DTYPE_F32, 0);
   std::vector<int32_t> rep = random_replay(rng, T, E, k);
+  // A row of -1 is valid under LIVE and ARANGE: the validation (one block or several) must pass over it and
+  // report the later bad row, and the valid calls below route it.
+  // The backward takes routed indices, where -1 is out of range: it gets the row as drawn.
+  const int64_t skipped_minus_row = 60;
+  const std::vector<int32_t> drawn = rep;
+  if (c.minus_one != MOE_MINUS_ONE_REJECT)
+    for (int j = 0; j < k; ++j) rep[skipped_minus_row * k + j] = -1;
   const std::vector<int32_t> rep_ok = rep;
   const int64_t dup_row = 123, oor_row = 200, minus_row = 150;
   if (k >= 2) rep[dup_row * k + k - 1] = rep[dup_row * k];
@@ -49,10 +58,14 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream, i
   }
   DBuf<uint8_t> d_logits(logits.size());
   d_logits.up(logits.data());
-  DBuf<int32_t> d_rep(rep.size()), d_idx(rep.size());
+  std::vector<int32_t> rep_bw = rep;
+  std::copy(drawn.begin() + skipped_minus_row * k, drawn.begin() + (skipped_minus_row + 1) * k,
+            rep_bw.begin() + skipped_minus_row * k);
+  DBuf<int32_t> d_rep(rep.size()), d_rep_bw(rep.size()), d_idx(rep.size());
   DBuf<float> d_w(rep.size()), d_grad((size_t)T * E), d_dw(rep.size());
   DBuf<int64_t> d_nf(1);
   d_rep.up(rep.data());
+  d_rep_bw.up(rep_bw.data());
   d_idx.poison();
   d_w.poison();
   d_nf.poison();
@@ -63,7 +76,7 @@ void check_invalid(const Config& c, std::mt19937_64& rng, cudaStream_t stream, i
   CK(cudaDeviceSynchronize());  // cudaMemset is asynchronous; the legacy stream does not order `stream`
   ++g_checks;
   MK(moe_route(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, nullptr, d_idx.p, d_w.p, nullptr, d_nf.p, stream));
-  MK(moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep.p, d_dw.p, d_flags.p, d_grad.p, stream));
+  MK(moe_route_backward(r.gpu, d_logits.p, MOE_DTYPE_F32, T, d_rep_bw.p, d_dw.p, d_flags.p, d_grad.p, stream));
   CK(cudaStreamSynchronize(stream));
   for (int32_t v : d_idx.down())
     if (v != -1) {
