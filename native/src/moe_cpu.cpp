@@ -1050,15 +1050,10 @@ constexpr int64_t kLanesAhead16 = 16;
 // twice the lanes, with mask registers for the selects, the lane tests and the partial loads and stores.
 #define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,f16c,popcnt")))
 
-// exp_det on 16 lanes (exp_det_lanes' operations; blends on compare masks).
-MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
-  const __m512 hi = _mm512_set1_ps(88.72283935546875f), lo = _mm512_set1_ps(-103.97208404541015625f);
-  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  const __mmask16 above = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
-  __m512 xc = _mm512_mask_blend_ps(above, x, hi);
-  xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(xc, lo, _CMP_LT_OQ), xc, lo);
-  xc = _mm512_mask_blend_ps(nan, xc, zero);
+// exp_det's core on 16 lanes: range reduction, polynomial and the two-step scaling of an argument already
+// clamped to [-103.97, 88.72]; the callers add the selects their arguments need.
+MOE_AVX512 inline __m512 exp_det_core16(__m512 xc) {
+  const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269502162933349609375f)), _mm512_set1_ps(0.5f));
   const __m512 tr = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(t));
   const __m512 nf = _mm512_mask_sub_ps(tr, _mm512_cmp_ps_mask(tr, t, _CMP_GT_OQ), tr, one);
@@ -1078,6 +1073,19 @@ MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
   const __m512i bias127 = _mm512_set1_epi32(127);
   y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias127), 23)));
   y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias127), 23)));
+  return y;
+}
+
+// exp_det on 16 lanes (exp_det_lanes' operations; blends on compare masks).
+MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
+  const __m512 hi = _mm512_set1_ps(88.72283935546875f), lo = _mm512_set1_ps(-103.97208404541015625f);
+  const __m512 zero = _mm512_setzero_ps();
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  const __mmask16 above = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
+  __m512 xc = _mm512_mask_blend_ps(above, x, hi);
+  xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(xc, lo, _CMP_LT_OQ), xc, lo);
+  xc = _mm512_mask_blend_ps(nan, xc, zero);
+  __m512 y = exp_det_core16(xc);
   y = _mm512_mask_blend_ps(above, y, _mm512_set1_ps(bits_to_float(0x7f800000u)));
   y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), y, zero);
   return _mm512_mask_blend_ps(nan, y, x);
@@ -1087,28 +1095,9 @@ MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
 // logits, which is <= 0): the selects for those cases are the identity there, so the result is the same.
 MOE_AVX512 inline __m512 exp_det_lanes16_le0(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-103.97208404541015625f);
-  const __m512 one = _mm512_set1_ps(1.0f);
   const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
   const __m512 xc = _mm512_mask_blend_ps(under, x, lo);
-  const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269502162933349609375f)), _mm512_set1_ps(0.5f));
-  const __m512 tr = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(t));
-  const __m512 nf = _mm512_mask_sub_ps(tr, _mm512_cmp_ps_mask(tr, t, _CMP_GT_OQ), tr, one);
-  __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(nf, _mm512_set1_ps(0.693359375f)));
-  r = _mm512_sub_ps(r, _mm512_mul_ps(nf, _mm512_set1_ps(-2.12194440e-4f)));
-  const __m512 z = _mm512_mul_ps(r, r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
-  __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), one);
-  const __m512i ni = _mm512_cvttps_epi32(nf);
-  const __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512i bias127 = _mm512_set1_epi32(127);
-  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias127), 23)));
-  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias127), 23)));
+  __m512 y = exp_det_core16(xc);
   return _mm512_maskz_mov_ps((__mmask16)~under, y);
 }
 
