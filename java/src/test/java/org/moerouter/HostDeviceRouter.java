@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+package org.moerouter;
+
+import java.nio.Buffer;
+import java.nio.ByteBuffer;
+import java.nio.FloatBuffer;
+import java.nio.IntBuffer;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A test double of a CUDA router whose "device memory" is host memory: {@link #routeDevice} logs its
+ * arguments and runs the Java backend's raw-address path on them, so code that drives a CUDA router through
+ * device pointers (the replay layer's {@code routeDevice}: which pointers, which offsets, how many calls)
+ * can be tested on a machine without a GPU. It says nothing about the CUDA kernels themselves
+ * ({@code CudaRouterTest} runs those on a GPU host). Every other call is the Java backend's.
+ */
+public final class HostDeviceRouter extends MoeRouter {
+  /** The arguments of one {@code routeDevice} call. */
+  public static final class Call {
+    public final long logits, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags, nonfiniteRows, stream;
+    public final LogitsType type;
+
+    Call(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx, long outWeights,
+        long outFlags, long nonfiniteRows, long stream) {
+      this.logits = logits;
+      this.type = type;
+      this.tokens = tokens;
+      this.replayIdx = replayIdx;
+      this.replayMask = replayMask;
+      this.outIdx = outIdx;
+      this.outWeights = outWeights;
+      this.outFlags = outFlags;
+      this.nonfiniteRows = nonfiniteRows;
+      this.stream = stream;
+    }
+  }
+
+  private final JavaRouter inner;
+  /** Every {@code routeDevice} call, oldest first. */
+  public final List<Call> calls = new ArrayList<>();
+
+  /**
+   * A router of {@code config} that treats device addresses as host addresses.
+   *
+   * @param config the router's configuration
+   */
+  public HostDeviceRouter(RouterConfig config) {
+    super(config, Backend.JAVA);
+    // Host addresses are read and written through the JNI library (HostMemory).
+    if (!NativeLibrary.loaded()) throw new IllegalStateException("native library: " + NativeLibrary.loadFailure());
+    inner = new JavaRouter(config);
+  }
+
+  @Override
+  void routeDeviceImpl(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
+      long outWeights, long outFlags, long nonfiniteRows, long stream) {
+    calls.add(new Call(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags, nonfiniteRows, stream));
+    long bad = inner.routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
+    // The int64 count as two little-endian ints (every platform the library builds for is little-endian).
+    if (nonfiniteRows != 0) HostMemory.copy(new int[] {(int) bad, (int) (bad >>> 32)}, 2, nonfiniteRows);
+  }
+
+  @Override
+  long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
+      int[] outIdx, float[] outWeights, byte[] outFlags) {
+    return inner.routeArrays(f32, half, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
+  }
+
+  @Override
+  long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
+      IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outFlags) {
+    return inner.routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
+  }
+
+  @Override
+  long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
+      long outWeights, long outFlags) {
+    return inner.routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
+  }
+
+  @Override
+  void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
+      byte[] flags, float[] gradLogits) {
+    inner.backwardArrays(f32, half, type, tokens, idx, gradWeights, flags, gradLogits);
+  }
+
+  @Override
+  void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
+      long gradLogits) {
+    inner.backwardHost(logits, type, tokens, idx, gradWeights, flags, gradLogits);
+  }
+
+  @Override
+  void applyExpertBias(float[] bias) {
+    inner.applyExpertBias(bias);
+  }
+
+  @Override
+  void freeResources() {
+    inner.close();
+  }
+}
