@@ -226,8 +226,10 @@ class ReplayPitSurvivorsTest {
       int[] untouched = new int[T * K];
       Arrays.fill(untouched, -7);
       assertArrayEquals(untouched, idx, "refused before routing");
-      // The same for a layer's own zero-row buffer.
+      // The same for a layer's own zero-row buffer, wherever it starts: zero rows need no room.
       RouterReplay own = reg.layer(L0);
+      own.setRecordBuffer(new int[0], 3, K, 0);
+      own.setRecordBuffer(new int[4], 9, K + 1, 0);
       own.setRecordBuffer(new int[1]);
       e = assertThrows(ReplayStateException.class, () -> own.route(r, logits(1, 1), 1, new int[K], new float[K]));
       assertEquals("decoder layer 0: recording buffer holds 0 tokens, 0 recorded, this call routes 1", e.getMessage());
@@ -425,15 +427,15 @@ class ReplayPitSurvivorsTest {
     final BytePointer flags;
     final LongPointer count;
 
-    Io(int tokens, int seed) {
+    Io(HostDeviceRouter r, int tokens, int seed) {
       this.tokens = tokens;
       host = logits(tokens, seed);
       host[E + 1] = Float.NaN;  // row 1 is non-finite
-      logits = new FloatPointer(host);
-      idx = new IntPointer(Math.max(1, tokens * K));
-      weights = new FloatPointer(Math.max(1, tokens * K));
-      flags = new BytePointer(Math.max(1, tokens));
-      count = new LongPointer(1);
+      logits = r.device(new FloatPointer(host));
+      idx = r.device(new IntPointer(tokens * K));
+      weights = r.device(new FloatPointer(tokens * K));
+      flags = r.device(new BytePointer(tokens));
+      count = r.device(new LongPointer(1));
       count.put(0, -5);
     }
 
@@ -479,7 +481,7 @@ class ReplayPitSurvivorsTest {
   @Test
   void routeDeviceRoutesLiveWithEveryArgumentPassedOn() {
     RouterReplay l = twoLayers().layer(L0);
-    try (HostDeviceRouter r = new HostDeviceRouter(CONFIG); Io io = new Io(T, 3)) {
+    try (HostDeviceRouter r = new HostDeviceRouter(CONFIG); Io io = new Io(r, T, 3)) {
       io.route(l, r, 77);
       assertEquals(1, r.calls.size());
       HostDeviceRouter.Call c = r.calls.get(0);
@@ -501,6 +503,11 @@ class ReplayPitSurvivorsTest {
       assertEquals(0, r.calls.get(1).outFlags);
       assertEquals(0, r.calls.get(1).nonfiniteRows);
       assertEquals(78, r.calls.get(1).stream);
+      // The double refuses memory it was not given, as a GPU would an illegal address.
+      MoeRouterException e = assertThrows(MoeRouterException.class,
+          () -> l.routeDevice(r, io.logits.address() + 4, LogitsType.FP32, T, io.idx.address(), io.weights.address(), 0, 0));
+      assertEquals(Status.CUDA_ERROR, e.status());
+      assertEquals(2, r.calls.size());
     }
   }
 
@@ -511,8 +518,8 @@ class ReplayPitSurvivorsTest {
     ReplayRegistry reg = ReplayRegistry.builder().recordMode(RecordMode.APPEND).build();
     RouterReplay l = reg.addLayer(L0, config);
     int cap = 2 * T + 1;
-    try (HostDeviceRouter r = new HostDeviceRouter(config); IntPointer dev = new IntPointer(cap * K);
-        Io a = new Io(T, 1); Io b = new Io(T, 2)) {
+    try (HostDeviceRouter r = new HostDeviceRouter(config); IntPointer dev = r.device(new IntPointer(cap * K));
+        Io a = new Io(r, T, 1); Io b = new Io(r, T, 2)) {
       for (int i = 0; i < cap * K; i++) dev.put(i, -9);
       l.setRecordBufferDevice(dev.address(), cap);
       l.setAction(ReplayAction.RECORD);
@@ -585,8 +592,8 @@ class ReplayPitSurvivorsTest {
   @Test
   void recordOnTheDeviceUnderLatestOverwritesRowZero() {
     RouterReplay l = twoLayers().layer(L0);
-    try (HostDeviceRouter r = new HostDeviceRouter(CONFIG); IntPointer dev = new IntPointer(T * K);
-        Io a = new Io(T, 1); Io b = new Io(2, 2)) {
+    try (HostDeviceRouter r = new HostDeviceRouter(CONFIG); IntPointer dev = r.device(new IntPointer(T * K));
+        Io a = new Io(r, T, 1); Io b = new Io(r, 2, 2)) {
       l.setRecordBufferDevice(dev.address(), T);
       l.setAction(ReplayAction.RECORD);
       a.route(l, r, 0);
@@ -610,8 +617,8 @@ class ReplayPitSurvivorsTest {
     int[] first = target(T, 2), second = target(T, 5);
     second[K] = 1;  // row 1 replays expert 1, whose logit is NaN: one non-finite row
     byte[] mask = {1, 1, 0, 1, 1};
-    try (HostDeviceRouter r = new HostDeviceRouter(CONFIG); IntPointer d1 = new IntPointer(first);
-        IntPointer d2 = new IntPointer(second); BytePointer dm = new BytePointer(mask); Io io = new Io(T, 4)) {
+    try (HostDeviceRouter r = new HostDeviceRouter(CONFIG); IntPointer d1 = r.device(new IntPointer(first));
+        IntPointer d2 = r.device(new IntPointer(second)); BytePointer dm = r.device(new BytePointer(mask)); Io io = new Io(r, T, 4)) {
       l.setTargetIndicesDevice(d1.address(), dm.address(), T);
       l.setTargetIndicesDevice(d2.address(), 0, T);
       assertEquals(queue == BackwardQueue.ON_SET ? 2 : 0, l.backwardQueueSize());
