@@ -364,9 +364,7 @@ public final class ReplayRegistry {
     Objects.requireNonNull(stacked, "stacked");
     Objects.requireNonNull(shape, "shape");
     LayerKey[] keys = layerKeys != null ? layerKeys.clone() : replayableKeys();
-    long n = 1;
-    for (long d : shape) n = d < 0 ? -1 : n * d;
-    if (n != stacked.length)
+    if (TargetRows.elements(shape) != stacked.length)
       throw invalid("shape " + Arrays.toString(shape) + " does not describe " + stacked.length + " indices");
     for (int i = 0; i < keys.length; i++) {
       layer(Objects.requireNonNull(keys[i], "layers[" + i + "]"));

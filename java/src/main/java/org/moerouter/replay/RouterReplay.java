@@ -242,9 +242,7 @@ public final class RouterReplay {
   public void setTargetIndices(int[] indices, long[] shape, byte[] mask) {
     Objects.requireNonNull(indices, "indices");
     Objects.requireNonNull(shape, "shape");
-    long n = 1;
-    for (long d : shape) n = d < 0 ? -1 : n * d;
-    if (n != indices.length)
+    if (TargetRows.elements(shape) != indices.length)
       throw invalid(key + ": shape " + Arrays.toString(shape) + " does not describe " + indices.length + " indices");
     if (shape.length != 2 || shape[1] != topK)
       throw new ReplayStateException(key, key + ": target indices " + Arrays.toString(shape) + " do not match the layer's "

@@ -28,6 +28,20 @@ final class TargetRows {
     return Arrays.toString(dims);
   }
 
+  /**
+   * Elements an array of {@code shape} holds, or -1 when a dimension is negative. The factors are capped at
+   * 2^31 (more than any Java array holds), so the product is exact below that and never wraps around to a
+   * small count above it: a shape of [2^62, 4] describes no Java array, not an empty one.
+   */
+  static long elements(long[] shape) {
+    long n = 1;
+    for (long d : shape) {
+      if (d < 0) return -1;
+      n = Math.min(n, 1L << 31) * Math.min(d, 1L << 31);
+    }
+    return n;
+  }
+
   /** The shape a Java array of {@code length} ints holds when read as rows of {@code tokens}. */
   static String impliedShape(int length, int tokens) {
     if (tokens == 0) return length == 0 ? "[0, ?]" : "[0, ?] (" + length + " ints)";

@@ -134,6 +134,40 @@ class ReplayPitSurvivorsTest {
   }
 
   @Test
+  void aShapeWhoseElementCountWrapsAroundDescribesNoArray() {
+    // 2^62 * 4 wraps to 0 in a long: such a shape once passed for an empty array, installing an empty target
+    // on a layer (the int cast of 2^62 is 0), or failed in Math.toIntExact for stacked data.
+    RouterReplay l = new ReplayRegistry().addLayer(L0, E, 4);
+    MoeRouterException e = assertThrows(MoeRouterException.class,
+        () -> l.setTargetIndices(new int[0], new long[] {1L << 62, 4}, null));
+    assertEquals(Status.INVALID_ARGUMENT, e.status());
+    assertEquals("decoder layer 0: shape [4611686018427387904, 4] does not describe 0 indices", e.getMessage());
+    assertFalse(l.hasTarget());
+    assertEquals(0, l.backwardQueueSize());
+    ReplayRegistry reg = twoLayers();
+    e = assertThrows(MoeRouterException.class, () -> reg.setReplayData(new int[0], new long[] {1L << 62, 2, K}, null, null));
+    assertEquals(Status.INVALID_ARGUMENT, e.status());
+    assertEquals("shape [4611686018427387904, 2, 2] does not describe 0 indices", e.getMessage());
+    e = assertThrows(MoeRouterException.class,
+        () -> reg.setReplayData(new int[0], new long[] {1L << 31, 1L << 31, 1L << 31, 1L << 31}, null, null));
+    assertEquals(Status.INVALID_ARGUMENT, e.status(), "2^124 wraps to 0 as well");
+    // A negative dimension describes nothing, whatever follows it (0 made the product 0 once).
+    for (long[] shape : new long[][] {{-1, 0}, {-2, 4}, {0, -4}}) {
+      e = assertThrows(MoeRouterException.class, () -> l.setTargetIndices(new int[0], shape, null));
+      assertEquals(Status.INVALID_ARGUMENT, e.status(), Arrays.toString(shape));
+      assertEquals("decoder layer 0: shape " + Arrays.toString(shape) + " does not describe 0 indices", e.getMessage());
+    }
+    e = assertThrows(MoeRouterException.class, () -> reg.setReplayData(new int[0], new long[] {-1, 0, K}, null, null));
+    assertEquals("shape [-1, 0, 2] does not describe 0 indices", e.getMessage());
+    for (RouterReplay r : reg.layers()) assertFalse(r.hasTarget());
+    // Zero in any place, after large dimensions too, is an empty array.
+    ReplayStateException s = assertThrows(ReplayStateException.class,
+        () -> l.setTargetIndices(new int[0], new long[] {1L << 40, 1L << 40, 0}, null));
+    assertTrue(s.getMessage().startsWith("decoder layer 0: target indices [1099511627776, 1099511627776, 0] do not match"),
+        s.getMessage());
+  }
+
+  @Test
   void theShapedSetterInstallsWhatItChecked() {
     RouterReplay l = twoLayers().layer(L0);
     int[] idx = target(T, 3);
