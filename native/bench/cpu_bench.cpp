@@ -4,9 +4,14 @@
 // --reps calls (interference on a shared machine only adds time). Short runs of it under
 // `valgrind --tool=callgrind` give instruction counts per token, which a loaded machine does not move.
 //   cpu_bench [--tokens N] [--reps R] [--threads 1,2] [--configs e64k6,...] [--calls live,replay,backward,floor,gfloor]
-//             [--dtype fp32|bf16] [--isa avx512,avx2,scalar]
+//             [--dtype fp32|bf16] [--isa avx512,avx2,scalar] [--spin 0,100] [--gap-us G]
+//             [--batch B]
 // --isa runs each instruction-set level of the CPU kernels in turn (A/B in one process: moe::cpu_set_isa_cap),
 // and checks that every level's replay and live outputs are bit-identical to the first level's.
+// --spin runs each pool spin bound in turn (microseconds, moe::cpu_set_pool_spin_us; A/B of the hand-off in one
+// process); --gap-us busy-waits G microseconds on the calling thread between timed calls, as an engine's
+// other work between two routing calls would (a bound shorter than the gap lets the workers fall asleep).
+// --batch times B calls per sample (decode-size calls are shorter than the clock's resolution on this VM).
 // The JMH profile (scripts/bench-profile.sh --cpu-goals) is where the reported numbers come from.
 #include <chrono>
 #include <cstdio>
@@ -87,7 +92,9 @@ int main(int argc, char** argv) {
   int64_t tokens = 4096;
   int reps = 30;
   std::string threads_s = "1", configs_s = "e64k6,e128k8,e256k8g,e512k10", calls_s = "live,replay,backward,floor,gfloor",
-              dtype_s = "fp32", isa_s = "";
+              dtype_s = "fp32", isa_s = "", spin_s = "";
+  int64_t gap_us = 0;
+  int batch = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--tokens") tokens = atoll(argv[i + 1]);
@@ -97,6 +104,9 @@ int main(int argc, char** argv) {
     else if (a == "--calls") calls_s = argv[i + 1];
     else if (a == "--dtype") dtype_s = argv[i + 1];
     else if (a == "--isa") isa_s = argv[i + 1];
+    else if (a == "--spin") spin_s = argv[i + 1];
+    else if (a == "--gap-us") gap_us = atoll(argv[i + 1]);
+    else if (a == "--batch") batch = std::max(1, atoi(argv[i + 1]));
     else {
       fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -119,7 +129,17 @@ int main(int argc, char** argv) {
     p = q + 1;
   }
   if (isas.empty()) isas.push_back(-1);
-  printf("%-9s %-4s %-6s %3s %8s %10s %10s %10s %8s %8s\n", "config", "dt", "isa", "thr", "T", "live", "replay",
+  std::vector<int64_t> spins;  // -1: the environment's bound
+  for (size_t p = 0; p < spin_s.size();) {
+    spins.push_back(atoll(spin_s.c_str() + p));
+    p = spin_s.find(',', p);
+    if (p == std::string::npos) break;
+    ++p;
+  }
+  if (spins.empty()) spins.push_back(-1);
+  const int64_t env_spin = moe::cpu_set_pool_spin_us(0);
+  moe::cpu_set_pool_spin_us(env_spin);
+  printf("%-9s %-4s %-6s %5s %3s %8s %10s %10s %10s %8s %8s\n", "config", "dt", "isa", "spin", "thr", "T", "live", "replay",
          "backward", "floor", "gfloor");
   for (const Config& c : kConfigs) {
     if ((std::string(",") + configs_s + ",").find(std::string(",") + c.name + ",") == std::string::npos) continue;
@@ -157,18 +177,23 @@ int main(int argc, char** argv) {
     std::vector<int32_t> ref_idx;
     std::vector<float> ref_w, ref_rw;
     for (int isa : isas)
+    for (int64_t spin : spins)
     for (int th : thread_counts) {
       const int level = moe::cpu_set_isa_cap(isa);
+      moe::cpu_set_pool_spin_us(spin < 0 ? env_spin : spin);
       moe_set_num_threads(th);
       auto best = [&](auto fn) {
         double b = 1e300;
         for (int i = 0; i < reps; ++i) {
+          if (gap_us > 0)
+            for (double g0 = now_ns(); now_ns() - g0 < 1000.0 * (double)gap_us;) {
+            }
           double t0 = now_ns();
-          fn();
+          for (int j = 0; j < batch; ++j) fn();
           double t = now_ns() - t0;
           if (t < b) b = t;
         }
-        return b / (double)tokens;
+        return b / (double)tokens / (double)batch;
       };
       auto has = [&](const char* call) { return calls_s.find(call) != std::string::npos; };
       double live = has("live") ? best([&] {
@@ -216,7 +241,8 @@ int main(int argc, char** argv) {
         floor_gather(f32.data(), tokens, c.experts, idx.data(), c.k, idx2.data(), w2.data());
       });
       const char* isa_name = level == moe::kIsaAvx512 ? "avx512" : level == moe::kIsaAvx2 ? "avx2" : "scalar";
-      printf("%-9s %-4s %-6s %3d %8lld %10.1f %10.1f %10.1f %8.1f %8.1f\n", c.name, dtype_s.c_str(), isa_name, th,
+      printf("%-9s %-4s %-6s %5lld %3d %8lld %10.1f %10.1f %10.1f %8.1f %8.1f\n", c.name, dtype_s.c_str(), isa_name,
+             (long long)moe::cpu_set_pool_spin_us(spin < 0 ? env_spin : spin), th,
              (long long)tokens, live, replay, backward, fl, gfl);
     }
     moe_router_destroy(r);

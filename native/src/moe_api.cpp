@@ -2,7 +2,9 @@
 // C ABI entry points: validation, error reporting and dispatch to the CPU or CUDA backend.
 #include <stdarg.h>
 #include <stdio.h>
+#include <chrono>
 #include <new>
+#include <thread>
 
 #include "moe_cpu_fpenv.h"
 #include "moe_internal.h"
@@ -41,15 +43,25 @@ Params params_from_config(const moe_router_config& c, const float* bias) {
   return p;
 }
 
-Params call_params(moe_router* r, BiasVersion* hold) {
-  {
-    std::lock_guard<std::mutex> lock(r->bias_mu);
-    *hold = r->bias;  // one reference count increment: the copy of the pointer, not of the values
-  }
+Params call_params(const moe_router* r, const BiasRead& hold) {
   Params p = r->params;
-  p.bias = *hold ? (*hold)->data() : nullptr;
+  p.bias = hold.data();
   p.biased = p.bias != nullptr;
   return p;
+}
+
+// After bias_now moved on: returns once no call can still read the version it replaced. A call that read
+// it counted itself before that read, so before the store, on one of the two counters; each counter is
+// drained after a flip of the epoch sends new calls to the other, so the wait ends after the calls in
+// flight, whatever rate calls arrive at. Usually both are 0 already (no call on this router right now).
+static void wait_for_bias_readers(moe_router* r) {
+  for (int phase = 0; phase < 2; ++phase) {
+    const unsigned drained = r->bias_epoch.fetch_add(1) & 1u;
+    for (int spins = 0; r->bias_readers[drained].load() != 0; ++spins) {
+      if (spins < 64) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(50));  // a long call: do not burn a core on it
+    }
+  }
 }
 
 // A new bias version holding a copy of `values` [experts], or null when out of memory.
@@ -221,6 +233,7 @@ int moe_router_create(const moe_router_config* config, int backend, int device, 
     moe_router_destroy(r);
     return fail(MOE_ERR_OUT_OF_MEMORY, "router allocation failed (expert bias)");
   }
+  if (r->bias) r->bias_now.store(r->bias->data());
   st = backend == MOE_BACKEND_CPU ? cpu_router_init(r) : cuda_router_init(r, device);
   if (st != MOE_OK) {
     moe_router_destroy(r);
@@ -243,7 +256,7 @@ int moe_router_set_bias(moe_router* r, const float* host_bias) {
   if (!bias_allowed(r->config)) return bias_rejected();
   for (int i = 0; i < r->config.num_experts; ++i)
     if (!is_finite(host_bias[i])) return fail(MOE_ERR_INVALID_ARGUMENT, "expert bias[%d] is not finite", i);
-  // Calls in flight keep the version they took; calls that start after the swap take the new one.
+  // Calls in flight keep the version they read; calls that start after the store read the new one.
   BiasVersion next = new_bias_version(host_bias, r->config.num_experts);
   if (!next) return fail(MOE_ERR_OUT_OF_MEMORY, "set_bias: allocation of the new bias failed");
   std::lock_guard<std::mutex> setting(r->set_mu);
@@ -251,11 +264,10 @@ int moe_router_set_bias(moe_router* r, const float* host_bias) {
     int st = cuda_set_bias(r, next->data());
     if (st != MOE_OK) return st;
   }
-  {
-    std::lock_guard<std::mutex> lock(r->bias_mu);
-    r->bias.swap(next);
-  }
-  return MOE_OK;  // `next` (the old version) is freed here unless a call still holds it
+  r->bias.swap(next);
+  r->bias_now.store(r->bias->data());
+  wait_for_bias_readers(r);
+  return MOE_OK;  // `next`, the old version, is freed here: no call reads it any more
 }
 
 int moe_router_set_threads(moe_router* r, int threads) {

@@ -1792,12 +1792,18 @@ int cpu_set_num_threads(int threads) {
 
 int cpu_num_threads() { return shared_pool().threads(); }
 
+int64_t cpu_set_pool_spin_us(int64_t us) {
+  const int64_t was = shared_pool().spin_us();
+  shared_pool().set_spin_us(us);
+  return was;
+}
+
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
               int64_t* out_nonfinite) {
   FpEnvGuard fp;
-  BiasVersion bias;  // every row of this call ranks with the bias current now, whatever set_bias does meanwhile
-  const Params p = call_params(r, &bias);
+  const BiasRead bias(r);  // every row of this call ranks with the bias current now, whatever set_bias does meanwhile
+  const Params p = call_params(r, bias);
   if (replay_idx) {
     int st = validate_indices(r, replay_idx, replay_mask, tokens, p.minus_one_rows != MOE_MINUS_ONE_REJECT);
     if (st != MOE_OK) return st;

@@ -4,6 +4,7 @@
 #define MOE_INTERNAL_H_
 
 #include <stdint.h>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -28,13 +29,42 @@ struct moe_router {
   int backend;
   moe::CpuPool* pool = nullptr;
   moe::CudaState* cuda = nullptr;
-  // The current bias version (null: none given yet). bias_mu guards the pointer only, for the few
-  // instructions of a copy or a swap; set_mu serialises whole bias changes (the CUDA device copy and
-  // the swap) so that concurrent setters publish on the host and the device in the same order.
-  std::mutex bias_mu;
+  // The current bias version (null: none given yet), owned here and replaced only under set_mu, which
+  // serialises whole bias changes (the CUDA device copy and the swap) so that concurrent setters publish
+  // on the host and the device in the same order. Calls read it without a lock (moe::BiasRead): bias_now
+  // is its values, and a call counts itself on bias_readers[bias_epoch & 1] before it reads bias_now, so
+  // set_bias frees the version it replaced only once neither counter holds a call that may have read it.
   std::mutex set_mu;
   moe::BiasVersion bias;
+  std::atomic<const float*> bias_now{nullptr};
+  alignas(64) std::atomic<unsigned> bias_epoch{0};  // written by set_bias only; its own line, read per call
+  alignas(64) std::atomic<int64_t> bias_readers[2] = {{0}, {0}};  // written per call: away from the rest
 };
+
+namespace moe {
+// The bias of one host call, read lock-free: two atomic increments of a counter per call (a mutex and a
+// shared_ptr copy were four locked operations; std::atomic_load on a shared_ptr is a hashed mutex in
+// libstdc++, slower still: docs/cpu-design.md, "Bias read"). Every row of the call uses data(), which
+// set_bias does not free while this object lives.
+class BiasRead {
+ public:
+  explicit BiasRead(moe_router* r) : r_(r), slot_(r->bias_epoch.load() & 1u) {
+    r->bias_readers[slot_].fetch_add(1);  // seq_cst: before the load below, in the setter's view too
+    data_ = r->bias_now.load();
+  }
+  ~BiasRead() { r_->bias_readers[slot_].fetch_sub(1, std::memory_order_release); }
+  BiasRead(const BiasRead&) = delete;
+  BiasRead& operator=(const BiasRead&) = delete;
+  const float* data() const { return data_; }
+
+ private:
+  moe_router* r_;
+  unsigned slot_;
+  const float* data_;
+};
+// The Params of one host call: r->params with the bias `hold` read. No allocation, no lock.
+Params call_params(const moe_router* r, const BiasRead& hold);
+}  // namespace moe
 
 namespace moe {
 
@@ -47,9 +77,6 @@ int fail(int status, const char* fmt, ...)
 void clear_error();
 
 Params params_from_config(const moe_router_config& c, const float* bias);
-// The Params of one host call: r->params with the bias version current now. `hold` keeps that version
-// alive until the call ends, however many times the bias changes meanwhile. No allocation.
-Params call_params(moe_router* r, BiasVersion* hold);
 bool valid_dtype(int dtype);
 // First bad row of replay/backward indices ([tokens, k], rows with mask 0 skipped, and all -1 rows
 // when minus_one_ok), or -1.
@@ -69,6 +96,8 @@ int cpu_num_threads();
 enum { kIsaScalar = 0, kIsaAvx2 = 1, kIsaAvx512 = 2 };
 int cpu_isa();
 int cpu_set_isa_cap(int cap);  // -1: no cap (the environment's); returns the level now in use
+// The shared pool's spin bound in microseconds (MOE_ROUTER_CPU_SPIN_US at first use); for cpu_bench's A/B.
+int64_t cpu_set_pool_spin_us(int64_t us);  // returns the previous bound
 int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, const int32_t* replay_idx,
               const uint8_t* replay_mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
               int64_t* out_nonfinite);
