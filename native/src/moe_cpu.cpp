@@ -29,8 +29,15 @@
 namespace moe {
 namespace {
 
-// Below this many logits per call the pool's wake-up costs more than it saves.
+// Below this many logits per call the pool's wake-up costs more than it saves (live routing and the
+// backward, ~25 us and more of work on one thread: 32 Ki logits are 512 rows of E = 64 at ~50 ns a row).
 constexpr int64_t kParallelMinElements = 1 << 15;
+// Replay reads k logits a row, not E, at 10-25 ns a row (AVX-512; docs/cpu-design.md): by the logit count
+// above a 512-expert replay of 64 rows (~1.5 us) went to the pool. Rows below this run on the caller; 2048
+// rows are 20-50 us, where a worker that wakes late (tens of us on this VM) costs little of the gain.
+constexpr int64_t kReplayParallelMinRows = 2048;
+// Replay index validation, ~1-2 ns a row: on the pool from 16 Ki rows, in chunks of 4096.
+constexpr int64_t kValidateParallelMinRows = 16384;
 // Replay rows fetched ahead of use (their k logits are scattered).
 constexpr int64_t kAhead = 8;
 
@@ -1674,7 +1681,10 @@ void validate_rows(void* vctx, int64_t t0, int64_t t1) {
 // Rejects the first invalid row (masked-out rows are not checked) with a detailed error.
 int validate_indices(moe_router* r, const int32_t* idx, const uint8_t* mask, int64_t tokens, bool minus_one_ok) {
   ValidateCtx c{idx, mask, r->params.k, r->params.experts, minus_one_ok, {INT64_MAX}};
-  r->pool->run(tokens, 4096, validate_rows, &c);
+  if (tokens < kValidateParallelMinRows)
+    validate_rows(&c, 0, tokens);
+  else
+    r->pool->run(tokens, 4096, validate_rows, &c);
   int64_t bad = c.first_bad.load();
   if (bad == INT64_MAX) return MOE_OK;
   int reason = check_replay_row(idx + bad * r->params.k, r->params.k, r->params.experts);
@@ -1831,7 +1841,8 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
   CpuPool::Body body = dtype == MOE_DTYPE_F32    ? route_rows<MOE_DTYPE_F32>
                        : dtype == MOE_DTYPE_BF16 ? route_rows<MOE_DTYPE_BF16>
                                                  : route_rows<MOE_DTYPE_F16>;
-  if (tokens * p.experts < kParallelMinElements)
+  const bool row_replay = replay_idx && !p.needs_full_row();  // k logits a row: the rows rule
+  if (tokens * p.experts < kParallelMinElements || (row_replay && tokens < kReplayParallelMinRows))
     body(&c, 0, tokens);
   else
     r->pool->run(tokens, replay_idx ? replay_grain_for(p) : grain_for(p), body, &c);

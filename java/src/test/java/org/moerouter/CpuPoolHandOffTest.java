@@ -33,9 +33,10 @@ import org.junit.jupiter.api.Test;
 class CpuPoolHandOffTest {
   static final int E = 64, K = 6;
   static final RouterConfig CONFIG = RouterConfig.builder(E, K).build();
-  // E = 64: live calls go on the pool from 512 rows (32 Ki logits) in chunks of 128, replay in chunks of 256,
-  // replay validation in chunks of 4096; each edge, one below and one above.
-  static final int[] EDGE_TOKENS = {1, 127, 128, 129, 255, 256, 257, 511, 512, 513, 767, 768, 769, 4095, 4096, 4097, 8193};
+  // E = 64: live calls go on the pool from 512 rows (32 Ki logits) in chunks of 128, replay from 2048 rows in
+  // chunks of 256, replay validation from 16384 rows in chunks of 4096; each edge, one below and one above.
+  static final int[] EDGE_TOKENS = {1, 127, 128, 129, 255, 256, 257, 511, 512, 513, 767, 768, 769, 2047, 2048, 2049,
+      2303, 2304, 2305, 16383, 16384, 16385};
   private int saved;
 
   @BeforeEach
@@ -83,17 +84,17 @@ class CpuPoolHandOffTest {
     }
   }
 
-  /** Validation runs in chunks of 4096 rows on the pool: the lowest bad row wins, and nothing is written. */
+  /** Validation runs in chunks of 4096 rows on the pool (from 16384 rows): the lowest bad row wins, nothing is written. */
   @Test
   void theFirstBadReplayRowIsNamedWhicheverChunkHoldsIt() {
-    int t = 8193;
+    int t = 16385;
     float[] logits = ReplayTest.logits(t, E, 5);
     try (MoeRouter cpu = MoeRouter.create(CONFIG, Backend.CPU)) {
       int[] good = new int[t * K];
       cpu.route(logits, t, good, new float[t * K]);
       for (int threads : new int[] {2, 3}) {
         MoeRouter.setCpuThreads(threads);
-        for (int[] badRows : new int[][] {{8192}, {8192, 4096}, {4097, 4095}, {0, 8192}, {4096}}) {
+        for (int[] badRows : new int[][] {{16384}, {16384, 8192}, {4097, 4095}, {0, 16384}, {12288}}) {
           int[] bad = good.clone();
           for (int row : badRows) bad[row * K + 1] = E + row % 5;  // out of range
           int first = Arrays.stream(badRows).min().getAsInt();
