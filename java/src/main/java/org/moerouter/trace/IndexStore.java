@@ -39,10 +39,6 @@ final class IndexStore {
     return mapped && experts != (elementBytes == 1 ? 256 : 65536);
   }
 
-  long byteSize() {
-    return rows * rowElements * elementBytes;
-  }
-
   /** Element {@code e} (0 .. layers*k-1) of row {@code row}. */
   int get(long row, int e) {
     ByteBuffer c = chunks[(int) (row / chunkRows)];

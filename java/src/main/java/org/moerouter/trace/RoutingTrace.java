@@ -616,10 +616,6 @@ public final class RoutingTrace {
     return offsets;
   }
 
-  int[] layerIdsUnsafe() {
-    return layerIds;
-  }
-
   /** "3" for decoder layer 3, "mtp 0" for MTP layer 0 (error messages). */
   String layerName(int layer) {
     return layerKind(layer) == LayerKind.MTP ? "mtp " + layerIds[layer] : Integer.toString(layerIds[layer]);
