@@ -186,6 +186,9 @@ class RoutingTracePitSurvivorsTest {
     assertEquals(where, assertThrows(TraceFormatException.class, () -> m.sample(2)).getMessage());
     // the rows around it are read as written, and a copy that ends before it reads no further
     assertEquals(t.expert(2, 0, 1, 0), m.expert(2, 0, 1, 0));
+    // verify (TraceFiles.read) names the same row once the checksum matches the changed byte
+    Files.write(p, TraceTestSupport.resign(Files.readAllBytes(p)));
+    assertEquals(where, assertThrows(TraceFormatException.class, () -> TraceFiles.read(p)).getMessage());
     int[] dst = new int[8];
     Arrays.fill(dst, 99);
     assertEquals(4, m.copyTokens(0, 2, 0, 1, dst, 0));
@@ -383,18 +386,19 @@ class RoutingTracePitSurvivorsTest {
     b.addSample(new int[] {1, 2, 2, 3}, new byte[] {0, 1});
     // a long sample without a mask after the mask was created: the mask grows past its first 64 entries
     Random r = new Random(3);
-    int[] big = TestData.randomSelection(r, 100, 2, 4);
+    // (200 rows at once: more than twice the first 64, so the growth must follow the rows, not the capacity)
+    int[] big = TestData.randomSelection(r, 200, 2, 4);
     b.addSample(big);
     b.addSample(new int[] {3, 0}, new byte[] {0});
     RoutingTrace t = b.build();
     assertTrue(t.hasMask());
-    assertEquals(105, t.totalTokens());
-    byte[] m = new byte[105];
-    t.copyMask(0, 105, m, 0);
-    byte[] want = new byte[105];
+    assertEquals(205, t.totalTokens());
+    byte[] m = new byte[205];
+    t.copyMask(0, 205, m, 0);
+    byte[] want = new byte[205];
     Arrays.fill(want, (byte) 1);
     want[2] = 0;
-    want[104] = 0;
+    want[204] = 0;
     assertArrayEquals(want, m);
     assertArrayEquals(big, t.sample(2));
     assertArrayEquals(new int[] {0, 1}, t.sample(3));

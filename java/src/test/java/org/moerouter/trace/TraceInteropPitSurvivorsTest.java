@@ -70,6 +70,8 @@ class TraceInteropPitSurvivorsTest {
     assertEquals(6, in.trace().experts()); // the largest index is in the second row
     assertEquals(List.of("megatron: --experts not given; inferred E = 6 (max index + 1)"), in.notes());
 
+    assertEquals(6, TraceInterop.fromMegatron(two, new ImportOptions()).trace().experts()); // one sample, E from its row 1
+
     RoutingTrace mtp = TraceInterop.fromMegatron(i8(new long[] {1, 1, 2}, 0, 1), new ImportOptions().experts(2).mtpLayerIds(0)).trace();
     assertEquals(1, mtp.mtpLayers());
     assertArrayEquals(new LayerKey[] {LayerKey.mtp(0)}, mtp.layerKeys());
@@ -173,6 +175,10 @@ class TraceInteropPitSurvivorsTest {
     RoutingTrace first = RoutingTrace.builder("m", 6, 2, new int[] {1}, "s").addSample(new int[] {0, 1, 2, 3}, new byte[] {0, 1}).build();
     assertEquals("megatron has no per-token mask: sample 0 token 0" + tail,
         assertThrows(TraceFormatException.class, () -> TraceInterop.toMegatron(first, new ExportOptions())).getMessage());
+    RoutingTrace inside = RoutingTrace.builder("m", 6, 2, new int[] {1}, "s").addSample(new int[] {0, 1, 2, 3})
+        .addSample(new int[] {0, 1, 2, 3, 4, 5}, new byte[] {1, 0, 1}).build();
+    assertEquals("megatron has no per-token mask: sample 1 token 1" + tail,
+        assertThrows(TraceFormatException.class, () -> TraceInterop.toMegatron(inside, new ExportOptions())).getMessage());
   }
 
   @Test
@@ -203,6 +209,17 @@ class TraceInteropPitSurvivorsTest {
     Map<String, String> meta = Safetensors.readHeader(meg).metadata();
     assertEquals("[1,3]", meta.get("layer_ids"));
     assertFalse(meta.containsKey("mtp_layer_ids"));
+
+    // slime and miles differ in their default for unrecorded rows: an error, or -1
+    RoutingTrace masked = RoutingTrace.builder("m", 6, 2, new int[] {0}, "softmax")
+        .addSample(new int[] {0, 1, 2, 3, 4, 5}, new byte[] {1, 0, 1}).build();
+    Path mi = dir.resolve("masked.npz");
+    assertEquals("1 int32 arrays [len(tokens) - 1, 1, 2]", TraceInterop.write(Layout.MILES, masked, mi, null));
+    assertArrayEquals(new int[] {0, 1, -1, -1}, (int[]) Npy.readNpz(mi).get("arr_0").data());
+    Path sl = dir.resolve("masked-slime.npz");
+    assertTrue(assertThrows(TraceFormatException.class, () -> TraceInterop.write(Layout.SLIME, masked, sl, null)).getMessage()
+        .startsWith("slime has no per-token mask: sample 0 token 1 was not recorded"));
+    assertFalse(Files.exists(sl));
 
     RoutingTrace none = RoutingTrace.builder("m", 6, 2, new int[] {1, 3}, "softmax").build();
     Path z = dir.resolve("zero.npz");

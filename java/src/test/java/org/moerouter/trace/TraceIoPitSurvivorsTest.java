@@ -139,6 +139,13 @@ class TraceIoPitSurvivorsTest {
     assertTrue(e3.getMessage().startsWith("v3.npy: unsupported dtype '<\u00e94'"), e3.getMessage());
   }
 
+  @Test
+  void aSpaceAfterABackslashIsNamedAsItself() {
+    // characters from U+0020 on are printed as they are, those below as U+XXXX
+    Json.ParseException e = assertThrows(Json.ParseException.class, () -> Json.parse("\"\\ \""));
+    assertEquals("invalid escape '\\ ' at character 1", e.getMessage());
+  }
+
   // ------------------------------------------------------------------ safetensors
 
   static Map<String, Npy.Array> everyDtype() {
