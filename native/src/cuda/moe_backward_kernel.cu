@@ -184,17 +184,10 @@ cudaError_t launch_backward(const Params& p, const void* logits, int dtype, int6
                             const float* grad_w, const uint8_t* flags, float* grad_logits,
                             const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
-  switch (dtype) {
-    case MOE_DTYPE_F32:
-      return launch_bw_dt<MOE_DTYPE_F32>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
-                                         stream);
-    case MOE_DTYPE_BF16:
-      return launch_bw_dt<MOE_DTYPE_BF16>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
-                                          stream);
-    default:
-      return launch_bw_dt<MOE_DTYPE_F16>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
-                                         stream);
-  }
+  return with_dtype(dtype, [&](auto dt) {
+    return launch_bw_dt<decltype(dt)::value>(p, logits, tokens, idx, grad_w, flags, grad_logits, call_bad, sm_count,
+                                             stream);
+  });
 }
 
 }  // namespace moe

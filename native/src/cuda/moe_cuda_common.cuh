@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -189,6 +190,21 @@ inline unsigned grid_for(int64_t work_items, int items_per_block, int sm_count, 
   if (need > cap) need = cap;
   if (need < 1) need = 1;
   return (unsigned)need;
+}
+
+// The launchers' one switch from a logits dtype code to the kernels' DT template argument: calls
+// launch(std::integral_constant<int, DT>{}) (the caller takes decltype(dt)::value), fp16 for every code
+// that is not fp32 or bf16 (the API validated it before).
+template <typename F>
+cudaError_t with_dtype(int dtype, F&& launch) {
+  switch (dtype) {
+    case MOE_DTYPE_F32:
+      return launch(std::integral_constant<int, MOE_DTYPE_F32>{});
+    case MOE_DTYPE_BF16:
+      return launch(std::integral_constant<int, MOE_DTYPE_BF16>{});
+    default:
+      return launch(std::integral_constant<int, MOE_DTYPE_F16>{});
+  }
 }
 
 #if defined(__CUDACC__)

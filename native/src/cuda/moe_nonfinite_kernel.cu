@@ -93,17 +93,10 @@ cudaError_t launch_nonfinite_scan(const Params& p, const void* logits, int dtype
                                   const uint8_t* mask, bool backward, unsigned long long* verdict,
                                   unsigned long long* err_slot, int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
-  switch (dtype) {
-    case MOE_DTYPE_F32:
-      return launch_scan_dt<MOE_DTYPE_F32>(p, logits, tokens, idx, mask, backward, verdict, err_slot, sm_count,
-                                           stream);
-    case MOE_DTYPE_BF16:
-      return launch_scan_dt<MOE_DTYPE_BF16>(p, logits, tokens, idx, mask, backward, verdict, err_slot, sm_count,
-                                            stream);
-    default:
-      return launch_scan_dt<MOE_DTYPE_F16>(p, logits, tokens, idx, mask, backward, verdict, err_slot, sm_count,
-                                           stream);
-  }
+  return with_dtype(dtype, [&](auto dt) {
+    return launch_scan_dt<decltype(dt)::value>(p, logits, tokens, idx, mask, backward, verdict, err_slot, sm_count,
+                                               stream);
+  });
 }
 
 }  // namespace moe

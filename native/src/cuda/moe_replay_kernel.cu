@@ -207,17 +207,10 @@ cudaError_t launch_route_replay(const Params& p, const void* logits, int dtype, 
                                 uint8_t* out_flags, unsigned long long* nonfinite, const unsigned long long* call_bad,
                                 int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
-  switch (dtype) {
-    case MOE_DTYPE_F32:
-      return launch_replay_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
-                                             call_bad, sm_count, stream);
-    case MOE_DTYPE_BF16:
-      return launch_replay_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
-                                              call_bad, sm_count, stream);
-    default:
-      return launch_replay_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
-                                             call_bad, sm_count, stream);
-  }
+  return with_dtype(dtype, [&](auto dt) {
+    return launch_replay_dt<decltype(dt)::value>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags,
+                                                 nonfinite, call_bad, sm_count, stream);
+  });
 }
 
 }  // namespace moe

@@ -18,8 +18,9 @@
 // and each holder drops that slot; with one slot per group (E / G = 32) and at most two terms, a group
 // is two REDUX and one ballot, no loop. The kept groups (top Gk by rank_key(score, g)) are decided on
 // warp-uniform values: lane g ranks group g against the others (one shuffle per group) and a ballot
-// gives the kept mask. Selection, weights and outputs are route_reg_kernel's (4 tokens per warp pass
-// when k <= 8; one REDUX per round with packed keys for bf16/fp16 ranked by the logit).
+// gives the kept mask. Selection, gather, weights and outputs are route_reg_kernel's, from
+// moe_route_reg.cuh (sorted per-lane keys, the winner pops; one REDUX per round with packed keys for
+// bf16/fp16 ranked by the logit; 4 tokens per warp pass when k <= 8).
 // Non-finite rows need no special case: NaN keys as 0 + 1 (below every number, above taken and
 // dropped experts), exactly the CPU's order, and the row flag is the OR over the row (ZERO writes zero
 // weights; ERROR rows were rejected by moe_nonfinite_kernel.cu before this kernel runs).
@@ -28,6 +29,7 @@
 #include <atomic>
 
 #include "moe_cuda_common.cuh"
+#include "moe_route_reg.cuh"
 
 namespace moe {
 namespace {
@@ -65,13 +67,11 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
   const int E = p.experts, k = p.k;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int sub = lane & (W - 1), seg = lane / W;  // weights phase: entry `sub` of token `seg`
   const bool post = p.post_softmax();
   const bool by_logit = p.rank_by_logit();
   const bool two = W == 32 && k > 32;  // uniform: some lane holds a second entry
-  // Packed selection keys (bf16/fp16 ranked by the logit): route_reg_kernel's, one REDUX per round.
+  // Packed selection keys (bf16/fp16 ranked by the logit; moe_route_reg.cuh): one REDUX per round.
   const bool packed = DT != MOE_DTYPE_F32 && by_logit;
-  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
   const int slots = E >> 5;  // E is a multiple of 32: slot m holds an expert on every lane or none
   const int G = p.groups, Gk = p.group_topk, per = p.per_group();
   const int spg = p.group_size() >> 5;  // slots per group
@@ -91,9 +91,7 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
 
   const int64_t pass_stride = (int64_t)gridDim.x * kGrpWarps * P;
   for (int64_t base = ((int64_t)blockIdx.x * kGrpWarps + warp) * P; base < tokens; base += pass_stride) {
-    int e0 = 0, e1 = 0;          // weights phase (lane seg * W + sub, token base + seg): the experts
-    float g0 = 0.0f, g1 = 0.0f;  // and their logits
-    bool active = false, row_nf = false;
+    dev::PassEntries pass;
 
     for (int q = 0; q < P; ++q) {
       const int64_t t = base + q;
@@ -102,7 +100,6 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
       // routed live here (launch_route_live sends only skip_replay_rows calls to this kernel).
       if (replay && (!mask || mask[t] != 0) && replay[t * k] != -1) continue;
       if (replay && (!mask || mask[t] != 0) && p.minus_one_rows == MOE_MINUS_ONE_ARANGE) continue;
-      const bool mine = seg == q;  // this lane holds an entry of token q
       const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
 
       float x[C];
@@ -127,7 +124,7 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
         }
         kr[m] = m < slots ? score_key(r) + 1u : 0u;
         if (packed)
-          key[m] = m < slots ? ((score_key(x[m]) & 0xffffff00u) + 0x100u) | (unsigned)(255 - i) : 0u;
+          key[m] = m < slots ? dev::packed_key(x[m], i) : 0u;
         else
           key[m] = by_logit ? (m < slots ? score_key(x[m]) + 1u : 0u) : kr[m];
       }
@@ -203,104 +200,17 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
       for (int m = 0; m < C; ++m)
         if (!((kept >> ((slot_group >> (4 * m)) & 15u)) & 1u)) key[m] = 0u;
 
-      // Top k among the kept experts: route_reg_kernel's rounds.
-      int w0 = 0, w1 = 0;  // lane j: the j-th and (j+32)-th expert of token q
-      unsigned best = 0u;
-      int bs = 0;
-#pragma unroll
-      for (int m = 0; m < C; ++m)
-        if (key[m] > best) {
-          best = key[m];
-          bs = m;
-        }
-      if (packed) {  // distinct keys: one REDUX per round names the winner
-        for (int r = 0; r < k; ++r) {
-          const unsigned win = __reduce_max_sync(dev::kFull, best);
-          const int w = 255 - (int)(win & 0xffu);
-          if (lane == (r & 31)) {
-            if (r < 32)
-              w0 = w;
-            else
-              w1 = w;
-          }
-          if ((w & 31) == lane) {  // this lane held the winner (slot w >> 5): its next best
-            best = 0u;
-#pragma unroll
-            for (int m = 0; m < C; ++m) {
-              if (m == (w >> 5)) key[m] = 0u;
-              best = dev::umax(best, key[m]);
-            }
-          }
-        }
-      } else {
-        for (int r = 0; r < k; ++r) {
-          const unsigned win = __reduce_max_sync(dev::kFull, best);
-          const unsigned own = lane + 32 * bs;
-          const int w = (int)__reduce_min_sync(dev::kFull, best == win ? own : ~0u);
-          if (lane == (r & 31)) {
-            if (r < 32)
-              w0 = w;
-            else
-              w1 = w;
-          }
-          if (best == win && own == (unsigned)w) {  // this lane held the winner: its next best
-            best = 0u;
-            int nb = 0;
-#pragma unroll
-            for (int m = 0; m < C; ++m) {
-              if (m == bs) key[m] = 0u;
-              if (key[m] > best) {
-                best = key[m];
-                nb = m;
-              }
-            }
-            bs = nb;
-          }
-        }
-      }
-      // Token q's entries move to its segment (W < 32), and each gathers its expert's logit.
-      if (W < 32) {
-        w0 = __shfl_sync(dev::kFull, w0, sub);
-        if (mine) {
-          e0 = w0;
-          row_nf = nf;
-          active = true;
-        }
-      } else {
-        e0 = w0;
-        e1 = w1;
-        row_nf = nf;
-        active = true;
-      }
-#pragma unroll
-      for (int m = 0; m < C; ++m) {
-        const float a = __shfl_sync(dev::kFull, x[m], w0 & 31);
-        if (mine && (w0 >> 5) == m) g0 = a;
-        if (two) {
-          const float b = __shfl_sync(dev::kFull, x[m], w1 & 31);
-          if ((w1 >> 5) == m) g1 = b;
-        }
-      }
+      // Top k among the kept experts, the move to the token's segment and the gather: route_reg_kernel's
+      // (a packed key carries its logit).
+      int w0 = 0, w1 = 0;
+      unsigned wk0 = 0u, wk1 = 0u;
+      dev::select_top_k<C>(key, packed, k, lane, w0, w1, wk0, wk1);
+      dev::take_entries<C, W>(pass, q, lane, two, packed, w0, w1, wk0, wk1, x, 1.0f, nf);
       nf_rows += nf ? 1 : 0;
     }
 
-    // Weights of the pass's tokens (moe::unscaled_weights' operations, in segments of W lanes).
-    const int64_t t = base + seg;
-    const bool v0 = active && sub < k, v1 = active && two && sub + 32 < k;
-    const float l0 = v0 ? g0 : 0.0f, l1 = v1 ? g1 : 0.0f;
-    float u0, u1, wt0, wt1;
-    bool unused_nf = false;
-    dev::seg_weights<W, false>(p, sub, l0, l1, 0.0f, 0.0f, u0, u1, wt0, wt1, unused_nf);
-    const bool zero = zero_nonfinite && row_nf;  // ZERO: the row read a non-finite logit
-    if (v0) {
-      out_idx[t * k + sub] = e0;
-      out_w[t * k + sub] = zero ? 0.0f : mul_rn(wt0, p.scale);
-    }
-    if (v1) {
-      out_idx[t * k + sub + 32] = e1;
-      out_w[t * k + sub + 32] = zero ? 0.0f : mul_rn(wt1, p.scale);
-    }
-    if (out_flags && active && sub == 0) out_flags[t] = row_nf ? 1 : 0;
+    // Weights of the pass's tokens.
+    dev::write_pass<W>(p, pass, base, lane, false, two, out_idx, out_w, out_flags);
   }
   if (nonfinite && lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);  // nf is warp-uniform
 }
@@ -372,17 +282,10 @@ cudaError_t launch_route_grouped(const Params& p, const void* logits, int dtype,
                                  uint8_t* out_flags, unsigned long long* nonfinite,
                                  const unsigned long long* call_bad, int sm_count, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
-  switch (dtype) {
-    case MOE_DTYPE_F32:
-      return launch_grouped_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
-                                              call_bad, sm_count, stream);
-    case MOE_DTYPE_BF16:
-      return launch_grouped_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
-                                               call_bad, sm_count, stream);
-    default:
-      return launch_grouped_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
-                                              call_bad, sm_count, stream);
-  }
+  return with_dtype(dtype, [&](auto dt) {
+    return launch_grouped_dt<decltype(dt)::value>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags,
+                                                  nonfinite, call_bad, sm_count, stream);
+  });
 }
 
 }  // namespace moe

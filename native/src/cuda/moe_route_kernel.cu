@@ -19,6 +19,7 @@
 #include <atomic>
 
 #include "moe_cuda_common.cuh"
+#include "moe_route_reg.cuh"
 
 namespace moe {
 namespace {
@@ -230,71 +231,12 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW,
 // One warp per token with the row in registers: lane l holds experts l + 32 m (m < C), read straight
 // from global memory (each warp-wide load covers 32 consecutive elements). That layout is the
 // canonical lane order of the softmax denominator (lane j adds j, j + 32, ..., then the xor
-// butterfly), so the row softmax needs no shared memory. Selection keys are 32 bits: score_key + 1,
-// 0 for an expert taken or not eligible (score_key is at most 0xff800000, so + 1 never wraps). A
-// round is __reduce_max_sync of the lanes' best keys, then __reduce_min_sync of the expert indices
-// holding that key: the lower index wins a tie, exactly the order of the 64-bit rank_key. Each lane
-// sorts its C keys once (equal keys kept in slot order, i.e. by index), so a lane's first key is its
-// best and the round's winner pops it. The bias is staged once per block in shared memory (strided
-// reads: no bank conflict) and the group of each slot is a lane constant. Group scores reuse
-// select_groups over the routing scores R written to shared memory (grouped only).
-
-// A lane's C selection keys sorted descending in registers (C = 2, 4, 8), so that each round's winner
-// pops its first key instead of rescanning. Distinct keys (packed): any network; the optimal ones (1, 5
-// and 19 comparators, two instructions each).
-__device__ __forceinline__ void cas_desc(unsigned& a, unsigned& b) {
-  const unsigned hi = a > b ? a : b, lo = a > b ? b : a;
-  a = hi;
-  b = lo;
-}
-template <int C>
-__device__ __forceinline__ void sort_desc_distinct(unsigned (&v)[C]) {
-  static_assert(C == 2 || C == 4 || C == 8, "sorting networks for 2, 4 and 8 slots");
-  constexpr int kN = C == 2 ? 1 : C == 4 ? 5 : 19;
-  constexpr int kPairs[3][19][2] = {
-      {{0, 1}},
-      {{0, 1}, {2, 3}, {0, 2}, {1, 3}, {1, 2}},
-      {{0, 2}, {1, 3}, {4, 6}, {5, 7}, {0, 4}, {1, 5}, {2, 6}, {3, 7}, {0, 1}, {2, 3},
-       {4, 5}, {6, 7}, {2, 4}, {3, 5}, {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}}};
-  constexpr int kNet = C == 2 ? 0 : C == 4 ? 1 : 2;
-#pragma unroll
-  for (int c = 0; c < kN; ++c) cas_desc(v[kPairs[kNet][c][0]], v[kPairs[kNet][c][1]]);
-}
-// Keys that may be equal (fp32, or keys from R), each with its expert index: equal keys must stay in
-// slot order (ascending index), so only neighbours are exchanged, and only when the later key is
-// strictly larger (odd-even transposition: C rounds, stable).
-template <int C>
-__device__ __forceinline__ void sort_desc_stable(unsigned (&v)[C], unsigned (&idx)[C]) {
-#pragma unroll
-  for (int round = 0; round < C; ++round) {
-#pragma unroll
-    for (int a = round & 1; a + 1 < C; a += 2) {
-      const bool swap = v[a + 1] > v[a];
-      const unsigned va = v[a], ia = idx[a];
-      v[a] = swap ? v[a + 1] : va;
-      idx[a] = swap ? idx[a + 1] : ia;
-      v[a + 1] = swap ? va : v[a + 1];
-      idx[a + 1] = swap ? ia : idx[a + 1];
-    }
-  }
-}
-// The logit of a bf16 or fp16 value from its packed key ((score_key & 0xffffff00) + 0x100 | index byte):
-// score_key is b | sign for b >= +0 and ~b below, and the float of such a value has its low 8 bits (bf16:
-// 16) zero, so they are restored exactly. Two values differ: -0 comes back as +0 (score_key adds +0
-// first), which changes no weight (exp_det, sigmoid_det and sqrtsoftplus_det give the same bits for
-// both, and the softmax's differences of zeros are +0 either way), and NaN comes back with another
-// payload (0xffffff00), still a NaN.
-__device__ __forceinline__ float packed_key_logit(unsigned key) {
-  const unsigned s = (key - 0x100u) & 0xffffff00u;
-  return __uint_as_float((s & 0x80000000u) ? s ^ 0x80000000u : ~s & 0xffffff00u);
-}
-// The winner's lane drops its first entry: the rest shift up, `fill` enters at the end.
-template <int C>
-__device__ __forceinline__ void pop_if(unsigned (&v)[C], bool pop, unsigned fill) {
-#pragma unroll
-  for (int m = 0; m + 1 < C; ++m) v[m] = pop ? v[m + 1] : v[m];
-  v[C - 1] = pop ? fill : v[C - 1];
-}
+// butterfly), so the row softmax needs no shared memory. The selection (sorted per-lane keys, the
+// winner pops), the move of the entries to their token's segment and the weights pass are
+// moe_route_reg.cuh's, shared with route_grouped_kernel. The bias is staged once per block in shared
+// memory (strided reads: no bank conflict) and the group of each slot is a lane constant. Group scores
+// reuse select_groups over the routing scores R written to shared memory (grouped only; the
+// configurations with 32 | group size take route_grouped_kernel instead).
 
 constexpr int kRegBlockThreads = 128;
 constexpr int kRegWarps = kRegBlockThreads / 32;
@@ -325,20 +267,13 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
   const int E = p.experts, k = p.k;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int sub = lane & (W - 1), seg = lane / W;  // weights phase: entry `sub` of token `seg`
   const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;
   const bool post = p.post_softmax();
   const bool grouped = p.grouped();
   const bool by_logit = p.rank_by_logit();
   const bool need_r = !by_logit || grouped;  // R ranks (bias) or feeds the group scores
   const bool two = W == 32 && k > 32;         // uniform: some lane holds a second entry
-  // Packed keys (bf16 and fp16 logits ranked by the logit): the score key of such a value has constant
-  // low 8 bits (its float has at least 13 zero mantissa bits, and the key maps them to all zeros or all
-  // ones by sign), so they can hold 255 - index (E <= 256): keys are distinct, a larger one is a better
-  // expert or, for equal scores, a lower index, and one REDUX per round names the winner. The + 0x100
-  // keeps a NaN logit's key (0) above the 0 of taken and dropped experts.
-  const bool packed = DT != MOE_DTYPE_F32 && by_logit;
-  const bool zero_nonfinite = p.nonfinite == MOE_NONFINITE_ZERO;
+  const bool packed = DT != MOE_DTYPE_F32 && by_logit;  // packed keys (moe_route_reg.cuh)
   // Shared memory: the bias [E] (read once per block), then per warp the R of its row [E] (grouped).
   float* sh_bias = reinterpret_cast<float*>(dyn_smem);
   float* sc = sh_bias + (size_t)(1 + warp) * E;
@@ -360,11 +295,7 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
 
   const int64_t pass_stride = (int64_t)gridDim.x * kRegWarps * P;
   for (int64_t base = ((int64_t)blockIdx.x * kRegWarps + warp) * P; base < tokens; base += pass_stride) {
-    // What the weights phase needs, held by lane seg * W + sub for token base + seg.
-    int e0 = 0, e1 = 0;       // the sub-th and (sub+32)-th expert
-    float g0 = 0.0f, g1 = 0.0f;  // their logits (softmax pre: exp_det(l - max))
-    float row_sum = 1.0f;        // softmax pre: the token's denominator
-    bool active = false, row_nf = false;
+    dev::PassEntries pass;
 
     for (int q = 0; q < P; ++q) {
       const int64_t t = base + q;
@@ -376,7 +307,6 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
       const bool arange = minus_one && p.minus_one_rows == MOE_MINUS_ONE_ARANGE;
       if (minus_one && !arange) is_replay = false;
       if (is_replay && skip_replay_rows) continue;  // uniform over the warp
-      const bool mine = seg == q;                   // this lane holds an entry of token q
       const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
 
       float x[C];
@@ -424,7 +354,7 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
         }
         if (grouped && i < E) sc[i] = r;
         if (packed)
-          key[m] = i < E ? ((score_key(x[m]) & 0xffffff00u) + 0x100u) | (unsigned)(255 - i) : 0u;
+          key[m] = i < E ? dev::packed_key(x[m], i) : 0u;
         else
           key[m] = i < E ? score_key(by_logit ? x[m] : r) + 1u : 0u;
         if (pre) x[m] = ex[m];  // from here x holds what the weights gather: exp for softmax pre
@@ -443,118 +373,16 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
           for (int m = 0; m < C; ++m)
             if (!((kept >> ((grp >> (8 * m)) & 0xffu)) & 1ull)) key[m] = 0u;
         }
-        // Each lane sorts its C keys once (descending); a round's winner then pops its first key and
-        // the rest shift up: C selects per round instead of a rescan of C keys.
-        if (packed) {  // distinct keys: one REDUX per round names the winner
-          sort_desc_distinct<C>(key);
-          // Rounds 0..31 and 32..k-1 apart: a round records its winner with one compare and one select.
-          const int k0 = k < 32 ? k : 32;
-          for (int r = 0; r < k0; ++r) {
-            const unsigned win = __reduce_max_sync(dev::kFull, key[0]);
-            wk0 = lane == r ? win : wk0;
-            pop_if<C>(key, key[0] == win, 0u);  // one lane: the keys are distinct
-          }
-          for (int r = 32; r < k; ++r) {
-            const unsigned win = __reduce_max_sync(dev::kFull, key[0]);
-            wk1 = lane == r - 32 ? win : wk1;
-            pop_if<C>(key, key[0] == win, 0u);
-          }
-          if (lane < k) w0 = 255 - (int)(wk0 & 0xffu);
-          if (lane + 32 < k) w1 = 255 - (int)(wk1 & 0xffu);
-        } else {
-          // Equal keys: the lower index wins, so a lane's order must keep its slots ascending among
-          // equal keys (a stable network), and its expert index travels with each key.
-          unsigned own[C];
-#pragma unroll
-          for (int m = 0; m < C; ++m) own[m] = lane + 32 * m;
-          sort_desc_stable<C>(key, own);
-          // The round's winner: the lowest index holding the largest key.
-          auto round = [&]() {
-            const unsigned win = __reduce_max_sync(dev::kFull, key[0]);
-            const bool has = key[0] == win;
-            const unsigned w = __reduce_min_sync(dev::kFull, has ? own[0] : ~0u);
-            const bool pop = has && own[0] == w;
-            pop_if<C>(key, pop, 0u);
-            pop_if<C>(own, pop, ~0u);
-            return (int)w;
-          };
-          const int k0 = k < 32 ? k : 32;
-          for (int r = 0; r < k0; ++r) {
-            const int w = round();
-            w0 = lane == r ? w : w0;
-          }
-          for (int r = 32; r < k; ++r) {
-            const int w = round();
-            w1 = lane == r - 32 ? w : w1;
-          }
-        }
+        dev::select_top_k<C>(key, packed, k, lane, w0, w1, wk0, wk1);
       }
-      // Token q's entries move to its segment (W < 32: lane q * W + j takes lane j's), and each gathers
-      // its expert's value from the lane holding it, or, for a packed key ranking the logit itself
-      // (not softmax pre, whose weights need the exp), decodes it from the key (packed_key_logit).
-      const bool from_key = packed && !pre && !is_replay;  // warp-uniform
-      if (W < 32) {
-        if (from_key) {
-          wk0 = __shfl_sync(dev::kFull, wk0, sub);
-          w0 = 255 - (int)(wk0 & 0xffu);
-        } else {
-          w0 = __shfl_sync(dev::kFull, w0, sub);
-        }
-        if (mine) {
-          e0 = w0;
-          row_sum = sm.sum;
-          row_nf = nf;
-          active = true;
-        }
-      } else {
-        e0 = w0;
-        e1 = w1;
-        row_sum = sm.sum;
-        row_nf = nf;
-        active = true;
-      }
-      if (from_key) {
-        if (mine) g0 = packed_key_logit(wk0);
-        if (two) g1 = packed_key_logit(wk1);
-      } else {
-#pragma unroll
-        for (int m = 0; m < C; ++m) {
-          const float a = __shfl_sync(dev::kFull, x[m], w0 & 31);
-          if (mine && (w0 >> 5) == m) g0 = a;
-          if (two) {
-            const float b = __shfl_sync(dev::kFull, x[m], w1 & 31);
-            if ((w1 >> 5) == m) g1 = b;
-          }
-        }
-      }
+      // Packed keys ranking the logit itself (not softmax pre, whose weights need the exp) carry it.
+      dev::take_entries<C, W>(pass, q, lane, two, packed && !pre && !is_replay, w0, w1, wk0, wk1, x, sm.sum, nf);
       nf_rows += nf ? 1 : 0;
       if (grouped) __syncwarp();  // sc is rewritten by the next token
     }
 
-    // Weights of the pass's tokens (moe::unscaled_weights' operations, in segments of W lanes).
-    const int64_t t = base + seg;
-    const bool v0 = active && sub < k, v1 = active && two && sub + 32 < k;
-    float l0 = 0.0f, l1 = 0.0f, p0 = 0.0f, p1 = 0.0f;
-    if (pre) {
-      p0 = v0 ? div_rn(g0, row_sum) : 0.0f;
-      p1 = v1 ? div_rn(g1, row_sum) : 0.0f;
-    } else {
-      l0 = v0 ? g0 : 0.0f;
-      l1 = v1 ? g1 : 0.0f;
-    }
-    float u0, u1, wt0, wt1;
-    bool unused_nf = false;
-    dev::seg_weights<W, false>(p, sub, l0, l1, p0, p1, u0, u1, wt0, wt1, unused_nf);
-    const bool zero = zero_nonfinite && row_nf;  // ZERO: the row read a non-finite logit
-    if (v0) {
-      out_idx[t * k + sub] = e0;
-      out_w[t * k + sub] = zero ? 0.0f : mul_rn(wt0, p.scale);
-    }
-    if (v1) {
-      out_idx[t * k + sub + 32] = e1;
-      out_w[t * k + sub + 32] = zero ? 0.0f : mul_rn(wt1, p.scale);
-    }
-    if (out_flags && active && sub == 0) out_flags[t] = row_nf ? 1 : 0;
+    // Weights of the pass's tokens.
+    dev::write_pass<W>(p, pass, base, lane, pre, two, out_idx, out_w, out_flags);
   }
   if (nonfinite && lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);  // nf is warp-uniform
 }
@@ -647,17 +475,10 @@ cudaError_t launch_route_live(const Params& p, const void* logits, int dtype, in
   if (grouped_path_accepts(p, replay, skip_replay_rows))  // groups in registers (moe_route_grouped_kernel.cu)
     return launch_route_grouped(p, logits, dtype, tokens, replay, mask, out_idx, out_w, out_flags, nonfinite,
                                 call_bad, sm_count, stream);
-  switch (dtype) {
-    case MOE_DTYPE_F32:
-      return launch_live_dt<MOE_DTYPE_F32>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
-                                           out_flags, nonfinite, call_bad, sm_count, stream);
-    case MOE_DTYPE_BF16:
-      return launch_live_dt<MOE_DTYPE_BF16>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
-                                            out_flags, nonfinite, call_bad, sm_count, stream);
-    default:
-      return launch_live_dt<MOE_DTYPE_F16>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
-                                           out_flags, nonfinite, call_bad, sm_count, stream);
-  }
+  return with_dtype(dtype, [&](auto dt) {
+    return launch_live_dt<decltype(dt)::value>(p, logits, tokens, replay, mask, skip_replay_rows, out_idx, out_w,
+                                               out_flags, nonfinite, call_bad, sm_count, stream);
+  });
 }
 
 }  // namespace moe
