@@ -104,8 +104,8 @@ int moe_router_destroy(moe_router* router);
  * created without a bias ranks by the logits; once a bias is set it ranks by R = score + bias.
  * May run while other threads route on the router: every routing call uses one bias version for all
  * its rows, the one current when it started, and every call that starts after this returned uses the
- * new one; concurrent set_bias calls are serialised. CPU: never waits for calls in flight (they keep
- * their version). CUDA: waits until the calls already running or enqueued on the router finish (one
+ * new one; concurrent set_bias calls are serialised. CPU: calls read the bias without a lock, so this
+ * returns once the calls that may still read the replaced version have ended (at most one call). CUDA: waits until the calls already running or enqueued on the router finish (one
  * device bias buffer, which captured graphs read at each launch: their launches are the caller's to
  * order against this). */
 int moe_router_set_bias(moe_router* router, const float* host_bias);
