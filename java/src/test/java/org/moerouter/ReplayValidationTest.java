@@ -71,10 +71,11 @@ class ReplayValidationTest {
   @ParameterizedTest
   @EnumSource(names = {"JAVA", "CPU"})
   void aBadRowInALaterChunkIsNamedByItsRowInTheCall(Backend backend) {
-    // The CPU backend validates in chunks of 4096 rows on its pool: 3 chunks and more, the first bad row
-    // in the third, a later bad row in the fourth, and a masked-out bad row in the first. k = 20 takes the
-    // scalar check (the vector pre-check covers k <= 16), which names rows by their chunk's offset too.
-    final int e = 64, t = 3 * 4096 + 500, bad = 2 * 4096 + 77, later = 3 * 4096 + 11, masked = 100;
+    // The CPU backend validates calls of 16384 rows and more on its pool, in chunks of 4096 rows
+    // (kValidateParallelMinRows in moe_cpu.cpp): 5 chunks and more, the first bad row in the fourth, a later
+    // bad row in the fifth, and a masked-out bad row in the first. k = 20 takes the scalar check (the vector
+    // pre-check covers k <= 16), which names rows by their chunk's offset too.
+    final int e = 64, t = 5 * 4096 + 500, bad = 3 * 4096 + 77, later = 4 * 4096 + 11, masked = 100;
     int saved = MoeRouter.cpuThreads();
     try {
       for (int threads : new int[] {1, 2, 4}) {
