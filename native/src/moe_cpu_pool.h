@@ -169,10 +169,10 @@ class CpuPool {
     }
   }
 
-  // Spins up to the bound, then sleeps; `ready` must read seq_cst atomics (the sleeper count and the
-  // ready state form a Dekker pair with the notifier's store-then-check).
+  // Spins up to the bound, then sleeps on `cv` counted in `sleepers`; `ready` must read seq_cst atomics
+  // (the sleeper count and the ready state form a Dekker pair with the notifier's store-then-check).
   template <class Ready>
-  void await(Ready ready) {
+  void spin_then_wait(Ready ready, std::condition_variable& cv, std::atomic<int>& sleepers) {
     if (ready()) return;
     const int64_t spin = spin_ns_.load(std::memory_order_relaxed);
     if (spin > 0) {
@@ -184,27 +184,17 @@ class CpuPool {
       }
     }
     std::unique_lock<std::mutex> lock(mu_);
-    caller_sleeping_.fetch_add(1);
-    done_.wait(lock, ready);
-    caller_sleeping_.fetch_sub(1);
+    sleepers.fetch_add(1);
+    cv.wait(lock, ready);
+    sleepers.fetch_sub(1);
   }
 
+  // The caller, for the end of its job.
+  template <class Ready>
+  void await(Ready ready) { spin_then_wait(ready, done_, caller_sleeping_); }
+
   void sleep_until_job(uint64_t seen) {
-    auto ready = [&] { return generation_.load() != seen; };
-    if (ready()) return;
-    const int64_t spin = spin_ns_.load(std::memory_order_relaxed);
-    if (spin > 0) {
-      const auto t0 = std::chrono::steady_clock::now();
-      for (uint32_t i = 1;; ++i) {
-        cpu_relax();
-        if (ready()) return;
-        if ((i & 63) == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::nanoseconds(spin)) break;
-      }
-    }
-    std::unique_lock<std::mutex> lock(mu_);
-    sleeping_.fetch_add(1);
-    wake_.wait(lock, ready);
-    sleeping_.fetch_sub(1);
+    spin_then_wait([&] { return generation_.load() != seen; }, wake_, sleeping_);
   }
 
   // `seen`: the generation at start, so a worker started after earlier calls does not run a stale one.
