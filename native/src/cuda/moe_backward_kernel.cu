@@ -140,16 +140,10 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
 template <int DT, int TW>
 int bw_blocks_per_sm() {
   static std::atomic<int> cached{0};
-  int b = cached.load(std::memory_order_relaxed);
-  if (b > 0) return b;
   constexpr int kTeams = TW == 1 ? kWarpTeamsPerBlock : 1;
   constexpr int threads = TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW;
   const size_t smem = (size_t)kTeams * (TW == 1 ? kWarpPathMaxExperts : MOE_MAX_EXPERTS) * sizeof(float);
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, backward_kernel<DT, TW>, threads, smem) != cudaSuccess ||
-      b < 1)
-    b = 1;
-  cached.store(b, std::memory_order_relaxed);
-  return b;
+  return blocks_per_sm_cached(cached, backward_kernel<DT, TW>, threads, smem);
 }
 
 template <int DT, int TW>

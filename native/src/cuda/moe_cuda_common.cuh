@@ -192,6 +192,17 @@ inline unsigned grid_for(int64_t work_items, int items_per_block, int sm_count, 
   return (unsigned)need;
 }
 
+// Blocks per SM that `kernel` reaches with `threads` and `smem` bytes, asked of the runtime once and kept in
+// `cached` (one per kernel instantiation; at least 1): the launchers size their grids to one full wave.
+template <class Kernel>
+int blocks_per_sm_cached(std::atomic<int>& cached, Kernel kernel, int threads, size_t smem) {
+  int b = cached.load(std::memory_order_relaxed);
+  if (b > 0) return b;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kernel, threads, smem) != cudaSuccess || b < 1) b = 1;
+  cached.store(b, std::memory_order_relaxed);
+  return b;
+}
+
 // The launchers' one switch from a logits dtype code to the kernels' DT template argument: calls
 // launch(std::integral_constant<int, DT>{}) (the caller takes decltype(dt)::value), fp16 for every code
 // that is not fp32 or bf16 (the API validated it before).

@@ -220,15 +220,8 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
 template <int DT, int C, int W>
 int grouped_blocks_per_sm() {
   static std::atomic<int> cached{0};
-  int b = cached.load(std::memory_order_relaxed);
-  if (b > 0) return b;
   const size_t smem = (size_t)32 * C * sizeof(float);
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, route_grouped_kernel<DT, C, W>, kGrpBlockThreads, smem) !=
-          cudaSuccess ||
-      b < 1)
-    b = 1;
-  cached.store(b, std::memory_order_relaxed);
-  return b;
+  return blocks_per_sm_cached(cached, route_grouped_kernel<DT, C, W>, kGrpBlockThreads, smem);
 }
 
 template <int DT, int C, int W>

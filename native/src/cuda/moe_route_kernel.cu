@@ -392,15 +392,8 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
 template <int DT, int C, int W>
 int reg_blocks_per_sm() {
   static std::atomic<int> cached{0};
-  int b = cached.load(std::memory_order_relaxed);
-  if (b > 0) return b;
   const size_t smem = (size_t)(1 + kRegWarps) * 32 * C * sizeof(float);
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, route_reg_kernel<DT, C, W>, kRegBlockThreads, smem) !=
-          cudaSuccess ||
-      b < 1)
-    b = 1;
-  cached.store(b, std::memory_order_relaxed);
-  return b;
+  return blocks_per_sm_cached(cached, route_reg_kernel<DT, C, W>, kRegBlockThreads, smem);
 }
 
 template <int DT, int C, int W>
