@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include "moe_floor.h"
 #include "moe_router.h"
 #if defined(__x86_64__)
 #include <xmmintrin.h>
@@ -168,37 +169,15 @@ int cpu_set_isa_cap(int cap);
 }
 static inline int moe_jni_test_cpu_isa(int cap) { return moe::cpu_set_isa_cap(cap); }
 
-// Memory floors of the benchmarks (CpuGoalsBenchmark, docs/cpu-design.md): the least any router can do.
-// Live: read every logit byte (an OR over 64-bit words, which the compiler vectorises) and write `outs`
-// indices and weights. Replay: read the k logits each replay row names, the row of indices itself, and
-// write the outputs; the same bytes a replay call must touch. Both return a value built from what they read,
-// so that nothing is optimised away.
+// Memory floors of the benchmarks (CpuGoalsBenchmark): native/include/moe_floor.h, the loops cpu_bench times too.
 static inline int64_t moe_jni_floor_stream(const void* in, int64_t bytes, int32_t* out_idx, float* out_w,
                                            int64_t outs) {
-  const uint64_t* w = (const uint64_t*)in;
-  uint64_t acc = 0;
-  for (int64_t i = 0; i < bytes / 8; ++i) acc |= w[i];
-  for (int64_t i = 0; i < outs; ++i) {
-    out_idx[i] = (int32_t)i;
-    out_w[i] = 1.0f;
-  }
-  return (int64_t)acc;
+  return moe_floor_stream(in, bytes, out_idx, out_w, outs);
 }
 
 static inline int64_t moe_jni_floor_gather(const float* logits, int64_t tokens, int experts, const int32_t* idx, int k,
                                            int32_t* out_idx, float* out_w) {
-  uint32_t acc = 0;
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int j = 0; j < k; ++j) {
-      const int32_t e = idx[t * k + j];
-      const float l = logits[t * experts + e];
-      uint32_t b;
-      memcpy(&b, &l, 4);
-      acc |= b;
-      out_idx[t * k + j] = e;
-      out_w[t * k + j] = l;
-    }
-  return (int64_t)acc;
+  return moe_floor_gather(logits, tokens, experts, idx, k, out_idx, out_w);
 }
 
 // Does nothing: measures the bare cost of a JNI call into this library.
