@@ -8,11 +8,8 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.Buffer;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.FloatBuffer;
-import java.nio.IntBuffer;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -32,48 +29,11 @@ class ApiPitSurvivorsTest {
   static final RouterConfig CONFIG = RouterConfig.builder(E, K).scoreFunction(ScoreFunction.SIGMOID).build();
 
   /** The Java backend, counting how often its resources are freed. */
-  static class FreeCountingRouter extends MoeRouter {
-    final JavaRouter inner;
+  static class FreeCountingRouter extends ForwardingRouter {
     int freed;
 
     FreeCountingRouter(RouterConfig c) {
-      super(c, Backend.JAVA);
-      inner = new JavaRouter(c);
-    }
-
-    @Override
-    long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
-        int[] outIdx, float[] outWeights, byte[] outFlags) {
-      return inner.routeArrays(f32, half, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
-    }
-
-    @Override
-    long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
-        IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outFlags) {
-      return inner.routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
-    }
-
-    @Override
-    long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-        long outWeights, long outFlags) {
-      return inner.routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
-    }
-
-    @Override
-    void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
-        byte[] flags, float[] gradLogits) {
-      inner.backwardArrays(f32, half, type, tokens, idx, gradWeights, flags, gradLogits);
-    }
-
-    @Override
-    void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
-        long gradLogits) {
-      inner.backwardHost(logits, type, tokens, idx, gradWeights, flags, gradLogits);
-    }
-
-    @Override
-    void applyExpertBias(float[] bias) {
-      inner.applyExpertBias(bias);
+      super(c);
     }
 
     @Override

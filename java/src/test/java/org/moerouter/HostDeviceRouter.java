@@ -1,10 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-import java.nio.Buffer;
-import java.nio.ByteBuffer;
-import java.nio.FloatBuffer;
-import java.nio.IntBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import org.bytedeco.javacpp.Pointer;
@@ -14,13 +10,14 @@ import org.bytedeco.javacpp.Pointer;
  * arguments and runs the Java backend's raw-address path on them, so code that drives a CUDA router through
  * device pointers (the replay layer's {@code routeDevice}: which pointers, which offsets, how many calls)
  * can be tested on a machine without a GPU. It says nothing about the CUDA kernels themselves
- * ({@code CudaRouterTest} runs those on a GPU host). Every other call is the Java backend's.
+ * ({@code CudaRouterTest} runs those on a GPU host). Every other call is the Java backend's
+ * ({@link ForwardingRouter}).
  *
  * <p>Memory must be registered with {@link #device}: a call whose operands do not lie inside registered
  * memory fails with {@link Status#CUDA_ERROR} before touching anything, as an illegal address would on a
  * GPU, instead of corrupting the test JVM.
  */
-public final class HostDeviceRouter extends MoeRouter {
+public final class HostDeviceRouter extends ForwardingRouter {
   /** The arguments of one {@code routeDevice} call. */
   public static final class Call {
     public final long logits, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags, nonfiniteRows, stream;
@@ -41,7 +38,6 @@ public final class HostDeviceRouter extends MoeRouter {
     }
   }
 
-  private final JavaRouter inner;
   private final List<long[]> allocations = new ArrayList<>();
   /** Every {@code routeDevice} call, oldest first. */
   public final List<Call> calls = new ArrayList<>();
@@ -52,10 +48,9 @@ public final class HostDeviceRouter extends MoeRouter {
    * @param config the router's configuration
    */
   public HostDeviceRouter(RouterConfig config) {
-    super(config, Backend.JAVA);
+    super(config);
     // Host addresses are read and written through the JNI library (HostMemory).
     if (!NativeLibrary.loaded()) throw new IllegalStateException("native library: " + NativeLibrary.loadFailure());
-    inner = new JavaRouter(config);
   }
 
   /**
@@ -93,45 +88,5 @@ public final class HostDeviceRouter extends MoeRouter {
     long bad = inner.routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
     // The int64 count as two little-endian ints (every platform the library builds for is little-endian).
     if (nonfiniteRows != 0) HostMemory.copy(new int[] {(int) bad, (int) (bad >>> 32)}, 2, nonfiniteRows);
-  }
-
-  @Override
-  long routeArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] replayIdx, byte[] replayMask,
-      int[] outIdx, float[] outWeights, byte[] outFlags) {
-    return inner.routeArrays(f32, half, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
-  }
-
-  @Override
-  long routeBuffers(Buffer logits, LogitsType type, int tokens, IntBuffer replayIdx, ByteBuffer replayMask,
-      IntBuffer outIdx, FloatBuffer outWeights, ByteBuffer outFlags) {
-    return inner.routeBuffers(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
-  }
-
-  @Override
-  long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
-      long outWeights, long outFlags) {
-    return inner.routeHost(logits, type, tokens, replayIdx, replayMask, outIdx, outWeights, outFlags);
-  }
-
-  @Override
-  void backwardArrays(float[] f32, short[] half, LogitsType type, int tokens, int[] idx, float[] gradWeights,
-      byte[] flags, float[] gradLogits) {
-    inner.backwardArrays(f32, half, type, tokens, idx, gradWeights, flags, gradLogits);
-  }
-
-  @Override
-  void backwardHost(long logits, LogitsType type, long tokens, long idx, long gradWeights, long flags,
-      long gradLogits) {
-    inner.backwardHost(logits, type, tokens, idx, gradWeights, flags, gradLogits);
-  }
-
-  @Override
-  void applyExpertBias(float[] bias) {
-    inner.applyExpertBias(bias);
-  }
-
-  @Override
-  void freeResources() {
-    inner.close();
   }
 }
