@@ -19,10 +19,9 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
  * The pool's hand-off rules (docs/cpu-design.md, "Pool hand-off"): calls at every chunk and threshold edge give
@@ -30,6 +29,7 @@ import org.junit.jupiter.api.Test;
  * MOE_ROUTER_CPU_SPIN_US is parsed strictly (a bad value falls back to the default, with a warning), and an idle
  * process's workers sleep once the spin bound has passed.
  */
+@ExtendWith(RestoreCpuThreads.class)
 class CpuPoolHandOffTest {
   static final int E = 64, K = 6;
   static final RouterConfig CONFIG = RouterConfig.builder(E, K).build();
@@ -37,17 +37,6 @@ class CpuPoolHandOffTest {
   // chunks of 256, replay validation from 16384 rows in chunks of 4096; each edge, one below and one above.
   static final int[] EDGE_TOKENS = {1, 127, 128, 129, 255, 256, 257, 511, 512, 513, 767, 768, 769, 2047, 2048, 2049,
       2303, 2304, 2305, 16383, 16384, 16385};
-  private int saved;
-
-  @BeforeEach
-  void saveThreads() {
-    saved = MoeRouter.cpuThreads();
-  }
-
-  @AfterEach
-  void restoreThreads() {
-    MoeRouter.setCpuThreads(saved);
-  }
 
   @Test
   void everyChunkAndThresholdEdgeGivesTheJavaBits() {

@@ -16,28 +16,17 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /** The CPU backend's one worker pool per process: thread counts, sizing, concurrent callers. */
+@ExtendWith(RestoreCpuThreads.class)
 class CpuPoolTest {
   static final int E = 64, K = 6;
   static final int TOKENS = 2048;  // 128 Ki logits: above the parallel threshold
   static final RouterConfig CONFIG = RouterConfig.builder(E, K).build();
   static final Path TASKS = Paths.get("/proc/self/task");
-  private int saved;
-
-  @BeforeEach
-  void saveThreads() {
-    saved = MoeRouter.cpuThreads();
-  }
-
-  @AfterEach
-  void restoreThreads() {
-    MoeRouter.setCpuThreads(saved);
-  }
 
   /** All OS threads of this process, and those named by the pool. */
   static int[] threads() throws IOException {
