@@ -6,6 +6,7 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Collectors;
 import java.util.stream.Stream;
@@ -21,18 +22,34 @@ final class Goldens {
   private Goldens() {}
 
   static Path root() {
-    String dir = System.getProperty("moerouter.goldens");
-    Path p = dir != null ? Paths.get(dir) : Paths.get("src/test/goldens");
-    if (!Files.isDirectory(p)) throw new IllegalStateException("golden cases not found at " + p.toAbsolutePath()
-        + " (set -Dmoerouter.goldens=DIR)");
-    return p;
+    return root("moerouter.goldens", "src/test/goldens", "golden cases");
   }
 
   static List<Case> all() {
-    try (Stream<Path> dirs = Files.list(root())) {
-      List<Case> cases = dirs.filter(d -> Files.exists(d.resolve("config.json"))).sorted().map(Case::load)
-          .collect(Collectors.toList());
-      if (cases.isEmpty()) throw new IllegalStateException("no golden cases under " + root());
+    return all(root(), Case::new, "golden cases");
+  }
+
+  /** A reference folder: the system property's, else the in-repository copy. */
+  static Path root(String property, String inRepository, String what) {
+    String dir = System.getProperty(property);
+    Path p = dir != null ? Paths.get(dir) : Paths.get(inRepository);
+    if (!Files.isDirectory(p)) throw new IllegalStateException(what + " not found at " + p.toAbsolutePath()
+        + " (set -D" + property + "=DIR)");
+    return p;
+  }
+
+  /** Reads one case from its folder. */
+  interface Loader<C> {
+    C load(Path dir) throws IOException;
+  }
+
+  /** Every case folder (one holding a config.json) under root, by name; none at all is an error. */
+  static <C> List<C> all(Path root, Loader<C> loader, String what) {
+    try (Stream<Path> dirs = Files.list(root)) {
+      List<C> cases = new ArrayList<>();
+      for (Path d : dirs.filter(x -> Files.exists(x.resolve("config.json"))).sorted().collect(Collectors.toList()))
+        cases.add(loader.load(d));
+      if (cases.isEmpty()) throw new IllegalStateException("no " + what + " under " + root);
       return cases;
     } catch (IOException e) {
       throw new UncheckedIOException(e);
@@ -52,7 +69,7 @@ final class Goldens {
     final double[] liveGradLogits;
     final double[] replayGradLogits;
 
-    private Case(Path dir) throws IOException {
+    Case(Path dir) throws IOException {
       name = dir.getFileName().toString();
       JsonNode json = new ObjectMapper().readTree(dir.resolve("config.json").toFile());
       int experts = json.path("E").asInt(-1);
@@ -78,21 +95,13 @@ final class Goldens {
         throw new IOException("inconsistent shapes in " + dir);
     }
 
-    static Case load(Path dir) {
-      try {
-        return new Case(dir);
-      } catch (IOException e) {
-        throw new UncheckedIOException(e);
-      }
-    }
-
     @Override
     public String toString() {
       return name;
     }
   }
 
-  private static double[] doubles(Npy.Array a) {
+  static double[] doubles(Npy.Array a) {
     double[] out = new double[a.size()];
     for (int i = 0; i < out.length; i++) out[i] = a.getDouble(i);
     return out;

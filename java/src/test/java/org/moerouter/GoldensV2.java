@@ -2,10 +2,8 @@
 package org.moerouter;
 
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Collectors;
@@ -25,22 +23,11 @@ final class GoldensV2 {
   private GoldensV2() {}
 
   static Path root() {
-    String dir = System.getProperty("moerouter.goldens.v2");
-    Path p = dir != null ? Paths.get(dir) : Paths.get("src/test/goldens_v2");
-    if (!Files.isDirectory(p)) throw new IllegalStateException("golden v2 cases not found at " + p.toAbsolutePath()
-        + " (set -Dmoerouter.goldens.v2=DIR)");
-    return p;
+    return Goldens.root("moerouter.goldens.v2", "src/test/goldens_v2", "golden v2 cases");
   }
 
   static List<Case> all() {
-    try (Stream<Path> dirs = Files.list(root())) {
-      List<Case> cases = dirs.filter(d -> Files.exists(d.resolve("config.json"))).sorted().map(Case::load)
-          .collect(Collectors.toList());
-      if (cases.isEmpty()) throw new IllegalStateException("no golden v2 cases under " + root());
-      return cases;
-    } catch (IOException e) {
-      throw new UncheckedIOException(e);
-    }
+    return Goldens.all(root(), Case::new, "golden v2 cases");
   }
 
   /** Every expected output of the format (README "Expected outputs"), each compared by GoldenV2Test. */
@@ -116,7 +103,7 @@ final class GoldensV2 {
     final Drop liveDrop, replayDrop;
     final List<String> unchecked = new ArrayList<>();
 
-    private Case(Path dir) throws IOException {
+    Case(Path dir) throws IOException {
       this.dir = dir;
       name = dir.getFileName().toString();
       json = new ObjectMapper().readTree(dir.resolve("config.json").toFile());
@@ -236,11 +223,7 @@ final class GoldensV2 {
     }
 
     double[] doubles(String file) throws IOException {
-      if (!has(file)) return null;
-      Npy.Array a = Npy.read(dir.resolve(file));
-      double[] out = new double[a.size()];
-      for (int i = 0; i < out.length; i++) out[i] = a.getDouble(i);
-      return out;
+      return has(file) ? Goldens.doubles(Npy.read(dir.resolve(file))) : null;
     }
 
     byte[] bytes(String file) throws IOException {
@@ -259,14 +242,6 @@ final class GoldensV2 {
       float[] out = new float[a.size()];
       for (int i = 0; i < out.length; i++) out[i] = (float) a.getDouble(i);
       return out;
-    }
-
-    static Case load(Path dir) {
-      try {
-        return new Case(dir);
-      } catch (IOException e) {
-        throw new UncheckedIOException(e);
-      }
     }
 
     @Override
