@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter.trace;
 
-import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.WritableByteChannel;
 import java.nio.file.Path;
 
@@ -15,35 +13,23 @@ public final class SlowTraceWriter {
   }
 
   /** Writes at most 4 KiB per call and pauses between calls. */
-  static final class SlowChannel implements WritableByteChannel {
-    private final WritableByteChannel in;
-
+  static final class SlowChannel extends PartialWriteChannel {
     SlowChannel(WritableByteChannel in) {
-      this.in = in;
+      super(in);
     }
 
     @Override
-    public int write(ByteBuffer src) throws IOException {
-      ByteBuffer part = src.duplicate();
-      part.limit(part.position() + Math.min(4096, part.remaining()));
-      int n = in.write(part);
-      src.position(src.position() + n);
+    long limit() {
+      return 4096;
+    }
+
+    @Override
+    void wrote(int n) {
       try {
         Thread.sleep(20);
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
       }
-      return n;
-    }
-
-    @Override
-    public boolean isOpen() {
-      return in.isOpen();
-    }
-
-    @Override
-    public void close() throws IOException {
-      in.close();
     }
   }
 }

@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.*;
 
 import java.io.File;
 import java.io.IOException;
-import java.nio.ByteBuffer;
 import java.nio.channels.WritableByteChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -23,34 +22,23 @@ class TraceCrashSafetyTest {
   @TempDir Path dir;
 
   /** Fails after {@code budget} bytes. */
-  static final class FailingChannel implements WritableByteChannel {
-    private final WritableByteChannel in;
+  static final class FailingChannel extends PartialWriteChannel {
     private long budget;
 
     FailingChannel(WritableByteChannel in, long budget) {
-      this.in = in;
+      super(in);
       this.budget = budget;
     }
 
     @Override
-    public int write(ByteBuffer src) throws IOException {
+    long limit() throws IOException {
       if (budget <= 0) throw new IOException("injected failure: disk full");
-      ByteBuffer part = src.duplicate();
-      part.limit(part.position() + (int) Math.min(budget, part.remaining()));
-      int n = in.write(part);
-      src.position(src.position() + n);
+      return budget;
+    }
+
+    @Override
+    void wrote(int n) {
       budget -= n;
-      return n;
-    }
-
-    @Override
-    public boolean isOpen() {
-      return in.isOpen();
-    }
-
-    @Override
-    public void close() throws IOException {
-      in.close();
     }
   }
 
