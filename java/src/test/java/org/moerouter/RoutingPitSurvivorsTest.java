@@ -14,6 +14,7 @@ import java.nio.FloatBuffer;
 import java.nio.IntBuffer;
 import java.nio.ShortBuffer;
 import java.util.Arrays;
+import java.util.function.Consumer;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
@@ -51,6 +52,20 @@ class RoutingPitSurvivorsTest {
 
   static ByteBuffer direct(int bytes) {
     return ByteBuffer.allocateDirect(bytes).order(ByteOrder.nativeOrder());
+  }
+
+  /** The indices, weights and row flags that the three readers copy out equal the array call's. */
+  static void assertOutputs(String what, int[] idx, float[] w, byte[] flags, Consumer<int[]> readIdx,
+      Consumer<float[]> readWeights, Consumer<byte[]> readFlags) {
+    int[] gi = new int[idx.length];
+    float[] gw = new float[w.length];
+    byte[] gf = new byte[flags.length];
+    readIdx.accept(gi);
+    readWeights.accept(gw);
+    readFlags.accept(gf);
+    assertArrayEquals(idx, gi, what + "indices");
+    assertArrayEquals(w, gw, what + "weights");
+    assertArrayEquals(flags, gf, what + "flags");
   }
 
   /**
@@ -92,25 +107,11 @@ class RoutingPitSurvivorsTest {
           IntPointer prev = new IntPointer(rev); BytePointer pm = new BytePointer(mask);
           IntPointer pidx = new IntPointer(idx); FloatPointer pdw = new FloatPointer(dw);
           BytePointer pflags = new BytePointer(flags); FloatPointer pg = new FloatPointer((long) T * E)) {
-        int[] gi = new int[T * K];
-        float[] gw = new float[T * K];
-        byte[] gf = new byte[T];
         assertEquals(rows, r.routeAddress(pl.address(), LogitsType.BF16, T, 0, 0, pi.address(), pw.address(), pf.address()));
-        pi.get(gi);
-        pw.get(gw);
-        pf.get(gf);
-        assertArrayEquals(idx, gi, backend + " addresses: indices");
-        assertArrayEquals(w, gw, backend + " addresses: weights");
-        assertArrayEquals(flags, gf, backend + " addresses: flags");
-
+        assertOutputs(backend + " addresses: ", idx, w, flags, pi::get, pw::get, pf::get);
         assertEquals(rrows, r.routeAddress(pl.address(), LogitsType.BF16, T, prev.address(), pm.address(), pi.address(),
             pw.address(), pf.address()));
-        pi.get(gi);
-        pw.get(gw);
-        pf.get(gf);
-        assertArrayEquals(ridx, gi, backend + " addresses: replayed indices");
-        assertArrayEquals(rw, gw, backend + " addresses: replayed weights");
-        assertArrayEquals(rflags, gf, backend + " addresses: replayed flags");
+        assertOutputs(backend + " addresses: replayed ", ridx, rw, rflags, pi::get, pw::get, pf::get);
 
         r.backwardAddress(pl.address(), LogitsType.BF16, T, pidx.address(), pdw.address(), pflags.address(), pg.address());
         float[] gg = new float[T * E];
@@ -141,22 +142,10 @@ class RoutingPitSurvivorsTest {
       for (java.nio.Buffer logits : new java.nio.Buffer[] {sl, bl}) {
         String where = backend + " " + logits.getClass().getSimpleName();
         assertEquals(rows, r.route(logits, LogitsType.BF16, T, null, null, bi, bw, bf), where);
-        int[] gi = new int[T * K];
-        float[] gw = new float[T * K];
-        byte[] gf = new byte[T];
-        bi.get(2, gi);
-        bw.get(1, gw);
-        bf.get(7, gf);
-        assertArrayEquals(idx, gi, where + ": indices");
-        assertArrayEquals(w, gw, where + ": weights");
-        assertArrayEquals(flags, gf, where + ": flags");
+        assertOutputs(where + ": ", idx, w, flags, gi -> bi.get(2, gi), gw -> bw.get(1, gw), gf -> bf.get(7, gf));
         assertEquals(rrows, r.route(logits, LogitsType.BF16, T, br, bm, bi, bw, bf), where);
-        bi.get(2, gi);
-        bw.get(1, gw);
-        bf.get(7, gf);
-        assertArrayEquals(ridx, gi, where + ": replayed indices");
-        assertArrayEquals(rw, gw, where + ": replayed weights");
-        assertArrayEquals(rflags, gf, where + ": replayed flags");
+        assertOutputs(where + ": replayed ", ridx, rw, rflags, gi -> bi.get(2, gi), gw -> bw.get(1, gw),
+            gf -> bf.get(7, gf));
       }
     }
   }

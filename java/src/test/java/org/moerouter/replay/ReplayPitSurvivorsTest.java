@@ -65,6 +65,22 @@ class ReplayPitSurvivorsTest {
     return reg;
   }
 
+  /**
+   * The layer's forward replay (its action set to REPLAY_FORWARD) gives what the router's own replay of
+   * {@code want} gives; returns the indices the layer wrote.
+   */
+  static int[] assertLayerReplays(RouterReplay l, float[] lg, int tokens, int[] want, byte[] mask) {
+    try (MoeRouter r = MoeRouter.create(CONFIG, Backend.JAVA)) {
+      RoutingResult expected = r.replay(lg, tokens, want, mask);
+      int[] got = new int[tokens * K];
+      float[] w = new float[tokens * K];
+      l.route(r, lg, tokens, got, w);
+      assertArrayEquals(expected.indices(), got);
+      assertArrayEquals(expected.weights(), w);
+      return got;
+    }
+  }
+
   // ------------------------------------------------------------------ sizes and shapes at their limits
 
   @Test
@@ -174,15 +190,7 @@ class ReplayPitSurvivorsTest {
     byte[] mask = {1, 0, 1, 1, 0};
     l.setTargetIndices(idx, new long[] {T, K}, mask);
     l.setAction(ReplayAction.REPLAY_FORWARD);
-    float[] lg = logits(T, 2);
-    try (MoeRouter r = MoeRouter.create(CONFIG, Backend.JAVA)) {
-      RoutingResult want = r.replay(lg, T, idx, mask);
-      int[] got = new int[T * K];
-      float[] w = new float[T * K];
-      l.route(r, lg, T, got, w);
-      assertArrayEquals(want.indices(), got);
-      assertArrayEquals(want.weights(), w);
-    }
+    assertLayerReplays(l, logits(T, 2), T, idx, mask);
   }
 
   @Test
@@ -338,15 +346,7 @@ class ReplayPitSurvivorsTest {
     l.setTargetIndices(idx, tokens);
     assertArrayEquals(given, idx, "the caller's array is not modified");
     l.setAction(ReplayAction.REPLAY_FORWARD);
-    float[] lg = logits(tokens, 6);
-    try (MoeRouter r = MoeRouter.create(CONFIG, Backend.JAVA)) {
-      RoutingResult want = r.replay(lg, tokens, idx, liveMask);
-      int[] got = new int[tokens * K];
-      float[] w = new float[tokens * K];
-      l.route(r, lg, tokens, got, w);
-      assertArrayEquals(want.indices(), got);
-      assertArrayEquals(want.weights(), w);
-    }
+    assertLayerReplays(l, logits(tokens, 6), tokens, idx, liveMask);
   }
 
   @Test
@@ -357,17 +357,9 @@ class ReplayPitSurvivorsTest {
     byte[] mask = {1, 1, 1, 0, 0};
     l.setTargetIndices(idx, T, mask);
     l.setAction(ReplayAction.REPLAY_FORWARD);
-    float[] lg = logits(T, 8);
-    try (MoeRouter r = MoeRouter.create(CONFIG, Backend.JAVA)) {
-      RoutingResult want = r.replay(lg, T, new int[] {5, 6, 0, 1, 7, 1, 0, 0, 0, 0}, mask);
-      int[] got = new int[T * K];
-      float[] w = new float[T * K];
-      l.route(r, lg, T, got, w);
-      assertArrayEquals(want.indices(), got);
-      assertArrayEquals(want.weights(), w);
-      assertEquals(0, got[2]);
-      assertEquals(1, got[3]);
-    }
+    int[] got = assertLayerReplays(l, logits(T, 8), T, new int[] {5, 6, 0, 1, 7, 1, 0, 0, 0, 0}, mask);
+    assertEquals(0, got[2]);
+    assertEquals(1, got[3]);
   }
 
   // ------------------------------------------------------------------ return values
