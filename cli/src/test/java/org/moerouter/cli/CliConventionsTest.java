@@ -27,6 +27,14 @@ class CliConventionsTest {
     return MainTest.run(args);
   }
 
+  /** The command line is a usage error: status 2 and a message that starts with {@code error}. */
+  static MainTest.Run assertUsageError(String error, String... args) {
+    MainTest.Run r = run(args);
+    assertEquals(2, r.status, String.join(" ", args) + ": " + r.err);
+    assertTrue(r.err.startsWith("moe-router: error: " + error), r.err);
+    return r;
+  }
+
   @Test
   void everyCommandAnswersHelpOnStdoutWithStatusZero() {
     String[][] cases = {{"route", "--help"}, {"demo", "--help"}, {"demo", "-h"}, {"info", "--help"},
@@ -58,27 +66,20 @@ class CliConventionsTest {
           "moe-router --help lacks " + flag);
       assertTrue(help.contains("  " + flag + " "), "demo --help does not describe " + flag);
     }
-    MainTest.Run r = run("demo", "--layer", "2");
-    assertEquals(2, r.status);
-    assertTrue(r.err.startsWith("moe-router: error: unknown option --layer\n"), r.err);
+    assertUsageError("unknown option --layer\n", "demo", "--layer", "2");
   }
 
   @Test
   void aRepeatedOptionIsAnErrorNotLastWins() throws Exception {
     Path l = dir.resolve("l.npy");
     Npy.write(l, new float[4 * 8], 4, 8);
-    MainTest.Run r = run("route", "--logits", l.toString(), "--score", "softmax", "--topk", "2", "--topk", "3", "--out",
-        dir.resolve("o").toString());
-    assertEquals(2, r.status);
-    assertTrue(r.err.startsWith("moe-router: error: option --topk given twice\n"), r.err);
-    r = run("route", "--pre-softmax", "--pre-softmax", "--logits", l.toString());
-    assertEquals(2, r.status);
-    assertTrue(r.err.startsWith("moe-router: error: option --pre-softmax given twice\n"), r.err);
-    r = run("demo", "--layers", "1", "--layers=2");
-    assertEquals(2, r.status);
-    r = run("trace", "convert", "a.npy", "b.safetensors", "--model", "x", "--model", "y");
-    assertEquals(2, r.status);
-    assertTrue(r.err.startsWith("moe-router: error: option --model given twice\n"), r.err);
+    assertUsageError("option --topk given twice\n", "route", "--logits", l.toString(), "--score", "softmax", "--topk",
+        "2", "--topk", "3", "--out", dir.resolve("o").toString());
+    assertUsageError("option --pre-softmax given twice\n", "route", "--pre-softmax", "--pre-softmax", "--logits",
+        l.toString());
+    assertUsageError("option --layers given twice\n", "demo", "--layers", "1", "--layers=2");
+    assertUsageError("option --model given twice\n", "trace", "convert", "a.npy", "b.safetensors", "--model", "x",
+        "--model", "y");
   }
 
   @Test
@@ -86,10 +87,8 @@ class CliConventionsTest {
     Path l = dir.resolve("l.npy");
     Npy.write(l, new float[4 * 8], 4, 8);
     for (String[] g : new String[][] {{"0", "0"}, {"0", "1"}, {"2", "0"}}) {
-      MainTest.Run r = run("route", "--logits", l.toString(), "--score", "softmax", "--topk", "2", "--groups", g[0],
-          "--group-topk", g[1], "--out", dir.resolve("o").toString());
-      assertEquals(2, r.status, String.join(",", g) + ": " + r.err);
-      assertTrue(r.err.startsWith("moe-router: error: --group"), r.err);
+      MainTest.Run r = assertUsageError("--group", "route", "--logits", l.toString(), "--score", "softmax", "--topk", "2",
+          "--groups", g[0], "--group-topk", g[1], "--out", dir.resolve("o").toString());
       assertTrue(r.err.contains("must be >= 1, got 0"), r.err);
     }
     assertFalse(Files.exists(dir.resolve("o")));
