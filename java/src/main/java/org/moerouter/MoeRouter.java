@@ -926,19 +926,18 @@ public abstract class MoeRouter implements AutoCloseable {
   public final int[] tokensPerExpert(int[] idx, int tokens, int[] outCounts) {
     acquire("tokensPerExpert");
     try {
-      return countTokens(idx, tokens, outCounts);
+      return countTokens(idx, tokens, null, outCounts);
     } finally {
       release();
     }
   }
 
-  private int[] countTokens(int[] idx, int tokens, int[] outCounts) {
-    checkTokens(tokens);
+  /** Both int[] overloads of tokensPerExpert: validRows null counts every row. */
+  private int[] countTokens(int[] idx, int tokens, byte[] validRows, int[] outCounts) {
     int k = config.topK(), e = config.experts();
-    checkCapacity("idx", idx == null ? -1 : idx.length, (long) tokens * k);
-    checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, e);
+    checkCounting("idx", idx == null ? -1 : idx.length, (long) tokens * k, tokens, validRows, outCounts);
     if (nativeHelpers()) {
-      int st = RouterNative.moe_tokens_per_expert(idx, tokens, k, e, outCounts);
+      int st = RouterNative.moe_tokens_per_expert_valid(idx, validRows, tokens, k, e, outCounts);
       if (st != 0) throw RouterNative.error(st, "tokensPerExpert");
       return outCounts;
     }
@@ -946,9 +945,17 @@ public abstract class MoeRouter implements AutoCloseable {
       if (JavaRouting.checkReplayRow(idx, t * k, k, e) == JavaRouting.REPLAY_OUT_OF_RANGE)
         throw new MoeRouterException(Status.INVALID_REPLAY, "tokensPerExpert failed: "
             + JavaRouting.replayRowMessage(t, idx, t * k, k, e));
-    java.util.Arrays.fill(outCounts, 0, e, 0);
-    for (int i = 0; i < tokens * k; i++) outCounts[idx[i]]++;
+    JavaTraining.countTokens(idx, null, validRows, tokens, k, e, outCounts);
     return outCounts;
+  }
+
+  /** The checks of every tokensPerExpert overload, in their order: tokens, validRows, the input, outCounts. */
+  private void checkCounting(String input, int inputLength, long inputNeed, int tokens, byte[] validRows,
+      int[] outCounts) {
+    checkTokens(tokens);
+    if (validRows != null) checkCapacity("validRows", validRows.length, tokens);
+    checkCapacity(input, inputLength, inputNeed);
+    checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, config.experts());
   }
 
   /**
@@ -1210,22 +1217,7 @@ public abstract class MoeRouter implements AutoCloseable {
   public final int[] tokensPerExpert(int[] idx, int tokens, byte[] validRows, int[] outCounts) {
     acquire("tokensPerExpert");
     try {
-      checkTokens(tokens);
-      if (validRows != null) checkCapacity("validRows", validRows.length, tokens);
-      int k = config.topK(), e = config.experts();
-      checkCapacity("idx", idx == null ? -1 : idx.length, (long) tokens * k);
-      checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, e);
-      if (nativeHelpers()) {
-        int st = RouterNative.moe_tokens_per_expert_valid(idx, validRows, tokens, k, e, outCounts);
-        if (st != 0) throw RouterNative.error(st, "tokensPerExpert");
-        return outCounts;
-      }
-      for (int t = 0; t < tokens; t++)
-        if (JavaRouting.checkReplayRow(idx, t * k, k, e) == JavaRouting.REPLAY_OUT_OF_RANGE)
-          throw new MoeRouterException(Status.INVALID_REPLAY, "tokensPerExpert failed: "
-              + JavaRouting.replayRowMessage(t, idx, t * k, k, e));
-      JavaTraining.countTokens(idx, null, validRows, tokens, k, e, outCounts);
-      return outCounts;
+      return countTokens(idx, tokens, validRows, outCounts);
     } finally {
       release();
     }
@@ -1247,11 +1239,8 @@ public abstract class MoeRouter implements AutoCloseable {
   public final int[] tokensPerExpert(byte[] map, int tokens, byte[] validRows, int[] outCounts) {
     acquire("tokensPerExpert");
     try {
-      checkTokens(tokens);
-      if (validRows != null) checkCapacity("validRows", validRows.length, tokens);
       int e = config.experts();
-      checkCapacity("map", map == null ? -1 : map.length, (long) tokens * e);
-      checkCapacity("outCounts", outCounts == null ? -1 : outCounts.length, e);
+      checkCounting("map", map == null ? -1 : map.length, (long) tokens * e, tokens, validRows, outCounts);
       if (nativeHelpers()) {
         int st = RouterNative.moe_map_tokens_per_expert(map, validRows, tokens, e, outCounts);
         if (st != 0) throw RouterNative.error(st, "tokensPerExpert");
