@@ -436,15 +436,23 @@ public final class Safetensors {
       t.put("data_offsets", ranges.get(e.getKey()));
       root.put(e.getKey(), t);
     }
+    ByteBuffer head = encodeHeader(root);
+    AtomicFiles.write(path, ch -> {
+      AtomicFiles.writeFully(ch, head);
+      for (ByteBuffer b : data) AtomicFiles.writeFully(ch, b);
+    });
+  }
+
+  /**
+   * The file's first bytes: the header JSON's length (little-endian u64) and the JSON, padded with spaces to a
+   * multiple of 8 so that the data buffer, and with it every tensor, starts 8-byte aligned.
+   */
+  static ByteBuffer encodeHeader(Map<String, Object> root) {
     byte[] json = Json.write(root).getBytes(StandardCharsets.UTF_8);
     int padded = (json.length + 7) / 8 * 8;
     ByteBuffer head = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
     head.putLong(padded).put(json);
     while (head.hasRemaining()) head.put((byte) ' ');
-    head.flip();
-    AtomicFiles.write(path, ch -> {
-      AtomicFiles.writeFully(ch, head);
-      for (ByteBuffer b : data) AtomicFiles.writeFully(ch, b);
-    });
+    return head.flip();
   }
 }

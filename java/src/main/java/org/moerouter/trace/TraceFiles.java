@@ -142,12 +142,7 @@ public final class TraceFiles {
         offsetBytes.remaining(), idxEnd);
     if (maskBytes != null) tensor(root, "mask", "U8", new long[] {trace.totalTokens()}, idxEnd, idxEnd + maskBytes.remaining());
     ByteBuffer maskOut = maskBytes;
-    byte[] json = Json.write(root).getBytes(StandardCharsets.UTF_8);
-    int padded = (json.length + 7) / 8 * 8;
-    ByteBuffer head = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
-    head.putLong(padded).put(json);
-    while (head.hasRemaining()) head.put((byte) ' ');
-    head.flip();
+    ByteBuffer head = Safetensors.encodeHeader(root);
 
     AtomicFiles.write(path, ch -> {
       AtomicFiles.writeFully(ch, head);
