@@ -194,11 +194,8 @@ final class JavaRouter extends MoeRouter {
   long routeHost(long logits, LogitsType type, long tokens, long replayIdx, long replayMask, long outIdx,
       long outWeights, long outFlags) {
     int t = javaSize(tokens, config.experts());
-    int n = t * config.experts(), tk = t * config.topK();
-    float[] f32 = null;
-    short[] half = null;
-    if (type == LogitsType.FP32) HostMemory.copy(logits, f32 = new float[n], n);
-    else HostMemory.copy(logits, half = new short[n], n);
+    int tk = t * config.topK();
+    HostLogits l = new HostLogits(logits, type, t * config.experts());
     int[] replay = null;
     byte[] mask = null;
     if (replayIdx != 0) HostMemory.copy(replayIdx, replay = new int[tk], tk);
@@ -206,7 +203,7 @@ final class JavaRouter extends MoeRouter {
     int[] idx = new int[tk];
     float[] w = new float[tk];
     byte[] flags = outFlags != 0 ? new byte[t] : null;
-    long nonfinite = routeArrays(f32, half, type, t, replay, mask, idx, w, flags);
+    long nonfinite = routeArrays(l.f32, l.half, type, t, replay, mask, idx, w, flags);
     HostMemory.copy(idx, tk, outIdx);
     HostMemory.copy(w, tk, outWeights);
     if (flags != null) HostMemory.copy(flags, t, outFlags);
@@ -218,10 +215,7 @@ final class JavaRouter extends MoeRouter {
       long gradLogits) {
     int t = javaSize(tokens, config.experts());
     int n = t * config.experts(), tk = t * config.topK();
-    float[] f32 = null;
-    short[] half = null;
-    if (type == LogitsType.FP32) HostMemory.copy(logits, f32 = new float[n], n);
-    else HostMemory.copy(logits, half = new short[n], n);
+    HostLogits l = new HostLogits(logits, type, n);
     int[] idx = new int[tk];
     float[] dw = new float[tk];
     float[] grad = new float[n];
@@ -229,8 +223,21 @@ final class JavaRouter extends MoeRouter {
     byte[] flags = null;
     HostMemory.copy(gradWeights, dw, tk);
     if (flagsAddress != 0) HostMemory.copy(flagsAddress, flags = new byte[t], t);
-    backwardArrays(f32, half, type, t, idx, dw, flags, grad);
+    backwardArrays(l.f32, l.half, type, t, idx, dw, flags, grad);
     HostMemory.copy(grad, n, gradLogits);
+  }
+
+  /** Logits [n] at a host address, copied into the array the array calls take for their type. */
+  private static final class HostLogits {
+    final float[] f32;
+    final short[] half;
+
+    HostLogits(long address, LogitsType type, int n) {
+      f32 = type == LogitsType.FP32 ? new float[n] : null;
+      half = f32 == null ? new short[n] : null;
+      if (f32 != null) HostMemory.copy(address, f32, n);
+      else HostMemory.copy(address, half, n);
+    }
   }
 
   private static int javaSize(long tokens, int experts) {
