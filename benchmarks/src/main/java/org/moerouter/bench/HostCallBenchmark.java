@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter.bench;
 
-import java.util.concurrent.TimeUnit;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Pointer;
@@ -12,18 +11,10 @@ import org.moerouter.MoeRouter;
 import org.moerouter.NativeLibrary;
 import org.moerouter.RouterConfig;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * JNI vs FFM for the raw-address host calls (decode-sized batches, T = 0..64), in ns per call: the path
@@ -39,13 +30,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * pointers) allocated in setup; outputs are reused; the benchmark allocates nothing per call.
  * {@code T = 0} measures the fixed cost alone (argument checks, transition, the C ABI's checks).
  */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.NANOSECONDS)
-@Fork(1)
-@Warmup(iterations = 2, time = 200, timeUnit = TimeUnit.MILLISECONDS)
-@Measurement(iterations = 3, time = 300, timeUnit = TimeUnit.MILLISECONDS)
-public class HostCallBenchmark {
+public class HostCallBenchmark extends ShortRun {
   /** Named so that it sorts last: JMH varies the alphabetically last param fastest, so the three bindings
    *  of one shape run back to back and share whatever else the machine is doing. */
   @Param({"jni", "ffm", "ffmCritical"})

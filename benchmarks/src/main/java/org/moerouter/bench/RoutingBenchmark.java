@@ -2,25 +2,16 @@
 package org.moerouter.bench;
 
 import java.util.Arrays;
-import java.util.concurrent.TimeUnit;
 import org.moerouter.Backend;
 import org.moerouter.LogitsType;
 import org.moerouter.MoeRouter;
 import org.moerouter.NativeLibrary;
 import org.moerouter.RouterConfig;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * Live routing, replay and backward over host arrays, per backend / config / batch size / dtype.
@@ -50,13 +41,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * launches then one synchronisation) would need device allocations, which the Java API does not expose;
  * its timing with CUDA events is the job of the separate native benchmark program (native/bench).
  */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.NANOSECONDS)
-@Fork(1)
-@Warmup(iterations = 2, time = 200, timeUnit = TimeUnit.MILLISECONDS)
-@Measurement(iterations = 3, time = 300, timeUnit = TimeUnit.MILLISECONDS)
-public class RoutingBenchmark {
+public class RoutingBenchmark extends ShortRun {
   @Param({"JAVA", "CPU", "CUDA"})
   public String backend;
 
