@@ -2,27 +2,17 @@
 package org.moerouter.examples.jlama.bench;
 
 import com.github.tjake.jlama.tensor.AbstractTensor;
-import java.util.Locale;
 import java.util.Optional;
-import java.util.concurrent.TimeUnit;
 import org.moerouter.Backend;
 import org.moerouter.examples.jlama.ExpertRouter;
 import org.moerouter.examples.jlama.JlamaTopK;
 import org.moerouter.examples.jlama.MixtralRouting;
 import org.moerouter.examples.jlama.MoeRouterFeedForward;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 import org.openjdk.jmh.infra.Blackhole;
 
 /**
@@ -44,19 +34,7 @@ import org.openjdk.jmh.infra.Blackhole;
  * model, allocation of the output tensor outside jlama's cache (it is cached). Inputs: a one-layer
  * random checkpoint (bf16 weights, {@link BenchLayer.Shape}) and a random bf16 input [T, D].
  */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MICROSECONDS)
-@Warmup(iterations = 4, time = 1)
-@Measurement(iterations = 3, time = 1)
-@Fork(1)
-public class MoeLayerRoutingBenchmark {
-  @Param({"MIXTRAL", "E64K8"})
-  public String shape;
-
-  @Param({"1", "512"})
-  public int tokens;
-
+public class MoeLayerRoutingBenchmark extends LayerGrid {
   @Param({"jlama", "live", "replay"})
   public String routing;
 
@@ -71,7 +49,7 @@ public class MoeLayerRoutingBenchmark {
 
   @Setup(Level.Trial)
   public void setup() {
-    BenchLayer.Shape s = BenchLayer.Shape.valueOf(shape.toUpperCase(Locale.ROOT));
+    BenchLayer.Shape s = layerShape();
     bench = new BenchLayer(s, tokens);
     layer = bench.model.moeLayer(0);
     logits = layer.gateLogits(bench.input);
