@@ -5,10 +5,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import java.util.SplittableRandom;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
  * The CPU backend's results do not depend on the calling thread's floating-point environment (issue 10
@@ -19,18 +19,11 @@ import org.junit.jupiter.api.Test;
  * softmax spreads of 88-104 (subnormal exponentials and weights), sqrtsoftplus of -88..-104 (a subnormal
  * exp whose log1p is itself) and sigmoid near its underflow.
  */
+@ExtendWith(RestoreCpuThreads.class)
 class FpEnvTest {
-  private static int threadsBefore;
-
   @BeforeAll
   static void needsNative() {
     Assumptions.assumeTrue(NativeLibrary.loaded(), "native library not loaded");
-    threadsBefore = MoeRouter.cpuThreads();
-  }
-
-  @AfterAll
-  static void restoreThreads() {
-    if (NativeLibrary.loaded()) MoeRouter.setCpuThreads(threadsBefore);
   }
 
   static float[] logits(SplittableRandom rnd, int tokens, int e) {
