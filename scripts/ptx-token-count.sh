@@ -10,13 +10,18 @@
 #   scripts/ptx-token-count.sh route    SRC E K C W DTYPE SCORE PRE   (route_reg_kernel<DTYPE, C, W>)
 #   scripts/ptx-token-count.sh grouped  SRC E K C W DTYPE SCORE G GK TERMS BIAS
 #                                                                      (route_grouped_kernel<DTYPE, C, W>)
+#   scripts/ptx-token-count.sh decode   SRC E K C DTYPE SCORE GK TERMS BIAS
+#                                                                      (route_grouped_decode_kernel<DTYPE, C>:
+#                                                                       groups of 32, G = E / 32)
 #   scripts/ptx-token-count.sh backward SRC E K DTYPE SCORE PRE NORM  (backward_kernel<DTYPE, 1>)
 # DTYPE 0 fp32, 1 bf16, 2 fp16; SCORE 0 softmax, 1 sigmoid, 2 sqrtsoftplus; G groups, GK kept, TERMS values
 # per group score (group_terms), BIAS 1 with a bias (ranks by R); SRC the kernel's .cu (another commit's
 # copy to compare: git show REV:native/src/cuda/moe_route_kernel.cu > /tmp/old.cu; a kernel including
 # another commit's headers: check that commit out in a worktree and pass its .cu).
 # Prints "token N (...)" (one token's body) and, for route and grouped, "weights N (...)" (one pass: 32 / W
-# tokens).
+# tokens); for decode, "token" is warp 0's path (the critical path: every warp's part, then warp 0's), split
+# into "all warps" (load, score, group score: what each warp runs) and "warp 0" (kept groups, selection,
+# weights, stores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
@@ -46,6 +51,17 @@ elif [[ "$kind" == grouped ]]; then
   perl -0pe 's/(route_grouped_kernel\(Params p,.*?\{\n)/$1  '"$set_p"'\n/s;'"${token_marks/TAIL/$close}" "$src" >"$WORK/k.cu"
   entry="route_grouped_kernelILi${DT}ELi${C}ELi${W}E"
   marks="CM_TOKEN_BEGIN CM_TOKEN_END CM_WEIGHTS_BEGIN CM_WEIGHTS_END"
+elif [[ "$kind" == decode ]]; then
+  src=$2 E=$3 K=$4 C=$5 DT=$6 SCORE=$7 GK=$8 TERMS=$9 BIAS=${10}
+  bias_p='p.bias = nullptr; p.biased = false;'
+  [[ "$BIAS" == 1 ]] && bias_p='p.biased = true; __builtin_assume(p.bias != nullptr);'
+  set_p="p.experts = $E; p.k = $K; p.score_fn = $SCORE; p.pre_softmax = false; p.normalize = false; p.groups = $((E / 32)); p.group_topk = $GK; p.group_terms = $TERMS; $bias_p p.nonfinite = MOE_NONFINITE_PROPAGATE; p.minus_one_rows = MOE_MINUS_ONE_REJECT; p.scale = 1.0f; call_bad = nullptr; replay = nullptr; mask = nullptr; out_flags = nullptr;"
+  perl -0pe 's/(route_grouped_decode_kernel\(Params p,.*?\{\n)/$1  '"$set_p"'\n/s;
+    s/(\n\s*)(if \(written_by_replay\(p, replay, mask, t\)\) return;[^\n]*\n)/$1$2  asm volatile("\/\/ CM_TOKEN_BEGIN");\n/;
+    s/(\n\s*)(if \(g == 0\) \{\n)/$1asm volatile("\/\/ CM_WARP0_BEGIN");$1$2/;
+    s/(\n\s*)(if \(nonfinite && lane == 0 && nf\))/$1asm volatile("\/\/ CM_TOKEN_END");$1$2/' "$src" >"$WORK/k.cu"
+  entry="route_grouped_decode_kernelILi${DT}ELi${C}E"
+  marks="CM_TOKEN_BEGIN CM_WARP0_BEGIN CM_TOKEN_END"
 else
   src=$2 E=$3 K=$4 DT=$5 SCORE=$6 PRE=$7 NORM=$8
   set_p="p.experts = $E; p.k = $K; p.score_fn = $SCORE; p.pre_softmax = $PRE; p.normalize = $NORM; $fixed vec_in = 1; vec_out = 1;"
@@ -73,7 +89,7 @@ start = next(i for i, l in enumerate(lines) if l.startswith('.entry') and sys.ar
 end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith('.entry')), len(lines))
 body = lines[start:end]
 def part(name, a, b):
-    if not any(a in l for l in body): return
+    if not any(a in l for l in body) or not any(b in l for l in body): return
     i = next(j for j, l in enumerate(body) if a in l)
     k = next(j for j, l in enumerate(body) if b in l)
     ins = [l.strip() for l in body[i + 1:k]]
@@ -83,4 +99,6 @@ def part(name, a, b):
           f"st.global {n('st.global')}, branches {n('bra')})")
 part('token', 'CM_TOKEN_BEGIN', 'CM_TOKEN_END')
 part('weights', 'CM_WEIGHTS_BEGIN', 'CM_WEIGHTS_END')
+part('all warps', 'CM_TOKEN_BEGIN', 'CM_WARP0_BEGIN')
+part('warp 0', 'CM_WARP0_BEGIN', 'CM_TOKEN_END')
 PY

@@ -93,7 +93,7 @@ MUTATIONS=(
   "grouped path: a negative R's key read back as its magnitude|src/cuda/moe_route_grouped_kernel.cu|s/\? \(key & 0x7fffffffu\) : ~key\)/? (key \& 0x7fffffffu) : (~key \& 0x7fffffffu))/"
   "grouped path: the slot -> group table of one slot per group|src/cuda/moe_route_grouped_kernel.cu|s/slot_group \|= \(unsigned\)\(m \/ spg\) << \(4 \* m\);/slot_group |= (unsigned)m << (4 * m);/"
   "grouped path: ranking key R without a bias|src/cuda/moe_route_grouped_kernel.cu|s/key\[m\] = by_logit \? \(m < slots \? score_key\(x\[m\]\) \+ 1u : 0u\) : kr\[m\];/key[m] = kr[m];/"
-  "grouped path: -1 rows under ARANGE routed live|src/cuda/moe_route_grouped_kernel.cu|s/p.minus_one_rows == MOE_MINUS_ONE_ARANGE\) continue;/p.minus_one_rows == MOE_MINUS_ONE_REJECT) continue;/"
+  "grouped path: -1 rows under ARANGE routed live|src/cuda/moe_route_grouped_kernel.cu|s/p.minus_one_rows == MOE_MINUS_ONE_ARANGE\);/p.minus_one_rows == MOE_MINUS_ONE_REJECT);/"
   "grouped path (shared weights pass): ZERO writes the weights of flagged rows|src/cuda/moe_route_reg.cuh|s/const bool zero = p.nonfinite == MOE_NONFINITE_ZERO && s.row_nf;/const bool zero = false;/"
   "grouped path: the row flag from lane 0's slots only|src/cuda/moe_route_grouped_kernel.cu|s/nf = __any_sync\(dev::kFull, nf\) != 0;/nf = __shfl_sync(dev::kFull, nf, 0);/"
   "grouped path, 4 tokens per pass: every token's entries taken by the first segment|src/cuda/moe_route_grouped_kernel.cu|s/dev::take_entries<C, W>\(pass, q, lane,/dev::take_entries<C, W>(pass, 0, lane,/"
@@ -101,6 +101,13 @@ MUTATIONS=(
   "shared selection, packed keys: no + 0x100 (a NaN logit keys as taken; its logit decoded wrong)|src/cuda/moe_route_reg.cuh|s/\(\(score_key\(x\) & 0xffffff00u\) \+ 0x100u\)/(score_key(x) \& 0xffffff00u)/"
   "shared entries, one token per pass: the row flag not taken|src/cuda/moe_route_reg.cuh|s/s.e1 = w1;\n(\s*)s.row_sum = row_sum;\n(\s*)s.row_nf = nf;/s.e1 = w1;\n\1s.row_sum = row_sum;/"
   "shared weights pass: every segment writes the pass's first token|src/cuda/moe_route_reg.cuh|s/const int64_t t = base \+ lane \/ W;/const int64_t t = base;/"
+  "grouped decode: a tie of group scores keeps the higher group|src/cuda/moe_route_grouped_kernel.cu|s/\(o == gkey && h < lane\)\) \? 1 : 0;\n(\s*)\}\n(\s*)unsigned kept/(o == gkey \&\& h > lane)) ? 1 : 0;\n\1}\n\2unsigned kept/"
+  "grouped decode: a group's top value kept by its holders for the next term|src/cuda/moe_route_grouped_kernel.cu|s/left -= n;\n(\s*)if \(best == win\) best = 0u;/left -= n;/"
+  "grouped decode: the bias of the next expert|src/cuda/moe_route_grouped_kernel.cu|s/__ldg\(p.bias \+ i\) : 0.0f;/__ldg(p.bias + (i ^ 1)) : 0.0f;/"
+  "grouped decode: the row flag from warp 0's experts only|src/cuda/moe_route_grouped_kernel.cu|s/const bool nf = __syncthreads_or\(!is_finite\(x\)\) != 0;/__syncthreads();\n  const bool nf = g == 0 \&\& __any_sync(dev::kFull, !is_finite(x));/"
+  "grouped decode: kept groups' slots in descending group order (ties to the higher expert)|src/cuda/moe_route_grouped_kernel.cu|s/const int gm = kept \? __ffs\(kept\) - 1 : 0;/const int gm = kept ? 31 - __clz(kept) : 0;/;s/kept &= kept - 1u;/kept \&= ~(1u << gm);/"
+  "grouped decode: a slot's winner not mapped back to its group's expert|src/cuda/moe_route_grouped_kernel.cu|s/pass.e0 = 32 \* \(int\)\(\(grp >> \(4 \* \(w0 >> 5\)\)\) & 15u\) \+ \(w0 & 31\);/pass.e0 = w0;/"
+  "grouped decode: taken while a second wave would be needed (grid capped at one block per SM)|src/cuda/moe_route_grouped_kernel.cu|s/\(unsigned\)tokens, p.experts, 0,/(unsigned)(tokens < sm_count ? tokens : sm_count), p.experts, 0,/"
   "grouped path: the selection with the register path's packed rule for fp32 logits (low bits overwritten)|src/cuda/moe_route_grouped_kernel.cu|s/const bool packed = DT != MOE_DTYPE_F32 && by_logit;/const bool packed = by_logit;/"
 )
 

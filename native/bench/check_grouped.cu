@@ -101,6 +101,12 @@ void run_grouped(cudaStream_t stream, bool quick) {
                    kMax, kError, kReject),
       with_options({"grp_sqrtsoftplus_E96_k5_g3_2_arange", 96, 5, MOE_SCORE_SQRTSOFTPLUS, 0, 3, 2, 1.0f, false},
                    kDefault, kTopk, kZero, kArange),
+      // groups of 32 not yet above: softmax post, k > 32 on two kept groups (decode: 20 terms per group)
+      with_options({"grp_softmax_post_E128_k6_g4_2_top2", 128, 6, MOE_SCORE_SOFTMAX, 0, 4, 2, 1.0f, false}, kDefault,
+                   kTop2, kProp, kLive),
+      with_bias(with_options({"grp_sigmoid_bias_E256_k40_g8_2_topk", 256, 40, MOE_SCORE_SIGMOID, 0, 8, 2, 1.0f, true},
+                             kDefault, kTopk, kZero, kReject),
+                grid256),
   };
   std::mt19937_64 rng(20261129);
   cudaDeviceProp prop;
@@ -108,6 +114,9 @@ void run_grouped(cudaStream_t stream, bool quick) {
   // Above one token per warp of a full wave the kernel routes 4 tokens per warp pass (k <= 8): T a
   // little above it and not a multiple of 4 leaves the last pass partly empty.
   const int64_t T_pass = (int64_t)prop.multiProcessorCount * 16 * 4;
+  // Groups of 32 at decode sizes take a block per token (docs/cuda-design.md step 11) while the grid fits
+  // one wave (at least one block per SM): T = 5 and one a little above 4 per SM.
+  const int64_t T_dec = (int64_t)prop.multiProcessorCount * 4 + 1;
   int index = 0;
   for (const Config& c : configs) {
     const int fails_before = g_failures;
@@ -119,7 +128,7 @@ void run_grouped(cudaStream_t stream, bool quick) {
         if (quick && data != (dtype + index) % 4 && !(data == 1 && dtype == 0) &&
             !(data == 2 && c.nonfinite != kProp && dtype == 1))
           continue;
-        const int64_t Ts[] = {37, T_pass + 1 + (dtype + data) % 3};
+        const int64_t Ts[] = {5, T_dec, 37, T_pass + 1 + (dtype + data) % 3};
         for (int64_t T : Ts) {
           if (quick && T == 37 && data != 0) continue;
           std::vector<uint8_t> logits = data == 0   ? group_copy_logits(rng, T, c.E, c.G, dtype)

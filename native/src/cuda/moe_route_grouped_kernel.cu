@@ -53,6 +53,14 @@ __device__ __forceinline__ float key_value(unsigned key) {
   return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
 }
 
+// Rows of a replay call that the replay kernel wrote (replayed rows, and all -1 rows under ARANGE); the
+// others (masked-out rows, all -1 rows under LIVE) are routed live here.
+__device__ __forceinline__ bool written_by_replay(const Params& p, const int32_t* replay, const uint8_t* mask,
+                                                  int64_t t) {
+  return replay && (!mask || mask[t] != 0) &&
+         (replay[t * p.k] != -1 || p.minus_one_rows == MOE_MINUS_ONE_ARANGE);
+}
+
 // W: lanes per token in the weights phase (8: 4 tokens per warp pass, k <= 8; 32: one token per pass).
 template <int DT, int C, int W>
 __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
@@ -98,8 +106,7 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
       if (t >= tokens) break;  // uniform
       // Replayed rows were written by the replay kernel; masked-out rows and all -1 rows under LIVE are
       // routed live here (launch_route_live sends only skip_replay_rows calls to this kernel).
-      if (replay && (!mask || mask[t] != 0) && replay[t * k] != -1) continue;
-      if (replay && (!mask || mask[t] != 0) && p.minus_one_rows == MOE_MINUS_ONE_ARANGE) continue;
+      if (written_by_replay(p, replay, mask, t)) continue;
       const void* row = static_cast<const char*>(logits) + (size_t)t * row_bytes;
 
       float x[C];
@@ -215,6 +222,112 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
   if (nonfinite && lane == 0 && nf_rows) atomicAdd(nonfinite, nf_rows);  // nf is warp-uniform
 }
 
+// Decode sizes (docs/cuda-design.md, step 11): a block per token, warp g holding group g (group size 32,
+// one expert per lane, E / 32 warps), so a token's dependency chain holds one expert's score instead of
+// eight. Each warp sums its group's top `per` values of R (a REDUX and a ballot per distinct value, as
+// above); warp 0 ranks the group scores from shared memory, takes the kept groups' keys and logits into
+// its C slots in ascending group order (slot m: the m-th kept group; so among equal keys the lower slot
+// order is the lower expert index, which select_top_k's tie rule needs), and runs the selection, the
+// gather and the weights of the register kernels (moe_route_reg.cuh).
+constexpr int kDecMaxWarps = kGrpMaxSlots;  // E <= 256
+
+template <int DT, int C>  // C: warp 0's slots for the kept groups (Gk <= C)
+__global__ void __launch_bounds__(32 * kDecMaxWarps)
+    route_grouped_decode_kernel(Params p, const void* __restrict__ logits, const int32_t* replay,
+                                const uint8_t* __restrict__ mask, int32_t* out_idx, float* __restrict__ out_w,
+                                uint8_t* __restrict__ out_flags, unsigned long long* __restrict__ nonfinite,
+                                const unsigned long long* __restrict__ call_bad) {
+  __shared__ unsigned sh_key[32 * kDecMaxWarps];  // selection keys, by expert
+  __shared__ float sh_x[32 * kDecMaxWarps];       // logits, by expert
+  __shared__ unsigned sh_gkey[kDecMaxWarps];      // score_key of each group's score
+  if (call_bad && *call_bad != kNoBadRow) return;  // rejected replay: write nothing
+
+  const int k = p.k, G = p.groups, Gk = p.group_topk, per = p.per_group();
+  const int i = threadIdx.x;  // this thread's expert; its group is its warp
+  const int lane = i & 31, g = i >> 5;
+  const bool post = p.post_softmax();
+  const bool by_logit = p.rank_by_logit();
+  const bool packed = DT != MOE_DTYPE_F32 && by_logit;
+  const bool two = k > 32;
+  const float bias = p.bias != nullptr && !post ? __ldg(p.bias + i) : 0.0f;
+  const size_t row_bytes = (size_t)p.experts * dtype_bytes(DT);
+  const int64_t t = blockIdx.x;  // the launcher's grid is one block per token
+  if (written_by_replay(p, replay, mask, t)) return;  // uniform over the block
+  const float x = dev::load_elem<DT>(static_cast<const char*>(logits) + (size_t)t * row_bytes, i);
+  float r = x;
+  if (!post) {
+    const float s = score_of(p.score_fn, x);
+    r = p.bias != nullptr ? add_rn(s, bias) : s;
+  }
+  const unsigned kr = score_key(r) + 1u;
+  sh_key[i] = packed ? dev::packed_key(x, i) : by_logit ? score_key(x) + 1u : kr;
+  sh_x[i] = x;
+
+  // Group g's score: its top `per` values of R in descending order; all holders of a value drop it.
+  float sum = 0.0f;
+  unsigned best = kr;
+  for (int left = per; left > 0;) {  // uniform over the warp
+    const unsigned win = __reduce_max_sync(dev::kFull, best);
+    const unsigned holders = __ballot_sync(dev::kFull, best == win);
+    const float v = key_value(win - 1u);
+    const int n = __popc(holders) < left ? __popc(holders) : left;
+    for (int j = 0; j < n; ++j) sum = add_rn(sum, v);
+    left -= n;
+    if (best == win) best = 0u;
+  }
+  if (lane == 0) sh_gkey[g] = score_key(sum);
+  // The row flag is the OR over the row; the barrier also publishes the shared writes to warp 0.
+  const bool nf = __syncthreads_or(!is_finite(x)) != 0;
+
+  if (g == 0) {
+    // Kept groups: lane h < G counts the groups ranked before h (larger key, or equal and lower index).
+    const unsigned gkey = lane < G ? sh_gkey[lane] : 0u;
+    int before = 0;
+#pragma unroll
+    for (int h = 0; h < kDecMaxWarps; ++h) {
+      if (h >= G) break;  // uniform
+      const unsigned o = sh_gkey[h];
+      before += (o > gkey || (o == gkey && h < lane)) ? 1 : 0;
+    }
+    unsigned kept = __ballot_sync(dev::kFull, lane < G && before < Gk);
+    unsigned key[C], grp = 0;  // grp: 4 bits per slot, its group
+    float xs[C];
+#pragma unroll
+    for (int m = 0; m < C; ++m) {
+      const int gm = kept ? __ffs(kept) - 1 : 0;
+      key[m] = kept ? sh_key[32 * gm + lane] : 0u;
+      xs[m] = kept ? sh_x[32 * gm + lane] : 0.0f;
+      grp |= (unsigned)gm << (4 * m);
+      kept &= kept - 1u;
+    }
+    int w0 = 0, w1 = 0;
+    unsigned wk0 = 0u, wk1 = 0u;
+    dev::select_top_k<C>(key, packed, k, lane, w0, w1, wk0, wk1);
+    dev::PassEntries pass;
+    dev::take_entries<C, 32>(pass, 0, lane, two, packed, w0, w1, wk0, wk1, xs, 1.0f, nf);
+    if (!packed) {  // slot m, lane l -> expert 32 x (group of slot m) + l (a packed key names its expert)
+      pass.e0 = 32 * (int)((grp >> (4 * (w0 >> 5))) & 15u) + (w0 & 31);
+      pass.e1 = 32 * (int)((grp >> (4 * (w1 >> 5))) & 15u) + (w1 & 31);
+    }
+    dev::write_pass<32>(p, pass, t, lane, false, two, out_idx, out_w, out_flags);
+    if (nonfinite && lane == 0 && nf) atomicAdd(nonfinite, 1ull);
+  }
+}
+
+template <int DT, int C>
+int decode_blocks_per_sm() {
+  static std::atomic<int> cached{0};
+  return blocks_per_sm_cached(cached, route_grouped_decode_kernel<DT, C>, 32 * kDecMaxWarps, 0);
+}
+
+// The decode kernel's C (the kept groups' slots, Gk <= 8): f(std::integral_constant<int, C>).
+template <typename F>
+auto with_decode_slots(const Params& p, F&& f) {
+  if (p.group_topk <= 2) return f(std::integral_constant<int, 2>{});
+  if (p.group_topk <= 4) return f(std::integral_constant<int, 4>{});
+  return f(std::integral_constant<int, 8>{});
+}
+
 // Blocks per SM the kernel reaches (asked of the runtime once per instantiation, with the largest
 // shared memory it uses): the grid is one full wave.
 template <int DT, int C, int W>
@@ -235,32 +348,30 @@ cudaError_t launch_grouped_w(const Params& p, const void* logits, int64_t tokens
                        replay, mask, out_idx, out_w, out_flags, nf, call_bad);
 }
 
-template <int DT, int C>
-cudaError_t launch_grouped_c(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
-                             const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
-                             unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
-                             cudaStream_t stream) {
-  // 4 tokens per pass only above one token per warp of a full wave (route_reg_kernel's rule).
-  if (p.k <= 8 && tokens > (int64_t)sm_count * grouped_blocks_per_sm<DT, C, 32>() * kGrpWarps)
-    return launch_grouped_w<DT, C, 8>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
-                                      sm_count, stream);
-  return launch_grouped_w<DT, C, 32>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
-                                     sm_count, stream);
-}
-
 template <int DT>
 cudaError_t launch_grouped_dt(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
                               const uint8_t* mask, int32_t* out_idx, float* out_w, uint8_t* out_flags,
                               unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
                               cudaStream_t stream) {
-  if (p.experts <= 64)
-    return launch_grouped_c<DT, 2>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
-                                   sm_count, stream);
-  if (p.experts <= 128)
-    return launch_grouped_c<DT, 4>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad,
-                                   sm_count, stream);
-  return launch_grouped_c<DT, 8>(p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad, sm_count,
-                                 stream);
+  // Decode sizes: a block per token (one group per warp: group size 32) while the whole grid is resident at
+  // once (blocks per SM asked for 256 threads, the most it launches); above that a warp per token routes
+  // them at a similar cost per token, with no token waiting for a second wave.
+  if (p.group_size() == 32) {
+    const int64_t wave = with_decode_slots(p, [&](auto c) {
+      return (int64_t)sm_count * decode_blocks_per_sm<DT, decltype(c)::value>();
+    });
+    if (tokens <= wave)
+      return with_decode_slots(p, [&](auto c) {
+        return launch_kernel(route_grouped_decode_kernel<DT, decltype(c)::value>, (unsigned)tokens, p.experts, 0,
+                             stream, p, logits, replay, mask, out_idx, out_w, out_flags, nf, call_bad);
+      });
+  }
+  return launch_reg_shape(
+      p, tokens, kGrpWarps, sm_count, [](auto c) { return grouped_blocks_per_sm<DT, decltype(c)::value, 32>(); },
+      [&](auto c, auto w) {
+        return launch_grouped_w<DT, decltype(c)::value, decltype(w)::value>(
+            p, logits, tokens, replay, mask, out_idx, out_w, out_flags, nf, call_bad, sm_count, stream);
+      });
 }
 
 }  // namespace

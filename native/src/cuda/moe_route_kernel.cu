@@ -407,20 +407,6 @@ cudaError_t launch_reg_w(const Params& p, const void* logits, int64_t tokens, co
                        mask, skip ? 1 : 0, out_idx, out_w, out_flags, nf, call_bad);
 }
 
-template <int DT, int C>
-cudaError_t launch_reg_c(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
-                         const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
-                         unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
-                         cudaStream_t stream) {
-  // 4 tokens per pass only when one token per warp would need more than a wave: below that (decode
-  // sizes) a warp's tokens would run one after the other while SMs idle.
-  if (p.k <= 8 && tokens > (int64_t)sm_count * reg_blocks_per_sm<DT, C, 32>() * kRegWarps)
-    return launch_reg_w<DT, C, 8>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
-                                  sm_count, stream);
-  return launch_reg_w<DT, C, 32>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
-                                 sm_count, stream);
-}
-
 template <int DT, int TW>
 cudaError_t launch_live_t(const Params& p, const void* logits, int64_t tokens, const int32_t* replay,
                           const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
@@ -442,15 +428,13 @@ cudaError_t launch_live_dt(const Params& p, const void* logits, int64_t tokens, 
                            const uint8_t* mask, bool skip, int32_t* out_idx, float* out_w, uint8_t* out_flags,
                            unsigned long long* nf, const unsigned long long* call_bad, int sm_count,
                            cudaStream_t stream) {
-  if (p.experts <= 64)
-    return launch_reg_c<DT, 2>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
-                               sm_count, stream);
-  if (p.experts <= 128)
-    return launch_reg_c<DT, 4>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
-                               sm_count, stream);
   if (p.experts <= kRegMaxExperts)
-    return launch_reg_c<DT, 8>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
-                               sm_count, stream);
+    return launch_reg_shape(
+        p, tokens, kRegWarps, sm_count, [](auto c) { return reg_blocks_per_sm<DT, decltype(c)::value, 32>(); },
+        [&](auto c, auto w) {
+          return launch_reg_w<DT, decltype(c)::value, decltype(w)::value>(
+              p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad, sm_count, stream);
+        });
   if (p.experts <= kWarpPathMaxExperts)
     return launch_live_t<DT, 1>(p, logits, tokens, replay, mask, skip, out_idx, out_w, out_flags, nf, call_bad,
                                 sm_count, stream);

@@ -223,6 +223,26 @@ __device__ __forceinline__ void write_pass(const Params& p, const PassEntries& s
 }
 
 }  // namespace dev
+
+// The launch shape both register kernels share (route_reg_kernel, route_grouped_kernel): C slots per lane
+// (2, 4, 8 for E <= 64, 128, 256) and W lanes per token in the weights pass. W = 8 (4 tokens per warp
+// pass) only when k <= 8 and one token per warp would need more than a full wave (SMs x the <C, 32>
+// instantiation's resident blocks x warps per block): below that (decode sizes) a warp's 4 tokens would
+// run one after the other while SMs idle. blocks_per_sm(c) and launch(c, w) take std::integral_constant
+// arguments (the caller reads decltype(c)::value).
+template <typename BlocksPerSm, typename Launch>
+cudaError_t launch_reg_shape(const Params& p, int64_t tokens, int warps_per_block, int sm_count,
+                             BlocksPerSm&& blocks_per_sm, Launch&& launch) {
+  auto with_w = [&](auto c) {
+    if (p.k <= 8 && tokens > (int64_t)sm_count * blocks_per_sm(c) * warps_per_block)
+      return launch(c, std::integral_constant<int, 8>{});
+    return launch(c, std::integral_constant<int, 32>{});
+  };
+  if (p.experts <= 64) return with_w(std::integral_constant<int, 2>{});
+  if (p.experts <= 128) return with_w(std::integral_constant<int, 4>{});
+  return with_w(std::integral_constant<int, 8>{});
+}
+
 }  // namespace moe
 
 #endif  // MOE_ROUTE_REG_CUH_
