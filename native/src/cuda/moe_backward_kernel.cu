@@ -35,10 +35,8 @@ __global__ void __launch_bounds__(TW == 1 ? 32 * kWarpTeamsPerBlock : 32 * TW)
 
   const int E = p.experts, k = p.k;
   const int epad = (E + 3) & ~3;
-  const int team = TW == 1 ? (int)(threadIdx.x >> 5) : 0;
-  const int tid = TW == 1 ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
-  const int lane = threadIdx.x & 31;
-  const bool warp0 = TW == 1 || threadIdx.x < 32;
+  const int team = TeamT::team(), tid = TeamT::tid(), lane = threadIdx.x & 31;
+  const bool warp0 = TeamT::warp0();
   typename TeamT::Shared* sh = &sh_all[team];
   float* buf = reinterpret_cast<float*>(dyn_smem) + (size_t)team * epad;
   const bool pre = p.score_fn == MOE_SCORE_SOFTMAX && p.pre_softmax;

@@ -398,6 +398,11 @@ __device__ __forceinline__ float seg_dot(int k, float a0, float b0, float a1, fl
 template <int TW>
 struct Team {
   static constexpr int N = TW * 32;
+  // This thread's team in its block (TW == 1: a team per warp) and index in the team, and whether it is
+  // in the team's first warp (the one that writes a token's outputs).
+  __device__ __forceinline__ static int team() { return TW == 1 ? (int)(threadIdx.x >> 5) : 0; }
+  __device__ __forceinline__ static int tid() { return TW == 1 ? (int)(threadIdx.x & 31) : (int)threadIdx.x; }
+  __device__ __forceinline__ static bool warp0() { return TW == 1 || threadIdx.x < 32; }
   struct Shared {
     unsigned long long u64[TW];
     float f[TW];

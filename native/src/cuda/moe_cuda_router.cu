@@ -75,6 +75,15 @@ class DeviceScope {
   cudaError_t status_;
 };
 
+// What a host-staged call (route, backward, check_replay) holds while it runs: the caller's error state
+// kept, the staging buffers and host stream (staging_mu), and the router's device.
+struct StagingScope {
+  ErrorStateScope errors;
+  std::lock_guard<std::mutex> lock;
+  DeviceScope device;
+  explicit StagingScope(CudaState* s) : lock(s->staging_mu), device(s->device) {}
+};
+
 // Grows a staging buffer (host variants only: allocation is allowed there).
 cudaError_t ensure(CudaState::Buf& b, size_t bytes) {
   if (bytes <= b.cap) return cudaSuccess;
@@ -446,10 +455,8 @@ int cuda_route_host(moe_router* r, const void* logits, int dtype, int64_t tokens
     if (out_nonfinite) *out_nonfinite = 0;
     return MOE_OK;
   }
-  ErrorStateScope errors;
-  std::lock_guard<std::mutex> lock(s->staging_mu);
-  DeviceScope scope(s->device);
-  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
+  StagingScope scope(s);
+  MOE_CUDA_TRY(scope.device.status(), "cudaSetDevice");
   const size_t lbytes = (size_t)tokens * E * dtype_bytes(dtype);
   const size_t ibytes = (size_t)tokens * k * sizeof(int32_t);
   const size_t wbytes = (size_t)tokens * k * sizeof(float);
@@ -507,10 +514,8 @@ int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tok
   int64_t bad = first_bad_row(idx, nullptr, tokens, k, E, &reason);
   if (bad >= 0) return replay_error(bad, reason, idx, k, E);
   if (tokens == 0) return MOE_OK;
-  ErrorStateScope errors;
-  std::lock_guard<std::mutex> lock(s->staging_mu);
-  DeviceScope scope(s->device);
-  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
+  StagingScope scope(s);
+  MOE_CUDA_TRY(scope.device.status(), "cudaSetDevice");
   const size_t lbytes = (size_t)tokens * E * dtype_bytes(dtype);
   const size_t ibytes = (size_t)tokens * k * sizeof(int32_t);
   const size_t wbytes = (size_t)tokens * k * sizeof(float);
@@ -546,10 +551,8 @@ int cuda_backward_host(moe_router* r, const void* logits, int dtype, int64_t tok
 int cuda_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
   CudaState* s = r->cuda;
   if (!s) return no_state();
-  ErrorStateScope errors;
-  std::lock_guard<std::mutex> lock(s->staging_mu);
-  DeviceScope scope(s->device);
-  MOE_CUDA_TRY(scope.status(), "cudaSetDevice");
+  StagingScope scope(s);
+  MOE_CUDA_TRY(scope.device.status(), "cudaSetDevice");
   int rc = wait_direct_calls(s, "check_replay: wait for the calls in flight");
   if (rc != MOE_OK) return rc;
   unsigned long long packed = kNoBadRow;

@@ -934,6 +934,12 @@ cudaError_t capture_guard() {
   }
   return hit ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
 }
+// A call that may synchronise: fails (and invalidates the capture) where capture_guard says so, else runs.
+template <class F>
+cudaError_t guarded(F&& call) {
+  const cudaError_t e = capture_guard();
+  return ret(e != cudaSuccess ? e : call());
+}
 
 // ------------------------------------------------------------------------------------ user objects
 struct Callbacks {
@@ -1305,35 +1311,23 @@ cudaError_t cudaDeviceSynchronize() {
 }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-  cudaError_t e = capture_guard();
-  if (e != cudaSuccess) return ret(e);
-  return ret(map_alloc(p, bytes, false));
+  return guarded([&] { return map_alloc(p, bytes, false); });
 }
 cudaError_t cudaFree(void* p) {
-  cudaError_t e = capture_guard();
-  if (e != cudaSuccess) return ret(e);
-  return ret(unmap_alloc(p, false));
+  return guarded([&] { return unmap_alloc(p, false); });
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) {
-  cudaError_t e = capture_guard();
-  if (e != cudaSuccess) return ret(e);
-  return ret(map_alloc(p, bytes, true));
+  return guarded([&] { return map_alloc(p, bytes, true); });
 }
 cudaError_t cudaFreeHost(void* p) {
-  cudaError_t e = capture_guard();
-  if (e != cudaSuccess) return ret(e);
-  return ret(unmap_alloc(p, true));
+  return guarded([&] { return unmap_alloc(p, true); });
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
-  cudaError_t e = capture_guard();
-  if (e != cudaSuccess) return ret(e);
-  return ret(memset_impl(p, v, n, nullptr));
+  return guarded([&] { return memset_impl(p, v, n, nullptr); });
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) { return ret(memset_impl(p, v, n, s)); }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  cudaError_t e = capture_guard();
-  if (e != cudaSuccess) return ret(e);
-  return ret(memcpy_impl(dst, src, n, kind, nullptr, true));
+  return guarded([&] { return memcpy_impl(dst, src, n, kind, nullptr, true); });
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
   return ret(memcpy_impl(dst, src, n, kind, s, false));

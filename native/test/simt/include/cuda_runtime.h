@@ -326,46 +326,28 @@ inline int __syncthreads_count(int p) { return simt::block_barrier(simt::kBarCou
 
 // ------------------------------------------------------------------------------ memory access, fences
 // Only one kernel runs at a time on the emulated device, so loads and stores need no emulation.
-template <class T>
-inline T __ldg(const T* p) {
-  return *p;
-}
-template <class T>
-inline T __ldcg(const T* p) {
-  return *p;
-}
-template <class T>
-inline T __ldca(const T* p) {
-  return *p;
-}
-template <class T>
-inline T __ldcs(const T* p) {
-  return *p;
-}
-template <class T>
-inline T __ldlu(const T* p) {
-  return *p;
-}
-template <class T>
-inline T __ldcv(const T* p) {
-  return *p;
-}
-template <class T>
-inline void __stcg(T* p, T v) {
-  *p = v;
-}
-template <class T>
-inline void __stcs(T* p, T v) {
-  *p = v;
-}
-template <class T>
-inline void __stwb(T* p, T v) {
-  *p = v;
-}
-template <class T>
-inline void __stwt(T* p, T v) {
-  *p = v;
-}
+#define SIMT_PLAIN_LOAD(name)    \
+  template <class T>             \
+  inline T name(const T* p) {    \
+    return *p;                   \
+  }
+#define SIMT_PLAIN_STORE(name)   \
+  template <class T>             \
+  inline void name(T* p, T v) {  \
+    *p = v;                      \
+  }
+SIMT_PLAIN_LOAD(__ldg)
+SIMT_PLAIN_LOAD(__ldcg)
+SIMT_PLAIN_LOAD(__ldca)
+SIMT_PLAIN_LOAD(__ldcs)
+SIMT_PLAIN_LOAD(__ldlu)
+SIMT_PLAIN_LOAD(__ldcv)
+SIMT_PLAIN_STORE(__stcg)
+SIMT_PLAIN_STORE(__stcs)
+SIMT_PLAIN_STORE(__stwb)
+SIMT_PLAIN_STORE(__stwt)
+#undef SIMT_PLAIN_LOAD
+#undef SIMT_PLAIN_STORE
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
