@@ -87,13 +87,10 @@ __global__ void __launch_bounds__(kGrpBlockThreads, GrpBounds<C>::kMinBlocks)
 #pragma unroll
   for (int m = 0; m < C; ++m) slot_group |= (unsigned)(m / spg) << (4 * m);
 
-  // The bias [E], read once per block (strided: no bank conflict). Softmax post has none.
+  // The bias [E], read once per block. Softmax post has none.
   float* sh_bias = reinterpret_cast<float*>(dyn_smem);
   const bool with_bias = p.bias != nullptr && !post;
-  if (with_bias) {
-    for (int i = threadIdx.x; i < E; i += kGrpBlockThreads) sh_bias[i] = __ldg(p.bias + i);
-    __syncthreads();  // uniform: with_bias depends on the parameters only
-  }
+  dev::stage_bias(sh_bias, p.bias, E, with_bias);
   const size_t row_bytes = (size_t)E * dtype_bytes(DT);
   unsigned long long nf_rows = 0;
 

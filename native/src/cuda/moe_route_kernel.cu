@@ -276,10 +276,7 @@ __global__ void __launch_bounds__(kRegBlockThreads, RegBounds<C>::kMinBlocks)
   float* sh_bias = reinterpret_cast<float*>(dyn_smem);
   float* sc = sh_bias + (size_t)(1 + warp) * E;
   const bool with_bias = p.bias != nullptr && need_r;
-  if (with_bias) {
-    for (int i = threadIdx.x; i < E; i += kRegBlockThreads) sh_bias[i] = __ldg(p.bias + i);
-    __syncthreads();  // uniform: with_bias depends on the parameters only
-  }
+  dev::stage_bias(sh_bias, p.bias, E, with_bias);
   // Group of each slot, 8 bits per slot (G <= 64): one shift per slot per token instead of a division.
   unsigned long long grp = 0;
   if (grouped) {

@@ -23,6 +23,14 @@
 namespace moe {
 namespace dev {
 
+// The bias [E] read once per block into shared memory (strided: no bank conflict). `stage` must be uniform
+// over the block (it depends on the parameters only): the barrier is inside.
+__device__ __forceinline__ void stage_bias(float* sh, const float* bias, int E, bool stage) {
+  if (!stage) return;
+  for (int i = threadIdx.x; i < E; i += blockDim.x) sh[i] = __ldg(bias + i);
+  __syncthreads();
+}
+
 // The packed key of a bf16 or fp16 logit x of expert i (E <= 256).
 __device__ __forceinline__ unsigned packed_key(float x, int i) {
   return ((score_key(x) & 0xffffff00u) + 0x100u) | (unsigned)(255 - i);
