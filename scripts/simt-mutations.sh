@@ -107,7 +107,7 @@ MUTATIONS=(
   "grouped decode: the row flag from warp 0's experts only|src/cuda/moe_route_grouped_kernel.cu|s/const bool nf = __syncthreads_or\(!is_finite\(x\)\) != 0;/__syncthreads();\n  const bool nf = g == 0 \&\& __any_sync(dev::kFull, !is_finite(x));/"
   "grouped decode: kept groups' slots in descending group order (ties to the higher expert)|src/cuda/moe_route_grouped_kernel.cu|s/const int gm = kept \? __ffs\(kept\) - 1 : 0;/const int gm = kept ? 31 - __clz(kept) : 0;/;s/kept &= kept - 1u;/kept \&= ~(1u << gm);/"
   "grouped decode: a slot's winner not mapped back to its group's expert|src/cuda/moe_route_grouped_kernel.cu|s/pass.e0 = 32 \* \(int\)\(\(grp >> \(4 \* \(w0 >> 5\)\)\) & 15u\) \+ \(w0 & 31\);/pass.e0 = w0;/"
-  "grouped decode: taken while a second wave would be needed (grid capped at one block per SM)|src/cuda/moe_route_grouped_kernel.cu|s/\(unsigned\)tokens, p.experts, 0,/(unsigned)(tokens < sm_count ? tokens : sm_count), p.experts, 0,/"
+  "grouped decode: the grid capped at one block per SM (no grid-stride loop: the later tokens never routed)|src/cuda/moe_route_grouped_kernel.cu|s/\(unsigned\)tokens, p.experts, 0,/(unsigned)(tokens < sm_count ? tokens : sm_count), p.experts, 0,/"
   "grouped path: the selection with the register path's packed rule for fp32 logits (low bits overwritten)|src/cuda/moe_route_grouped_kernel.cu|s/const bool packed = DT != MOE_DTYPE_F32 && by_logit;/const bool packed = by_logit;/"
 )
 
