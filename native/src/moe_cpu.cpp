@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cfloat>
+#include <limits>
 #include <new>
 #include <utility>
 #if defined(__linux__)
@@ -848,6 +850,7 @@ struct RouteCtx {
   int fused;     // fused_lanes, for live calls
   int replay16;  // replay calls: the KP (8 or 16) of replay_rows_avx512, 0 when it is not used
   bool live16;   // live calls of a fused router: softmax_post_rows_avx512 (E a multiple of 16)
+  int post16;    // live16 with k <= 8: post16_rows, its NV + 1 (NV 0: the row's vectors read twice), else 0
   std::atomic<int64_t> nonfinite{0};
 };
 
@@ -1388,6 +1391,190 @@ MOE_AVX512 int64_t replay_rows_avx512(RouteCtx& c, int64_t t0, int64_t t1) {
 #endif
 
 #if MOE_CPU_AVX2_SIGMOID
+// One compare-exchange step of a sorting network on 16 float lanes: each lane meets lane p of x (p = the
+// partner permutation), lanes in keep_max take the larger, the others the smaller. Finite lanes only: -0
+// and +0 compare equal here, as their selection keys do.
+MOE_AVX512 inline __m512 cmpx16_ps(__m512 x, __m512 partner, __mmask16 keep_max) {
+  return _mm512_mask_max_ps(_mm512_min_ps(x, partner), keep_max, x, partner);
+}
+
+// The 16 lanes of x sorted descending (bitonic network in its flip form: every step keeps the larger
+// value in the lower lane, 10 steps).
+MOE_AVX512 inline __m512 sort16_desc_ps(__m512 x) {
+  const __m512i rev8 = _mm512_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+  const __m512i rev16 = _mm512_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  x = cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);                  // blocks of 2
+  x = cmpx16_ps(x, _mm512_permute_ps(x, 0x1b), 0x3333);                  // blocks of 4: flip
+  x = cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);
+  x = cmpx16_ps(x, _mm512_permutexvar_ps(rev8, x), 0x0f0f);              // blocks of 8: flip
+  x = cmpx16_ps(x, _mm512_permute_ps(x, 0x4e), 0x3333);
+  x = cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);
+  x = cmpx16_ps(x, _mm512_permutexvar_ps(rev16, x), 0x00ff);             // 16: flip
+  x = cmpx16_ps(x, _mm512_shuffle_f32x4(x, x, 0xb1), 0x0f0f);
+  x = cmpx16_ps(x, _mm512_permute_ps(x, 0x4e), 0x3333);
+  return cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);
+}
+
+// The same step on 8 signed 64-bit lanes (rank keys: selection key << 32 | ~expert index, all distinct).
+MOE_AVX512 inline __m512i cmpx8_epi64(__m512i x, __m512i partner, __mmask8 keep_max) {
+  return _mm512_mask_max_epi64(_mm512_min_epi64(x, partner), keep_max, x, partner);
+}
+
+// Half-cleaners of a bitonic 8-lane sequence (the last three steps of a descending bitonic merge).
+MOE_AVX512 inline __m512i clean8_desc_epi64(__m512i x) {
+  x = cmpx8_epi64(x, _mm512_shuffle_i64x2(x, x, 0x4e), 0x0f);
+  x = cmpx8_epi64(x, _mm512_permutex_epi64(x, 0x4e), 0x33);
+  return cmpx8_epi64(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0x4e), 0x55);
+}
+
+// The 8 lanes of x sorted descending (6 steps).
+MOE_AVX512 inline __m512i sort8_desc_epi64(__m512i x) {
+  x = cmpx8_epi64(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0x4e), 0x55);  // blocks of 2
+  x = cmpx8_epi64(x, _mm512_permutex_epi64(x, 0x1b), 0x33);               // blocks of 4: flip
+  x = cmpx8_epi64(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0x4e), 0x55);
+  x = cmpx8_epi64(x, _mm512_permutexvar_epi64(_mm512_setr_epi64(7, 6, 5, 4, 3, 2, 1, 0), x), 0x0f);  // 8: flip
+  x = cmpx8_epi64(x, _mm512_permutex_epi64(x, 0x4e), 0x33);
+  return cmpx8_epi64(x, _mm512_shuffle_epi32(x, (_MM_PERM_ENUM)0x4e), 0x55);
+}
+
+// Logits [16 v, 16 v + 16) of a row as floats (exact for the half types).
+template <int DT>
+MOE_AVX512 inline __m512 load16_ps(const void* row, int v) {
+  if (DT == MOE_DTYPE_F32) return _mm512_loadu_ps(static_cast<const float*>(row) + 16 * v);
+  const __m256i h = _mm256_loadu_si256(static_cast<const __m256i*>(row) + v);
+  if (DT == MOE_DTYPE_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
+// Candidates of one row of softmax_post_rows_avx512 (at most 16 are ranked; stores past them are clamped
+// into the 32 lanes): logits, and ~expert index, packed to the front; lanes from nc to 16 hold -inf.
+struct Post16Row {
+  alignas(64) float key[32];
+  alignas(64) int32_t nidx[32];
+};
+
+// First half of the AVX-512 live selection of one softmax-post row of E = 16 nv logits (k <= 8): 16 lane
+// maxima; the row's float sum, which is finite only when every logit is (a finite row whose sum overflows
+// is declined too: the general path decides it exactly); the k-th largest lane maximum (a sorting network),
+// which bounds the k-th largest logit from below since each lane maximum is a different expert; and the
+// logits at or above it with their indices, compressed to the front of `out` in index order. Works on the
+// floats themselves: over finite values float order is the selection key order (-0 == +0), and no
+// instruction turns a logit into a key until the ~10 candidates are known. Returns the candidate count
+// (k <= nc; ranked by post16_rank when nc <= 16), or -1 for a row with a non-finite logit (or overflowing
+// sum). NV: nv as a constant (the logits stay in registers between the passes), or 0 to read them twice.
+template <int DT, int NV>
+MOE_AVX512 inline int post16_candidates(const void* row, int nv_rt, int k, Post16Row& out) {
+  const int nv = NV ? NV : nv_rt;
+  __m512 x[NV ? NV : 1];
+  __m512 m0 = load16_ps<DT>(row, 0), s0 = m0;
+  if (NV) x[0] = m0;
+  __m512 m1 = _mm512_set1_ps(-FLT_MAX), s1 = _mm512_setzero_ps();
+  for (int v = 1; v < nv; ++v) {
+    const __m512 y = load16_ps<DT>(row, v);
+    if (NV) x[NV ? v : 0] = y;
+    if (v & 1) {
+      m1 = _mm512_max_ps(m1, y);
+      s1 = _mm512_add_ps(s1, y);
+    } else {
+      m0 = _mm512_max_ps(m0, y);
+      s0 = _mm512_add_ps(s0, y);
+    }
+  }
+  // fpclass 0x99: QNaN, +inf, -inf, SNaN
+  if (_mm512_fpclass_ps_mask(_mm512_add_ps(s0, s1), 0x99) != 0) return -1;
+  const __m512 bound = _mm512_permutexvar_ps(_mm512_set1_epi32(k - 1), sort16_desc_ps(_mm512_max_ps(m0, m1)));
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i nidx = _mm512_xor_si512(iota, _mm512_set1_epi32(-1));  // ~(16 v + lane)
+  const __m512i step = _mm512_set1_epi32(16);
+  int nc = 0;
+  for (int v = 0; v < nv; ++v) {
+    const __m512 y = NV ? x[NV ? v : 0] : load16_ps<DT>(row, v);
+    const __mmask16 m = _mm512_cmp_ps_mask(y, bound, _CMP_GE_OQ);
+    const int pos = nc < 16 ? nc : 16;
+    _mm512_storeu_ps(out.key + pos, _mm512_mask_compress_ps(ninf, m, y));
+    _mm512_storeu_si512(out.nidx + pos, _mm512_maskz_compress_epi32(m, nidx));
+    nidx = _mm512_sub_epi32(nidx, step);
+    nc += __builtin_popcount((unsigned)m);
+  }
+  return nc;
+}
+
+// Second half: the k (<= 8) best of nc <= 16 candidates in order, written to out_idx. Each candidate becomes
+// a distinct signed 64-bit rank key (selection key << 32 | ~index: the larger key wins, then the lower
+// index), and a bitonic network sorts them: 8 lanes when nc <= 8, else two sorted halves merged.
+MOE_AVX512 inline void post16_rank(const Post16Row& c, int nc, int k, int32_t* out_idx) {
+  const __m512i b = _mm512_castps_si512(_mm512_load_ps(c.key));
+  // finite_key on 16 lanes (the -inf padding gets a key below every finite one)
+  const __m512i neg = _mm512_srai_epi32(b, 31);
+  const __m512i key = _mm512_sub_epi32(_mm512_xor_si512(b, _mm512_srli_epi32(neg, 1)), neg);
+  const __m512i ni = _mm512_load_si512(c.nidx);
+  const __m512i lo_pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  __m512i top = sort8_desc_epi64(_mm512_permutex2var_epi32(ni, lo_pairs, key));
+  if (nc > 8) {
+    const __m512i hi_pairs = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i rest = sort8_desc_epi64(_mm512_permutex2var_epi32(ni, hi_pairs, key));
+    // top descending, rest ascending: a bitonic 16; the larger of each pair is the best 8, bitonic
+    const __m512i up = _mm512_permutexvar_epi64(_mm512_setr_epi64(7, 6, 5, 4, 3, 2, 1, 0), rest);
+    top = clean8_desc_epi64(_mm512_max_epi64(top, up));
+  }
+  const __m256i idx = _mm256_xor_si256(_mm512_cvtepi64_epi32(top), _mm256_set1_epi32(-1));
+  _mm256_mask_storeu_epi32(out_idx, (__mmask8)((1u << k) - 1u), idx);
+}
+
+// Live softmax-post rows, 16 at a time, k <= 8 and E a multiple of 16 (E <= 512): post16_candidates for the
+// 16 rows, then post16_rank for each (two passes, so that 16 independent rows are in flight rather than one
+// long dependency chain), then the weights of the 16 rows at once on the AVX-512 replay kernel over the
+// indices just written (it computes what weights_cpu does; every logit of these rows is finite). A row with
+// more than 16 candidates (ties at the bound) takes softmax_post_select_avx2 with A lane vectors; rows
+// with a non-finite logit, and rows that selection declines, take the general path.
+template <int DT, int A, int NV>
+MOE_AVX512 int64_t post16_rows(RouteCtx& c, int64_t t0, int64_t t1) {
+  const Params& p = *c.p;
+  const int k = p.k, nv = p.experts >> 4;
+  Post16Row cand[16];
+  int nc[16];
+  PostScratch s;
+  int64_t nonfinite = 0;
+  for (int64_t t = t0; t < t1; t += 16) {
+    const int n = t1 - t < 16 ? (int)(t1 - t) : 16;
+    for (int r = 0; r < n; ++r)
+      nc[r] = post16_candidates<DT, NV>(c.logits + (t + r) * c.row_bytes, nv, k, cand[r]);
+    unsigned ok = 0;
+    for (int r = 0; r < n; ++r) {
+      int32_t* out = c.out_idx + (t + r) * k;
+      if (nc[r] < 0) continue;
+      if (nc[r] <= 16) {
+        post16_rank(cand[r], nc[r], k, out);
+      } else {
+        if (!softmax_post_select_avx2<DT, A>(c.logits + (t + r) * c.row_bytes, p.experts, k, s)) continue;
+        softmax_post_rank_avx2(s, k, out);
+      }
+      ok |= 1u << r;
+    }
+    for (int r = 0; r < n; ++r)
+      if (!((ok >> r) & 1)) nonfinite += route_rows_general<DT>(c, t + r, t + r + 1);
+    if (ok == 0xffffu && DT != MOE_DTYPE_F16 && (DT == MOE_DTYPE_F32 || t > 0)) {
+      constexpr int D = DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT;
+      replay_rows16_avx512<D, 8>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, nullptr,
+                                 c.out_idx + t * k, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
+      continue;
+    }
+    for (int r = 0; r < n; ++r) {
+      if (!((ok >> r) & 1)) continue;
+      const int64_t row = t + r;
+      float w[MOE_MAX_TOPK];
+      bool nf = false;
+      weights_cpu(p, RowLoader<DT>{c.logits + row * c.row_bytes}, c.out_idx + row * k, RowSoftmax{0.0f, 1.0f}, w, nf);
+      for (int j = 0; j < k; ++j) c.out_w[row * k + j] = w[j] * p.scale;
+      if (c.out_flags) c.out_flags[row] = 0;
+    }
+  }
+  return nonfinite;
+}
+#endif
+
+#if MOE_CPU_AVX2_SIGMOID
 // softmax_post_rows_avx2 with the weights of 16 rows at once on the AVX-512 replay kernel. The selection stays
 // softmax_post_select_avx2's, software-pipelined: an AVX-512 selection (16 lane maxima, the candidates
 // compressed and expanded into one vector, ranks over its 15 rotations) measured 5-20% slower on Zen 4 (a
@@ -1500,7 +1687,16 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
   RouteCtx& c = *static_cast<RouteCtx*>(vctx);
   int64_t nonfinite;
 #if MOE_CPU_AVX2_SIGMOID
-  if (c.fused == 1 && c.live16)
+  if (c.post16 != 0) {
+    const int a = c.fused;
+    switch (c.post16 - 1) {
+      case 1: nonfinite = a == 1 ? post16_rows<DT, 1, 1>(c, t0, t1) : post16_rows<DT, 2, 1>(c, t0, t1); break;
+      case 2: nonfinite = a == 1 ? post16_rows<DT, 1, 2>(c, t0, t1) : post16_rows<DT, 2, 2>(c, t0, t1); break;
+      case 4: nonfinite = a == 1 ? post16_rows<DT, 1, 4>(c, t0, t1) : post16_rows<DT, 2, 4>(c, t0, t1); break;
+      case 8: nonfinite = a == 1 ? post16_rows<DT, 1, 8>(c, t0, t1) : post16_rows<DT, 2, 8>(c, t0, t1); break;
+      default: nonfinite = a == 1 ? post16_rows<DT, 1, 0>(c, t0, t1) : post16_rows<DT, 2, 0>(c, t0, t1); break;
+    }
+  } else if (c.fused == 1 && c.live16)
     nonfinite = softmax_post_rows_avx512<DT, 1>(c, t0, t1);
   else if (c.fused == 2 && c.live16)
     nonfinite = softmax_post_rows_avx512<DT, 2>(c, t0, t1);
@@ -1839,6 +2035,11 @@ int cpu_route(moe_router* r, const void* logits, int dtype, int64_t tokens, cons
   c.fused = replay_idx ? 0 : fused_lanes(p);
   c.replay16 = 0;
   c.live16 = c.fused != 0 && p.experts % 16 == 0 && cpu_has_avx512();
+  c.post16 = 0;
+  if (c.live16 && p.k <= 8) {
+    const int nv = p.experts / 16;
+    c.post16 = (nv == 1 || nv == 2 || nv == 4 || nv == 8 ? nv : 0) + 1;
+  }
 #if MOE_CPU_AVX2_SIGMOID
   if (replay_idx && dtype != MOE_DTYPE_F16 && !p.needs_full_row() && p.k <= kReplayLanesMaxK && cpu_has_avx512())
     c.replay16 = p.k <= 8 ? 8 : 16;
