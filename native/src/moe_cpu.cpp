@@ -1398,21 +1398,22 @@ MOE_AVX512 inline __m512 cmpx16_ps(__m512 x, __m512 partner, __mmask16 keep_max)
   return _mm512_mask_max_ps(_mm512_min_ps(x, partner), keep_max, x, partner);
 }
 
-// The 16 lanes of x sorted descending (bitonic network in its flip form: every step keeps the larger
-// value in the lower lane, 10 steps).
-MOE_AVX512 inline __m512 sort16_desc_ps(__m512 x) {
+// The 16 lanes of each of x[0 .. R) sorted descending (bitonic network in its flip form: every step keeps the
+// larger value in the lower lane, 10 steps). The R rows' steps interleave: each step waits on the one before.
+template <int R>
+MOE_AVX512 inline void sort16_desc_ps(__m512* x) {
   const __m512i rev8 = _mm512_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
   const __m512i rev16 = _mm512_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  x = cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);                  // blocks of 2
-  x = cmpx16_ps(x, _mm512_permute_ps(x, 0x1b), 0x3333);                  // blocks of 4: flip
-  x = cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);
-  x = cmpx16_ps(x, _mm512_permutexvar_ps(rev8, x), 0x0f0f);              // blocks of 8: flip
-  x = cmpx16_ps(x, _mm512_permute_ps(x, 0x4e), 0x3333);
-  x = cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);
-  x = cmpx16_ps(x, _mm512_permutexvar_ps(rev16, x), 0x00ff);             // 16: flip
-  x = cmpx16_ps(x, _mm512_shuffle_f32x4(x, x, 0xb1), 0x0f0f);
-  x = cmpx16_ps(x, _mm512_permute_ps(x, 0x4e), 0x3333);
-  return cmpx16_ps(x, _mm512_permute_ps(x, 0xb1), 0x5555);
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0xb1), 0x5555);        // blocks of 2
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0x1b), 0x3333);        // 4: flip
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0xb1), 0x5555);
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permutexvar_ps(rev8, x[r]), 0x0f0f);    // 8: flip
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0x4e), 0x3333);
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0xb1), 0x5555);
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permutexvar_ps(rev16, x[r]), 0x00ff);   // 16: flip
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_shuffle_f32x4(x[r], x[r], 0xb1), 0x0f0f);
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0x4e), 0x3333);
+  for (int r = 0; r < R; ++r) x[r] = cmpx16_ps(x[r], _mm512_permute_ps(x[r], 0xb1), 0x5555);
 }
 
 // The same step on 8 signed 64-bit lanes (rank keys: selection key << 32 | ~expert index, all distinct).
@@ -1446,64 +1447,76 @@ MOE_AVX512 inline __m512 load16_ps(const void* row, int v) {
   return _mm512_cvtph_ps(h);
 }
 
-// Candidates of one row of softmax_post_rows_avx512 (at most 16 are ranked; stores past them are clamped
-// into the 32 lanes): logits, and ~expert index, packed to the front; lanes from nc to 16 hold -inf.
+// Candidates of one row of post16_rows (at most 16 are ranked; store positions wrap at 32): logits, and
+// ~expert index, packed to the front; lanes from nc to 16 hold -inf.
 struct Post16Row {
-  alignas(64) float key[32];
-  alignas(64) int32_t nidx[32];
+  alignas(64) float key[48];
+  alignas(64) int32_t nidx[48];
 };
 
-// First half of the AVX-512 live selection of one softmax-post row of E = 16 nv logits (k <= 8): 16 lane
-// maxima; the row's float sum, which is finite only when every logit is (a finite row whose sum overflows
-// is declined too: the general path decides it exactly); the k-th largest lane maximum (a sorting network),
-// which bounds the k-th largest logit from below since each lane maximum is a different expert; and the
-// logits at or above it with their indices, compressed to the front of `out` in index order. Works on the
-// floats themselves: over finite values float order is the selection key order (-0 == +0), and no
-// instruction turns a logit into a key until the ~10 candidates are known. Returns the candidate count
-// (k <= nc; ranked by post16_rank when nc <= 16), or -1 for a row with a non-finite logit (or overflowing
-// sum). NV: nv as a constant (the logits stay in registers between the passes), or 0 to read them twice.
-template <int DT, int NV>
-MOE_AVX512 inline int post16_candidates(const void* row, int nv_rt, int k, Post16Row& out) {
+// First half of the AVX-512 live selection of R softmax-post rows (at row, row + row_bytes, ...) of E = 16 nv
+// logits (k <= 8), R rows interleaved so that their dependency chains overlap: 16 lane maxima; the row's float
+// sum, which is finite only when every logit is (a finite row whose sum overflows is declined too: the general
+// path decides it exactly); the k-th largest lane maximum (a sorting network), which bounds the k-th largest
+// logit from below since each lane maximum is a different expert; and the logits at or above it with their
+// indices, compressed to the front of out[r] in index order. Works on the floats themselves: over finite
+// values float order is the selection key order (-0 == +0), and no instruction turns a logit into a key until
+// the ~10 candidates are known. nc[r]: the candidate count (k <= nc; ranked by post16_rank when nc <= 16), or
+// -1 for a row with a non-finite logit (or an overflowing sum). NV: nv as a constant (the loops unroll), or 0.
+template <int DT, int NV, int R>
+MOE_AVX512 inline void post16_candidates(const char* row, size_t row_bytes, int nv_rt, int k, Post16Row* out, int* nc) {
   const int nv = NV ? NV : nv_rt;
-  __m512 x[NV ? NV : 1];
-  __m512 m0 = load16_ps<DT>(row, 0), s0 = m0;
-  if (NV) x[0] = m0;
-  __m512 m1 = _mm512_set1_ps(-FLT_MAX), s1 = _mm512_setzero_ps();
-  for (int v = 1; v < nv; ++v) {
-    const __m512 y = load16_ps<DT>(row, v);
-    if (NV) x[NV ? v : 0] = y;
-    if (v & 1) {
-      m1 = _mm512_max_ps(m1, y);
-      s1 = _mm512_add_ps(s1, y);
-    } else {
-      m0 = _mm512_max_ps(m0, y);
-      s0 = _mm512_add_ps(s0, y);
-    }
+  __m512 m0[R], m1[R], s0[R], s1[R];
+  for (int r = 0; r < R; ++r) {
+    m0[r] = s0[r] = load16_ps<DT>(row + r * row_bytes, 0);
+    m1[r] = _mm512_set1_ps(-FLT_MAX);
+    s1[r] = _mm512_setzero_ps();
   }
-  // fpclass 0x99: QNaN, +inf, -inf, SNaN
-  if (_mm512_fpclass_ps_mask(_mm512_add_ps(s0, s1), 0x99) != 0) return -1;
-  const __m512 bound = _mm512_permutexvar_ps(_mm512_set1_epi32(k - 1), sort16_desc_ps(_mm512_max_ps(m0, m1)));
+  for (int v = 1; v < nv; ++v)
+    for (int r = 0; r < R; ++r) {
+      const __m512 y = load16_ps<DT>(row + r * row_bytes, v);
+      if (v & 1) {
+        m1[r] = _mm512_max_ps(m1[r], y);
+        s1[r] = _mm512_add_ps(s1[r], y);
+      } else {
+        m0[r] = _mm512_max_ps(m0[r], y);
+        s0[r] = _mm512_add_ps(s0[r], y);
+      }
+    }
+  unsigned bad = 0;
+  for (int r = 0; r < R; ++r) {
+    // fpclass 0x99: QNaN, +inf, -inf, SNaN
+    bad |= (_mm512_fpclass_ps_mask(_mm512_add_ps(s0[r], s1[r]), 0x99) != 0) << r;
+    m0[r] = _mm512_max_ps(m0[r], m1[r]);
+  }
+  sort16_desc_ps<R>(m0);
+  __m512 bound[R];
+  for (int r = 0; r < R; ++r) bound[r] = _mm512_permutexvar_ps(_mm512_set1_epi32(k - 1), m0[r]);
   const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512i nidx = _mm512_xor_si512(iota, _mm512_set1_epi32(-1));  // ~(16 v + lane)
   const __m512i step = _mm512_set1_epi32(16);
-  int nc = 0;
+  unsigned n[R];
+  for (int r = 0; r < R; ++r) n[r] = 0;
   for (int v = 0; v < nv; ++v) {
-    const __m512 y = NV ? x[NV ? v : 0] : load16_ps<DT>(row, v);
-    const __mmask16 m = _mm512_cmp_ps_mask(y, bound, _CMP_GE_OQ);
-    const int pos = nc < 16 ? nc : 16;
-    _mm512_storeu_ps(out.key + pos, _mm512_mask_compress_ps(ninf, m, y));
-    _mm512_storeu_si512(out.nidx + pos, _mm512_maskz_compress_epi32(m, nidx));
+    for (int r = 0; r < R; ++r) {
+      const __m512 y = load16_ps<DT>(row + r * row_bytes, v);
+      const __mmask16 m = _mm512_cmp_ps_mask(y, bound[r], _CMP_GE_OQ);
+      // Past 32 candidates the row is declined: wrapping the store position keeps it inside the buffer.
+      const unsigned pos = n[r] & 31u;
+      _mm512_storeu_ps(out[r].key + pos, _mm512_mask_compress_ps(ninf, m, y));
+      _mm512_storeu_si512(out[r].nidx + pos, _mm512_maskz_compress_epi32(m, nidx));
+      n[r] += (unsigned)__builtin_popcount(_cvtmask16_u32(m));
+    }
     nidx = _mm512_sub_epi32(nidx, step);
-    nc += __builtin_popcount((unsigned)m);
   }
-  return nc;
+  for (int r = 0; r < R; ++r) nc[r] = ((bad >> r) & 1) ? -1 : (int)n[r];
 }
 
 // Second half: the k (<= 8) best of nc <= 16 candidates in order, written to out_idx. Each candidate becomes
 // a distinct signed 64-bit rank key (selection key << 32 | ~index: the larger key wins, then the lower
 // index), and a bitonic network sorts them: 8 lanes when nc <= 8, else two sorted halves merged.
-MOE_AVX512 inline void post16_rank(const Post16Row& c, int nc, int k, int32_t* out_idx) {
+MOE_AVX512 inline void post16_rank(const Post16Row& c, int nc, int k, int32_t* out_idx, float* out_val) {
   const __m512i b = _mm512_castps_si512(_mm512_load_ps(c.key));
   // finite_key on 16 lanes (the -inf padding gets a key below every finite one)
   const __m512i neg = _mm512_srai_epi32(b, 31);
@@ -1520,12 +1533,52 @@ MOE_AVX512 inline void post16_rank(const Post16Row& c, int nc, int k, int32_t* o
   }
   const __m256i idx = _mm256_xor_si256(_mm512_cvtepi64_epi32(top), _mm256_set1_epi32(-1));
   _mm256_mask_storeu_epi32(out_idx, (__mmask8)((1u << k) - 1u), idx);
+  // The selected logits in rank order, for post16_weights: finite_key_bits of the keys (+0 for -0)
+  const __m256i sk = _mm512_cvtepi64_epi32(_mm512_srli_epi64(top, 32));
+  const __m256i sneg = _mm256_srai_epi32(sk, 31);
+  _mm256_store_si256((__m256i*)out_val, _mm256_xor_si256(_mm256_add_epi32(sk, sneg), _mm256_srli_epi32(sneg, 1)));
+}
+
+// The softmax-post weights of 16 rows from their k (<= 8) selected logits in rank order, val[r][0 .. k), all
+// finite: replay_rows16_avx512's operations in its order, one row per lane, with no index block to transpose
+// and no gathers (the selection already holds the logits). So they are weights_cpu's bits: m = the running
+// max (x > m ? x : m), exp_det(l - m), the sum in rank order, the divisions, the scale. The logits of -0 come
+// back as +0, which changes no weight: l - m differs from the exact one at most in the sign of a zero
+// result, and exp_det gives 1 for both zeros.
+MOE_AVX512 inline void post16_weights(const Params& p, const float (*val)[8], float* out_w, uint8_t* out_flags) {
+  const int k = p.k;
+  __m512 x[8];
+  for (int r = 0; r < 8; ++r)
+    x[r] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(val[r])), _mm256_load_ps(val[r + 8]), 1);
+  transpose8x2_ps(x);  // x[j] lane r: row r's j-th logit
+  __m512 m = _mm512_set1_ps(bits_to_float(0xff800000u));
+  for (int j = 0; j < 8; ++j)
+    if (j < k) m = _mm512_max_ps(x[j], m);
+  for (int j = 0; j < 8; ++j)
+    if (j < k) x[j] = exp_det_lanes16_le0(_mm512_sub_ps(x[j], m));
+  __m512 sum = _mm512_setzero_ps();
+  for (int j = 0; j < 8; ++j)
+    if (j < k) sum = _mm512_add_ps(sum, x[j]);
+  const __m512 scale = _mm512_set1_ps(p.scale);
+  for (int j = 0; j < 8; ++j) x[j] = j < k ? _mm512_mul_ps(_mm512_div_ps(x[j], sum), scale) : _mm512_setzero_ps();
+  transpose8x2_ps(x);  // x[r]: row r's weights (low half), row r + 8's (high half)
+  // Row by row, full 256-bit stores: the junk past a row's k lands on the next row's weights, which its own
+  // store then overwrites; only the last row's store, which would leave the block, is masked.
+  for (int r = 0; r < 16; ++r) {
+    const __m256 v = r < 8 ? _mm512_castps512_ps256(x[r]) : _mm512_extractf32x8_ps(x[r - 8], 1);
+    if (r * k + 8 > 16 * k)
+      _mm256_mask_storeu_ps(out_w + r * k, (__mmask8)((1u << k) - 1), v);
+    else
+      _mm256_storeu_ps(out_w + r * k, v);
+  }
+  if (out_flags) _mm_storeu_si128((__m128i*)out_flags, _mm_setzero_si128());
 }
 
 // Live softmax-post rows, 16 at a time, k <= 8 and E a multiple of 16 (E <= 512): post16_candidates for the
-// 16 rows, then post16_rank for each (two passes, so that 16 independent rows are in flight rather than one
-// long dependency chain), then the weights of the 16 rows at once on the AVX-512 replay kernel over the
-// indices just written (it computes what weights_cpu does; every logit of these rows is finite). A row with
+// 16 rows, two at a time, then post16_rank for each (two passes, so that independent rows are in flight
+// rather than one long dependency chain), then the weights of the 16 rows at once from their selected logits
+// (post16_weights; every logit of these rows is finite; a block with a declined row takes weights_cpu
+// row by row, as does the tail of fewer than 16 rows). A row with
 // more than 16 candidates (ties at the bound) takes softmax_post_select_avx2 with A lane vectors; rows
 // with a non-finite logit, and rows that selection declines, take the general path.
 template <int DT, int A, int NV>
@@ -1533,31 +1586,34 @@ MOE_AVX512 int64_t post16_rows(RouteCtx& c, int64_t t0, int64_t t1) {
   const Params& p = *c.p;
   const int k = p.k, nv = p.experts >> 4;
   Post16Row cand[16];
+  alignas(32) float val[16][8];
   int nc[16];
   PostScratch s;
   int64_t nonfinite = 0;
   for (int64_t t = t0; t < t1; t += 16) {
     const int n = t1 - t < 16 ? (int)(t1 - t) : 16;
-    for (int r = 0; r < n; ++r)
-      nc[r] = post16_candidates<DT, NV>(c.logits + (t + r) * c.row_bytes, nv, k, cand[r]);
+    const char* rows = c.logits + t * c.row_bytes;
+    int r = 0;
+    for (; r + 2 <= n; r += 2) post16_candidates<DT, NV, 2>(rows + r * c.row_bytes, c.row_bytes, nv, k, cand + r, nc + r);
+    if (r < n) post16_candidates<DT, NV, 1>(rows + r * c.row_bytes, c.row_bytes, nv, k, cand + r, nc + r);
     unsigned ok = 0;
     for (int r = 0; r < n; ++r) {
       int32_t* out = c.out_idx + (t + r) * k;
       if (nc[r] < 0) continue;
       if (nc[r] <= 16) {
-        post16_rank(cand[r], nc[r], k, out);
+        post16_rank(cand[r], nc[r], k, out, val[r]);
       } else {
         if (!softmax_post_select_avx2<DT, A>(c.logits + (t + r) * c.row_bytes, p.experts, k, s)) continue;
         softmax_post_rank_avx2(s, k, out);
+        const RowLoader<DT> load{c.logits + (t + r) * c.row_bytes};
+        for (int j = 0; j < k; ++j) val[r][j] = load(out[j]);
       }
       ok |= 1u << r;
     }
     for (int r = 0; r < n; ++r)
       if (!((ok >> r) & 1)) nonfinite += route_rows_general<DT>(c, t + r, t + r + 1);
-    if (ok == 0xffffu && DT != MOE_DTYPE_F16 && (DT == MOE_DTYPE_F32 || t > 0)) {
-      constexpr int D = DT == MOE_DTYPE_F16 ? MOE_DTYPE_F32 : DT;
-      replay_rows16_avx512<D, 8>(p, c.logits + t * c.row_bytes, c.row_bytes, c.out_idx + t * k, nullptr,
-                                 c.out_idx + t * k, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
+    if (ok == 0xffffu) {
+      post16_weights(p, val, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
       continue;
     }
     for (int r = 0; r < n; ++r) {
