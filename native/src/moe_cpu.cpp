@@ -1594,7 +1594,8 @@ MOE_AVX512 int64_t post16_rows(RouteCtx& c, int64_t t0, int64_t t1) {
     const int n = t1 - t < 16 ? (int)(t1 - t) : 16;
     const char* rows = c.logits + t * c.row_bytes;
     int r = 0;
-    for (; r + 2 <= n; r += 2) post16_candidates<DT, NV, 2>(rows + r * c.row_bytes, c.row_bytes, nv, k, cand + r, nc + r);
+    for (; r + 2 <= n; r += 2)
+      post16_candidates<DT, NV, 2>(rows + r * c.row_bytes, c.row_bytes, nv, k, cand + r, nc + r);
     if (r < n) post16_candidates<DT, NV, 1>(rows + r * c.row_bytes, c.row_bytes, nv, k, cand + r, nc + r);
     unsigned ok = 0;
     for (int r = 0; r < n; ++r) {
@@ -1631,10 +1632,10 @@ MOE_AVX512 int64_t post16_rows(RouteCtx& c, int64_t t0, int64_t t1) {
 #endif
 
 #if MOE_CPU_AVX2_SIGMOID
-// softmax_post_rows_avx2 with the weights of 16 rows at once on the AVX-512 replay kernel. The selection stays
-// softmax_post_select_avx2's, software-pipelined: an AVX-512 selection (16 lane maxima, the candidates
-// compressed and expanded into one vector, ranks over its 15 rotations) measured 5-20% slower on Zen 4 (a
-// longer dependency chain per row, and more than 16 candidates at E = 512), so it is not here.
+// softmax_post_rows_avx2 with the weights of 16 rows at once on the AVX-512 replay kernel, for k > 8 (k <= 8
+// takes post16_rows). The selection stays softmax_post_select_avx2's, software-pipelined: with 16 lane
+// maxima, more than 16 candidates are common once k > 8 (a quarter of E = 512, k = 10 rows), and an AVX-512
+// ranking by rotations measured 5-20% slower on Zen 4.
 template <int DT, int A>
 MOE_AVX512 int64_t softmax_post_rows_avx512(RouteCtx& c, int64_t t0, int64_t t1) {
   const Params& p = *c.p;
@@ -1744,13 +1745,13 @@ void route_rows(void* vctx, int64_t t0, int64_t t1) {
   int64_t nonfinite;
 #if MOE_CPU_AVX2_SIGMOID
   if (c.post16 != 0) {
-    const int a = c.fused;
+    // fused_lanes gives k <= 8 rows A = 1 below E = 128 and A = 2 from it
     switch (c.post16 - 1) {
-      case 1: nonfinite = a == 1 ? post16_rows<DT, 1, 1>(c, t0, t1) : post16_rows<DT, 2, 1>(c, t0, t1); break;
-      case 2: nonfinite = a == 1 ? post16_rows<DT, 1, 2>(c, t0, t1) : post16_rows<DT, 2, 2>(c, t0, t1); break;
-      case 4: nonfinite = a == 1 ? post16_rows<DT, 1, 4>(c, t0, t1) : post16_rows<DT, 2, 4>(c, t0, t1); break;
-      case 8: nonfinite = a == 1 ? post16_rows<DT, 1, 8>(c, t0, t1) : post16_rows<DT, 2, 8>(c, t0, t1); break;
-      default: nonfinite = a == 1 ? post16_rows<DT, 1, 0>(c, t0, t1) : post16_rows<DT, 2, 0>(c, t0, t1); break;
+      case 1: nonfinite = post16_rows<DT, 1, 1>(c, t0, t1); break;
+      case 2: nonfinite = post16_rows<DT, 1, 2>(c, t0, t1); break;
+      case 4: nonfinite = post16_rows<DT, 1, 4>(c, t0, t1); break;
+      case 8: nonfinite = post16_rows<DT, 2, 8>(c, t0, t1); break;
+      default: nonfinite = c.fused == 1 ? post16_rows<DT, 1, 0>(c, t0, t1) : post16_rows<DT, 2, 0>(c, t0, t1); break;
     }
   } else if (c.fused == 1 && c.live16)
     nonfinite = softmax_post_rows_avx512<DT, 1>(c, t0, t1);
