@@ -27,6 +27,7 @@
 #include <immintrin.h>
 #define MOE_CPU_AVX2_SIGMOID 1  // AVX2 exp/sigmoid lanes, chosen at run time
 #endif
+#include "moe_cpu_lanes.h"
 
 namespace moe {
 namespace {
@@ -66,40 +67,6 @@ bool row_has_nonfinite(const Load& load, int experts) {
 inline uint32_t nonfinite_bit(float l) { return (uint32_t)((float_to_bits(l) & 0x7f800000u) == 0x7f800000u); }
 
 #if MOE_CPU_AVX2_SIGMOID
-// exp_det on 8 lanes: the same IEEE operations in the same order (mul and add separate, no
-// FMA), selects as blends, floor as truncation corrected by one, n / 2 as C's truncating division.
-__attribute__((target("avx2"))) inline __m256 exp_det_lanes(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.72283935546875f), lo = _mm256_set1_ps(-103.97208404541015625f);
-  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  const __m256 above = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-  __m256 xc = _mm256_blendv_ps(x, hi, above);
-  xc = _mm256_blendv_ps(xc, lo, _mm256_cmp_ps(xc, lo, _CMP_LT_OQ));
-  xc = _mm256_blendv_ps(xc, zero, nan);
-  const __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269502162933349609375f)), _mm256_set1_ps(0.5f));
-  const __m256 tr = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(t));
-  const __m256 nf = _mm256_sub_ps(tr, _mm256_and_ps(_mm256_cmp_ps(tr, t, _CMP_GT_OQ), one));
-  __m256 r = _mm256_sub_ps(xc, _mm256_mul_ps(nf, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_sub_ps(r, _mm256_mul_ps(nf, _mm256_set1_ps(-2.12194440e-4f)));
-  const __m256 z = _mm256_mul_ps(r, r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
-  __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, z), r), one);
-  const __m256i ni = _mm256_cvttps_epi32(nf);
-  const __m256i n1 = _mm256_srai_epi32(_mm256_add_epi32(ni, _mm256_srli_epi32(ni, 31)), 1);
-  const __m256i n2 = _mm256_sub_epi32(ni, n1);
-  const __m256i bias127 = _mm256_set1_epi32(127);
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias127), 23)));
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias127), 23)));
-  y = _mm256_blendv_ps(y, _mm256_set1_ps(bits_to_float(0x7f800000u)), above);
-  y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-  return _mm256_blendv_ps(y, x, nan);
-}
-
 // out[i] = sigmoid_det(in[i]); in and out may be the same array.
 __attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* out, int n) {
   const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
@@ -109,37 +76,6 @@ __attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* ou
     _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
   }
   for (; i < n; ++i) out[i] = sigmoid_det(in[i]);
-}
-
-// log_det on 8 lanes (its domain, x >= 1, or NaN/inf whose results the callers select away): the
-// exponent and mantissa split as integer ops, then the same polynomial with mul and add separate.
-__attribute__((target("avx2"))) inline __m256 log_det_lanes(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256i b = _mm256_castps_si256(x);
-  __m256i e = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(0xff)),
-                               _mm256_set1_epi32(126));
-  __m256 m = _mm256_castsi256_ps(
-      _mm256_or_si256(_mm256_and_si256(b, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000)));
-  const __m256 low = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-  e = _mm256_sub_epi32(e, _mm256_and_si256(_mm256_castps_si256(low), _mm256_set1_epi32(1)));
-  m = _mm256_blendv_ps(_mm256_sub_ps(m, one), _mm256_sub_ps(_mm256_add_ps(m, m), one), low);
-  const __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.1514610310e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.1676998740e-1f));
-  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.2420140846e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.4249322787e-1f));
-  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(1.6668057665e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(2.0000714765e-1f));
-  y = _mm256_sub_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(2.4999993993e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, m), _mm256_set1_ps(3.3333331174e-1f));
-  y = _mm256_mul_ps(y, m);
-  y = _mm256_mul_ps(y, z);
-  const __m256 fe = _mm256_cvtepi32_ps(e);
-  y = _mm256_add_ps(y, _mm256_mul_ps(fe, _mm256_set1_ps(-2.12194440e-4f)));
-  y = _mm256_sub_ps(y, _mm256_mul_ps(_mm256_set1_ps(0.5f), z));
-  const __m256 r = _mm256_add_ps(m, y);
-  return _mm256_add_ps(r, _mm256_mul_ps(fe, _mm256_set1_ps(0.693359375f)));
 }
 
 // out[i] = sqrtsoftplus_det(in[i]) (exp_det, log1p_det, the x > 20 select and sqrt_rn on 8 lanes, the
@@ -877,15 +813,6 @@ inline RowPlan plan_row(const Params& p, const int32_t* replay, const uint8_t* m
 }
 
 #if MOE_CPU_AVX2_SIGMOID
-// sqrtsoftplus_det on 8 lanes (the body of sqrtsoftplus_row_avx2).
-__attribute__((target("avx2"), always_inline)) inline __m256 sqrtsoftplus_lanes(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 y = exp_det_lanes(x);
-  const __m256 u = _mm256_add_ps(one, y);
-  const __m256 l1p = _mm256_add_ps(log_det_lanes(u), _mm256_div_ps(_mm256_sub_ps(y, _mm256_sub_ps(u, one)), u));
-  return _mm256_sqrt_ps(_mm256_blendv_ps(l1p, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ)));
-}
-
 // Transposes the 8 x 8 floats in t (t[i] lane j <-> t[j] lane i).
 __attribute__((target("avx2"), always_inline)) inline void transpose8_ps(__m256* t) {
   const __m256 a0 = _mm256_unpacklo_ps(t[0], t[1]), a1 = _mm256_unpackhi_ps(t[0], t[1]);
@@ -1056,99 +983,9 @@ inline bool replay_lanes_fit(const Params& p, const int32_t* replay, const uint8
 // 128 made no difference that the shared machine's noise at T = 65536 let us see).
 constexpr int64_t kLanesAhead16 = 16;
 
-// The AVX-512 kernels (F, BW, DQ, VL): 16 rows per block, the AVX2 kernels' operations in their order on
-// twice the lanes, with mask registers for the selects, the lane tests and the partial loads and stores.
-#define MOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,f16c,popcnt")))
-
-// exp_det's core on 16 lanes: range reduction, polynomial and the two-step scaling of an argument already
-// clamped to [-103.97, 88.72]; the callers add the selects their arguments need.
-MOE_AVX512 inline __m512 exp_det_core16(__m512 xc) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269502162933349609375f)), _mm512_set1_ps(0.5f));
-  const __m512 tr = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(t));
-  const __m512 nf = _mm512_mask_sub_ps(tr, _mm512_cmp_ps_mask(tr, t, _CMP_GT_OQ), tr, one);
-  __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(nf, _mm512_set1_ps(0.693359375f)));
-  r = _mm512_sub_ps(r, _mm512_mul_ps(nf, _mm512_set1_ps(-2.12194440e-4f)));
-  const __m512 z = _mm512_mul_ps(r, r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
-  __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, z), r), one);
-  const __m512i ni = _mm512_cvttps_epi32(nf);
-  const __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
-  const __m512i n2 = _mm512_sub_epi32(ni, n1);
-  const __m512i bias127 = _mm512_set1_epi32(127);
-  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias127), 23)));
-  y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias127), 23)));
-  return y;
-}
-
-// exp_det on 16 lanes (exp_det_lanes' operations; blends on compare masks).
-MOE_AVX512 inline __m512 exp_det_lanes16(__m512 x) {
-  const __m512 hi = _mm512_set1_ps(88.72283935546875f), lo = _mm512_set1_ps(-103.97208404541015625f);
-  const __m512 zero = _mm512_setzero_ps();
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  const __mmask16 above = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
-  __m512 xc = _mm512_mask_blend_ps(above, x, hi);
-  xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(xc, lo, _CMP_LT_OQ), xc, lo);
-  xc = _mm512_mask_blend_ps(nan, xc, zero);
-  __m512 y = exp_det_core16(xc);
-  y = _mm512_mask_blend_ps(above, y, _mm512_set1_ps(bits_to_float(0x7f800000u)));
-  y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), y, zero);
-  return _mm512_mask_blend_ps(nan, y, x);
-}
-
-// exp_det_lanes16 for arguments known to be neither NaN nor above 88.72 (softmax post's l - max over finite
-// logits, which is <= 0): the selects for those cases are the identity there, so the result is the same.
-MOE_AVX512 inline __m512 exp_det_lanes16_le0(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-103.97208404541015625f);
-  const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  const __m512 xc = _mm512_mask_blend_ps(under, x, lo);
-  __m512 y = exp_det_core16(xc);
-  return _mm512_maskz_mov_ps((__mmask16)~under, y);
-}
-
-// log_det_lanes on 16 lanes.
-MOE_AVX512 inline __m512 log_det_lanes16(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512i b = _mm512_castps_si512(x);
-  __m512i e = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(b, 23), _mm512_set1_epi32(0xff)),
-                               _mm512_set1_epi32(126));
-  __m512 m = _mm512_castsi512_ps(
-      _mm512_or_si512(_mm512_and_si512(b, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x3f000000)));
-  const __mmask16 low = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-  e = _mm512_mask_sub_epi32(e, low, e, _mm512_set1_epi32(1));
-  m = _mm512_mask_blend_ps(low, _mm512_sub_ps(m, one), _mm512_sub_ps(_mm512_add_ps(m, m), one));
-  const __m512 z = _mm512_mul_ps(m, m);
-  __m512 y = _mm512_set1_ps(7.0376836292e-2f);
-  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1514610310e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.1676998740e-1f));
-  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.2420140846e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.4249322787e-1f));
-  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(1.6668057665e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.0000714765e-1f));
-  y = _mm512_sub_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(2.4999993993e-1f));
-  y = _mm512_add_ps(_mm512_mul_ps(y, m), _mm512_set1_ps(3.3333331174e-1f));
-  y = _mm512_mul_ps(y, m);
-  y = _mm512_mul_ps(y, z);
-  const __m512 fe = _mm512_cvtepi32_ps(e);
-  y = _mm512_add_ps(y, _mm512_mul_ps(fe, _mm512_set1_ps(-2.12194440e-4f)));
-  y = _mm512_sub_ps(y, _mm512_mul_ps(_mm512_set1_ps(0.5f), z));
-  const __m512 r = _mm512_add_ps(m, y);
-  return _mm512_add_ps(r, _mm512_mul_ps(fe, _mm512_set1_ps(0.693359375f)));
-}
-
-// sqrtsoftplus_lanes on 16 lanes.
-MOE_AVX512 inline __m512 sqrtsoftplus_lanes16(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 y = exp_det_lanes16(x);
-  const __m512 u = _mm512_add_ps(one, y);
-  const __m512 l1p = _mm512_add_ps(log_det_lanes16(u), _mm512_div_ps(_mm512_sub_ps(y, _mm512_sub_ps(u, one)), u));
-  return _mm512_sqrt_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(20.0f), _CMP_GT_OQ), l1p, x));
-}
+// The AVX-512 kernels (F, BW, DQ, VL; MOE_AVX512 in moe_cpu_lanes.h): 16 rows per block, the AVX2 kernels'
+// operations in their order on twice the lanes, with mask registers for the selects, the lane tests and the
+// partial loads and stores.
 
 // transpose8_ps on both 256-bit halves of t: t[i] lane j <-> t[j] lane i within lanes 0-7, and within 8-15.
 MOE_AVX512 inline void transpose8x2_ps(__m512* t) {
@@ -1232,10 +1069,10 @@ MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t ro
       if (j < k) m = _mm512_max_ps(x[j], m);  // x > m ? x : m, as the scalar loop
     if (bad == 0) {  // every gathered logit finite: x - max <= 0, never NaN
       for (int j = 0; j < KP; ++j)
-        if (j < k) x[j] = exp_det_lanes16_le0(_mm512_sub_ps(x[j], m));
+        if (j < k) x[j] = exp_det_lanes_le0(_mm512_sub_ps(x[j], m));
     } else {
       for (int j = 0; j < KP; ++j)
-        if (j < k) x[j] = exp_det_lanes16(_mm512_sub_ps(x[j], m));
+        if (j < k) x[j] = exp_det_lanes(_mm512_sub_ps(x[j], m));
     }
     for (int j = 0; j < KP; ++j)
       if (j < k) sum = _mm512_add_ps(sum, x[j]);
@@ -1247,10 +1084,10 @@ MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t ro
       for (int j = 0; j < KP; ++j)
         if (j < k)
           x[j] = _mm512_div_ps(
-              one, _mm512_add_ps(one, exp_det_lanes16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x[j]), sign)))));
+              one, _mm512_add_ps(one, exp_det_lanes(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x[j]), sign)))));
     } else {
       for (int j = 0; j < KP; ++j)
-        if (j < k) x[j] = sqrtsoftplus_lanes16(x[j]);
+        if (j < k) x[j] = sqrtsoftplus_lanes(x[j]);
     }
     if (p.normalize) {
       for (int j = 0; j < KP; ++j)
