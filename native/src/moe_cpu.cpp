@@ -69,29 +69,15 @@ inline uint32_t nonfinite_bit(float l) { return (uint32_t)((float_to_bits(l) & 0
 #if MOE_CPU_AVX2_SIGMOID
 // out[i] = sigmoid_det(in[i]); in and out may be the same array.
 __attribute__((target("avx2"))) void sigmoid_row_avx2(const float* in, float* out, int n) {
-  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
   int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp_det_lanes(_mm256_xor_ps(_mm256_loadu_ps(in + i), sign));  // exp(-l)
-    _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, sigmoid_lanes(_mm256_loadu_ps(in + i)));
   for (; i < n; ++i) out[i] = sigmoid_det(in[i]);
 }
 
-// out[i] = sqrtsoftplus_det(in[i]) (exp_det, log1p_det, the x > 20 select and sqrt_rn on 8 lanes, the
-// same operations); in and out may be the same array.
+// out[i] = sqrtsoftplus_det(in[i]); in and out may be the same array.
 __attribute__((target("avx2"))) void sqrtsoftplus_row_avx2(const float* in, float* out, int n) {
-  const __m256 one = _mm256_set1_ps(1.0f), twenty = _mm256_set1_ps(20.0f);
   int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 x = _mm256_loadu_ps(in + i);
-    const __m256 y = exp_det_lanes(x);
-    const __m256 u = _mm256_add_ps(one, y);
-    // log1p_det's y == inf select is not needed: exp overflows only for x > 88, where x > 20 wins.
-    const __m256 l1p = _mm256_add_ps(log_det_lanes(u), _mm256_div_ps(_mm256_sub_ps(y, _mm256_sub_ps(u, one)), u));
-    const __m256 sp = _mm256_blendv_ps(l1p, x, _mm256_cmp_ps(x, twenty, _CMP_GT_OQ));
-    _mm256_storeu_ps(out + i, _mm256_sqrt_ps(sp));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, sqrtsoftplus_lanes(_mm256_loadu_ps(in + i)));
   for (; i < n; ++i) out[i] = sqrtsoftplus_det(in[i]);
 }
 
