@@ -865,7 +865,7 @@ __attribute__((target("avx2"))) int replay_rows8_avx2(const Params& p, const cha
     bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(bits, expo), expo));
     x[j] = _mm256_castsi256_ps(bits);
   }
-  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
   __m256 sum = zero;
   if (p.post_softmax()) {
     __m256 m = _mm256_set1_ps(bits_to_float(0xff800000u));
@@ -880,7 +880,7 @@ __attribute__((target("avx2"))) int replay_rows8_avx2(const Params& p, const cha
   } else {
     if (p.score_fn == MOE_SCORE_SIGMOID) {
       for (int j = 0; j < KP; ++j)
-        if (j < k) x[j] = _mm256_div_ps(one, _mm256_add_ps(one, exp_det_lanes(_mm256_xor_ps(x[j], _mm256_set1_ps(-0.0f)))));
+        if (j < k) x[j] = sigmoid_lanes(x[j]);
     } else {
       for (int j = 0; j < KP; ++j)
         if (j < k) x[j] = sqrtsoftplus_lanes(x[j]);
@@ -1047,7 +1047,7 @@ MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t ro
     bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, expo), expo);
     x[j] = _mm512_castsi512_ps(bits);
   }
-  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 zero = _mm512_setzero_ps();
   __m512 sum = zero;
   if (p.post_softmax()) {
     __m512 m = _mm512_set1_ps(bits_to_float(0xff800000u));
@@ -1066,11 +1066,8 @@ MOE_AVX512 int replay_rows16_avx512(const Params& p, const char* rows, size_t ro
       if (j < k) x[j] = _mm512_div_ps(x[j], sum);
   } else {
     if (p.score_fn == MOE_SCORE_SIGMOID) {
-      const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
       for (int j = 0; j < KP; ++j)
-        if (j < k)
-          x[j] = _mm512_div_ps(
-              one, _mm512_add_ps(one, exp_det_lanes(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x[j]), sign)))));
+        if (j < k) x[j] = sigmoid_lanes(x[j]);
     } else {
       for (int j = 0; j < KP; ++j)
         if (j < k) x[j] = sqrtsoftplus_lanes(x[j]);
