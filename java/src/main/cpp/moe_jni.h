@@ -195,6 +195,20 @@ static inline int64_t moe_jni_valid_tokens(int64_t h, const void* logits, int dt
   return st == MOE_OK ? n : -(int64_t)st;
 }
 
+static inline void moe_jni_loss_config(moe_loss_config* c, float aux, float seq_aux, float global_aux, float z,
+                                       int64_t seq_length, int seq_layout, const double* global_tokens,
+                                       double global_num_tokens) {
+  memset(c, 0, sizeof *c);
+  c->aux_coeff = aux;
+  c->seq_aux_coeff = seq_aux;
+  c->global_aux_coeff = global_aux;
+  c->z_coeff = z;
+  c->seq_length = seq_length;
+  c->seq_layout = seq_layout;
+  c->global_tokens = global_tokens;
+  c->global_num_tokens = global_num_tokens;
+}
+
 // out_values [5]: aux, seq aux, global aux, z, N (exact in a double).
 static inline int moe_jni_losses(int64_t h, const void* logits, int dtype, int64_t tokens, const uint8_t* valid,
                                  float aux, float seq_aux, float global_aux, float z, int64_t seq_length,
@@ -202,15 +216,7 @@ static inline int moe_jni_losses(int64_t h, const void* logits, int dtype, int64
                                  double* out_values, int32_t* out_counts, float* out_scores, uint8_t* out_map,
                                  float* grad) {
   moe_loss_config c;
-  memset(&c, 0, sizeof c);
-  c.aux_coeff = aux;
-  c.seq_aux_coeff = seq_aux;
-  c.global_aux_coeff = global_aux;
-  c.z_coeff = z;
-  c.seq_length = seq_length;
-  c.seq_layout = seq_layout;
-  c.global_tokens = global_tokens;
-  c.global_num_tokens = global_num_tokens;
+  moe_jni_loss_config(&c, aux, seq_aux, global_aux, z, seq_length, seq_layout, global_tokens, global_num_tokens);
   moe_loss_values v;
   int st = moe_losses_host((moe_router*)(intptr_t)h, logits, dtype, tokens, valid, &c, &v, out_counts, out_scores,
                            out_map, grad);
@@ -247,20 +253,6 @@ static inline int moe_jni_tokens_per_expert_device(int64_t h, const int32_t* idx
   moe_router* r = (moe_router*)(intptr_t)h;
   return map ? moe_map_tokens_per_expert_device(r, map, valid, tokens, counts, stream)
              : moe_tokens_per_expert_device(r, idx, valid, tokens, counts, stream);
-}
-
-static inline void moe_jni_loss_config(moe_loss_config* c, float aux, float seq_aux, float global_aux, float z,
-                                       int64_t seq_length, int seq_layout, const double* global_tokens,
-                                       double global_num_tokens) {
-  memset(c, 0, sizeof *c);
-  c->aux_coeff = aux;
-  c->seq_aux_coeff = seq_aux;
-  c->global_aux_coeff = global_aux;
-  c->z_coeff = z;
-  c->seq_length = seq_length;
-  c->seq_layout = seq_layout;
-  c->global_tokens = global_tokens;
-  c->global_num_tokens = global_num_tokens;
 }
 
 // Workspace bytes >= 0, or -status. kind 0: losses (aux_outputs != 0 with the aux outputs); kind 1: dropping.
