@@ -358,16 +358,7 @@ int moe_router_check_replay(moe_router* r, int64_t* bad_row, int* reason) {
 }
 
 int moe_tokens_per_expert(const int32_t* idx, int64_t tokens, int k, int experts, int32_t* counts) {
-  if (tokens < 0 || k < 1 || experts < 1 || !counts || (tokens > 0 && !idx))
-    return fail(MOE_ERR_INVALID_ARGUMENT, "tokens_per_expert: bad arguments (tokens=%lld, k=%d, experts=%d)",
-                (long long)tokens, k, experts);
-  for (int64_t i = 0; i < tokens * k; ++i)
-    if (idx[i] < 0 || idx[i] >= experts)
-      return fail(MOE_ERR_INVALID_REPLAY, "row %lld: expert %d out of range [0, %d)", (long long)(i / k), idx[i],
-                  experts);
-  for (int e = 0; e < experts; ++e) counts[e] = 0;
-  for (int64_t i = 0; i < tokens * k; ++i) ++counts[idx[i]];
-  return MOE_OK;
+  return moe_tokens_per_expert_valid(idx, nullptr, tokens, k, experts, counts);  // every row valid
 }
 
 int moe_dense_views(const int32_t* idx, const float* w, int64_t tokens, int k, int experts, uint8_t* map,
