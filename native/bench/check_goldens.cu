@@ -270,21 +270,35 @@ bool load_golden(const std::string& dir, const std::string& name, Golden* g, std
 }
 
 constexpr double kRel = 1e-5;
+const char* const kDtypeNames[] = {"f32", "bf16", "f16"};
+
+// What every golden check starts from: both routers of the golden's configuration, its logits in the dtype
+// on the host and on the device, and the tag that names the golden and the dtype in each failure.
+struct GoldenSetup {
+  Routers r;
+  const std::vector<uint8_t> logits;
+  const std::string tag;
+  DBuf<uint8_t> d_logits;
+  GoldenSetup(const Golden& g, int dtype)
+      : r(routers_of(g)), logits(to_dtype(g.logits, dtype)), tag(g.name + " " + kDtypeNames[dtype] + " golden "),
+        d_logits(logits.size()) {
+    d_logits.up(logits.data());
+  }
+  static Routers routers_of(const Golden& g) {
+    Config cfg = g.cfg;
+    cfg.name = g.name.c_str();
+    std::mt19937_64 unused(1);  // Routers draws a random bias; a golden's bias is its bias_values
+    return Routers(cfg, unused);
+  }
+};
 
 // One golden in one dtype: CUDA (device pointers and host staging) equals the CPU backend bit for bit
 // on live routing, replay of the golden's indices and backward at the live and replayed indices.
 void check_golden(const Golden& g, int dtype, cudaStream_t stream) {
-  static const char* dn[] = {"f32", "bf16", "f16"};
   const int64_t T = g.T;
   const int E = g.cfg.E, k = g.cfg.k;
-  Config cfg = g.cfg;
-  cfg.name = g.name.c_str();
-  std::mt19937_64 unused(1);
-  Routers r(cfg, unused);
-  const std::vector<uint8_t> logits = to_dtype(g.logits, dtype);
-  const std::string tag = g.name + " " + dn[dtype] + " golden ";
-  DBuf<uint8_t> d_logits(logits.size());
-  d_logits.up(logits.data());
+  GoldenSetup setup(g, dtype);
+  auto& [r, logits, tag, d_logits] = setup;
   DBuf<int32_t> d_idx((size_t)T * k), d_rep((size_t)T * k), d_live((size_t)T * k);
   DBuf<float> d_w((size_t)T * k), d_dw((size_t)T * k), d_grad((size_t)T * E);
   DBuf<int64_t> d_nf(1);
@@ -340,10 +354,9 @@ void check_golden(const Golden& g, int dtype, cudaStream_t stream) {
 void check_golden_section6(const Golden& g, int dtype, Routers& r, const std::vector<uint8_t>& logits,
                            const uint8_t* d_logits, const Forward& live, const Forward& rep, bool exact,
                            cudaStream_t stream) {
-  static const char* dn[] = {"f32", "bf16", "f16"};
   const int64_t T = g.T;
   const int E = g.cfg.E, k = g.cfg.k;
-  const std::string tag = g.name + " " + dn[dtype] + " golden section 6";
+  const std::string tag = g.name + " " + kDtypeNames[dtype] + " golden section 6";
   auto value = [&](const char* key) {
     auto it = g.kv.find(key);
     return it == g.kv.end() || it->second == "null" ? std::string() : it->second;
@@ -468,19 +481,12 @@ void check_golden_section6(const Golden& g, int dtype, Routers& r, const std::ve
 // golden: indices exact, floats 1e-5 norm-relative, row flags exact, ERROR rejections naming the
 // expected rows. Backward at the live and the replayed indices with each forward's flags.
 void check_golden_v2(const Golden& g, int dtype, cudaStream_t stream) {
-  static const char* dn[] = {"f32", "bf16", "f16"};
   const int64_t T = g.T;
   const int E = g.cfg.E, k = g.cfg.k;
-  Config cfg = g.cfg;
-  cfg.name = g.name.c_str();
-  std::mt19937_64 unused(1);
-  Routers r(cfg, unused);
-  const std::vector<uint8_t> logits = to_dtype(g.logits, dtype);
-  const std::string tag = g.name + " " + dn[dtype] + " golden ";
+  GoldenSetup setup(g, dtype);
+  auto& [r, logits, tag, d_logits] = setup;
   const bool exact = dtype == MOE_DTYPE_F32 || (dtype == MOE_DTYPE_BF16 && g.bf16);
-  DBuf<uint8_t> d_logits(logits.size());
   DBuf<int32_t> d_rep(g.replay_idx.size());
-  d_logits.up(logits.data());
   d_rep.up(g.replay_idx.data());
   const Forward live = check_forward(r, tag + "live", dtype, T, k, logits, d_logits.p, nullptr, nullptr, nullptr,
                                      nullptr, false, stream);
