@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Native mutation testing: plants each mutant below (a literal search/replace in one native/ file: CPU
-# kernels, the shared math header, training losses, token dropping, replay validation) in a temporary
+# kernels and their lane math, the shared math header, training losses, token dropping, replay validation) in a temporary
 # copy of the tree, one at a time, rebuilds the CPU library there (no CUDA, no SIMT harness) and runs
 # the Java suites that cover it: the routing suites for math/cpu/validation/config mutants, the
 # training suites for training/dropping ones. A mutant is caught when the tests fail. The unmodified
@@ -41,6 +41,8 @@ cpu: minus-one rows ARANGE routed live	src/moe_cpu.cpp	return RowPlan{p.minus_on
 cpu: weights normalised only when they should not be	src/moe_cpu.cpp	if (!p.normalize) return;	if (p.normalize) return;
 cpu: 8-row replay lanes drop the scale	src/moe_cpu.cpp	x[j] = j < k ? _mm256_and_ps(_mm256_mul_ps(x[j], scale), keep) : zero;	x[j] = j < k ? _mm256_and_ps(x[j], keep) : zero;
 validation: lane pre-check misses duplicates 4 apart	src/moe_cpu.cpp	for (int r = 1; r <= 4; ++r) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, rot[r]));	for (int r = 1; r <= 3; ++r) bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(v, rot[r]));
+lanes: exp floor correction inverted (8 and 16 lanes)	src/moe_cpu_lanes.inc	L::sub_where(tr, L::gt(tr, t), one)	L::sub_where(tr, L::lt(tr, t), one)
+lanes: log exponent off by one (8 and 16 lanes)	src/moe_cpu_lanes.inc	L::set1_i(0xff)), L::set1_i(126))	L::set1_i(0xff)), L::set1_i(127))
 validation: bad row named relative to its chunk	src/moe_cpu.cpp	if (bad >= 0) atomic_min(c.first_bad, bad + t0);	if (bad >= 0) atomic_min(c.first_bad, bad);
 validation: masked-out rows checked, others skipped	src/moe_api.cpp	if (mask && mask[t] == 0) continue;	if (mask && mask[t] != 0) continue;
 validation: duplicate positions swapped in the message	src/moe_api.cpp	(long long)row, r[j], m, j);	(long long)row, r[j], j, m);
