@@ -1375,7 +1375,7 @@ MOE_AVX512 inline void post16_weights(const Params& p, const float (*val)[8], fl
   for (int j = 0; j < 8; ++j)
     if (j < k) m = _mm512_max_ps(x[j], m);
   for (int j = 0; j < 8; ++j)
-    if (j < k) x[j] = exp_det_lanes16_le0(_mm512_sub_ps(x[j], m));
+    if (j < k) x[j] = exp_det_lanes_le0(_mm512_sub_ps(x[j], m));
   __m512 sum = _mm512_setzero_ps();
   for (int j = 0; j < 8; ++j)
     if (j < k) sum = _mm512_add_ps(sum, x[j]);
