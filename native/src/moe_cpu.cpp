@@ -1394,6 +1394,24 @@ MOE_AVX512 inline void post16_weights(const Params& p, const float (*val)[8], fl
   if (out_flags) _mm_storeu_si128((__m128i*)out_flags, _mm_setzero_si128());
 }
 
+// Softmax-post weights, one row at a time, of the rows t + r (r < n) of a 16-row block whose selection
+// succeeded (bit r of ok; the others took the general path): for blocks the 16-row weight kernels cannot
+// take whole.
+template <int DT>
+__attribute__((always_inline)) inline void post_weights_rows(const RouteCtx& c, int64_t t, int n, unsigned ok) {
+  const Params& p = *c.p;
+  const int k = p.k;
+  for (int r = 0; r < n; ++r) {
+    if (!((ok >> r) & 1)) continue;
+    const int64_t row = t + r;
+    float w[MOE_MAX_TOPK];
+    bool nf = false;
+    weights_cpu(p, RowLoader<DT>{c.logits + row * c.row_bytes}, c.out_idx + row * k, RowSoftmax{0.0f, 1.0f}, w, nf);
+    for (int j = 0; j < k; ++j) c.out_w[row * k + j] = w[j] * p.scale;
+    if (c.out_flags) c.out_flags[row] = 0;
+  }
+}
+
 // Live softmax-post rows, 16 at a time, k <= 8 and E a multiple of 16 (E <= 512): post16_candidates for the
 // 16 rows, two at a time, then post16_rank for each (two passes, so that independent rows are in flight
 // rather than one long dependency chain), then the weights of the 16 rows at once from their selected logits
@@ -1437,15 +1455,7 @@ MOE_AVX512 int64_t post16_rows(RouteCtx& c, int64_t t0, int64_t t1) {
       post16_weights(p, val, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
       continue;
     }
-    for (int r = 0; r < n; ++r) {
-      if (!((ok >> r) & 1)) continue;
-      const int64_t row = t + r;
-      float w[MOE_MAX_TOPK];
-      bool nf = false;
-      weights_cpu(p, RowLoader<DT>{c.logits + row * c.row_bytes}, c.out_idx + row * k, RowSoftmax{0.0f, 1.0f}, w, nf);
-      for (int j = 0; j < k; ++j) c.out_w[row * k + j] = w[j] * p.scale;
-      if (c.out_flags) c.out_flags[row] = 0;
-    }
+    post_weights_rows<DT>(c, t, n, ok);
   }
   return nonfinite;
 }
@@ -1482,15 +1492,7 @@ MOE_AVX512 int64_t softmax_post_rows_avx512(RouteCtx& c, int64_t t0, int64_t t1)
                                     c.out_idx + t * k, c.out_w + t * k, c.out_flags ? c.out_flags + t : nullptr);
       continue;
     }
-    for (int r = 0; r < n; ++r) {
-      if (!((ok >> r) & 1)) continue;
-      const int64_t row = t + r;
-      float w[MOE_MAX_TOPK];
-      bool nf = false;
-      weights_cpu(p, RowLoader<DT>{c.logits + row * c.row_bytes}, c.out_idx + row * k, RowSoftmax{0.0f, 1.0f}, w, nf);
-      for (int j = 0; j < k; ++j) c.out_w[row * k + j] = w[j] * p.scale;
-      if (c.out_flags) c.out_flags[row] = 0;
-    }
+    post_weights_rows<DT>(c, t, n, ok);
   }
   return nonfinite;
 }
