@@ -15,7 +15,6 @@ import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
-import java.util.concurrent.TimeUnit;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.moerouter.Backend;
@@ -24,18 +23,10 @@ import org.moerouter.NativeLibrary;
 import org.moerouter.RouterConfig;
 import org.moerouter.ScoreFunction;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
-import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
-import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * The CPU goals of issue 16 in one JMH run (docs/cpu-design.md): this library's CPU backend next to its
@@ -51,13 +42,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * the full softmax then TopK and renormalise); {@code java} (the pure-Java backend, single-threaded).
  * Scores are ns per call; {@link BenchMain} divides by T.
  */
-@State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.NANOSECONDS)
-@Fork(1)
-@Warmup(iterations = 2, time = 200, timeUnit = TimeUnit.MILLISECONDS)
-@Measurement(iterations = 3, time = 300, timeUnit = TimeUnit.MILLISECONDS)
-public class CpuGoalsBenchmark {
+public class CpuGoalsBenchmark extends ShortRun {
   @Param({"e64k6", "e128k8", "e512k10", "e256k8g"})
   public String config;
 

@@ -12,7 +12,8 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * The run profile of the ns-scale call benchmarks (RoutingBenchmark, JniOverheadBenchmark, HostCallBenchmark):
+ * The run profile of the ns-scale call benchmarks (RoutingBenchmark, JniOverheadBenchmark, HostCallBenchmark,
+ * CpuGoalsBenchmark):
  * one shared state per trial, average time in ns, one fork, 2 x 200 ms warm-up and 3 x 300 ms measurement
  * iterations. JMH reads these from the superclass (its "inheritance" sample), so a subclass states only what
  * differs; {@link BenchMain} overrides the iteration counts and times from its command line.
