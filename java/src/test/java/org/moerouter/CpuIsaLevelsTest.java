@@ -1,13 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 package org.moerouter;
 
-import static org.junit.jupiter.api.Assertions.assertEquals;
-
 import java.util.SplittableRandom;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
  * Every instruction-set level of the native CPU kernels gives the pure-Java reference's bits (docs/cpu-design.md):
@@ -17,24 +13,15 @@ import org.junit.jupiter.api.Test;
  * replay with -1 and masked rows, invalid replay rows, backward, every dtype and non-finite mode), plus calls
  * large enough for the thread pool and rows in blocks of 16 with a tail.
  */
+@ExtendWith(CpuIsaCap.class)
 class CpuIsaLevelsTest {
   static final int CONFIGS_PER_LEVEL = 500;
 
-  @BeforeAll
-  static void needsNative() {
-    Assumptions.assumeTrue(NativeLibrary.loaded(), "native library not loaded");
-  }
-
-  @AfterAll
-  static void uncap() {
-    if (NativeLibrary.loaded()) RouterNative.moe_jni_test_cpu_isa(-1);
-  }
-
   @Test
   void everyLevelMatchesJava() {
-    final int top = RouterNative.moe_jni_test_cpu_isa(-1);  // this CPU's level (or the environment's cap)
+    final int top = CpuIsaCap.top();  // this CPU's level (or the environment's cap)
     for (int level = 0; level <= top; level++) {
-      assertEquals(level, RouterNative.moe_jni_test_cpu_isa(level), "level in use");
+      CpuIsaCap.use(level);
       SplittableRandom rnd = new SplittableRandom(20261129L + level);
       for (int iter = 0; iter < CONFIGS_PER_LEVEL; iter++) {
         RouterConfig config = BackendEquivalenceTest.randomConfig(rnd);

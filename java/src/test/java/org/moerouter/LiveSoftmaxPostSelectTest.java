@@ -7,10 +7,8 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 import java.util.Arrays;
 import java.util.SplittableRandom;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
  * The native live softmax-post selection (docs/cpu-design.md, "Live softmax post") against the pure-Java
@@ -24,25 +22,16 @@ import org.junit.jupiter.api.Test;
  * from 1 to 8 (and E not a multiple of 16, and k above 8, which take the other kernels), T with a tail after
  * the blocks of 16, on every instruction-set level this CPU has.
  */
+@ExtendWith(CpuIsaCap.class)
 class LiveSoftmaxPostSelectTest {
   static final int[] EXPERTS = {16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 384, 512, 24, 40, 136};
   static final int KINDS = 8;
 
-  @BeforeAll
-  static void needsNative() {
-    Assumptions.assumeTrue(NativeLibrary.loaded(), "native library not loaded");
-  }
-
-  @AfterAll
-  static void uncap() {
-    if (NativeLibrary.loaded()) RouterNative.moe_jni_test_cpu_isa(-1);
-  }
-
   @Test
   void everyPathAgreesWithJavaOnEveryLevel() {
-    final int top = RouterNative.moe_jni_test_cpu_isa(-1);
+    final int top = CpuIsaCap.top();
     for (int level = top; level >= Math.min(top, 1); level--) {
-      assertEquals(level, RouterNative.moe_jni_test_cpu_isa(level), "level in use");
+      CpuIsaCap.use(level);
       SplittableRandom rnd = new SplittableRandom(20261130L + level);
       for (int e : EXPERTS)
         for (int k = 1; k <= 10; k++) {

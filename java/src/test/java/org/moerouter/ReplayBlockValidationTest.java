@@ -5,10 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import java.util.Arrays;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
 
 /**
  * The CPU backend's replay validation on full blocks of rows (docs/cpu-design.md, "Replay"): the AVX-512 check
@@ -19,24 +17,15 @@ import org.junit.jupiter.api.Test;
  * second bad row later in the same block: the call must name the first one and write nothing. At every
  * instruction-set level this machine has (a test hook caps the level).
  */
+@ExtendWith(CpuIsaCap.class)
 class ReplayBlockValidationTest {
   static final int E = 64, BLOCK = 16, T = 3 * BLOCK;
 
-  @BeforeAll
-  static void needsNative() {
-    Assumptions.assumeTrue(NativeLibrary.loaded(), "native library not loaded");
-  }
-
-  @AfterAll
-  static void uncap() {
-    if (NativeLibrary.loaded()) RouterNative.moe_jni_test_cpu_isa(-1);
-  }
-
   @Test
   void everyBadLaneAndPositionIsNamedFirstAndNothingIsWritten() {
-    final int top = RouterNative.moe_jni_test_cpu_isa(-1);
+    final int top = CpuIsaCap.top();
     for (int level = 0; level <= top; level++) {
-      assertEquals(level, RouterNative.moe_jni_test_cpu_isa(level), "level in use");
+      CpuIsaCap.use(level);
       for (int k = 1; k <= 16; k++) {
         float[] l = ReplayTest.logits(T, E, k);
         int[] good = ReplayValidationTest.validRows(T, k, E);
