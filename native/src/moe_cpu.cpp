@@ -1354,9 +1354,7 @@ MOE_AVX512 inline void post16_rank(const Post16Row& c, int nc, int k, int32_t* o
   const __m256i idx = _mm256_xor_si256(_mm512_cvtepi64_epi32(top), _mm256_set1_epi32(-1));
   _mm256_mask_storeu_epi32(out_idx, (__mmask8)((1u << k) - 1u), idx);
   // The selected logits in rank order, for post16_weights: finite_key_bits of the keys (+0 for -0)
-  const __m256i sk = _mm512_cvtepi64_epi32(_mm512_srli_epi64(top, 32));
-  const __m256i sneg = _mm256_srai_epi32(sk, 31);
-  _mm256_store_si256((__m256i*)out_val, _mm256_xor_si256(_mm256_add_epi32(sk, sneg), _mm256_srli_epi32(sneg, 1)));
+  _mm256_store_si256((__m256i*)out_val, finite_key_bits(_mm512_cvtepi64_epi32(_mm512_srli_epi64(top, 32))));
 }
 
 // The softmax-post weights of 16 rows from their k (<= 8) selected logits in rank order, val[r][0 .. k), all
